@@ -7,7 +7,7 @@ data under a local home directory. Production sets the variables (docker-compose
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -27,10 +27,20 @@ class Settings:
     data_dir: Path
     database_url: str
     data_source: str
-    universe_file: Path
+    universe_file: Path | None
     csv_dir: Path | None
     redis_url: str
     broker: str
+    # --- cTrader OAuth token (emp_pipeline/auth): secrets kept out of repr so they never reach a log ---
+    ctrader_client_id: str | None = None
+    ctrader_client_secret: str | None = field(default=None, repr=False)
+    ctrader_refresh_token: str | None = field(default=None, repr=False)
+    ctrader_token_url: str = "https://openapi.ctrader.com"
+    ctrader_redirect_uri: str | None = None
+    ctrader_refresh_margin_s: float = 3600.0
+    emp_token_key: str | None = field(default=None, repr=False)
+    token_key_prefix: str = "emp:"
+    # --- end cTrader OAuth token ---
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -43,7 +53,11 @@ class Settings:
         data_source = env.get("EMP_DATA_SOURCE", "sample")
         if data_source not in DATA_SOURCES:
             raise ValueError(f"EMP_DATA_SOURCE={data_source!r} is not one of {', '.join(DATA_SOURCES)}")
-        default_universe = SAMPLE_UNIVERSE_FILE if data_source == "sample" else DEFAULT_UNIVERSE_FILE
+        # A CSV folder of unknown instruments needs no YAML: its universe is inferred from the files.
+        default_universe = {"sample": SAMPLE_UNIVERSE_FILE, "yahoo": DEFAULT_UNIVERSE_FILE, "csv": None}[
+            data_source
+        ]
+        universe_file = env.get("EMP_UNIVERSE_FILE") or default_universe
         broker = env.get("EMP_BROKER", "paper")
         if broker not in BROKERS:
             raise ValueError(f"EMP_BROKER={broker!r} is not one of {', '.join(BROKERS)}")
@@ -53,8 +67,18 @@ class Settings:
             data_dir=data_dir,
             database_url=database_url,
             data_source=data_source,
-            universe_file=Path(env.get("EMP_UNIVERSE_FILE", default_universe)).resolve(),
+            universe_file=Path(universe_file).resolve() if universe_file else None,
             csv_dir=Path(csv_dir).resolve() if csv_dir else None,
             redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
             broker=broker,
+            # --- cTrader OAuth token ---
+            ctrader_client_id=env.get("CTRADER_CLIENT_ID") or None,
+            ctrader_client_secret=env.get("CTRADER_CLIENT_SECRET") or None,
+            ctrader_refresh_token=env.get("CTRADER_REFRESH_TOKEN") or None,
+            ctrader_token_url=env.get("CTRADER_TOKEN_URL") or "https://openapi.ctrader.com",
+            ctrader_redirect_uri=env.get("CTRADER_REDIRECT_URI") or None,
+            ctrader_refresh_margin_s=float(env.get("CTRADER_REFRESH_MARGIN_SECONDS") or 3600.0),
+            emp_token_key=env.get("EMP_TOKEN_KEY") or None,
+            token_key_prefix=env.get("EMP_TOKEN_KEY_PREFIX") or "emp:",
+            # --- end cTrader OAuth token ---
         )

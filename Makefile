@@ -1,0 +1,30 @@
+# The README's commands. `make demo` and `make test` each set up the virtual environment first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test lint ui bench
+
+$(BIN)/emp: setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/emp
+	$(BIN)/emp demo
+
+test: $(BIN)/emp
+	$(BIN)/ruff check emp_pipeline emp_pipeline_tests benchmarks scripts
+	$(BIN)/pytest
+
+lint: $(BIN)/emp
+	$(BIN)/ruff check emp_pipeline emp_pipeline_tests benchmarks scripts
+	$(BIN)/ruff format --check emp_pipeline emp_pipeline_tests benchmarks scripts
+
+ui: $(BIN)/emp
+	DAGSTER_HOME=$(CURDIR)/.emp/dagster_home $(BIN)/dagster dev -m emp_pipeline.definitions
+
+bench: $(BIN)/emp
+	$(BIN)/pip install --quiet -e '.[bench]'
+	for script in benchmarks/*.py; do $(BIN)/python $$script; done
