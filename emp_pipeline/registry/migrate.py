@@ -1,0 +1,79 @@
+"""Schema migrations, callable from code (`emp db upgrade`, DatabaseResource.upgrade, tests) for any URL.
+
+The URL is handed to Alembic as an open connection, not through alembic.ini, so any database works and
+passwords never pass through configparser interpolation. SQLite migrations run with foreign keys off
+(batch mode rebuilds tables, which would otherwise cascade deletes) and are checked afterwards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+from emp_pipeline.registry.errors import RegistryError
+from emp_pipeline.registry.models import Base
+from emp_pipeline.registry.repository import make_engine
+
+ALEMBIC_INI = Path(__file__).resolve().parent / "alembic.ini"
+
+
+def alembic_config() -> Config:
+    config = Config(str(ALEMBIC_INI))
+    config.set_main_option("script_location", str(ALEMBIC_INI.parent / "migrations"))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        location = ALEMBIC_INI.parent / "migrations"
+        raise RegistryError(f"no migration scripts under {location}: reinstall emp-pipeline")
+    return head
+
+
+def upgrade_database(url: str, revision: str = "head") -> str | None:
+    """Bring the registry at `url` up to `revision` (default: the latest); returns the revision reached."""
+    engine = make_engine(url, foreign_keys=False)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            if connection.dialect.name == "sqlite":
+                broken = connection.execute(text("PRAGMA foreign_key_check")).fetchall()
+                if broken:
+                    raise RegistryError(
+                        f"migration to {revision} left rows with dangling foreign keys {broken[:5]}: "
+                        "the upgrade was rolled back; report this migration as a bug"
+                    )
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def current_revision(url: str) -> str | None:
+    """The revision the registry at `url` is at (None if it was never migrated)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def schema_differences(url: str) -> list[object]:
+    """What Alembic autogenerate would change to make the database match the models (empty when in sync)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            return list(compare_metadata(context, Base.metadata))
+    finally:
+        engine.dispose()
