@@ -267,7 +267,7 @@ def return_kurtosis(returns: object) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TradeStatistics:
-    """Trade-level figures. ``win_rate`` and ``profit_factor`` are 0.0 when there are no trades."""
+    """Trade-level figures; ``win_rate`` and ``profit_factor`` are 0.0 when there are no trades."""
 
     trade_count: int
     win_rate: float
@@ -277,23 +277,41 @@ class TradeStatistics:
 def trade_statistics(trade_returns: object) -> TradeStatistics:
     """Win rate and profit factor of closed trades (returns or PnLs: both figures are scale-free).
 
-    * win rate = winning trades / all trades; a trade at exactly 0 is not a win.
-    * profit factor = gross profit / gross loss: ``inf`` when there are profits and no losses (the usual
-      reporting convention; note it is not JSON-safe, see ``PerformanceMetrics.as_dict``), 0.0 with no
-      trades or no profits. ``trade_count == 0`` tells "no trades" apart from "only losers".
+    Conventions as in ``win_rates`` and ``profit_factors``.
     """
     array = _finite_array(trade_returns, "trade_returns")
     if array.ndim != 1:
         raise MetricsInputError(f"trade_returns must be 1-d (one value per closed trade); got {array.shape}")
     count = int(array.size)
-    if count == 0:
-        return TradeStatistics(trade_count=0, win_rate=0.0, profit_factor=0.0)
-    gross_profit = float(array[array > 0].sum())
-    gross_loss = float(-array[array < 0].sum())
-    profit_factor = gross_profit / gross_loss if gross_loss > 0 else (math.inf if gross_profit > 0 else 0.0)
     return TradeStatistics(
-        trade_count=count, win_rate=float(np.count_nonzero(array > 0)) / count, profit_factor=profit_factor
+        trade_count=count,
+        win_rate=float(win_rates(np.count_nonzero(array > 0), count)),
+        profit_factor=float(profit_factors(array[array > 0].sum(), -array[array < 0].sum())),
     )
+
+
+def win_rates(winning_trades: object, trade_counts: object) -> np.ndarray:
+    """Winning trades / all trades, element-wise; a trade at exactly 0 is not a win; 0.0 with no trades."""
+    wins = _finite_array(winning_trades, "winning_trades")
+    counts = _finite_array(trade_counts, "trade_counts")
+    if (wins < 0).any() or (wins > counts).any():
+        raise MetricsInputError("winning_trades must be between 0 and trade_counts for every strategy")
+    return _safe_ratio(wins, counts, counts > 0)
+
+
+def profit_factors(gross_profit: object, gross_loss: object) -> np.ndarray:
+    """Gross profit / gross loss (both non-negative magnitudes), element-wise.
+
+    ``inf`` when there are profits and no losses (the usual reporting convention; not JSON-safe, see
+    ``PerformanceMetrics.as_dict``); 0.0 with no profits, including no trades at all, so a trade count is
+    what tells "no trades" apart from "only losers".
+    """
+    profit = _finite_array(gross_profit, "gross_profit")
+    loss = _finite_array(gross_loss, "gross_loss")
+    if (profit < 0).any() or (loss < 0).any():
+        raise MetricsInputError("gross_profit and gross_loss must be non-negative magnitudes")
+    ratio = _safe_ratio(profit, loss, loss > 0)
+    return np.where((loss == 0) & (profit > 0), math.inf, ratio)
 
 
 @dataclass(frozen=True)
