@@ -1,0 +1,55 @@
+"""Redis clients for the token store, and the one translation of "Redis is down" into an actionable error."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from emp_pipeline.auth.errors import TokenStoreUnavailableError
+
+
+def redacted_redis_url(url: str) -> str:
+    """The URL with any password replaced, safe for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
+
+
+def connect_redis(url: str, *, socket_timeout_s: float = 5.0) -> redis.Redis:
+    """A client with bounded connect and read timeouts, so nothing waits forever on a dead server."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=socket_timeout_s,
+        socket_timeout=socket_timeout_s,
+        decode_responses=True,
+        health_check_interval=30,
+    )
+
+
+@contextmanager
+def translate_redis_errors(client: redis.Redis) -> Iterator[None]:
+    """Turn connection failures and timeouts into `TokenStoreUnavailableError` naming the server."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise TokenStoreUnavailableError(
+            f"the token store (Redis at {describe_client(client)}) is unavailable: "
+            f"{type(exc).__name__}: {exc}. Start Redis (e.g. `redis-server --daemonize yes --bind 127.0.0.1 "
+            "--port 6379`) or point REDIS_URL at a reachable server."
+        ) from None
+
+
+def describe_client(client: redis.Redis) -> str:
+    """redis://host:port/db of a client, never with its password."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    scheme = "rediss" if client.connection_pool.connection_class.__name__ == "SSLConnection" else "redis"
+    return f"{scheme}://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"

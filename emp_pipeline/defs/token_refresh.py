@@ -1,0 +1,131 @@
+"""Keeping the cTrader token fresh: a sensor that only reads the stored expiry, and a job that refreshes.
+
+The sensor never calls the network (short Redis timeouts; Redis down means a skip with the reason) and asks
+for one run per token version and failure count, so a needed refresh is requested once, and again only after
+a recorded failure. The job refreshes under the Redis lock; transient failures are retried by the op's retry
+policy, a refused token fails the run at once with the instruction to re-authorise.
+"""
+
+from __future__ import annotations
+
+import time
+
+from dagster import (
+    Backoff,
+    Failure,
+    Jitter,
+    JobDefinition,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    RetryPolicy,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    job,
+    op,
+    sensor,
+)
+
+from emp_pipeline.auth.errors import (
+    ReauthRequiredError,
+    TokenKeyError,
+    TokenNotAuthorizedError,
+    TokenStoreUnavailableError,
+)
+from emp_pipeline.auth.token_store import TokenStatus
+from emp_pipeline.defs.resources import CTraderTokenResource
+
+TOKEN_RESOURCE_KEY = "ctrader_token"
+SENSOR_INTERVAL_S = 300
+JOB_NAME = "token_refresh_job"
+
+
+def refresh_run_key(client_id: str, version: int, consecutive_failures: int) -> str:
+    """One key per (token version, failure count): Dagster launches a run key once."""
+    return f"ctrader-token-{client_id}-v{version}-f{consecutive_failures}"
+
+
+@op(
+    name="refresh_ctrader_token",
+    description="Refresh the cTrader token under the Redis lock if less than the margin is left.",
+)
+def refresh_ctrader_token(context: OpExecutionContext, ctrader_token: CTraderTokenResource) -> Output[None]:
+    manager = ctrader_token.manager()
+    try:
+        outcome = manager.refresh_if_needed()
+    except (ReauthRequiredError, TokenNotAuthorizedError, TokenKeyError) as exc:
+        # A retry would spend nothing but time: a person has to act.
+        raise Failure(description=str(exc), allow_retries=False) from None
+    state = outcome.token.state
+    context.log.info(
+        f"token version {state.version} {'refreshed' if outcome.refreshed else 'was already fresh'}; "
+        f"{(state.expires_at - time.time()) / 3600:.1f} h left"
+    )
+    return Output(
+        None,
+        metadata={
+            "refreshed": outcome.refreshed,
+            "version": state.version,
+            "expires_at": MetadataValue.timestamp(state.expires_at),
+            "hours_to_expiry": round((state.expires_at - time.time()) / 3600, 2),
+        },
+    )
+
+
+def build_token_refresh_job(retry_delay_s: float = 30.0) -> JobDefinition:
+    """The job; its op retries transient failures (network, 5xx/429, Redis down) after `retry_delay_s`."""
+
+    @job(
+        name=JOB_NAME,
+        description="Refresh the cTrader OAuth token stored in Redis (requested by ctrader_token_sensor).",
+        tags={"concern": "ctrader_token"},
+    )
+    def token_refresh_job() -> None:
+        refresh_ctrader_token.with_retry_policy(
+            RetryPolicy(
+                max_retries=3, delay=retry_delay_s, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+            )
+        )()
+
+    return token_refresh_job
+
+
+token_refresh_job = build_token_refresh_job()
+
+
+@sensor(
+    name="ctrader_token_sensor",
+    job_name=JOB_NAME,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    description="Requests token_refresh_job when the stored cTrader token has less than the margin left.",
+)
+def ctrader_token_sensor(
+    context: SensorEvaluationContext, ctrader_token: CTraderTokenResource
+) -> SensorResult | SkipReason:
+    try:
+        state = ctrader_token.read_state()
+    except TokenStoreUnavailableError as exc:
+        return SkipReason(f"cannot read the token expiry: {exc}")
+    if state is None:
+        return SkipReason(
+            f"no cTrader token stored for client {ctrader_token.client_id}: run `emp token authorize`"
+        )
+    if state.status is TokenStatus.REAUTH_REQUIRED:
+        return SkipReason(
+            f"the cTrader token needs re-authorisation ({state.last_error}); a refresh run cannot help"
+        )
+    seconds_left = state.expires_at - time.time()
+    if seconds_left >= ctrader_token.refresh_margin_seconds:
+        return SkipReason(
+            f"token version {state.version} has {seconds_left / 3600:.1f} h left; refreshing under "
+            f"{ctrader_token.refresh_margin_seconds / 3600:.1f} h"
+        )
+    run_key = refresh_run_key(ctrader_token.client_id, state.version, state.consecutive_failures)
+    if context.cursor == run_key:
+        return SkipReason(f"refresh of token version {state.version} already requested ({run_key})")
+    return SensorResult(
+        run_requests=[RunRequest(run_key=run_key, tags={"ctrader_token_version": str(state.version)})],
+        cursor=run_key,
+    )
