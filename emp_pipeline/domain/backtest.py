@@ -226,7 +226,7 @@ def _population_kernel(
             equity = sleeve_capital
             for t in range(n_bars):
                 o = o_row[t]
-                if not o == o:
+                if np.isnan(o):
                     portfolio_equity[s, t] += equity
                     if record_instruments:
                         instrument_equity[s, t, i] = equity
@@ -324,7 +324,7 @@ def _population_kernel(
                 signal = signals[s, t, i]
                 if signal != blocked:
                     blocked = 0
-                can_enter = a_row[t] == a_row[t]
+                can_enter = not np.isnan(a_row[t])
                 if direction != 0:
                     stats[s, _STAT_IN_MARKET] += 1.0
                     held += 1
@@ -343,7 +343,7 @@ def _population_kernel(
                     pending_atr = a_row[t]
             if direction != 0:
                 last = n_bars - 1
-                while last > 0 and not c_row[last] == c_row[last]:
+                while last > 0 and np.isnan(c_row[last]):
                     last -= 1
                 pnl = equity - cash_before_entry
                 stats[s, _STAT_TRADES] += 1.0

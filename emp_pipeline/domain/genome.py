@@ -8,7 +8,8 @@ A genome is a versioned, JSON-serialisable value:
   this one). Inner nodes combine children with ``all`` (AND) or ``any`` (OR).
 * ``direction``: ``long`` (needs ``long_entry``), ``short`` (needs ``short_entry``) or ``both`` (needs both).
 * ``regimes``: the regimes the strategy may hold a position in.
-* ``risk``: ATR-multiple stop and take profit, position size as a fraction of sleeve equity, maximum bars held.
+* ``risk``: ATR-multiple stop and take profit, position size as a fraction of sleeve equity, maximum
+  bars held.
 
 Signals are the *desired direction* per bar (+1 long, -1 short, 0 flat), decided at the bar's close: an entry
 event sets the state, the exit rule (or a disallowed regime, or features still warming up) resets it to flat,
@@ -300,8 +301,9 @@ def strategy_id(genome: Genome) -> str:
 class FeaturePanel:
     """Features and regimes as dense arrays on one (date x symbol) grid, built once and read by name.
 
-    ``values[k]`` is feature ``names[k]`` with shape (n_bars, n_instruments); ``usable`` is False where a bar is
-    missing for a symbol or its features are still warming up; ``regime_codes`` index REGIME_LABELS (-1 = none).
+    ``values[k]`` is feature ``names[k]`` with shape (n_bars, n_instruments); ``usable`` is False where a
+    bar is missing for a symbol or its features are still warming up; ``regime_codes`` index REGIME_LABELS
+    (-1 = none).
     """
 
     dates: pd.DatetimeIndex

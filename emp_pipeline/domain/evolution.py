@@ -1,0 +1,695 @@
+"""The genetic algorithm that evolves strategy genomes on a training window.
+
+One loop, in the open: a random first generation; then, each generation, diverse elites are kept, parents are
+picked by tournament on a *shared* fitness (fitness minus a penalty per near-twin, so a crowd of copies of one
+behaviour does not take over), children are made by crossover and/or mutation, duplicates are refused, and a
+few random immigrants keep new material coming. The whole population is scored in one backtest call.
+
+Fitness = annualised Sharpe - drawdown_weight x |max drawdown| - trade_penalty x (shortfall below min_trades
+as a fraction of min_trades); a strategy whose equity reaches zero scores RUIN_FITNESS.
+
+Determinism: every random draw comes from one ``numpy.random.Generator(PCG64(seed))`` in a fixed order,
+features are sampled from the panel's columns in their given order, ties sort by position; the same panel,
+market, config and seed give the same records, bit for bit. Thresholds come from quantiles of the training
+window only, so data after the window cannot influence what evolves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emp_pipeline.domain.backtest import MarketArrays, PopulationResult, RiskArrays, simulate_population
+from emp_pipeline.domain.genome import (
+    MAX_HOLDING_BOUNDS,
+    MAX_RULE_CONDITIONS,
+    MAX_RULE_DEPTH,
+    POSITION_FRACTION_BOUNDS,
+    STOP_ATR_BOUNDS,
+    TAKE_PROFIT_ATR_BOUNDS,
+    Condition,
+    FeaturePanel,
+    Genome,
+    GenomeError,
+    RiskGenes,
+    Rule,
+    RuleGroup,
+    genome_to_dict,
+    population_signals,
+    strategy_id,
+    validate_genome,
+)
+from emp_pipeline.domain.metrics import max_drawdowns, sharpe_ratios
+from emp_pipeline.domain.regimes import REGIME_LABELS
+from emp_pipeline.domain.walkforward import WalkForwardFold
+
+RUIN_FITNESS = -100.0
+OPERATORS: tuple[str, ...] = ("random", "immigrant", "crossover", "mutation", "crossover+mutation")
+_QUANTILE_LEVELS = np.linspace(0.02, 0.98, 49)
+_MAX_CHILD_ATTEMPTS = 20
+
+
+class EvolutionError(ValueError):
+    """The GA cannot run as configured (too few features, bad config); the message says what to change."""
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    population_size: int = 200
+    generations: int = 50
+    elite_count: int = 4
+    tournament_size: int = 3
+    crossover_rate: float = 0.6
+    mutation_rate: float = 0.8
+    immigrant_fraction: float = 0.1
+    max_conditions: int = 3
+    min_trades: int = 10
+    drawdown_weight: float = 1.0
+    trade_penalty: float = 1.0
+    sharing_threshold: float = 0.95
+    sharing_penalty: float = 0.05
+    fee_bps: float = 1.0
+    slippage_bps: float = 1.0
+    periods_per_year: float = 252.0
+    excluded_features: tuple[str, ...] = ()
+
+    def validate(self) -> EvolutionConfig:
+        checks = (
+            ("population_size", self.population_size >= 4),
+            ("generations", self.generations >= 1),
+            ("elite_count", 0 <= self.elite_count < self.population_size),
+            ("tournament_size", 1 <= self.tournament_size <= self.population_size),
+            ("crossover_rate", 0.0 <= self.crossover_rate <= 1.0),
+            ("mutation_rate", 0.0 <= self.mutation_rate <= 1.0),
+            ("immigrant_fraction", 0.0 <= self.immigrant_fraction < 1.0),
+            ("max_conditions", 1 <= self.max_conditions <= MAX_RULE_CONDITIONS),
+            ("min_trades", self.min_trades >= 0),
+            ("sharing_threshold", -1.0 <= self.sharing_threshold <= 1.0),
+        )
+        for name, ok in checks:
+            if not ok:
+                raise EvolutionError(f"EvolutionConfig.{name}={getattr(self, name)!r} is out of range")
+        return self
+
+
+@dataclass(frozen=True)
+class StrategyRecord:
+    """One evaluated strategy as it first entered a population: its identity, lineage and score."""
+
+    strategy_id: str
+    parent_ids: tuple[str, ...]
+    generation: int
+    operator: str
+    fitness: float
+    genome: Genome
+    metrics: dict[str, float] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class GenerationSummary:
+    generation: int
+    best_fitness: float
+    mean_fitness: float
+    new_strategies: int
+    niches: int
+
+
+@dataclass(frozen=True)
+class EvolutionResult:
+    records: tuple[StrategyRecord, ...]
+    final_population: tuple[StrategyRecord, ...]
+    history: tuple[GenerationSummary, ...]
+    seed: int
+
+    @property
+    def best(self) -> StrategyRecord:
+        return self.final_population[0]
+
+
+# ------------------------------------------------------------------------------------------ gene pool
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """What the GA may write into rules: features, their threshold grids and comparable partners.
+
+    Built from the training window only. Features that never vary there carry no information and are left
+    out; two features are comparable when each one's median lies inside the other's 10-90 % range.
+    """
+
+    names: tuple[str, ...]
+    thresholds: dict[str, np.ndarray]
+    partners: dict[str, tuple[str, ...]]
+
+
+def feature_space(panel: FeaturePanel, excluded: Sequence[str] = ()) -> FeatureSpace:
+    names: list[str] = []
+    thresholds: dict[str, np.ndarray] = {}
+    spread: dict[str, tuple[float, float, float]] = {}
+    for name in panel.names:
+        if name in excluded:
+            continue
+        values = panel.feature(name)[panel.usable]
+        values = values[np.isfinite(values)]
+        if values.size < 2 or values.min() == values.max():
+            continue
+        grid = np.unique(np.array([_round_threshold(q) for q in np.quantile(values, _QUANTILE_LEVELS)]))
+        names.append(name)
+        thresholds[name] = grid
+        q10, q50, q90 = np.quantile(values, [0.1, 0.5, 0.9])
+        spread[name] = (float(q10), float(q50), float(q90))
+    if not names:
+        raise EvolutionError(
+            "no usable feature varies in the training window; widen the window or check the warmup flags"
+        )
+    partners = {
+        name: tuple(
+            other
+            for other in names
+            if other != name
+            and spread[other][0] <= spread[name][1] <= spread[other][2]
+            and spread[name][0] <= spread[other][1] <= spread[name][2]
+        )
+        for name in names
+    }
+    return FeatureSpace(names=tuple(names), thresholds=thresholds, partners=partners)
+
+
+def _round_threshold(value: float) -> float:
+    """Six significant digits: readable genomes, and the same JSON on every machine."""
+    return float(f"{value:.6g}")
+
+
+def _round_gene(value: float, low: float, high: float) -> float:
+    return float(f"{min(max(value, low), high):.4g}")
+
+
+# ---------------------------------------------------------------------------------- random genomes
+
+
+def _random_condition(rng: np.random.Generator, space: FeatureSpace) -> Condition:
+    left = space.names[rng.integers(len(space.names))]
+    op = ("<", ">", "crosses_above", "crosses_below")[rng.integers(4)]
+    partners = space.partners[left]
+    if partners and rng.random() < 0.3:
+        return Condition(left, op, partners[rng.integers(len(partners))])
+    grid = space.thresholds[left]
+    return Condition(left, op, float(grid[rng.integers(len(grid))]))
+
+
+def _random_rule(rng: np.random.Generator, space: FeatureSpace, max_conditions: int) -> Rule:
+    count = int(rng.integers(1, max_conditions + 1))
+    if count == 1:
+        return _random_condition(rng, space)
+    children: list[Rule] = [_random_condition(rng, space) for _ in range(count)]
+    if count >= 3 and rng.random() < 0.3:
+        inner = RuleGroup(("all", "any")[rng.integers(2)], (children[0], children[1]))
+        children = [inner, *children[2:]]
+    return RuleGroup(("all", "any")[rng.integers(2)], tuple(children))
+
+
+def _random_regimes(rng: np.random.Generator) -> tuple[str, ...]:
+    chosen = tuple(label for label in REGIME_LABELS if rng.random() < 0.6)
+    return chosen or (REGIME_LABELS[rng.integers(len(REGIME_LABELS))],)
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def _random_risk(rng: np.random.Generator) -> RiskGenes:
+    return RiskGenes(
+        stop_atr=_round_gene(_log_uniform(rng, 0.75, 6.0), *STOP_ATR_BOUNDS),
+        take_profit_atr=_round_gene(_log_uniform(rng, 0.75, 12.0), *TAKE_PROFIT_ATR_BOUNDS),
+        position_fraction=_round_gene(rng.uniform(0.1, 1.0), *POSITION_FRACTION_BOUNDS),
+        max_holding_bars=round(_log_uniform(rng, 2.0, 120.0)),
+    )
+
+
+def random_genome(rng: np.random.Generator, space: FeatureSpace, max_conditions: int = 3) -> Genome:
+    direction = ("long", "short", "both")[rng.integers(3)]
+    long_entry = _random_rule(rng, space, max_conditions) if direction != "short" else None
+    short_entry = _random_rule(rng, space, max_conditions) if direction != "long" else None
+    exit_rule = _random_rule(rng, space, max_conditions) if rng.random() < 0.7 else None
+    return validate_genome(
+        Genome(
+            direction=direction,
+            long_entry=long_entry,
+            short_entry=short_entry,
+            exit=exit_rule,
+            regimes=_random_regimes(rng),
+            risk=_random_risk(rng),
+        )
+    )
+
+
+# ----------------------------------------------------------------------------------- tree surgery
+
+
+Path = tuple[int, ...]
+
+
+def _paths(rule: Rule, prefix: Path = ()) -> list[Path]:
+    """Every node of a rule tree, depth first, root first."""
+    found = [prefix]
+    if isinstance(rule, RuleGroup):
+        for index, child in enumerate(rule.rules):
+            found.extend(_paths(child, (*prefix, index)))
+    return found
+
+
+def _node(rule: Rule, path: Path) -> Rule:
+    for index in path:
+        assert isinstance(rule, RuleGroup)
+        rule = rule.rules[index]
+    return rule
+
+
+def _replace(rule: Rule, path: Path, new: Rule) -> Rule:
+    if not path:
+        return new
+    assert isinstance(rule, RuleGroup)
+    head, rest = path[0], path[1:]
+    children = list(rule.rules)
+    children[head] = _replace(children[head], rest, new)
+    return RuleGroup(rule.combinator, tuple(children))
+
+
+def _conditions(rule: Rule) -> int:
+    return 1 if isinstance(rule, Condition) else sum(_conditions(child) for child in rule.rules)
+
+
+def _depth(rule: Rule) -> int:
+    return 1 if isinstance(rule, Condition) else 1 + max(_depth(child) for child in rule.rules)
+
+
+def _fits(rule: Rule) -> bool:
+    return _conditions(rule) <= MAX_RULE_CONDITIONS and _depth(rule) <= MAX_RULE_DEPTH
+
+
+def _swap_subtree(rng: np.random.Generator, into: Rule, donor: Rule) -> Rule:
+    """Graft a random subtree of ``donor`` over a random node of ``into`` (kept only if it still fits)."""
+    target = _paths(into)[rng.integers(len(_paths(into)))]
+    donor_paths = _paths(donor)
+    graft = _node(donor, donor_paths[rng.integers(len(donor_paths))])
+    child = _replace(into, target, graft)
+    return child if _fits(child) else into
+
+
+# -------------------------------------------------------------------------------------- operators
+
+
+def crossover(rng: np.random.Generator, first: Genome, second: Genome) -> Genome:
+    """Direction from the first parent; rules, regimes and risk genes mixed from both."""
+
+    def pick_rule(a: Rule | None, b: Rule | None, required: bool) -> Rule | None:
+        candidates = [rule for rule in (a, b) if rule is not None] if required else [a, b]
+        chosen = candidates[rng.integers(len(candidates))]
+        other = candidates[-1] if chosen is candidates[0] else candidates[0]
+        if chosen is not None and other is not None and rng.random() < 0.5:
+            chosen = _swap_subtree(rng, chosen, other)
+        return chosen
+
+    direction = first.direction
+    long_entry = pick_rule(first.long_entry, second.long_entry, True) if direction != "short" else None
+    short_entry = pick_rule(first.short_entry, second.short_entry, True) if direction != "long" else None
+    exit_rule = pick_rule(first.exit, second.exit, False)
+    regimes = tuple(
+        label
+        for label in REGIME_LABELS
+        if (label in first.regimes if rng.random() < 0.5 else label in second.regimes)
+    )
+    genes = [first.risk, second.risk]
+    risk = RiskGenes(
+        stop_atr=genes[rng.integers(2)].stop_atr,
+        take_profit_atr=genes[rng.integers(2)].take_profit_atr,
+        position_fraction=genes[rng.integers(2)].position_fraction,
+        max_holding_bars=genes[rng.integers(2)].max_holding_bars,
+    )
+    return Genome(
+        direction=direction,
+        long_entry=long_entry,
+        short_entry=short_entry,
+        exit=exit_rule,
+        regimes=regimes or first.regimes,
+        risk=risk,
+    )
+
+
+def _mutate_condition(rng: np.random.Generator, space: FeatureSpace, condition: Condition) -> Condition:
+    choice = rng.integers(3)
+    if choice == 0 and isinstance(condition.right, float) and condition.left in space.thresholds:
+        grid = space.thresholds[condition.left]
+        position = int(np.searchsorted(grid, condition.right))
+        step = int(rng.integers(1, 4)) * (1 if rng.random() < 0.5 else -1)
+        return Condition(
+            condition.left, condition.op, float(grid[int(np.clip(position + step, 0, len(grid) - 1))])
+        )
+    if choice == 1:
+        flipped = {">": "<", "<": ">", "crosses_above": "crosses_below", "crosses_below": "crosses_above"}
+        as_cross = {">": "crosses_above", "<": "crosses_below", "crosses_above": ">", "crosses_below": "<"}
+        table = flipped if rng.random() < 0.5 else as_cross
+        return Condition(condition.left, table[condition.op], condition.right)
+    return _random_condition(rng, space)
+
+
+def _mutate_rule(rng: np.random.Generator, space: FeatureSpace, rule: Rule, max_conditions: int) -> Rule:
+    paths = _paths(rule)
+    path = paths[rng.integers(len(paths))]
+    node = _node(rule, path)
+    action = rng.random()
+    if action < 0.6 and isinstance(node, Condition):
+        return _replace(rule, path, _mutate_condition(rng, space, node))
+    if action < 0.75:
+        added = RuleGroup(("all", "any")[rng.integers(2)], (node, _random_condition(rng, space)))
+        candidate = _replace(rule, path, added)
+        return candidate if _fits(candidate) else rule
+    if action < 0.85 and isinstance(node, RuleGroup):
+        kept = node.rules[rng.integers(len(node.rules))]
+        return _replace(rule, path, kept)
+    if action < 0.9 and isinstance(node, RuleGroup):
+        return _replace(rule, path, RuleGroup("any" if node.combinator == "all" else "all", node.rules))
+    candidate = _replace(rule, path, _random_rule(rng, space, max_conditions))
+    return candidate if _fits(candidate) else rule
+
+
+def mutate(rng: np.random.Generator, space: FeatureSpace, genome: Genome, max_conditions: int = 3) -> Genome:
+    """One random change: a rule edit, the exit rule on/off, a regime flip, the direction, or a risk gene."""
+    action = rng.random()
+    if action < 0.55:
+        slots = [
+            name
+            for name, rule in (
+                ("long_entry", genome.long_entry),
+                ("short_entry", genome.short_entry),
+                ("exit", genome.exit),
+            )
+            if rule is not None
+        ]
+        slot = slots[rng.integers(len(slots))]
+        return replace(genome, **{slot: _mutate_rule(rng, space, getattr(genome, slot), max_conditions)})
+    if action < 0.62:
+        return replace(
+            genome, exit=None if genome.exit is not None else _random_rule(rng, space, max_conditions)
+        )
+    if action < 0.72:
+        label = REGIME_LABELS[rng.integers(len(REGIME_LABELS))]
+        flipped = {*genome.regimes} ^ {label}
+        regimes = tuple(name for name in REGIME_LABELS if name in flipped)
+        return replace(genome, regimes=regimes or genome.regimes)
+    if action < 0.78:
+        direction = ("long", "short", "both")[rng.integers(3)]
+        long_entry = genome.long_entry or genome.short_entry or _random_rule(rng, space, max_conditions)
+        short_entry = genome.short_entry or genome.long_entry or _random_rule(rng, space, max_conditions)
+        return replace(
+            genome,
+            direction=direction,
+            long_entry=long_entry if direction != "short" else None,
+            short_entry=short_entry if direction != "long" else None,
+        )
+    risk = genome.risk
+    step = float(np.exp(rng.normal(0.0, 0.3)))
+    gene = rng.integers(4)
+    if gene == 0:
+        risk = replace(risk, stop_atr=_round_gene(risk.stop_atr * step, *STOP_ATR_BOUNDS))
+    elif gene == 1:
+        risk = replace(
+            risk, take_profit_atr=_round_gene(risk.take_profit_atr * step, *TAKE_PROFIT_ATR_BOUNDS)
+        )
+    elif gene == 2:
+        risk = replace(
+            risk, position_fraction=_round_gene(risk.position_fraction * step, *POSITION_FRACTION_BOUNDS)
+        )
+    else:
+        low, high = MAX_HOLDING_BOUNDS
+        risk = replace(risk, max_holding_bars=int(min(max(round(risk.max_holding_bars * step), low), high)))
+    return replace(genome, risk=risk)
+
+
+# ---------------------------------------------------------------------------------------- fitness
+
+
+@dataclass(frozen=True)
+class PopulationScores:
+    fitness: np.ndarray
+    returns: np.ndarray
+    metrics: list[dict[str, float]]
+
+
+def score_population(
+    genomes: Sequence[Genome], panel: FeaturePanel, market: MarketArrays, config: EvolutionConfig
+) -> PopulationScores:
+    """Backtest the genomes together and turn the results into fitness and per-strategy metrics."""
+    signals = population_signals(genomes, panel)
+    result = simulate_population(
+        signals, market, RiskArrays.from_genomes(genomes), config.fee_bps, config.slippage_bps
+    )
+    return _scores(result, config)
+
+
+def _scores(result: PopulationResult, config: EvolutionConfig) -> PopulationScores:
+    ruined = ~(result.equity > 0.0).all(axis=1)
+    returns = np.where(ruined[:, None], 0.0, result.returns)
+    sharpe = sharpe_ratios(returns, config.periods_per_year)
+    drawdown = -max_drawdowns(returns)
+    trades = result.trade_counts
+    shortfall = np.clip((config.min_trades - trades) / max(config.min_trades, 1), 0.0, 1.0)
+    fitness = sharpe - config.drawdown_weight * drawdown - config.trade_penalty * shortfall
+    fitness = np.where(ruined, RUIN_FITNESS, fitness)
+    total = result.equity[:, -1] - 1.0
+    metrics = [
+        {
+            "sharpe": float(sharpe[k]),
+            "max_drawdown": float(drawdown[k]),
+            "total_return": float(total[k]),
+            "trades": float(trades[k]),
+            "win_rate": float(result.winning_trades[k] / trades[k]) if trades[k] else 0.0,
+            "profit_factor": float(result.gross_profit[k] / result.gross_loss[k])
+            if result.gross_loss[k]
+            else 0.0,
+            "exposure": float(result.exposure[k]),
+            "turnover": float(result.turnover[k]),
+            "ruined": float(ruined[k]),
+        }
+        for k in range(len(fitness))
+    ]
+    return PopulationScores(fitness=fitness, returns=returns, metrics=metrics)
+
+
+def niche_counts(returns: np.ndarray, threshold: float) -> np.ndarray:
+    """How many population members behave like each one (return correlation >= threshold, self included).
+
+    Strategies with constant returns (never trading) all behave alike and form one niche.
+    """
+    centred = returns - returns.mean(axis=1, keepdims=True)
+    norms = np.sqrt((centred * centred).sum(axis=1))
+    flat = norms <= 1e-15
+    scaled = centred / np.where(flat, 1.0, norms)[:, None]
+    similar = scaled @ scaled.T >= threshold
+    similar[np.ix_(flat, flat)] = True
+    np.fill_diagonal(similar, True)
+    return similar.sum(axis=1)
+
+
+# -------------------------------------------------------------------------------------- the loop
+
+
+def _tournament(rng: np.random.Generator, shared: np.ndarray, size: int) -> int:
+    entrants = rng.choice(len(shared), size=size, replace=False)
+    return int(entrants[np.argmax(shared[entrants])])
+
+
+def _diverse_elites(fitness: np.ndarray, returns: np.ndarray, count: int, threshold: float) -> list[int]:
+    """The best strategies, skipping any that behave like one already kept (then filling up by rank)."""
+    order = np.argsort(-fitness, kind="stable")
+    centred = returns - returns.mean(axis=1, keepdims=True)
+    norms = np.sqrt((centred * centred).sum(axis=1))
+    scaled = centred / np.where(norms <= 1e-15, 1.0, norms)[:, None]
+    kept: list[int] = []
+    for index in order:
+        if len(kept) == count:
+            return kept
+        if not kept or float(np.max(scaled[kept] @ scaled[index])) < threshold:
+            kept.append(int(index))
+    for index in order:
+        if len(kept) == count:
+            break
+        if int(index) not in kept:
+            kept.append(int(index))
+    return kept
+
+
+@dataclass
+class _Member:
+    genome: Genome
+    strategy_id: str
+    parent_ids: tuple[str, ...]
+    operator: str
+
+
+def evolve(
+    panel: FeaturePanel,
+    market: MarketArrays,
+    config: EvolutionConfig = EvolutionConfig(),
+    seed: int = 0,
+) -> EvolutionResult:
+    """Run the GA on the whole of ``panel``/``market`` (slice them to the training window first)."""
+    config.validate()
+    if not panel.dates.equals(market.dates) or panel.symbols != market.symbols:
+        raise EvolutionError("panel and market must share dates and symbols; build both on the same grid")
+    space = feature_space(panel, config.excluded_features)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    size = config.population_size
+
+    population: list[_Member] = []
+    seen: set[str] = set()
+    while len(population) < size:
+        genome = random_genome(rng, space, config.max_conditions)
+        identity = strategy_id(genome)
+        if identity not in seen:
+            seen.add(identity)
+            population.append(_Member(genome, identity, (), "random"))
+
+    records: list[StrategyRecord] = []
+    history: list[GenerationSummary] = []
+    scores = score_population([m.genome for m in population], panel, market, config)
+    fitness, returns, metrics = scores.fitness, scores.returns, scores.metrics
+    for generation in range(config.generations):
+        if generation > 0:
+            counts = niche_counts(returns, config.sharing_threshold)
+            shared = fitness - config.sharing_penalty * (counts - 1)
+            elites = _diverse_elites(fitness, returns, config.elite_count, config.sharing_threshold)
+            n_immigrants = round(config.immigrant_fraction * size)
+            next_population = [population[index] for index in elites]
+            taken = {member.strategy_id for member in next_population}
+            while len(next_population) < size:
+                member = _make_child(
+                    rng, space, config, population, shared, taken, len(next_population) >= size - n_immigrants
+                )
+                taken.add(member.strategy_id)
+                next_population.append(member)
+            new_members = next_population[len(elites) :]
+            new_scores = score_population([m.genome for m in new_members], panel, market, config)
+            fitness = np.concatenate([fitness[elites], new_scores.fitness])
+            returns = np.concatenate([returns[elites], new_scores.returns])
+            metrics = [metrics[index] for index in elites] + new_scores.metrics
+            population = next_population
+            fresh = range(len(elites), size)
+        else:
+            fresh = range(size)
+        for index in fresh:
+            member = population[index]
+            records.append(
+                StrategyRecord(
+                    strategy_id=member.strategy_id,
+                    parent_ids=member.parent_ids,
+                    generation=generation,
+                    operator=member.operator,
+                    fitness=float(fitness[index]),
+                    genome=member.genome,
+                    metrics=metrics[index],
+                )
+            )
+        history.append(
+            GenerationSummary(
+                generation=generation,
+                best_fitness=float(fitness.max()),
+                mean_fitness=float(fitness.mean()),
+                new_strategies=len(fresh),
+                niches=int(np.sum(1.0 / niche_counts(returns, config.sharing_threshold)).round()),
+            )
+        )
+
+    first_record = {record.strategy_id: record for record in reversed(records)}
+    order = np.argsort(-fitness, kind="stable")
+    final = tuple(
+        replace(first_record[population[index].strategy_id], fitness=float(fitness[index])) for index in order
+    )
+    return EvolutionResult(records=tuple(records), final_population=final, history=tuple(history), seed=seed)
+
+
+def _make_child(
+    rng: np.random.Generator,
+    space: FeatureSpace,
+    config: EvolutionConfig,
+    population: list[_Member],
+    shared: np.ndarray,
+    taken: set[str],
+    immigrant: bool,
+) -> _Member:
+    """A new, valid genome not already in the next population (falls back to an immigrant)."""
+    for _ in range(_MAX_CHILD_ATTEMPTS if not immigrant else 0):
+        first = population[_tournament(rng, shared, config.tournament_size)]
+        if rng.random() < config.crossover_rate:
+            second = population[_tournament(rng, shared, config.tournament_size)]
+            genome = crossover(rng, first.genome, second.genome)
+            parents = (first.strategy_id, second.strategy_id)
+            operator = "crossover"
+            if rng.random() < config.mutation_rate:
+                genome = mutate(rng, space, genome, config.max_conditions)
+                operator = "crossover+mutation"
+        else:
+            genome = mutate(rng, space, first.genome, config.max_conditions)
+            parents = (first.strategy_id,)
+            operator = "mutation"
+        try:
+            validate_genome(genome)
+        except GenomeError:
+            continue
+        identity = strategy_id(genome)
+        if identity not in taken:
+            return _Member(genome, identity, parents, operator)
+    while True:
+        genome = random_genome(rng, space, config.max_conditions)
+        identity = strategy_id(genome)
+        if identity not in taken:
+            return _Member(genome, identity, (), "immigrant")
+
+
+# ------------------------------------------------------------------------------- walk-forward chain
+
+
+def evolve_fold(
+    panel: FeaturePanel, market: MarketArrays, fold: WalkForwardFold, config: EvolutionConfig, seed: int
+) -> EvolutionResult:
+    """Evolve on the fold's training window only (what happens after it is invisible to the GA)."""
+    return evolve(
+        panel.window(fold.train_start, fold.train_end),
+        market.window(fold.train_start, fold.train_end),
+        config,
+        seed,
+    )
+
+
+def backtest_fold(
+    genomes: Sequence[Genome],
+    panel: FeaturePanel,
+    market: MarketArrays,
+    fold: WalkForwardFold,
+    config: EvolutionConfig,
+) -> tuple[pd.DatetimeIndex, PopulationResult]:
+    """Out-of-sample backtest of evolved genomes on the fold's test period (signals start flat)."""
+    test_panel = panel.window(fold.test_start, fold.test_end)
+    test_market = market.window(fold.test_start, fold.test_end)
+    signals = population_signals(genomes, test_panel)
+    result = simulate_population(
+        signals, test_market, RiskArrays.from_genomes(genomes), config.fee_bps, config.slippage_bps
+    )
+    return test_panel.dates, result
+
+
+def record_to_dict(record: StrategyRecord) -> dict[str, Any]:
+    """A registry-ready, JSON-serialisable view of a record."""
+    return {
+        "strategy_id": record.strategy_id,
+        "parent_ids": list(record.parent_ids),
+        "generation": record.generation,
+        "operator": record.operator,
+        "fitness": record.fitness,
+        "genome": genome_to_dict(record.genome),
+        "metrics": dict(record.metrics),
+    }
