@@ -138,14 +138,15 @@ class RuleRegimeClassifier:
 
 @dataclass(frozen=True)
 class HmmConfig:
-    """A 4-state Gaussian HMM on daily log returns, optionally with the log `volatility_window`-bar volatility.
+    """A 4-state Gaussian HMM on daily log returns, optionally plus log `volatility_window`-bar volatility.
 
     Returns alone are the default: on regime-switching data the HMM infers volatility itself, and a rolling
     volatility observation breaks the model's conditional independence (it scored 0.75 balanced accuracy
     against 0.86 for returns alone on the bundled synthetic market; see benchmarks/sensing.py).
 
-    `n_init` EM starts (the first from volatility quantiles, the rest seeded at random); the best log-likelihood
-    wins. `sticky` is added to the transition counts' diagonal so regimes persist rather than flicker.
+    `n_init` EM starts (the first from volatility quantiles, the rest seeded at random); the best
+    log-likelihood wins. `sticky` is added to the transition counts' diagonal so regimes persist rather
+    than flicker.
     """
 
     use_log_volatility: bool = False

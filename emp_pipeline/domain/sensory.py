@@ -215,7 +215,7 @@ def _symbol_price_features(bars: pd.DataFrame, meta: InstrumentMeta) -> dict[str
     )
 
     month_end = dates + pd.offsets.MonthEnd(0)
-    features["when_day_of_week"] = dates.dayofweek.to_numpy(dtype=np.float64)
+    features["when_day_of_week"] = dates.day_of_week.to_numpy(dtype=np.float64)
     features["when_month"] = dates.month.to_numpy(dtype=np.float64)
     features["when_days_to_month_end"] = (month_end - dates).days.to_numpy(dtype=np.float64)
     features["when_days_since_prev_bar"] = (
@@ -245,7 +245,7 @@ def _symbol_price_features(bars: pd.DataFrame, meta: InstrumentMeta) -> dict[str
 
 
 def normalise_macro(frame: pd.DataFrame) -> pd.DataFrame:
-    """Accept long (series, date, available_from, value) or wide (date, available_from, one column per series).
+    """Accept long (series, date, available_from, value) or wide (date, available_from, a column per series).
 
     Dates become midnight UTC like bar dates, so a value released on a bar's day is usable on that bar.
     """
