@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta
 from emp_pipeline.registry.errors import (
     ClientOrderIdConflictError,
     FillConflictError,
@@ -115,21 +116,6 @@ _ORDER_PROGRESS = {
     OrderStatus.FILLED: 4,
 }
 TERMINAL_ORDER_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.REJECTED, OrderStatus.CANCELLED})
-
-
-class InstrumentLike(Protocol):
-    """The fields of `emp_pipeline.domain.instruments.InstrumentMeta` that the registry stores."""
-
-    symbol: str
-    name: str
-    asset_class: Any
-    quote_currency: str
-    tick_size: float
-    pip_position: int
-    lot_size: float
-    min_volume: float
-    step_volume: float
-    calendar: str
 
 
 # ------------------------------------------------------------------------------------------- engine, sessions
@@ -260,14 +246,14 @@ def _check_member(name: str, value: str, allowed: type[Any]) -> str:
 # ------------------------------------------------------------------------------------------- instruments
 
 
-def upsert_instruments(session: Session, instruments: Iterable[InstrumentLike]) -> int:
+def upsert_instruments(session: Session, instruments: Iterable[InstrumentMeta]) -> int:
     """Store the universe's reference data; a symbol already present gets its fields replaced."""
     now = utc_now()
     rows = [
         {
             "symbol": meta.symbol,
             "name": meta.name,
-            "asset_class": getattr(meta.asset_class, "value", meta.asset_class),
+            "asset_class": AssetClass(meta.asset_class).value,
             "quote_currency": meta.quote_currency,
             "tick_size": float(meta.tick_size),
             "pip_position": int(meta.pip_position),
@@ -282,11 +268,11 @@ def upsert_instruments(session: Session, instruments: Iterable[InstrumentLike]) 
     return _upsert(session, Instrument, rows, keys=("symbol",))
 
 
-def instrument_rows(session: Session) -> list[dict[str, Any]]:
-    """Every stored instrument as a dict of InstrumentMeta fields (asset_class as its string value)."""
-    columns = [c for c in Instrument.__table__.columns if c.name != "updated_at"]
-    result = session.execute(select(*columns).order_by(Instrument.symbol))
-    return [dict(row._mapping) for row in result]
+def load_instruments(session: Session) -> list[InstrumentMeta]:
+    """Every stored instrument, by symbol, rebuilt (and so re-validated) as InstrumentMeta."""
+    fields = [c for c in Instrument.__table__.columns if c.name != "updated_at"]
+    rows = session.execute(select(*fields).order_by(Instrument.symbol)).mappings()
+    return [InstrumentMeta(**{**row, "asset_class": AssetClass(row["asset_class"])}) for row in rows]
 
 
 # ------------------------------------------------------------------------------------------- market regimes

@@ -1,0 +1,86 @@
+"""Fixtures for integration tests: real PostgreSQL and SQLite databases, one fresh database per test.
+
+PostgreSQL runs at 127.0.0.1:5432 with trust auth (see DESIGN.md, "Services on the machines here"). Each test
+gets its own uniquely named database, dropped afterwards, so tests never see each other's rows and can run
+in parallel.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+from sqlalchemy import Engine
+
+from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.registry.repository import make_engine
+
+POSTGRES_HOST = "127.0.0.1"
+POSTGRES_PORT = 5432
+POSTGRES_USER = "postgres"
+POSTGRES_ADMIN_DATABASES = ("postgres", "test")
+
+
+def _admin_connection() -> psycopg2.extensions.connection:
+    errors = []
+    for database in POSTGRES_ADMIN_DATABASES:
+        try:
+            connection = psycopg2.connect(
+                host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER, dbname=database, connect_timeout=5
+            )
+        except psycopg2.OperationalError as error:
+            errors.append(f"{database}: {error}".strip())
+            continue
+        connection.autocommit = True
+        return connection
+    raise RuntimeError(
+        f"PostgreSQL at {POSTGRES_HOST}:{POSTGRES_PORT} is not reachable ({'; '.join(errors)}): "
+        "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+    )
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test; it is dropped (connections terminated) afterwards."""
+    name = f"emp_test_{uuid.uuid4().hex[:16]}"
+    admin = _admin_connection()
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        yield f"postgresql+psycopg2://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                "pg_backend_pid()",
+                (name,),
+            )
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite database file in the test's temporary directory (created on first connection)."""
+    return f"sqlite:///{tmp_path / 'registry.sqlite'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def registry_url(request: pytest.FixtureRequest) -> str:
+    """The same test once against SQLite (embedded mode) and once against PostgreSQL (production)."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+
+
+@pytest.fixture
+def registry_engine(registry_url: str) -> Iterator[Engine]:
+    """An engine on a registry database migrated to the latest revision."""
+    upgrade_database(registry_url)
+    engine = make_engine(registry_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
