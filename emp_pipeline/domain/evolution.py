@@ -448,10 +448,11 @@ def score_population(
     result = simulate_population(
         signals, market, RiskArrays.from_genomes(genomes), config.fee_bps, config.slippage_bps
     )
-    return _scores(result, config)
+    return population_fitness(result, config)
 
 
-def _scores(result: PopulationResult, config: EvolutionConfig) -> PopulationScores:
+def population_fitness(result: PopulationResult, config: EvolutionConfig) -> PopulationScores:
+    """Fitness and metrics of backtested strategies (see the module docstring for the formula)."""
     ruined = ~(result.equity > 0.0).all(axis=1)
     returns = np.where(ruined[:, None], 0.0, result.returns)
     sharpe = sharpe_ratios(returns, config.periods_per_year)

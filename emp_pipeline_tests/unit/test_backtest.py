@@ -1,0 +1,252 @@
+"""The backtest kernel against hand-computed fills, fees, slippage, stops and holding limits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emp_pipeline.domain.backtest import (
+    BacktestInputError,
+    MarketArrays,
+    RiskArrays,
+    entry_fill_price,
+    exit_fill_price,
+    intrabar_exit,
+    simulate_population,
+    simulate_strategy,
+)
+from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
+
+
+def _market(open_, high=None, low=None, close=None, atr=1.0) -> MarketArrays:
+    """One instrument; high/low default to open +/- 0.5 and close to open (no intrabar surprises)."""
+    o = np.asarray(open_, dtype=np.float64)[:, None]
+    h = o + 0.5 if high is None else np.asarray(high, dtype=np.float64)[:, None]
+    lo = o - 0.5 if low is None else np.asarray(low, dtype=np.float64)[:, None]
+    c = o if close is None else np.asarray(close, dtype=np.float64)[:, None]
+    a = np.full_like(o, atr) if np.isscalar(atr) else np.asarray(atr, dtype=np.float64)[:, None]
+    dates = pd.date_range("2020-01-06", periods=len(o), freq="B", tz="UTC")
+    return MarketArrays(dates, ("X",), o, h, lo, c, a)
+
+
+def _genome(stop=10.0, take_profit=20.0, fraction=1.0, max_hold=500, direction="long") -> Genome:
+    rule = Condition("what_x", ">", 0.0)
+    return Genome(
+        direction=direction,
+        long_entry=rule if direction != "short" else None,
+        short_entry=rule if direction != "long" else None,
+        exit=None,
+        regimes=("bull_trend",),
+        risk=RiskGenes(stop, take_profit, fraction, max_hold),
+    )
+
+
+def _signals(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.int8)[:, None]
+
+
+def test_five_bar_trade_with_fees_and_slippage_matches_hand_computation():
+    market = _market([100.0, 101.0, 102.0, 103.0, 104.0], close=[100.5, 101.5, 102.5, 103.5, 104.5])
+    run = simulate_strategy(_genome(), _signals([1, 1, 0, 0, 0]), market, fee_bps=10.0, slippage_bps=10.0)
+
+    entry = 101.0 * 1.001  # signal at close of bar 0, bought at bar 1's open, 10 bps worse
+    units = 1.0 / entry  # the whole sleeve (fraction 1.0 of equity 1.0)
+    cash_after_entry = 1.0 - 1.0 - 0.001  # notional paid plus a 10 bps fee
+    exit_price = 103.0 * 0.999  # signal 0 at close of bar 2, sold at bar 3's open, 10 bps worse
+    final = cash_after_entry + units * exit_price * (1 - 0.001)
+    expected_equity = [1.0, cash_after_entry + units * 101.5, cash_after_entry + units * 102.5, final, final]
+
+    np.testing.assert_allclose(run.result.equity[0], expected_equity, rtol=0, atol=1e-12)
+    assert len(run.trades) == 1
+    trade = run.trades.iloc[0]
+    assert trade["entry_date"] == market.dates[1] and trade["exit_date"] == market.dates[3]
+    assert trade["entry_price"] == pytest.approx(entry, abs=1e-12)
+    assert trade["exit_price"] == pytest.approx(exit_price, abs=1e-12)
+    assert trade["pnl"] == pytest.approx(final - 1.0, abs=1e-12)
+    assert trade["exit_reason"] == "signal"
+    assert run.result.trade_counts[0] == 1 and run.result.winning_trades[0] == 1
+    np.testing.assert_allclose(run.result.returns[0, 1:], np.diff(expected_equity) / expected_equity[:-1])
+
+
+def test_no_signal_keeps_equity_flat():
+    market = _market([100.0, 90.0, 120.0, 80.0, 100.0])
+    run = simulate_strategy(_genome(), _signals([0, 0, 0, 0, 0]), market, fee_bps=5.0, slippage_bps=5.0)
+    np.testing.assert_array_equal(run.result.equity[0], np.ones(5))
+    np.testing.assert_array_equal(run.result.returns[0], np.zeros(5))
+    assert run.trades.empty and run.result.trade_counts[0] == 0 and run.result.exposure[0] == 0.0
+
+
+def test_stop_and_take_profit_touched_in_one_bar_takes_the_stop():
+    # Entry at 100 (bar 1 open); ATR 1 at the signal bar, 2 ATR stop = 98, 2 ATR target = 102.
+    market = _market(
+        [100.0, 100.0, 100.0, 100.0],
+        high=[100.5, 100.5, 103.0, 100.5],
+        low=[99.5, 99.5, 97.0, 99.5],
+    )
+    run = simulate_strategy(
+        _genome(stop=2.0, take_profit=2.0), _signals([1, 1, 1, 1]), market, fee_bps=0.0, slippage_bps=0.0
+    )
+    assert list(run.trades["exit_reason"]) == ["stop"]
+    assert run.trades["exit_price"].iloc[0] == 98.0
+    assert run.trades["exit_date"].iloc[0] == market.dates[2]
+    # After the stop the signal is still long: no re-entry without a fresh signal.
+    assert run.result.equity[0, -1] == pytest.approx(0.98)
+
+
+def test_gap_through_stop_fills_at_the_worse_open():
+    market = _market(
+        [100.0, 100.0, 95.0, 96.0], high=[100.5, 100.5, 96.0, 96.5], low=[99.5, 99.5, 94.0, 95.5]
+    )
+    run = simulate_strategy(
+        _genome(stop=2.0, take_profit=5.0), _signals([1, 1, 1, 1]), market, fee_bps=0.0, slippage_bps=0.0
+    )
+    assert list(run.trades["exit_reason"]) == ["stop"]
+    assert run.trades["exit_price"].iloc[0] == 95.0  # not the 98 stop level
+    assert run.result.equity[0, -1] == pytest.approx(0.95)
+
+
+def test_gap_through_take_profit_fills_at_the_better_open():
+    market = _market([100.0, 100.0, 106.0, 106.0])
+    run = simulate_strategy(
+        _genome(stop=2.0, take_profit=3.0), _signals([1, 1, 1, 1]), market, fee_bps=0.0, slippage_bps=0.0
+    )
+    assert list(run.trades["exit_reason"]) == ["take_profit"]
+    assert run.trades["exit_price"].iloc[0] == 106.0
+
+
+def test_stop_is_checked_on_the_entry_bar_from_the_open():
+    market = _market([100.0, 100.0, 100.0], high=[100.5, 100.5, 100.5], low=[99.5, 97.0, 99.5])
+    run = simulate_strategy(
+        _genome(stop=2.0, take_profit=5.0), _signals([1, 1, 1]), market, fee_bps=0.0, slippage_bps=0.0
+    )
+    assert run.trades["entry_date"].iloc[0] == run.trades["exit_date"].iloc[0] == market.dates[1]
+    assert run.trades["exit_price"].iloc[0] == 98.0
+
+
+def test_max_holding_exits_at_next_open_and_needs_a_fresh_signal():
+    market = _market([100.0, 101.0, 102.0, 103.0, 104.0, 105.0, 106.0, 107.0])
+    signals = _signals([1, 1, 1, 1, 0, 1, 1, 1])
+    run = simulate_strategy(_genome(max_hold=2), signals, market, fee_bps=0.0, slippage_bps=0.0)
+    first, second = run.trades.iloc[0], run.trades.iloc[1]
+    # Entered at bar 1's open, held through the closes of bars 1 and 2, out at bar 3's open.
+    assert (first["entry_price"], first["exit_price"], first["exit_reason"]) == (101.0, 103.0, "max_holding")
+    # Signal stayed long at bar 3, so no re-entry until it went to 0 (bar 4) and back to 1 (bar 5).
+    assert second["entry_date"] == market.dates[6] and second["entry_price"] == 106.0
+    assert second["exit_reason"] == "end_of_data"
+    assert len(run.trades) == 2
+
+
+def test_short_side_profits_from_a_fall_and_pays_slippage_both_ways():
+    market = _market([100.0, 100.0, 95.0, 90.0, 90.0])
+    run = simulate_strategy(
+        _genome(direction="short", stop=10.0, take_profit=20.0),
+        _signals([-1, -1, 0, 0, 0]),
+        market,
+        fee_bps=0.0,
+        slippage_bps=10.0,
+    )
+    entry, exit_price = 100.0 * 0.999, 90.0 * 1.001
+    trade = run.trades.iloc[0]
+    assert trade["direction"] == -1
+    assert (trade["entry_price"], trade["exit_price"]) == (pytest.approx(entry), pytest.approx(exit_price))
+    assert run.result.equity[0, -1] == pytest.approx(1.0 + (entry - exit_price) / entry, abs=1e-12)
+    assert run.result.equity[0, 2] == pytest.approx(1.0 + (entry - 95.0) / entry, abs=1e-12)
+
+
+def test_short_stop_is_above_entry():
+    market = _market([100.0, 100.0, 100.0], high=[100.5, 100.5, 103.5], low=[99.5, 99.5, 99.5])
+    run = simulate_strategy(
+        _genome(direction="short", stop=3.0, take_profit=5.0), _signals([-1, -1, -1]), market, 0.0, 0.0
+    )
+    assert list(run.trades["exit_reason"]) == ["stop"] and run.trades["exit_price"].iloc[0] == 103.0
+
+
+def test_reversal_exits_then_enters_the_other_way_at_the_same_open():
+    market = _market([100.0, 100.0, 110.0, 110.0, 100.0])
+    run = simulate_strategy(
+        _genome(direction="both", stop=10.0, take_profit=20.0), _signals([1, -1, -1, 0, 0]), market, 0.0, 0.0
+    )
+    assert list(run.trades["direction"]) == [1, -1]
+    assert run.trades["exit_date"].iloc[0] == run.trades["entry_date"].iloc[1] == market.dates[2]
+    # +0.1 on the long (100 -> 110); the short is sized from equity 1.1 at 110 and covered at 100: +0.1.
+    assert run.result.equity[0, 2] == pytest.approx(1.1)
+    assert run.result.equity[0, -1] == pytest.approx(1.1 + 1.1 * 10.0 / 110.0)
+
+
+def test_position_fraction_scales_exposure_of_the_sleeve():
+    market = _market([100.0, 100.0, 120.0, 120.0])
+    run = simulate_strategy(_genome(fraction=0.25), _signals([1, 1, 0, 0]), market, 0.0, 0.0)
+    assert run.result.equity[0, -1] == pytest.approx(1.0 + 0.25 * 0.2)
+
+
+def test_bars_without_a_price_carry_equity_and_delay_the_fill():
+    market = _market(
+        [100.0, np.nan, 102.0, 103.0], high=[100.5, np.nan, 102.5, 103.5], low=[99.5, np.nan, 101.5, 102.5]
+    )
+    run = simulate_strategy(_genome(), _signals([1, 0, 1, 1]), market, 0.0, 0.0)
+    assert run.result.equity[0, 1] == 1.0
+    assert run.trades["entry_price"].iloc[0] == 102.0
+
+
+def test_population_equals_strategies_run_alone_and_sleeves_sum_to_portfolio():
+    rng = np.random.default_rng(7)
+    n_bars, n_instruments = 300, 3
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (n_bars, n_instruments)), axis=0))
+    open_ = close * np.exp(rng.normal(0, 0.002, close.shape))
+    high = np.maximum(open_, close) * 1.005
+    low = np.minimum(open_, close) * 0.995
+    atr = np.full_like(close, 1.5)
+    market = MarketArrays(
+        pd.date_range("2020-01-01", periods=n_bars, tz="UTC"), ("A", "B", "C"), open_, high, low, close, atr
+    )
+    signals = rng.integers(-1, 2, size=(4, n_bars, n_instruments)).astype(np.int8)
+    risk = RiskArrays(
+        stop_atr=np.array([1.0, 2.0, 3.0, 0.5]),
+        take_profit_atr=np.array([2.0, 1.0, 6.0, 0.5]),
+        position_fraction=np.array([1.0, 0.5, 0.2, 0.9]),
+        max_holding_bars=np.array([5, 500, 3, 1], dtype=np.int64),
+    )
+    together = simulate_population(signals, market, risk, 2.0, 3.0, record_instruments=True)
+    for k in range(4):
+        alone = simulate_population(
+            signals[k : k + 1],
+            market,
+            RiskArrays(*(genes[k : k + 1] for genes in vars(risk).values())),
+            2.0,
+            3.0,
+        )
+        np.testing.assert_array_equal(alone.equity[0], together.equity[k])
+        assert alone.trade_counts[0] == together.trade_counts[k]
+    np.testing.assert_allclose(together.instrument_equity.sum(axis=2), together.equity, rtol=1e-14)
+    assert (together.trade_counts > 0).all()
+    # Truncating the data at bar t changes nothing up to t: the kernel never reads ahead.
+    cut = 170
+    truncated = simulate_population(
+        signals[:, :cut],
+        MarketArrays(market.dates[:cut], market.symbols, *(a[:cut] for a in (open_, high, low, close, atr))),
+        risk,
+        2.0,
+        3.0,
+    )
+    np.testing.assert_array_equal(truncated.equity, together.equity[:, :cut])
+
+
+def test_fill_helpers_are_the_documented_arithmetic():
+    assert entry_fill_price(100.0, 1, 5.0) == pytest.approx(100.05)
+    assert entry_fill_price(100.0, -1, 5.0) == pytest.approx(99.95)
+    assert exit_fill_price(100.0, 1, 5.0) == pytest.approx(99.95)
+    assert exit_fill_price(100.0, -1, 5.0) == pytest.approx(100.05)
+    assert intrabar_exit(1, 100.0, 101.0, 99.0, 98.0, 102.0, True)[0] == -1
+    assert intrabar_exit(-1, 100.0, 101.0, 97.5, 103.0, 98.0, True) == (2, 98.0)
+
+
+def test_wrong_inputs_are_rejected_with_a_message():
+    market = _market([100.0, 101.0])
+    risk = RiskArrays.from_genomes([_genome()])
+    with pytest.raises(BacktestInputError, match="int8"):
+        simulate_population(np.zeros((1, 2, 1), dtype=np.int64), market, risk)
+    with pytest.raises(BacktestInputError, match="prices have shape"):
+        simulate_population(np.zeros((1, 3, 1), dtype=np.int8), market, risk)
+    with pytest.raises(BacktestInputError, match="fee_bps"):
+        simulate_population(np.zeros((1, 2, 1), dtype=np.int8), market, risk, fee_bps=-1.0)
