@@ -5,6 +5,7 @@ bar t is computed from bars up to t (rolling windows, Wilder averages and shifte
 macro values released on or before t's date. Where a look-back is incomplete the value is NaN and the row's
 ``warmup`` flag is True; nothing is back-filled. WHY is the exception by design: a macro series that is absent
 or not yet released gives neutral 0 with its ``why_<role>_available`` flag at 0, so bars never wait on macro.
+WHY changes and ranks count business days (see macro_grid), not bars.
 
 Prices are split/dividend adjusted first (open, high and low scaled by adj_close / close), so ``what_atr_14``
 is in adjusted price units, the same units as ``adj_close``.
@@ -33,6 +34,8 @@ MACRO_COLUMNS: tuple[str, ...] = ("series", "date", "available_from", "value")
 VOL_SHOCK_THRESHOLD = 2.0
 SIGMA_THRESHOLD = 3.0
 YEAR_BARS = 252
+# Calendar days of macro history read before the first bar, enough for the 252-business-day VIX rank.
+MACRO_LOOKBACK_DAYS = 380
 
 # Macro roles: each is fed by the first series present among its aliases (FRED ids first, then the names
 # used by the bundled sample). The credit spread needs both of its legs.
@@ -292,7 +295,7 @@ def _align_on_release(dates: pd.Series, series: pd.DataFrame) -> np.ndarray:
 class _MacroRole:
     level: str | None
     change: str | None
-    change_bars: int
+    change_days: int
     change_kind: str  # "diff" for rates in points, "log" for prices, "rank" for percentile rank
 
 
@@ -316,24 +319,34 @@ def _role_values(macro: pd.DataFrame, dates: pd.Series, role: str) -> np.ndarray
     return None if series is None else _align_on_release(dates, series)
 
 
-def _symbol_macro_features(
-    values_by_role: dict[str, np.ndarray | None], n_rows: int
-) -> dict[str, np.ndarray]:
-    """One symbol's WHY columns from macro values already aligned to its bars."""
+def macro_grid(bar_dates: pd.Series) -> pd.DatetimeIndex:
+    """Business days from a year and a bit before the first bar to the last bar, plus every bar date.
+
+    WHY look-backs run on this grid rather than on a symbol's bars, so a symbol with a short history still
+    gets macro changes and ranks from its first bar; the grid ends at the last bar, so nothing later is read.
+    """
+    first, last = bar_dates.min(), bar_dates.max()
+    business_days = pd.bdate_range(first - pd.Timedelta(days=MACRO_LOOKBACK_DAYS), last, tz="UTC")
+    return business_days.union(pd.DatetimeIndex(bar_dates.unique())).astype("datetime64[ns, UTC]")
+
+
+def _macro_features(macro: pd.DataFrame | None, grid: pd.DatetimeIndex) -> dict[str, np.ndarray]:
+    """All WHY columns on the grid; an absent role (or one still in its look-back) is 0 with flag 0."""
+    dates = pd.Series(grid)
     features: dict[str, np.ndarray] = {}
     for role, spec in _ROLE_FEATURES.items():
-        values = values_by_role.get(role)
+        values = None if macro is None else _role_values(macro, dates, role)
         if values is None:
-            level = change = np.full(n_rows, np.nan)
+            level = change = np.full(len(grid), np.nan)
         else:
             series = pd.Series(values)
             level = values
             if spec.change_kind == "diff":
-                change = series.diff(spec.change_bars).to_numpy()
+                change = series.diff(spec.change_days).to_numpy()
             elif spec.change_kind == "log":
-                change = np.log(series).diff(spec.change_bars).to_numpy()
+                change = np.log(series).diff(spec.change_days).to_numpy()
             else:
-                change = series.rolling(spec.change_bars).rank(pct=True).to_numpy() - 0.5
+                change = series.rolling(spec.change_days).rank(pct=True).to_numpy() - 0.5
         available = ~np.isnan(level) & ~np.isnan(change)
         features[f"why_{role}_available"] = available.astype(np.float64)
         if spec.level is not None:
@@ -373,26 +386,20 @@ class SensoryCortex:
         if missing:
             raise SensoryError(f"bars are missing columns {missing}; pass a canonical bar frame")
         macro_long = normalise_macro(macro) if macro is not None and not macro.empty else None
-        macro_by_date: dict[str, np.ndarray | None] = {}
-        unique_dates = pd.Series(np.sort(bars["date"].unique()))
-        if macro_long is not None and len(unique_dates):
-            macro_by_date = {role: _role_values(macro_long, unique_dates, role) for role in MACRO_ROLES}
-        date_index = pd.Index(unique_dates)
+        if bars.empty:
+            return empty_features()
+        grid = macro_grid(bars["date"])
+        why_on_grid = _macro_features(macro_long, grid)
 
         pieces: list[pd.DataFrame] = []
         for symbol, group in bars.groupby("symbol", sort=True):
             features = _symbol_price_features(group, self._meta(str(symbol)))
-            positions = date_index.get_indexer(group["date"])
-            aligned = {
-                role: None if values is None else values[positions] for role, values in macro_by_date.items()
-            }
-            features.update(_symbol_macro_features(aligned, len(group)))
+            positions = grid.get_indexer(pd.DatetimeIndex(group["date"]))
+            features.update({column: values[positions] for column, values in why_on_grid.items()})
             frame = pd.DataFrame({column: features[column] for column in FEATURE_COLUMNS}, dtype=np.float64)
             frame.insert(0, "symbol", str(symbol))
             frame.insert(0, "date", group["date"].to_numpy())
             pieces.append(frame)
-        if not pieces:
-            return empty_features()
         out = pd.concat(pieces, ignore_index=True)
         out["date"] = out["date"].astype("datetime64[ns, UTC]")
         out["warmup"] = out.loc[:, list(PRICE_FEATURES)].isna().any(axis=1)

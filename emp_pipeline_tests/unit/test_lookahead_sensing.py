@@ -13,7 +13,9 @@ from emp_pipeline.domain.sensory import SensoryCortex
 from emp_pipeline.domain.synthetic import SyntheticMarket, generate_market
 
 N_BARS = 700
-PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,9 @@ def market() -> SyntheticMarket:
 @pytest.fixture(scope="module")
 def macro(market: SyntheticMarket) -> pd.DataFrame:
     """Macro released with a lag, plus one late revision-like row, to exercise the release-date alignment."""
-    dates = pd.date_range(market.bars["date"].min() - pd.Timedelta(days=400), periods=1500, freq="D", tz="UTC")
+    dates = pd.date_range(
+        market.bars["date"].min() - pd.Timedelta(days=400), periods=1500, freq="D", tz="UTC"
+    )
     rng = np.random.default_rng(5)
     frames = [
         pd.DataFrame(
