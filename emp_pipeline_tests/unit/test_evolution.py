@@ -1,0 +1,179 @@
+"""The genetic algorithm: determinism, lineage, fitness, diversity, and the no-look-ahead chain."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emp_pipeline.domain.backtest import PopulationResult, market_arrays
+from emp_pipeline.domain.evolution import (
+    OPERATORS,
+    RUIN_FITNESS,
+    EvolutionConfig,
+    EvolutionError,
+    backtest_fold,
+    crossover,
+    evolve,
+    evolve_fold,
+    feature_space,
+    mutate,
+    niche_counts,
+    population_fitness,
+    random_genome,
+    record_to_dict,
+)
+from emp_pipeline.domain.genome import feature_panel, genome_features, validate_genome
+from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta
+from emp_pipeline.domain.regimes import RuleRegimeClassifier
+from emp_pipeline.domain.sensory import SensoryCortex
+from emp_pipeline.domain.synthetic import generate_market
+from emp_pipeline.domain.walkforward import build_fold
+
+SMALL = EvolutionConfig(population_size=24, generations=4, elite_count=2, min_trades=5)
+
+
+def _chain(bars: pd.DataFrame):
+    """bars -> features -> regimes -> aligned panel and market, exactly as the pipeline does it."""
+    instruments = [
+        InstrumentMeta(symbol, symbol, AssetClass.INDEX, "USD", 0.01, 2, 1.0, 0.1, 0.1, "24x5")
+        for symbol in sorted(bars["symbol"].unique())
+    ]
+    features = SensoryCortex(instruments).compute(bars)
+    regimes = RuleRegimeClassifier().classify(bars, features)
+    panel = feature_panel(features, regimes)
+    return panel, market_arrays(bars, features, dates=panel.dates, symbols=panel.symbols)
+
+
+@pytest.fixture(scope="module")
+def market_data():
+    bars = generate_market(n_instruments=3, n_bars=800, seed=11).bars
+    panel, market = _chain(bars)
+    return bars, panel, market
+
+
+def test_same_seed_gives_identical_strategies_and_another_seed_does_not(market_data):
+    _, panel, market = market_data
+    first = evolve(panel, market, SMALL, seed=5)
+    second = evolve(panel, market, SMALL, seed=5)
+    assert [record_to_dict(r) for r in first.records] == [record_to_dict(r) for r in second.records]
+    assert [r.fitness for r in first.final_population] == [r.fitness for r in second.final_population]
+    other = evolve(panel, market, SMALL, seed=6)
+    assert [r.strategy_id for r in other.records] != [r.strategy_id for r in first.records]
+
+
+def test_records_carry_a_traceable_lineage(market_data):
+    _, panel, market = market_data
+    result = evolve(panel, market, SMALL, seed=1)
+    born: dict[str, int] = {}
+    for record in result.records:
+        assert record.operator in OPERATORS
+        assert record.strategy_id not in born, "each strategy is recorded once, when it first survives"
+        for parent in record.parent_ids:
+            assert born[parent] < record.generation, "parents were recorded in an earlier generation"
+        if record.operator in ("random", "immigrant"):
+            assert record.parent_ids == ()
+        elif record.operator.startswith("crossover"):
+            assert len(record.parent_ids) == 2
+        else:
+            assert len(record.parent_ids) == 1
+        born[record.strategy_id] = record.generation
+    assert {r.operator for r in result.records} >= {"random", "crossover+mutation", "mutation"}
+    assert {r.generation for r in result.records} == set(range(SMALL.generations))
+    final_ids = [r.strategy_id for r in result.final_population]
+    assert len(final_ids) == len(set(final_ids)) == SMALL.population_size
+    assert set(final_ids) <= set(born)
+    fitness = [r.fitness for r in result.final_population]
+    assert fitness == sorted(fitness, reverse=True)
+    # Elitism: the best never gets worse from one generation to the next.
+    best = [summary.best_fitness for summary in result.history]
+    assert best == sorted(best)
+
+
+def test_genes_come_only_from_the_columns_given(market_data):
+    _, panel, market = market_data
+    space = feature_space(panel)
+    assert set(space.names) <= set(panel.names)
+    # A feature that never varies in the window carries no information and is not offered.
+    constant = [name for name in panel.names if np.nanstd(panel.feature(name)[panel.usable]) == 0.0]
+    assert constant and not set(constant) & set(space.names)
+    result = evolve(panel, market, replace(SMALL, excluded_features=("what_rsi_14",)), seed=2)
+    used = set().union(*(genome_features(r.genome) for r in result.records))
+    assert used <= set(space.names) - {"what_rsi_14"}
+
+
+def test_mutation_and_crossover_always_give_valid_genomes(market_data):
+    _, panel, _ = market_data
+    space = feature_space(panel)
+    rng = np.random.Generator(np.random.PCG64(9))
+    genomes = [random_genome(rng, space) for _ in range(20)]
+    for _ in range(300):
+        a, b = genomes[rng.integers(20)], genomes[rng.integers(20)]
+        child = mutate(rng, space, crossover(rng, a, b))
+        validate_genome(child)
+        genomes[rng.integers(20)] = child
+
+
+def _result(equity: np.ndarray, trades: list[int]) -> PopulationResult:
+    previous = np.concatenate([np.ones((equity.shape[0], 1)), equity[:, :-1]], axis=1)
+    zeros = np.zeros(equity.shape[0])
+    return PopulationResult(
+        equity=equity,
+        returns=equity / previous - 1.0,
+        instrument_equity=None,
+        trade_counts=np.array(trades),
+        winning_trades=np.array(trades),
+        gross_profit=zeros,
+        gross_loss=zeros,
+        exposure=zeros,
+        turnover=zeros,
+    )
+
+
+def test_fitness_rewards_sharpe_and_penalises_drawdown_few_trades_and_ruin():
+    rng = np.random.default_rng(0)
+    steady = np.cumprod(1 + 0.001 + 0.002 * rng.standard_normal(500))
+    crash = steady.copy()
+    crash[250:] *= 0.7  # the same path with a 30 % drop
+    equity = np.vstack([steady, steady, crash, np.r_[steady[:-1], -0.1], np.ones(500)])
+    config = EvolutionConfig(min_trades=10, drawdown_weight=1.0, trade_penalty=1.0)
+    scores = population_fitness(_result(equity, [20, 5, 20, 20, 0]), config)
+    good, few_trades, crashed, ruined, idle = scores.fitness
+    assert good > few_trades and good > crashed
+    assert good - few_trades == pytest.approx(0.5)  # 5 of the 10 required trades missing
+    assert ruined == RUIN_FITNESS
+    assert idle == pytest.approx(-1.0)  # no return, no risk, all trades missing
+    assert scores.metrics[0]["trades"] == 20.0 and scores.metrics[3]["ruined"] == 1.0
+
+
+def test_niche_counts_group_near_twins():
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal(300)
+    returns = np.vstack([base, base * 2.0 + 1e-9, rng.standard_normal(300), np.zeros(300), np.zeros(300)])
+    np.testing.assert_array_equal(niche_counts(returns, 0.95), [2, 2, 1, 2, 2])
+
+
+def test_config_is_validated():
+    with pytest.raises(EvolutionError, match="elite_count"):
+        EvolutionConfig(population_size=10, elite_count=10).validate()
+
+
+def test_evolving_and_evaluating_on_data_cut_at_t_matches_the_full_data_up_to_t(market_data):
+    """Point 7 of the issue: the whole chain (features, regimes, GA, out-of-sample backtest) is causal."""
+    bars, panel, market = market_data
+    fold = build_fold(panel.dates, "2002-10", train_bars=300, embargo_bars=3, min_train_bars=200)
+    cut = fold.test_start + pd.Timedelta(days=14)
+    truncated_panel, truncated_market = _chain(bars.loc[bars["date"] < cut].reset_index(drop=True))
+
+    full = evolve_fold(panel, market, fold, SMALL, seed=4)
+    early = evolve_fold(truncated_panel, truncated_market, fold, SMALL, seed=4)
+    assert [record_to_dict(r) for r in early.records] == [record_to_dict(r) for r in full.records]
+
+    genomes = [record.genome for record in full.final_population[:8]]
+    full_dates, full_result = backtest_fold(genomes, panel, market, fold, SMALL)
+    early_dates, early_result = backtest_fold(genomes, truncated_panel, truncated_market, fold, SMALL)
+    assert len(early_dates) < len(full_dates) and full_dates[: len(early_dates)].equals(early_dates)
+    np.testing.assert_array_equal(early_result.equity, full_result.equity[:, : len(early_dates)])
+    assert (full_result.equity != 1.0).any(), "the out-of-sample check must exercise real trades"
