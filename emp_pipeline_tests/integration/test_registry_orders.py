@@ -1,0 +1,310 @@
+"""Orders, fills, positions and accounts: exactly-once order intents and idempotent fill accounting."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import time
+from multiprocessing.synchronize import Barrier
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from emp_pipeline.registry.errors import (
+    ClientOrderIdConflictError,
+    FillConflictError,
+    InvalidOrderTransitionError,
+    InvalidRegistryInputError,
+    UnknownAccountError,
+    UnknownOrderError,
+    UnknownStrategyError,
+)
+from emp_pipeline.registry.models import Fill, Order
+from emp_pipeline.registry.repository import (
+    create_order_if_absent,
+    fills_for_order,
+    get_account,
+    get_or_create_paper_account,
+    get_order,
+    make_engine,
+    orders_for_account,
+    positions_for_account,
+    record_fill,
+    session_scope,
+    update_order_status,
+)
+
+BAR = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+AT = dt.datetime(2024, 3, 1, 21, 0, tzinfo=dt.UTC)
+
+
+def paper_account(engine: Engine) -> int:
+    with session_scope(engine) as session:
+        return get_or_create_paper_account(session, initial_cash=100_000.0).id
+
+
+def order(
+    engine: Engine, account_id: int, client_order_id: str, side: str, quantity: float, symbol: str = "SPY"
+):
+    with session_scope(engine) as session:
+        return create_order_if_absent(
+            session,
+            client_order_id=client_order_id,
+            account_id=account_id,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            bar_time=BAR,
+            target_position=quantity if side == "buy" else -quantity,
+        )
+
+
+def fill(engine: Engine, client_order_id: str, fill_id: str, price: float, quantity: float, fee: float = 0.0):
+    with session_scope(engine) as session:
+        return record_fill(
+            session,
+            client_order_id=client_order_id,
+            broker_fill_id=fill_id,
+            price=price,
+            quantity=quantity,
+            fee=fee,
+            filled_at=AT,
+        )
+
+
+def test_paper_account_is_created_once(registry_engine: Engine) -> None:
+    first = paper_account(registry_engine)
+    with session_scope(registry_engine) as session:
+        again = get_or_create_paper_account(session, initial_cash=5.0)
+        assert again.id == first
+        assert (again.broker, again.name, again.currency, again.initial_cash, again.cash) == (
+            "paper",
+            "paper",
+            "USD",
+            100_000.0,
+            100_000.0,
+        )
+        assert get_or_create_paper_account(session, name="research").id != first
+        with pytest.raises(UnknownAccountError):
+            get_account(session, 999)
+
+
+def test_order_intent_is_recorded_once_per_client_order_id(registry_engine: Engine) -> None:
+    account_id = paper_account(registry_engine)
+    created, was_created = order(registry_engine, account_id, "s1-SPY-20240301", "buy", 10)
+    again, created_again = order(registry_engine, account_id, "s1-SPY-20240301", "buy", 10)
+
+    assert (was_created, created_again) == (True, False)
+    assert again == created
+    assert (created.status, created.side, created.quantity, created.bar_time) == ("pending", "buy", 10.0, BAR)
+    assert created.created_at.tzinfo is dt.UTC
+    with pytest.raises(ClientOrderIdConflictError, match="derived from the order's identity"):
+        order(registry_engine, account_id, "s1-SPY-20240301", "sell", 10)
+    with pytest.raises(InvalidRegistryInputError, match=r"1\.\.50 characters"):
+        order(registry_engine, account_id, "x" * 51, "buy", 1)
+    with pytest.raises(InvalidRegistryInputError, match="positive"):
+        order(registry_engine, account_id, "neg", "buy", -1)
+    with pytest.raises(InvalidRegistryInputError, match="side"):
+        order(registry_engine, account_id, "short", "short", 1)
+    with pytest.raises(UnknownAccountError):
+        order(registry_engine, 999, "no-account", "buy", 1)
+    with session_scope(registry_engine) as session:
+        with pytest.raises(InvalidRegistryInputError, match="naive"):
+            create_order_if_absent(
+                session,
+                client_order_id="naive",
+                account_id=account_id,
+                symbol="SPY",
+                side="buy",
+                quantity=1,
+                bar_time=dt.datetime(2024, 3, 1),
+                target_position=1,
+            )
+        with pytest.raises(UnknownStrategyError):
+            create_order_if_absent(
+                session,
+                client_order_id="ghost",
+                account_id=account_id,
+                symbol="SPY",
+                side="buy",
+                quantity=1,
+                bar_time=BAR,
+                target_position=1,
+                strategy_id="ghost-strategy",
+            )
+        assert session.scalar(select(func.count()).select_from(Order)) == 1
+
+
+def test_order_status_lifecycle(registry_engine: Engine) -> None:
+    account_id = paper_account(registry_engine)
+    order(registry_engine, account_id, "o1", "buy", 5)
+    order(registry_engine, account_id, "o2", "sell", 5)
+    with session_scope(registry_engine) as session:
+        update_order_status(session, "o1", "submitted")
+        accepted = update_order_status(session, "o1", "accepted", broker_order_id="B-17")
+        assert (accepted.status, accepted.broker_order_id) == ("accepted", "B-17")
+        assert accepted.updated_at >= accepted.created_at
+        with pytest.raises(InvalidOrderTransitionError, match="go back from accepted to submitted"):
+            update_order_status(session, "o1", "submitted")
+        update_order_status(session, "o2", "unknown", error="timeout waiting for ack")
+        update_order_status(session, "o2", "cancelled")
+        with pytest.raises(InvalidOrderTransitionError, match="final"):
+            update_order_status(session, "o2", "accepted")
+        with pytest.raises(UnknownOrderError):
+            update_order_status(session, "o3", "accepted")
+        assert [o.client_order_id for o in orders_for_account(session, account_id, ["accepted"])] == ["o1"]
+        assert get_order(session, "o2").error == "timeout waiting for ack"
+
+
+def test_fills_update_position_cash_and_order_status_once(registry_engine: Engine) -> None:
+    account_id = paper_account(registry_engine)
+    order(registry_engine, account_id, "buy-20", "buy", 20)
+    order(registry_engine, account_id, "sell-25", "sell", 25)
+
+    assert fill(registry_engine, "buy-20", "F1", 100.0, 10, fee=1.0)[1]
+    with session_scope(registry_engine) as session:
+        assert get_order(session, "buy-20").status == "partially_filled"
+    fill(registry_engine, "buy-20", "F2", 110.0, 10, fee=1.0)
+    replay, created = fill(registry_engine, "buy-20", "F2", 110.0, 10, fee=1.0)
+    assert not created and replay.price == 110.0
+    with session_scope(registry_engine) as session:
+        assert get_order(session, "buy-20").status == "filled"
+        [long] = positions_for_account(session, account_id)
+    assert (long.symbol, long.quantity, long.avg_price, long.realised_pnl) == ("SPY", 20.0, 105.0, -2.0)
+
+    fill(registry_engine, "sell-25", "F3", 120.0, 15, fee=1.0)  # closes 15 of 20 at +15 each
+    with session_scope(registry_engine) as session:
+        [reduced] = positions_for_account(session, account_id)
+    assert (reduced.quantity, reduced.avg_price) == (5.0, 105.0)
+    assert reduced.realised_pnl == pytest.approx(-2.0 - 1.0 + 15 * 15.0)
+
+    fill(registry_engine, "sell-25", "F4", 100.0, 10)  # closes 5 at -5 each, opens 5 short at 100
+    with session_scope(registry_engine) as session:
+        [short] = positions_for_account(session, account_id)
+        account = get_account(session, account_id)
+        assert [f.broker_fill_id for f in fills_for_order(session, "sell-25")] == ["F3", "F4"]
+        assert get_order(session, "sell-25").status == "filled"
+    assert (short.quantity, short.avg_price) == (-5.0, 100.0)
+    assert short.realised_pnl == pytest.approx(222.0 - 25.0)
+    assert account.cash == pytest.approx(100_000.0 - 1001.0 - 1101.0 + 1799.0 + 1000.0)
+
+    with pytest.raises(FillConflictError, match="reused fill id"):
+        fill(registry_engine, "buy-20", "F2", 111.0, 10, fee=1.0)
+    with pytest.raises(UnknownOrderError):
+        fill(registry_engine, "nope", "F9", 1.0, 1)
+    with pytest.raises(InvalidRegistryInputError):
+        fill(registry_engine, "buy-20", "F9", 0.0, 1)
+    with session_scope(registry_engine) as session:
+        assert session.scalar(select(func.count()).select_from(Fill)) == 4
+
+
+def test_flat_positions_are_listed_only_on_request(registry_engine: Engine) -> None:
+    account_id = paper_account(registry_engine)
+    order(registry_engine, account_id, "open", "buy", 3, symbol="EURUSD")
+    order(registry_engine, account_id, "close", "sell", 3, symbol="EURUSD")
+    fill(registry_engine, "open", "G1", 1.10, 3)
+    fill(registry_engine, "close", "G2", 1.12, 3)
+    with session_scope(registry_engine) as session:
+        assert positions_for_account(session, account_id) == []
+        [flat] = positions_for_account(session, account_id, include_flat=True)
+    assert (flat.quantity, flat.avg_price) == (0.0, 0.0)
+    assert flat.realised_pnl == pytest.approx(0.06)
+
+
+# --------------------------------------------------------------------------------------- two processes
+
+
+def _create_orders_in_process(url: str, account_id: int, ids: list[str], barrier: Barrier, results) -> None:
+    engine = make_engine(url)
+    outcomes = []
+    barrier.wait(timeout=30)
+    for client_order_id in ids:
+        with session_scope(engine) as session:
+            record, created = create_order_if_absent(
+                session,
+                client_order_id=client_order_id,
+                account_id=account_id,
+                symbol="SPY",
+                side="buy",
+                quantity=1.0,
+                bar_time=BAR,
+                target_position=1.0,
+            )
+            time.sleep(0.002)  # hold the transaction open so the other process collides with it
+        outcomes.append((client_order_id, record.id, created))
+    engine.dispose()
+    results.put(outcomes)
+
+
+def _fill_orders_in_process(
+    url: str, client_order_ids: list[str], prefix: str, barrier: Barrier, results
+) -> None:
+    engine = make_engine(url)
+    barrier.wait(timeout=30)
+    for n, client_order_id in enumerate(client_order_ids):
+        with session_scope(engine) as session:
+            record_fill(
+                session,
+                client_order_id=client_order_id,
+                broker_fill_id=f"{prefix}-{n}",
+                price=100.0 + n,
+                quantity=1.0,
+                filled_at=AT,
+            )
+    engine.dispose()
+    results.put(len(client_order_ids))
+
+
+def _run_in_two_processes(target, args_per_process) -> list:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(len(args_per_process))
+    results = context.Queue()
+    processes = [context.Process(target=target, args=(*args, barrier, results)) for args in args_per_process]
+    for process in processes:
+        process.start()
+    outputs = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    return outputs
+
+
+def test_concurrent_create_order_if_absent_from_two_processes_gives_one_row(
+    registry_url: str, registry_engine: Engine
+) -> None:
+    account_id = paper_account(registry_engine)
+    ids = [f"race-{n}" for n in range(25)]
+
+    first, second = _run_in_two_processes(
+        _create_orders_in_process, [(registry_url, account_id, ids), (registry_url, account_id, ids)]
+    )
+
+    created = [client_id for client_id, _, was_created in first + second if was_created]
+    assert sorted(created) == sorted(ids)  # each intent created by exactly one of the two processes
+    assert [row_id for _, row_id, _ in first] == [row_id for _, row_id, _ in second]
+    with session_scope(registry_engine) as session:
+        assert session.scalar(select(func.count()).select_from(Order)) == len(ids)
+
+
+def test_concurrent_fills_on_one_symbol_serialise_the_position(
+    registry_url: str, registry_engine: Engine
+) -> None:
+    account_id = paper_account(registry_engine)
+    for name in ("a", "b"):
+        for n in range(15):
+            order(registry_engine, account_id, f"{name}{n}", "buy", 1.0)
+
+    _run_in_two_processes(
+        _fill_orders_in_process,
+        [
+            (registry_url, [f"a{n}" for n in range(15)], "A"),
+            (registry_url, [f"b{n}" for n in range(15)], "B"),
+        ],
+    )
+
+    with session_scope(registry_engine) as session:
+        [position] = positions_for_account(session, account_id)
+        account = get_account(session, account_id)
+    assert position.quantity == 30.0  # a lost update would leave fewer units
+    assert position.avg_price == pytest.approx(2 * sum(100.0 + n for n in range(15)) / 30)
+    assert account.cash == pytest.approx(100_000.0 - 2 * sum(100.0 + n for n in range(15)))

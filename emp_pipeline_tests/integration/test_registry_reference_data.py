@@ -1,0 +1,121 @@
+"""Instruments, market regimes and control flags: bulk upserts that replace rows and never duplicate them."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, func, select
+
+from emp_pipeline.domain.instruments import load_universe
+from emp_pipeline.registry.errors import InvalidRegistryInputError
+from emp_pipeline.registry.models import Instrument, MarketRegime
+from emp_pipeline.registry.repository import (
+    KILL_SWITCH,
+    flag_enabled,
+    get_flag,
+    load_instruments,
+    load_market_regimes,
+    session_scope,
+    set_flag,
+    upsert_instruments,
+    upsert_market_regimes,
+)
+from emp_pipeline.settings import SAMPLE_UNIVERSE_FILE
+
+LABELS = ("bull_trend", "bear_trend", "range", "high_volatility")
+
+
+def regime_frame(symbols: list[str], days: int, seed: int = 0) -> pd.DataFrame:
+    """A frame shaped like domain.regimes output: one row per symbol and day, probabilities summing to 1."""
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range("2020-01-01", periods=days, freq="D", tz="UTC").as_unit("ns")
+    frame = pd.DataFrame(
+        {
+            "date": np.tile(dates, len(symbols)),
+            "symbol": np.repeat(symbols, days),
+        }
+    )
+    probabilities = rng.dirichlet(np.ones(len(LABELS)), size=len(frame))
+    for k, label in enumerate(LABELS):
+        frame[f"prob_{label}"] = probabilities[:, k]
+    frame["regime"] = np.array(LABELS)[probabilities.argmax(axis=1)]
+    frame["warmup"] = np.tile(np.arange(days) < 3, len(symbols))
+    return frame
+
+
+def rows(engine: Engine, model: type) -> int:
+    with session_scope(engine) as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_instruments_round_trip_and_upsert_replaces(registry_engine: Engine) -> None:
+    universe = load_universe(SAMPLE_UNIVERSE_FILE)
+    with session_scope(registry_engine) as session:
+        assert upsert_instruments(session, universe.instruments) == len(universe.instruments)
+    renamed = dataclasses.replace(universe.instruments[0], name="Renamed", min_volume=0.5)
+    with session_scope(registry_engine) as session:
+        upsert_instruments(session, [renamed])
+
+    assert rows(registry_engine, Instrument) == len(universe.instruments)
+    with session_scope(registry_engine) as session:
+        stored = {meta.symbol: meta for meta in load_instruments(session)}
+    assert stored[renamed.symbol] == renamed
+    assert all(stored[meta.symbol] == meta for meta in universe.instruments[1:])
+
+
+def test_market_regimes_round_trip_and_upsert_replaces(registry_engine: Engine) -> None:
+    frame = regime_frame(["EURUSD", "SPY", "^GSPC"], days=40)
+    with session_scope(registry_engine) as session:
+        assert upsert_market_regimes(session, frame, classifier="hmm") == 120
+        upsert_market_regimes(session, frame.head(10), classifier="threshold")
+
+    changed = frame[frame["symbol"] == "SPY"].copy()
+    changed["regime"] = "range"
+    changed["prob_range"] = 1.0
+    changed[["prob_bull_trend", "prob_bear_trend", "prob_high_volatility"]] = 0.0
+    with session_scope(registry_engine) as session:
+        upsert_market_regimes(session, changed, classifier="hmm")
+
+    assert rows(registry_engine, MarketRegime) == 130
+    expected = pd.concat([frame[frame["symbol"] != "SPY"], changed]).sort_values(["symbol", "date"])
+    expected = expected[["date", "symbol", "regime", *(f"prob_{label}" for label in LABELS), "warmup"]]
+    with session_scope(registry_engine) as session:
+        stored = load_market_regimes(session, "hmm")
+        window = load_market_regimes(
+            session, "hmm", symbols=["SPY"], start=dt.date(2020, 1, 5), end=dt.date(2020, 1, 6)
+        )
+        assert load_market_regimes(session, "nothing").empty
+    pd.testing.assert_frame_equal(stored, expected.reset_index(drop=True), check_exact=True)
+    assert list(window["date"].dt.day) == [5, 6]
+    assert set(window["regime"]) == {"range"}
+
+
+def test_market_regime_frames_must_be_well_formed(registry_engine: Engine) -> None:
+    frame = regime_frame(["SPY"], days=5)
+    with session_scope(registry_engine) as session:
+        with pytest.raises(InvalidRegistryInputError, match="de-duplicate"):
+            upsert_market_regimes(session, pd.concat([frame, frame.tail(1)]), classifier="hmm")
+        with pytest.raises(InvalidRegistryInputError, match="prob_<label>"):
+            upsert_market_regimes(session, frame[["date", "symbol", "regime"]], classifier="hmm")
+        nan_frame = frame.assign(prob_range=np.nan)
+        upsert_market_regimes(session, nan_frame, classifier="hmm")
+        assert load_market_regimes(session, "hmm")["prob_range"].isna().all()
+
+
+def test_kill_switch_flag(registry_engine: Engine) -> None:
+    with session_scope(registry_engine) as session:
+        assert not flag_enabled(session, KILL_SWITCH)
+        assert get_flag(session, KILL_SWITCH) is None
+        set_flag(session, KILL_SWITCH, True, reason="daily loss limit hit", updated_by="risk")
+    with session_scope(registry_engine) as session:
+        assert flag_enabled(session, KILL_SWITCH)
+        set_flag(session, KILL_SWITCH, False, reason="reviewed", updated_by="ops")
+    with session_scope(registry_engine) as session:
+        flag = get_flag(session, KILL_SWITCH)
+        assert flag is not None and not flag_enabled(session, KILL_SWITCH)
+    assert (flag.enabled, flag.reason, flag.updated_by) == (False, "reviewed", "ops")
+    assert flag.updated_at.tzinfo is dt.UTC
