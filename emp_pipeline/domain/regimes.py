@@ -51,7 +51,6 @@ def _regime_frame(
         frame[column] = probabilities[:, column_index]
     frame["warmup"] = warmup.astype(bool)
     frame["date"] = frame["date"].astype("datetime64[ns, UTC]")
-    frame["symbol"] = frame["symbol"].astype(object)
     return frame
 
 
