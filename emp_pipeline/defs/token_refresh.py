@@ -6,8 +6,7 @@ a recorded failure. The job refreshes under the Redis lock; transient failures a
 policy, a refused token fails the run at once with the instruction to re-authorise.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster inspects the context and resource annotations at runtime.
 import time
 
 from dagster import (

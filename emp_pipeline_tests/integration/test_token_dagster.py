@@ -1,0 +1,178 @@
+"""The Dagster side of the token: the sensor (Redis only, one run per needed refresh) and the refresh job."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from dagster import DagsterInstance, RunRequest, SensorResult, SkipReason, build_sensor_context
+
+from emp_pipeline.auth.build import build_token_store
+from emp_pipeline.defs.resources import CTraderTokenResource
+from emp_pipeline.defs.token_refresh import build_token_refresh_job, ctrader_token_sensor, token_refresh_job
+from emp_pipeline_tests.fakes.ctrader_token_server import EXPIRES_IN_S, FakeCTraderTokenServer
+
+pytestmark = pytest.mark.redis
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+CLIENT_ID, CLIENT_SECRET = "dagster-client", "dagster-secret"
+
+
+@pytest.fixture
+def key_prefix() -> Iterator[str]:
+    prefix = f"emp:test:{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+
+
+@pytest.fixture
+def token_server() -> Iterator[FakeCTraderTokenServer]:
+    with FakeCTraderTokenServer(CLIENT_ID, CLIENT_SECRET) as server:
+        yield server
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with DagsterInstance.ephemeral() as ephemeral:
+        yield ephemeral
+
+
+def make_resource(base_url: str, key_prefix: str, **overrides: object) -> CTraderTokenResource:
+    config: dict[str, object] = {
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "redis_url": REDIS_URL,
+        "token_url": base_url,
+        "key_prefix": key_prefix,
+        "refresh_margin_seconds": 3600.0,
+        "http_timeout_seconds": 3.0,
+        "max_attempts": 2,
+        "retry_base_delay_seconds": 0.01,
+    }
+    config.update(overrides)
+    return CTraderTokenResource(**config)  # type: ignore[arg-type]
+
+
+def evaluate(
+    resource: CTraderTokenResource, instance: DagsterInstance, cursor: str | None
+) -> SensorResult | SkipReason:
+    context = build_sensor_context(instance=instance, cursor=cursor, resources={"ctrader_token": resource})
+    return ctrader_token_sensor(context)
+
+
+def run_requests(result: SensorResult | SkipReason) -> list[RunRequest]:
+    return list(result.run_requests or []) if isinstance(result, SensorResult) else []
+
+
+def authorize(resource: CTraderTokenResource, server: FakeCTraderTokenServer, expires_in: int) -> None:
+    server.state.expires_in = expires_in
+    resource.manager().authorize_with_code(server.issue_code(), "http://127.0.0.1/cb")
+    server.state.expires_in = EXPIRES_IN_S
+
+
+def test_sensor_requests_exactly_one_run_per_needed_refresh(
+    token_server: FakeCTraderTokenServer, key_prefix: str, instance: DagsterInstance
+) -> None:
+    resource = make_resource(token_server.base_url, key_prefix)
+    nothing_stored = evaluate(resource, instance, None)
+    assert isinstance(nothing_stored, SkipReason) and "emp token authorize" in (
+        nothing_stored.skip_message or ""
+    )
+
+    authorize(resource, token_server, expires_in=600)  # ten minutes left, inside the one-hour margin
+    requests_before = token_server.count("requests")
+    first = evaluate(resource, instance, None)
+    assert isinstance(first, SensorResult)
+    (request,) = run_requests(first)
+    assert request.run_key == f"ctrader-token-{CLIENT_ID}-v1-f0"
+    again = evaluate(resource, instance, first.cursor)
+    assert isinstance(again, SkipReason) and run_requests(again) == []
+    assert token_server.count("requests") == requests_before  # the sensor never called the token endpoint
+
+    result = token_refresh_job.execute_in_process(
+        instance=instance, resources={"ctrader_token": resource}, tags=request.tags
+    )
+    assert result.success and token_server.count("refreshes") == 1
+    assert result.output_for_node("refresh_ctrader_token") is None
+    fresh = evaluate(resource, instance, first.cursor)
+    assert isinstance(fresh, SkipReason) and "version 2" in (fresh.skip_message or "")
+
+    wide_margin = make_resource(
+        token_server.base_url, key_prefix, refresh_margin_seconds=float(EXPIRES_IN_S * 2)
+    )
+    second = evaluate(wide_margin, instance, first.cursor)
+    (next_request,) = run_requests(second)
+    assert next_request.run_key == f"ctrader-token-{CLIENT_ID}-v2-f0"
+    assert run_requests(evaluate(wide_margin, instance, second.cursor)) == []  # type: ignore[union-attr]
+
+
+def test_sensor_requests_again_after_a_recorded_failure(
+    token_server: FakeCTraderTokenServer, key_prefix: str, instance: DagsterInstance
+) -> None:
+    resource = make_resource(token_server.base_url, key_prefix, max_attempts=1)
+    authorize(resource, token_server, expires_in=600)
+    first = evaluate(resource, instance, None)
+    token_server.fail_next(1, status=503)
+    with pytest.raises(Exception, match="HTTP 503"):
+        resource.manager().refresh_if_needed()
+    (retry_request,) = run_requests(evaluate(resource, instance, first.cursor))  # type: ignore[union-attr]
+    assert retry_request.run_key == f"ctrader-token-{CLIENT_ID}-v1-f1"
+
+
+def test_sensor_skips_quickly_with_the_reason_when_redis_is_down(instance: DagsterInstance) -> None:
+    resource = make_resource("http://127.0.0.1:1", "emp:test:", redis_url="redis://127.0.0.1:1/0")
+    started = time.monotonic()
+    result = evaluate(resource, instance, None)
+    assert time.monotonic() - started < 3
+    assert isinstance(result, SkipReason) and "redis://127.0.0.1:1/0" in (result.skip_message or "")
+
+
+def test_sensor_skips_when_reauthorisation_is_needed(
+    token_server: FakeCTraderTokenServer, key_prefix: str, instance: DagsterInstance
+) -> None:
+    resource = make_resource(token_server.base_url, key_prefix)
+    authorize(resource, token_server, expires_in=600)
+    store = build_token_store(client_id=CLIENT_ID, redis_url=REDIS_URL, key_prefix=key_prefix, token_key=None)
+    store.record_failure("refused", reauth_required=True, keep_in_flight=False)
+    result = evaluate(resource, instance, None)
+    assert isinstance(result, SkipReason) and "re-authorisation" in (result.skip_message or "")
+
+
+def test_terminal_error_fails_the_run_once_with_the_authorize_instruction(
+    token_server: FakeCTraderTokenServer, key_prefix: str, instance: DagsterInstance
+) -> None:
+    resource = make_resource(token_server.base_url, key_prefix)
+    authorize(resource, token_server, expires_in=600)
+    requests_before = token_server.count("requests")
+    token_server.refuse_next("ACCESS_DENIED")
+
+    result = build_token_refresh_job(retry_delay_s=0).execute_in_process(
+        instance=instance, resources={"ctrader_token": resource}, raise_on_error=False
+    )
+
+    assert not result.success
+    failure = result.failure_data_for_node("refresh_ctrader_token")
+    assert failure is not None and "emp token authorize" in failure.error.message
+    assert token_server.count("requests") == requests_before + 1  # the retry policy did not fire
+
+
+def test_transient_failure_is_retried_by_the_job(
+    token_server: FakeCTraderTokenServer, key_prefix: str, instance: DagsterInstance
+) -> None:
+    resource = make_resource(token_server.base_url, key_prefix, max_attempts=2)
+    authorize(resource, token_server, expires_in=600)
+    token_server.fail_next(2, status=503)  # exhausts the first op attempt's own two tries
+
+    result = build_token_refresh_job(retry_delay_s=0).execute_in_process(
+        instance=instance, resources={"ctrader_token": resource}
+    )
+
+    assert result.success
+    assert token_server.count("injected_failures") == 2 and token_server.count("refreshes") == 1
+    restarts = [event for event in result.all_events if event.event_type_value == "STEP_RESTARTED"]
+    assert len(restarts) == 1
