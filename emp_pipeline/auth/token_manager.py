@@ -104,7 +104,8 @@ class CTraderTokenManager:
         self.refresh_margin_s = refresh_margin_s
         self.retry = retry or RetrySchedule()
         # The lock must outlive the longest refresh, or a slow holder could lose it mid-refresh.
-        self.lock_ttl_s = lock_ttl_s if lock_ttl_s is not None else self.retry.worst_case_s(oauth.timeout_s) + 5.0
+        worst_case_refresh_s = self.retry.worst_case_s(oauth.timeout_s)
+        self.lock_ttl_s = lock_ttl_s if lock_ttl_s is not None else worst_case_refresh_s + 5.0
         # Waiters outlast one full TTL, so a holder that crashed cannot make them give up early.
         self.lock_wait_timeout_s = (
             lock_wait_timeout_s if lock_wait_timeout_s is not None else self.lock_ttl_s + 5.0
