@@ -1,0 +1,211 @@
+"""The live decision path against the backtest kernel, and the order arithmetic that follows it."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emp_pipeline.domain.backtest import MarketArrays, entry_fill_price, simulate_strategy
+from emp_pipeline.domain.execution import (
+    BarInput,
+    Costs,
+    ExecutionInputError,
+    SleeveState,
+    SleeveTarget,
+    client_order_id,
+    order_for_target,
+    replay_sleeve,
+    round_to_step,
+    sleeve_bars,
+    sleeve_target,
+    step_sleeve,
+)
+from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
+
+BAR = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+def _random_market(seed: int, n_bars: int = 400, n_instruments: int = 3) -> tuple[MarketArrays, np.ndarray]:
+    """A random walk with wide bars (stops and take profits get hit), gaps (NaN opens) and random signals."""
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, (n_bars, n_instruments)), axis=0))
+    open_ = close * np.exp(rng.normal(0, 0.01, close.shape))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.02, close.shape))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.02, close.shape))
+    atr = close * 0.015
+    atr[:5] = np.nan  # the first bars cannot enter: the ATR is still warming up
+    gaps = rng.random(close.shape) < 0.03
+    for array in (open_, high, low, close):
+        array[gaps] = np.nan
+    signals = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=close.shape, p=[0.3, 0.3, 0.4])
+    signals = np.repeat(signals[::4], 4, axis=0)[:n_bars]  # hold signals a few bars, like real rules do
+    dates = pd.date_range("2020-01-01", periods=n_bars, freq="B", tz="UTC")
+    symbols = tuple(f"S{i}" for i in range(n_instruments))
+    return MarketArrays(dates, symbols, open_, high, low, close, atr), signals
+
+
+def _genome(stop: float, take_profit: float, fraction: float, max_hold: int) -> Genome:
+    rule = Condition("what_x", ">", 0.0)
+    return Genome(
+        "both",
+        rule,
+        Condition("what_x", "<", 0.0),
+        None,
+        ("bull_trend",),
+        RiskGenes(stop, take_profit, fraction, max_hold),
+    )
+
+
+@pytest.mark.parametrize(
+    ("seed", "genes"),
+    [(1, (1.0, 2.0, 0.8, 500)), (2, (0.5, 0.75, 1.0, 7)), (3, (3.0, 1.0, 0.3, 3))],
+)
+def test_stepping_the_sleeve_reproduces_the_kernel_equity_bar_for_bar(seed, genes):
+    market, signals = _random_market(seed)
+    genome = _genome(*genes)
+    costs = Costs(fee_bps=2.0, slippage_bps=3.0)
+    kernel = simulate_strategy(genome, signals, market, costs.fee_bps, costs.slippage_bps)
+    assert len(kernel.trades) > 20  # the comparison exercises entries, exits, stops and reversals
+    assert len(set(kernel.trades["exit_reason"])) >= 2  # protective and signal or holding exits
+    n_instruments = len(market.symbols)
+    for i in range(n_instruments):
+        bars = sleeve_bars(
+            market.open[:, i],
+            market.high[:, i],
+            market.low[:, i],
+            market.close[:, i],
+            market.atr[:, i],
+            signals[:, i],
+        )
+        state = SleeveState.start(1.0 / n_instruments)
+        for t, bar in enumerate(bars):
+            state = step_sleeve(state, bar, genome.risk, costs)
+            expected = kernel.result.instrument_equity[0, t, i]
+            assert state.equity == pytest.approx(expected, rel=1e-12, abs=1e-15), (i, t)
+
+
+def test_replay_equals_stepping_and_a_prefix_replay_is_the_state_at_that_bar():
+    market, signals = _random_market(4, n_bars=120, n_instruments=1)
+    genes = RiskGenes(1.0, 2.0, 0.5, 10)
+    bars = sleeve_bars(
+        market.open[:, 0],
+        market.high[:, 0],
+        market.low[:, 0],
+        market.close[:, 0],
+        market.atr[:, 0],
+        signals[:, 0],
+    )
+    state = SleeveState.start(1.0)
+    for bar in bars[:60]:
+        state = step_sleeve(state, bar, genes, Costs())
+    assert replay_sleeve(bars[:60], genes, Costs(), 1.0) == state
+
+
+def test_entry_target_is_sized_from_cash_at_the_close_and_carries_atr_levels():
+    genes = RiskGenes(stop_atr=2.0, take_profit_atr=3.0, position_fraction=0.5, max_holding_bars=10)
+    state = step_sleeve(SleeveState.start(1.0), BarInput(100, 101, 99, 100, 1.5, 1), genes, Costs())
+    target = sleeve_target(state, genes, Costs(), capital=10_000.0)
+    assert target.action == "enter" and target.direction == 1
+    assert target.quantity == pytest.approx(0.5 * 1.0 / 100 * 10_000.0)
+    assert target.stop_distance == pytest.approx(3.0) and target.take_profit_distance == pytest.approx(4.5)
+    # The next bar fills it at the open, as the kernel does.
+    filled = step_sleeve(state, BarInput(102, 103, 101, 102, 1.5, 1), genes, Costs())
+    assert filled.direction == 1
+    assert filled.entry_price == pytest.approx(entry_fill_price(102.0, 1, 1.0))
+    assert sleeve_target(filled, genes, Costs(), 10_000.0).action == "hold"
+
+
+def test_exit_and_reversal_targets():
+    genes = RiskGenes(stop_atr=5.0, take_profit_atr=5.0, position_fraction=1.0, max_holding_bars=100)
+    costs = Costs(fee_bps=0.0, slippage_bps=0.0)
+    long = step_sleeve(
+        step_sleeve(SleeveState.start(1.0), BarInput(100, 100, 100, 100, 1.0, 1), genes, costs),
+        BarInput(100, 100, 100, 100, 1.0, 1),
+        genes,
+        costs,
+    )
+    exit_state = step_sleeve(long, BarInput(100, 100, 100, 100, 1.0, 0), genes, costs)
+    assert sleeve_target(exit_state, genes, costs, 1.0) == SleeveTarget("exit", 0, 0.0, "signal")
+    reverse = sleeve_target(
+        step_sleeve(long, BarInput(100, 100, 100, 110, 1.0, -1), genes, costs), genes, costs, 1.0
+    )
+    assert reverse.action == "reverse" and reverse.direction == -1
+    assert reverse.quantity == pytest.approx(
+        -(1.1 / 110)
+    )  # cash after the estimated exit, sized at the close
+
+
+def test_max_holding_exit_blocks_reentry_until_the_signal_leaves():
+    genes = RiskGenes(stop_atr=5.0, take_profit_atr=5.0, position_fraction=1.0, max_holding_bars=2)
+    flat = BarInput(100, 100, 100, 100, 1.0, 1)
+    state = replay_sleeve([flat, flat, flat], genes, Costs(), 1.0)
+    assert state.direction == 1 and state.pending_exit and state.blocked == 1
+    after = step_sleeve(state, flat, genes, Costs())
+    assert after.direction == 0 and after.pending_entry == 0  # signal still 1: no fresh entry
+
+
+def test_client_order_id_is_stable_short_and_depends_on_every_part():
+    first = client_order_id("strat", "EURUSD", BAR, 1000.0)
+    assert first == client_order_id("strat", "EURUSD", BAR, 1000.0)
+    assert first.startswith("emp-") and len(first) <= 50
+    others = {
+        client_order_id("other", "EURUSD", BAR, 1000.0),
+        client_order_id("strat", "USDJPY", BAR, 1000.0),
+        client_order_id("strat", "EURUSD", datetime(2024, 3, 4, tzinfo=UTC), 1000.0),
+        client_order_id("strat", "EURUSD", BAR, 2000.0),
+    }
+    assert first not in others and len(others) == 4
+    with pytest.raises(ExecutionInputError, match="naive"):
+        client_order_id("strat", "EURUSD", datetime(2024, 3, 1), 1.0)
+
+
+def test_round_to_step_rounds_toward_zero():
+    assert round_to_step(1234.9, 100.0) == 1200.0
+    assert round_to_step(-1234.9, 100.0) == -1200.0
+    assert round_to_step(0.3, 0.1) == pytest.approx(0.3)
+    assert round_to_step(99.0, 100.0) == 0.0
+
+
+def _order(current: float, quantity: float | None, step: float = 1000.0, minimum: float = 1000.0):
+    target = SleeveTarget("enter", 1 if (quantity or 0) > 0 else -1, quantity, "signal", 0.01, 0.02)
+    return order_for_target(
+        strategy_id="s",
+        symbol="EURUSD",
+        bar_time=BAR,
+        current=current,
+        target=target,
+        reference_price=1.1,
+        volume_step=step,
+        min_volume=minimum,
+    )
+
+
+def test_order_diff_moves_current_to_rounded_target():
+    order = _order(current=2000.0, quantity=10_499.0)
+    assert order is not None
+    assert order.target == 10_000.0 and order.signed_quantity == 8000.0 and order.side == "buy"
+    assert order.client_order_id == client_order_id("s", "EURUSD", BAR, 10_000.0)
+    reverse = _order(current=5000.0, quantity=-3000.0)
+    assert reverse.side == "sell" and reverse.quantity == 8000.0 and reverse.opens_position
+
+
+def test_order_diff_skips_holds_and_moves_below_minimum_but_always_closes():
+    assert _order(current=1000.0, quantity=None) is None
+    assert _order(current=10_000.0, quantity=10_900.0) is None  # rounds to the current position
+    assert _order(current=10_000.0, quantity=10_500.0, step=100.0, minimum=1000.0) is None
+    closing = _order(current=300.0, quantity=0.0, step=100.0, minimum=1000.0)
+    assert (
+        closing is not None and closing.target == 0.0 and closing.side == "sell" and closing.quantity == 300.0
+    )
+    assert not closing.opens_position
+
+
+def test_sleeve_target_refuses_non_positive_capital():
+    state = SleeveState.start(1.0)
+    with pytest.raises(ExecutionInputError, match="capital"):
+        sleeve_target(state, RiskGenes(1, 1, 0.5, 5), Costs(), 0.0)
+    assert math.isnan(state.last_close)
