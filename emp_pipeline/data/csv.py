@@ -11,7 +11,9 @@ conflicting duplicates of one day, and bars whose open/close lie outside [low, h
 
 from __future__ import annotations
 
+import csv as stdlib_csv
 import gzip
+import io
 import logging
 import math
 import re
@@ -49,11 +51,24 @@ NULL_TOKENS = frozenset({"", "null", "nan", "na", "n/a", "#n/a", "none", "-"})
 # Header variants per canonical column, in priority order; headers are compared lower-cased with every
 # non-alphanumeric character removed ("Adj Close**" -> "adjclose", "<DATE>" -> "date").
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
-    "date": ("date", "datetime", "timestamp", "time", "day", "tradedate", "tradingday", "dt"),
+    "date": (
+        "date",
+        "datetime",
+        "timestamp",
+        "time",
+        "day",
+        "tradedate",
+        "tradingday",
+        "gmttime",
+        "utctime",
+        "localtime",
+        "opentime",
+        "dt",
+    ),
     "open": ("open", "openprice", "o"),
     "high": ("high", "highprice", "h"),
     "low": ("low", "lowprice", "l"),
-    "close": ("close", "closeprice", "last", "c"),
+    "close": ("close", "closeprice", "closelast", "last", "c", "price"),
     "adj_close": ("adjclose", "adjustedclose", "adjclosing", "closeadj"),
     "volume": ("volume", "vol", "tickvol", "tickvolume", "v"),
 }
@@ -79,6 +94,8 @@ _DATE_FORMATS = (
     "%d-%b-%y",
 )
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_MAGNITUDE = re.compile(r"^([+-]?\d+(?:\.\d+)?)\s*([KkMmBb])$")
+_MAGNITUDES = {"k": 1e3, "m": 1e6, "b": 1e9}
 _EPOCH = re.compile(r"^\d{10}(?:\d{3})?$")
 _FX_SYMBOL = re.compile(r"^([A-Z]{3})([A-Z]{3})(?:=X)?$")
 _REL_TOLERANCE = 1e-9
@@ -115,6 +132,17 @@ def _sniff_delimiter(header_line: str) -> str:
     return max(counts, key=lambda delimiter: counts[delimiter]) if any(counts.values()) else ","
 
 
+def _check_field_counts(text: str, delimiter: str, path: Path) -> None:
+    """pandas pads a short row with empty strings, which would read as a missing volume; reject it."""
+    reader = stdlib_csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=True)
+    header = next(reader, [])
+    for row in reader:
+        if row and any(cell.strip() for cell in row) and len(row) != len(header):
+            raise MalformedDataError(
+                f"{path} line {reader.line_num}: {len(row)} fields where the header has {len(header)}"
+            )
+
+
 def _header_key(header: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(header).lower())
 
@@ -144,24 +172,29 @@ def _map_columns(headers: Iterable[str], path: Path) -> dict[str, str]:
     return mapping
 
 
-def _line(index: int) -> int:
-    """File line of a data row: the header is line 1 and blank lines are kept as rows."""
-    return int(index) + 2
+def _parse_numbers(
+    raw: pd.Series, header: str, path: Path, magnitudes: bool = False
+) -> tuple[pd.Series, pd.Series]:
+    """(values, null mask); a value that is neither a number nor a null token raises with its line.
 
-
-def _parse_numbers(raw: pd.Series, header: str, path: Path) -> tuple[pd.Series, pd.Series]:
-    """(values, null mask); a value that is neither a number nor a null token raises with its line."""
-    text = raw.str.strip()
+    Accepted besides plain numbers: a leading '$', thousands separators ("1,234.5") and, for volumes,
+    K/M/B suffixes ("12.3M", as investing.com writes them).
+    """
+    text = raw.str.strip().str.removeprefix("$")
     null = text.str.lower().isin(NULL_TOKENS)
     thousands = text.str.match(_THOUSANDS)
     text = text.where(~thousands, text.str.replace(",", "", regex=False))
-    values = pd.to_numeric(text.where(~null), errors="coerce").astype("float64")
+    scale = pd.Series(1.0, index=text.index)
+    if magnitudes:
+        parts = text.str.extract(_MAGNITUDE)
+        suffixed = parts[0].notna()
+        text = text.where(~suffixed, parts[0])
+        scale = scale.where(~suffixed, parts[1].str.lower().map(_MAGNITUDES))
+    values = (pd.to_numeric(text.where(~null), errors="coerce") * scale).astype("float64")
     garbage = ~null & (values.isna() | ~np.isfinite(values.fillna(0.0)))
     if garbage.any():
         index = garbage.idxmax()
-        raise MalformedDataError(
-            f"{path} line {_line(index)}, column {header!r}: {raw[index]!r} is not a number"
-        )
+        raise MalformedDataError(f"{path} line {index}, column {header!r}: {raw[index]!r} is not a number")
     return values, null
 
 
@@ -195,7 +228,7 @@ def _parse_days(raw: pd.Series, header: str, path: Path) -> pd.Series:
     failed = best.isna() if best is not None else pd.Series(True, index=text.index)
     index = failed.idxmax()
     raise MalformedDataError(
-        f"{path} line {_line(index)}, column {header!r}: cannot read {raw[index]!r} as a date "
+        f"{path} line {index}, column {header!r}: cannot read {raw[index]!r} as a date "
         "(expected e.g. 2024-01-31, 2024-01-31 00:00:00-05:00 or 01/31/2024)"
     )
 
@@ -220,24 +253,62 @@ def _check_ohlc(frame: pd.DataFrame, path: Path) -> None:
         fail(outside, f"{column} outside [low, high]")
 
 
-def read_bar_file(path: Path, symbol: str) -> tuple[pd.DataFrame, CsvFileReport]:
-    """One CSV file as canonical bars (sorted, de-duplicated, checked) plus what was dropped."""
+def _yfinance_header(cells: pd.DataFrame, symbol: str, path: Path) -> pd.DataFrame | None:
+    """The three header rows `yf.download(...).to_csv()` writes: Price/Ticker (either order), then Date.
+
+    Returns the data rows under single-level names, keeping only `symbol`'s columns when the file holds
+    several tickers; None when the file does not have this layout.
+    """
+    if len(cells) < 3:
+        return None
+    rows = [cells.iloc[position].str.strip() for position in range(3)]
+    kinds = [_header_key(row.iloc[0]) for row in rows[:2]]
+    if sorted(kinds) != ["price", "ticker"] or (rows[2].iloc[1:] != "").any():
+        return None
+    fields, tickers = (rows[0], rows[1]) if kinds[0] == "price" else (rows[1], rows[0])
+    positions = list(range(1, len(tickers)))
+    distinct = sorted(set(tickers.iloc[1:]))
+    if len(distinct) > 1:
+        positions = [position for position in positions if tickers.iloc[position].upper() == symbol.upper()]
+        if not positions:
+            raise MalformedDataError(
+                f"{path}: yfinance columns for tickers {distinct}, none of them {symbol!r}"
+            )
+    table = cells.iloc[3:, [0, *positions]]
+    table.columns = [rows[2].iloc[0] or "Date", *fields.iloc[positions]]
+    return table
+
+
+def _read_table(path: Path, symbol: str) -> pd.DataFrame:
+    """The file's data rows as strings under their header names, indexed by file line number."""
     try:
         with _open_text(path) as handle:
-            delimiter = _sniff_delimiter(handle.readline())
-            handle.seek(0)
-            raw = pd.read_csv(
-                handle,
-                sep=delimiter,
-                dtype=str,
-                keep_default_na=False,
-                na_filter=False,
-                skip_blank_lines=False,
-                skipinitialspace=True,
-            )
+            text = handle.read()
+        delimiter = _sniff_delimiter(text.split("\n", 1)[0])
+        _check_field_counts(text, delimiter, path)
+        cells = pd.read_csv(
+            io.StringIO(text),
+            sep=delimiter,
+            header=None,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            skip_blank_lines=False,
+            skipinitialspace=True,
+        )
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise MalformedDataError(f"{path}: cannot read as CSV: {error}", symbol=symbol) from error
-    raw.columns = [str(column).strip() for column in raw.columns]
+    cells.index = cells.index + 1
+    table = _yfinance_header(cells, symbol, path)
+    if table is None:
+        table = cells.iloc[1:]
+        table.columns = [str(name).strip() for name in cells.iloc[0]]
+    return table
+
+
+def read_bar_file(path: Path, symbol: str) -> tuple[pd.DataFrame, CsvFileReport]:
+    """One CSV file as canonical bars (sorted, de-duplicated, checked) plus what was dropped."""
+    raw = _read_table(path, symbol)
     mapping = _map_columns(raw.columns, path)
 
     blank = raw.apply(lambda column: column.str.strip() == "").all(axis=1)
@@ -246,7 +317,9 @@ def read_bar_file(path: Path, symbol: str) -> tuple[pd.DataFrame, CsvFileReport]
     nulls: dict[str, pd.Series] = {}
     for column in ("open", "high", "low", "close", "adj_close", "volume"):
         if column in mapping:
-            prices[column], nulls[column] = _parse_numbers(raw[mapping[column]], mapping[column], path)
+            prices[column], nulls[column] = _parse_numbers(
+                raw[mapping[column]], mapping[column], path, magnitudes=column == "volume"
+            )
     ohlc_null = pd.concat([nulls[column] for column in ("open", "high", "low", "close")], axis=1)
     null_rows = ohlc_null.all(axis=1)
     partial = ohlc_null.any(axis=1) & ~null_rows
@@ -254,12 +327,12 @@ def read_bar_file(path: Path, symbol: str) -> tuple[pd.DataFrame, CsvFileReport]
         index = partial.idxmax()
         column = next(c for c in ("open", "high", "low", "close") if nulls[c][index])
         raise MalformedDataError(
-            f"{path} line {_line(index)}, column {mapping[column]!r}: missing value while the row's other "
+            f"{path} line {index}, column {mapping[column]!r}: missing value while the row's other "
             "prices are present; fill or delete the row",
             symbol=symbol,
         )
     keep = ~null_rows
-    frame = pd.DataFrame({"line": raw.index.to_series() + 2}).loc[keep]
+    frame = pd.DataFrame({"line": raw.index.to_series()}).loc[keep]
     frame["date"] = _parse_days(raw.loc[keep, mapping["date"]], mapping["date"], path)
     for column in ("open", "high", "low", "close"):
         frame[column] = prices[column].loc[keep]
@@ -268,7 +341,7 @@ def read_bar_file(path: Path, symbol: str) -> tuple[pd.DataFrame, CsvFileReport]
         if missing_adj.any():
             index = missing_adj.idxmax()
             raise MalformedDataError(
-                f"{path} line {_line(index)}, column {mapping['adj_close']!r}: missing adjusted close "
+                f"{path} line {index}, column {mapping['adj_close']!r}: missing adjusted close "
                 "while other rows have one",
                 symbol=symbol,
             )
