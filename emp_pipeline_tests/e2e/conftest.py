@@ -1,0 +1,258 @@
+"""A production rehearsal: the Dagster services of docker-compose.yml, as local processes on PostgreSQL.
+
+The code server, webserver and daemon are started with the commands written in docker-compose.yml (only
+hosts, ports and file paths are swapped for local ones), against a fresh PostgreSQL database and the
+project's dagster.yaml. One deployment serves every e2e test that asks for it (session scope), and every
+process is stopped by process group at the end, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+import redis
+import requests
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+# The compose services the rehearsal runs as processes, in start order.
+REHEARSED_SERVICES = ("emp_user_code", "dagster_webserver", "dagster_daemon")
+PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+VENV_BIN = Path(sys.executable).parent
+STARTUP_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 20.0
+
+
+class RehearsalError(RuntimeError):
+    """A rehearsed service did not come up or answered with an error; the message quotes its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def with_option(command: list[str], option: str, value: str) -> list[str]:
+    """The command with the value after `option` replaced (the option must be there: compose is the truth)."""
+    if option not in command:
+        raise RehearsalError(f"{command} has no {option} option to point at the rehearsal")
+    position = command.index(option) + 1
+    return [*command[:position], value, *command[position + 1 :]]
+
+
+def compose_commands() -> dict[str, list[str]]:
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    return {name: list(services[name]["command"]) for name in REHEARSED_SERVICES}
+
+
+def rehearsal_instance_config() -> dict[str, Any]:
+    """The project's dagster.yaml with only the run launcher swapped: no Docker engine runs here."""
+    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    config["run_launcher"] = {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"}
+    return config
+
+
+@dataclass
+class Deployment:
+    """The running rehearsal: where to reach it and what it runs on."""
+
+    webserver_url: str
+    location_name: str
+    database: str
+    dagster_home: Path
+    data_dir: Path
+    logs: dict[str, Path]
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = requests.post(
+            f"{self.webserver_url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
+        )
+        response.raise_for_status()
+        body = response.json()
+        if body.get("errors"):
+            raise RehearsalError(f"GraphQL errors: {json.dumps(body['errors'])[:2000]}")
+        return body["data"]
+
+    def log_tail(self, service: str, characters: int = 3000) -> str:
+        return self.logs[service].read_text(errors="replace")[-characters:]
+
+    def assert_running(self) -> None:
+        for service, process in self.processes.items():
+            if process.poll() is not None:
+                raise RehearsalError(f"{service} exited with {process.returncode}:\n{self.log_tail(service)}")
+
+    def wait_for(self, description: str, probe: Any, timeout_s: float, interval_s: float = 1.0) -> Any:
+        """Poll `probe()` until it returns something truthy; fail with the services' logs on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.assert_running()
+            result = probe()
+            if result:
+                return result
+            time.sleep(interval_s)
+        logs = "\n".join(f"--- {name} ---\n{self.log_tail(name, 1500)}" for name in self.processes)
+        raise RehearsalError(f"timed out after {timeout_s:.0f} s waiting for {description}\n{logs}")
+
+
+def _start(command: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
+    executable = VENV_BIN / command[0]
+    handle = log.open("wb")
+    try:
+        return subprocess.Popen(
+            [str(executable), *command[1:]],
+            env=env,
+            cwd=cwd,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stopping it stops the run workers it spawned
+        )
+    finally:
+        handle.close()
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    group = os.getpgid(process.pid)
+    os.killpg(group, signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(group, signal.SIGKILL)
+        process.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):  # a run worker that outlived its parent is in the group
+        os.killpg(group, signal.SIGKILL)
+
+
+def _admin(statement: str) -> None:
+    connection = psycopg2.connect(PG_ADMIN_DSN)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        connection.close()
+
+
+def _location_loaded(deployment: Deployment) -> bool:
+    data = deployment.graphql(
+        """{ workspaceOrError { __typename ... on Workspace { locationEntries {
+              name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+    )
+    for entry in data["workspaceOrError"].get("locationEntries", []):
+        if entry["name"] != deployment.location_name or entry["loadStatus"] != "LOADED":
+            continue
+        loaded = entry["locationOrLoadError"]
+        if loaded and loaded["__typename"] == "PythonError":
+            raise RehearsalError(f"the code location failed to load: {loaded['message'][:3000]}")
+        return loaded is not None and loaded["__typename"] == "RepositoryLocation"
+    return False
+
+
+def _webserver_answers(deployment: Deployment) -> bool:
+    try:
+        return bool(deployment.graphql("{ version }")["version"])
+    except (requests.ConnectionError, requests.Timeout):
+        return False
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp("rehearsal")
+    database = f"emp_rehearsal_{uuid.uuid4().hex[:12]}"
+    key_prefix = f"emp-rehearsal:{uuid.uuid4().hex[:8]}:"
+    dagster_home, emp_home, logs_dir = root / "dagster_home", root / "emp_home", root / "logs"
+    for directory in (dagster_home, emp_home, logs_dir):
+        directory.mkdir()
+    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(rehearsal_instance_config()))
+
+    commands = compose_commands()
+    user_code = commands["emp_user_code"]
+    location_name = user_code[user_code.index("--location-name") + 1]
+    grpc_port, webserver_port = free_port(), free_port()
+    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
+    workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=grpc_port)
+    workspace_file = root / "workspace.yaml"
+    workspace_file.write_text(yaml.safe_dump(workspace))
+
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CTRADER_", "EMP_", "DAGSTER_"))
+    }
+    env = {
+        **inherited,
+        "DAGSTER_HOME": str(dagster_home),
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": "5432",
+        "DAGSTER_PG_USER": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_DB": database,
+        "DAGSTER_COMPUTE_LOG_DIR": str(root / "compute_logs"),
+        "EMP_HOME": str(emp_home),
+        "EMP_DATA_DIR": str(emp_home / "data"),
+        "EMP_DATA_SOURCE": "sample",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "EMP_TOKEN_KEY_PREFIX": key_prefix,
+        "PYTHONUNBUFFERED": "1",
+    }
+    service_commands = {
+        "emp_user_code": with_option(with_option(user_code, "-h", "127.0.0.1"), "-p", str(grpc_port)),
+        "dagster_webserver": with_option(
+            with_option(
+                with_option(commands["dagster_webserver"], "-h", "127.0.0.1"), "-p", str(webserver_port)
+            ),
+            "-w",
+            str(workspace_file),
+        ),
+        "dagster_daemon": with_option(commands["dagster_daemon"], "-w", str(workspace_file)),
+    }
+    deployment = Deployment(
+        webserver_url=f"http://127.0.0.1:{webserver_port}",
+        location_name=location_name,
+        database=database,
+        dagster_home=dagster_home,
+        data_dir=emp_home / "data",
+        logs={service: logs_dir / f"{service}.log" for service in REHEARSED_SERVICES},
+    )
+    _admin(f'CREATE DATABASE "{database}"')
+    try:
+        for service in REHEARSED_SERVICES:
+            deployment.processes[service] = _start(
+                service_commands[service], env, deployment.logs[service], cwd=root
+            )
+        deployment.wait_for(
+            "the webserver to answer { version }", lambda: _webserver_answers(deployment), STARTUP_TIMEOUT_S
+        )
+        deployment.wait_for(
+            "the code location to load", lambda: _location_loaded(deployment), STARTUP_TIMEOUT_S
+        )
+        yield deployment
+    finally:
+        for service in reversed(REHEARSED_SERVICES):
+            if service in deployment.processes:
+                _stop(deployment.processes[service])
+        _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        client = redis.Redis(host="127.0.0.1", port=6379)
+        stale = list(client.scan_iter(f"{key_prefix}*"))
+        if stale:
+            client.delete(*stale)
+        client.close()

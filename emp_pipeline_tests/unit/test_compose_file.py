@@ -1,0 +1,200 @@
+"""docker-compose.yml, dagster.yaml, the Dockerfile and Prometheus's files agree with each other.
+
+No Docker engine runs here, so the deployment is checked by reading it; the e2e production rehearsal then
+starts the Dagster services with the commands read from this same compose file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emp_pipeline_tests.e2e.conftest import COMPOSE_FILE, REHEARSED_SERVICES, REPO_ROOT
+
+DAGSTER_YAML = REPO_ROOT / "dagster.yaml"
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN_KEY|API_KEY")
+SUBSTITUTION = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
+
+
+def _load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return _load(COMPOSE_FILE)
+
+
+@pytest.fixture(scope="module")
+def instance() -> dict:
+    return _load(DAGSTER_YAML)
+
+
+def _env_example() -> dict[str, str]:
+    pairs = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _environment(service: dict) -> dict[str, str]:
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) for item in environment)
+    return {key: str(value) for key, value in environment.items()}
+
+
+def test_the_stack_has_every_service_of_the_issue(compose):
+    assert set(compose["services"]) == {
+        "postgres",
+        "redis",
+        "emp_migrate",
+        "emp_user_code",
+        "dagster_webserver",
+        "dagster_daemon",
+        "emp_metrics",
+        "prometheus",
+    }
+
+
+def test_the_rehearsal_starts_exactly_the_dagster_services(compose):
+    dagster_services = {
+        name
+        for name, service in compose["services"].items()
+        if service.get("command")
+        and service["command"][0] in {"dagster", "dagster-webserver", "dagster-daemon"}
+    }
+    assert dagster_services == set(REHEARSED_SERVICES)
+    commands = {name: compose["services"][name]["command"] for name in REHEARSED_SERVICES}
+    assert commands["emp_user_code"][:3] == ["dagster", "code-server", "start"]
+    assert commands["emp_user_code"][commands["emp_user_code"].index("-m") + 1] == "emp_pipeline.definitions"
+    assert commands["dagster_webserver"][0] == "dagster-webserver"
+    assert commands["dagster_daemon"][:2] == ["dagster-daemon", "run"]
+
+
+def test_published_ports_listen_on_loopback_only(compose):
+    published = [
+        (name, port) for name, service in compose["services"].items() for port in service.get("ports", [])
+    ]
+    assert {name for name, _ in published} == {"dagster_webserver", "emp_metrics", "prometheus"}
+    for name, port in published:
+        assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_every_long_running_service_has_a_health_check(compose):
+    for name, service in compose["services"].items():
+        if name == "emp_migrate":
+            assert service["restart"] == "no"
+            continue
+        check = service.get("healthcheck", {}).get("test")
+        assert check and check[0] in {"CMD", "CMD-SHELL"}, name
+
+
+def test_redis_persists_the_token_across_restarts(compose):
+    redis = compose["services"]["redis"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command and "--dir /data" in command
+    assert "redis_data:/data" in redis["volumes"]
+    assert "redis_data" in compose["volumes"]
+    assert "--requirepass" in command
+
+
+def test_secrets_come_from_the_env_file_never_from_the_compose_file(compose):
+    example = _env_example()
+    for name, service in compose["services"].items():
+        for key, value in _environment(service).items():
+            if SECRET_NAME.search(key):
+                assert value.startswith("${"), f"{name}.{key} is a literal secret"
+            for variable in SUBSTITUTION.findall(value):
+                assert variable in example, f"{name}.{key} uses ${{{variable}}}, missing from .env.example"
+    for key, value in example.items():
+        if SECRET_NAME.search(key):
+            assert value in ("", "change-me"), f".env.example ships a real-looking {key}"
+    for ignore_file in (".gitignore", ".dockerignore"):
+        assert ".env" in (REPO_ROOT / ignore_file).read_text().split(), ignore_file
+
+
+def test_instance_storage_reads_every_connection_setting_from_the_environment(instance):
+    database = instance["storage"]["postgres"]["postgres_db"]
+    assert {key: database[key] for key in ("hostname", "port", "username", "password", "db_name")} == {
+        "hostname": {"env": "DAGSTER_PG_HOST"},
+        "port": {"env": "DAGSTER_PG_PORT"},
+        "username": {"env": "DAGSTER_PG_USER"},
+        "password": {"env": "DAGSTER_PG_PASSWORD"},
+        "db_name": {"env": "DAGSTER_PG_DB"},
+    }
+
+
+def test_queued_runs_allow_one_live_execution_at_a_time(instance):
+    coordinator = instance["run_coordinator"]
+    assert coordinator["class"] == "QueuedRunCoordinator"
+    assert {"key": "emp/live-execution", "limit": 1} in coordinator["config"]["tag_concurrency_limits"]
+
+
+def test_docker_run_launcher_matches_the_compose_network_volumes_and_environment(compose, instance):
+    launcher = instance["run_launcher"]
+    assert (launcher["module"], launcher["class"]) == ("dagster_docker", "DockerRunLauncher")
+    config = launcher["config"]
+    networks = {spec.get("name", key) for key, spec in compose["networks"].items()}
+    assert set(config["networks"]) <= networks
+    volume_names = {(spec or {}).get("name", key) for key, spec in compose["volumes"].items()}
+    for mount in config["container_kwargs"]["volumes"]:
+        assert mount.split(":")[0] in volume_names, mount
+    daemon = compose["services"]["dagster_daemon"]
+    available = set(_environment(daemon)) | set(_env_example())
+    missing = {name for name in config["env_vars"] if name.split("=")[0] not in available}
+    assert not missing, f"the daemon cannot pass {sorted(missing)} to run containers"
+    assert "/var/run/docker.sock:/var/run/docker.sock" in daemon["volumes"]
+    code_server = compose["services"]["emp_user_code"]
+    assert _environment(code_server)["DAGSTER_CURRENT_IMAGE"] == code_server["image"]
+
+
+def test_workspace_points_at_the_code_server_service(compose):
+    workspace = _load(REPO_ROOT / "workspace.yaml")
+    (entry,) = workspace["load_from"]
+    command = compose["services"]["emp_user_code"]["command"]
+    assert entry["grpc_server"]["host"] == "emp_user_code"
+    assert str(entry["grpc_server"]["port"]) == command[command.index("-p") + 1]
+    assert entry["grpc_server"]["location_name"] == command[command.index("--location-name") + 1]
+
+
+def test_the_image_installs_the_instance_and_workspace_files_the_services_use(compose):
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert re.search(r"DAGSTER_HOME=/\S+", dockerfile)
+    assert "COPY dagster.yaml ${DAGSTER_HOME}/dagster.yaml" in dockerfile
+    for name in ("dagster_webserver", "dagster_daemon"):
+        command = compose["services"][name]["command"]
+        workspace = command[command.index("-w") + 1]
+        assert f"COPY workspace.yaml {workspace}" in dockerfile, name
+    assert "dagster-docker" in dockerfile and "prometheus-client" in dockerfile
+
+
+def test_prometheus_scrapes_the_exporter_and_loads_the_alert_rules(compose):
+    prometheus = _load(REPO_ROOT / "deploy" / "prometheus.yml")
+    exporter_command = compose["services"]["emp_metrics"]["command"]
+    port = exporter_command[exporter_command.index("--port") + 1]
+    targets = [
+        target
+        for job in prometheus["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    ]
+    assert f"emp_metrics:{port}" in targets
+    mounts = compose["services"]["prometheus"]["volumes"]
+    mounted_rules = {mount.split(":")[1] for mount in mounts if mount.startswith("./deploy/")}
+    assert set(prometheus["rule_files"]) <= mounted_rules
+    alerts = {
+        rule["alert"]: rule["expr"]
+        for group in _load(REPO_ROOT / "deploy" / "alerts.yml")["groups"]
+        for rule in group["rules"]
+    }
+    assert re.search(
+        r"emp_token_seconds_to_expiry\s*<\s*24\s*\*\s*3600", alerts["CTraderTokenExpiresWithin24h"]
+    )
+    assert "emp_market_last_bar_timestamp_seconds" in alerts["MarketDataStale"]
