@@ -14,6 +14,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 import requests
+import urllib3
 
 from emp_pipeline.auth.errors import TerminalTokenError, TransientTokenError
 from emp_pipeline.auth.redaction import install_http_log_redaction, redact_secrets
@@ -136,11 +137,12 @@ class CTraderOAuthClient:
 
     def _request(self, grant: dict[str, str]) -> TokenGrant:
         parameters = {**grant, "client_id": self.client_id, "client_secret": self._client_secret}
+        timeouts = (self.timeout_s, self.timeout_s)  # connect, then read: an attempt lasts at most twice this
         try:
             if self.method == "GET":
-                response = self._session.get(self.token_url, params=parameters, timeout=self.timeout_s)
+                response = self._session.get(self.token_url, params=parameters, timeout=timeouts)
             else:
-                response = self._session.post(self.token_url, data=parameters, timeout=self.timeout_s)
+                response = self._session.post(self.token_url, data=parameters, timeout=timeouts)
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
             raise ValueError(
                 f"the token endpoint URL {self.token_url!r} is not valid: fix CTRADER_TOKEN_URL "
@@ -167,13 +169,6 @@ class CTraderOAuthClient:
 
 
 def _may_have_been_sent(exc: requests.RequestException) -> bool:
-    """A refused connection never reached the server; any other connection error may have."""
-    text = str(exc)
-    return not any(
-        marker in text
-        for marker in (
-            "Connection refused",
-            "Failed to establish a new connection",
-            "Name or service not known",
-        )
-    )
+    """Only a connection that was never established (refused, unresolvable) proves nothing was sent."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return not isinstance(reason, urllib3.exceptions.NewConnectionError)

@@ -8,6 +8,7 @@ backoff), so a crashed holder blocks others for at most one TTL.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from types import TracebackType
@@ -16,6 +17,8 @@ import redis
 
 from emp_pipeline.auth.errors import TokenLockTimeoutError
 from emp_pipeline.auth.redis_connection import translate_redis_errors
+
+logger = logging.getLogger(__name__)
 
 _RELEASE_IF_OWNER = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -71,4 +74,10 @@ class RedisRefreshLock:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.release()
+        if not self.release():
+            logger.warning(
+                "the refresh lock %s expired before its holder finished (TTL %d ms): raise the TTL above the "
+                "longest refresh",
+                self.key,
+                self.ttl_ms,
+            )

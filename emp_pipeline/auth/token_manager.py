@@ -29,6 +29,7 @@ from emp_pipeline.auth.errors import (
     REAUTHORIZE_HINT,
     ReauthRequiredError,
     TerminalTokenError,
+    TokenError,
     TokenNotAuthorizedError,
     TransientTokenError,
 )
@@ -54,11 +55,12 @@ class RetrySchedule:
         return min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 2)) * random.uniform(0.5, 1.0)
 
     def worst_case_s(self, request_timeout_s: float) -> float:
-        """The longest a full refresh can take: every attempt timing out plus every backoff at its maximum."""
+        """The longest a full refresh can take: every attempt timing out on connect and on read, plus every
+        backoff at its maximum."""
         backoff = sum(
             min(self.max_delay_s, self.base_delay_s * 2 ** (n - 2)) for n in range(2, self.max_attempts + 1)
         )
-        return self.max_attempts * request_timeout_s + backoff
+        return self.max_attempts * 2 * request_timeout_s + backoff
 
 
 @dataclass(frozen=True)
@@ -234,7 +236,15 @@ class CTraderTokenManager:
             break
         now = time.time()
         expires_at = now + grant.expires_in
-        version = self._store.write_pair(grant.access_token, grant.refresh_token, expires_at, now)
+        try:
+            version = self._store.write_pair(grant.access_token, grant.refresh_token, expires_at, now)
+        except TokenError:
+            logger.error(
+                "cTrader rotated refresh token %s but the new pair could not be stored, so it is lost; "
+                "the in-flight marker will make the next attempt ask for re-authorisation",
+                old_fingerprint,
+            )
+            raise
         logger.info(
             "refreshed cTrader token: version %d, refresh token %s -> %s, expires %s",
             version,

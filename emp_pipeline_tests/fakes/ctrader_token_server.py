@@ -27,7 +27,6 @@ class _State:
     client_secret: str
     expires_in: int = EXPIRES_IN_S
     valid_refresh_tokens: set[str] = field(default_factory=set)
-    valid_access_tokens: set[str] = field(default_factory=set)
     codes: dict[str, float] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     fail_statuses: list[int] = field(default_factory=list)
@@ -111,7 +110,6 @@ class FakeCTraderTokenServer:
 
     def _issue_locked(self) -> tuple[str, str]:
         access, refresh = "acc-" + secrets.token_urlsafe(18), "ref-" + secrets.token_urlsafe(18)
-        self.state.valid_access_tokens.add(access)
         self.state.valid_refresh_tokens.add(refresh)
         self.state.issued.append((access, refresh))
         return access, refresh
@@ -141,7 +139,6 @@ class FakeCTraderTokenServer:
                     state.counts["refused_refreshes"] += 1
                     return 200, _error("ACCESS_DENIED", "refresh token is invalid or already used")
                 state.valid_refresh_tokens.discard(token)
-                state.valid_access_tokens.clear()  # a refresh ends the sessions of the old access token
                 state.counts["refreshes"] += 1
             elif grant == "authorization_code":
                 expiry = state.codes.pop(params.get("code", ""), None)

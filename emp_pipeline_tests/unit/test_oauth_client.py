@@ -122,7 +122,7 @@ def test_backoff_doubles_within_jitter_and_bounds_the_lock_ttl() -> None:
     schedule = RetrySchedule(max_attempts=4, base_delay_s=1.0, max_delay_s=3.0)
     delays = [schedule.delay_before(attempt) for attempt in (2, 3, 4)]
     assert 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 2.0 and 1.5 <= delays[2] <= 3.0
-    assert schedule.worst_case_s(request_timeout_s=10.0) == 4 * 10.0 + 1.0 + 2.0 + 3.0
+    assert schedule.worst_case_s(request_timeout_s=10.0) == 4 * 2 * 10.0 + 1.0 + 2.0 + 3.0
 
 
 @pytest.mark.parametrize(
