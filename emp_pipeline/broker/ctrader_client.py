@@ -167,7 +167,7 @@ _PROTO_ORDER_STATUS = {
     proto.ProtoOrderStatus.ACCEPTED: OrderStatus.ACCEPTED,
     proto.ProtoOrderStatus.FILLED: OrderStatus.FILLED,
     proto.ProtoOrderStatus.REJECTED: OrderStatus.REJECTED,
-    proto.ProtoOrderStatus.EXPIRED: OrderStatus.EXPIRED,
+    proto.ProtoOrderStatus.EXPIRED: OrderStatus.CANCELLED,
     proto.ProtoOrderStatus.CANCELLED: OrderStatus.CANCELLED,
 }
 _EXECUTION_STATUS = {
@@ -176,7 +176,7 @@ _EXECUTION_STATUS = {
     proto.ExecutionType.ORDER_PARTIAL_FILL: OrderStatus.PARTIALLY_FILLED,
     proto.ExecutionType.ORDER_REJECTED: OrderStatus.REJECTED,
     proto.ExecutionType.ORDER_CANCELLED: OrderStatus.CANCELLED,
-    proto.ExecutionType.ORDER_EXPIRED: OrderStatus.EXPIRED,
+    proto.ExecutionType.ORDER_EXPIRED: OrderStatus.CANCELLED,
 }
 
 
@@ -206,7 +206,7 @@ def order_result_from_history(
         for deal in deals
         if deal.get("orderId") == order_id and int(deal.get("filledVolume", 0)) > 0
     )
-    status = _PROTO_ORDER_STATUS.get(int(order.get("orderStatus", 0)), OrderStatus.PENDING)
+    status = _PROTO_ORDER_STATUS.get(int(order.get("orderStatus", 0)), OrderStatus.UNKNOWN)
     if status is OrderStatus.ACCEPTED and fills:
         status = OrderStatus.PARTIALLY_FILLED
     return OrderResult(client_order_id, status, None if order_id is None else str(order_id), fills)
@@ -266,12 +266,18 @@ class _OrderTracker:
             status = _EXECUTION_STATUS[proto.ExecutionType(int(payload["executionType"]))]
         except (KeyError, ValueError):
             return
-        if not (status is OrderStatus.ACCEPTED and self.status is not OrderStatus.PENDING):
+        if status is not OrderStatus.ACCEPTED or not self.acknowledged:
             self.status = status
-        if status is OrderStatus.REJECTED:
-            self.reason = str(payload.get("errorCode") or "ORDER_REJECTED")
+        if status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
+            self.reason = str(
+                payload.get("errorCode") or proto.ExecutionType(int(payload["executionType"])).name
+            )
         if status.is_terminal:
             self.settled.set()
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.status not in (OrderStatus.PENDING, OrderStatus.SUBMITTED)
 
     def on_error(self, error: CTraderApiError) -> None:
         self.error = error
@@ -740,11 +746,13 @@ class CTraderClient:
             try:
                 self.stats.orders_sent += 1
                 await self._send(proto.PayloadType.NEW_ORDER_REQ, payload, msg_id)
+                if not tracker.acknowledged:
+                    tracker.status = OrderStatus.SUBMITTED
                 await asyncio.wait_for(tracker.settled.wait(), self.config.fill_timeout_s)
             except _ConnectionLostError:
                 tracker.connection_lost = True
             except TimeoutError:
-                if tracker.status is not OrderStatus.PENDING:
+                if tracker.acknowledged:
                     return tracker.result()  # accepted, not yet filled: order_status() later
                 found = await self._find_orders(
                     [request.client_order_id], first_sent_ms - _RECONCILE_WINDOW_MARGIN_MS
@@ -753,9 +761,10 @@ class CTraderClient:
                 if result.status is not OrderStatus.NOT_FOUND:
                     tracker.adopt(result)
                     return tracker.result()
+                tracker.status = OrderStatus.UNKNOWN
                 return OrderResult(
                     request.client_order_id,
-                    OrderStatus.PENDING,
+                    OrderStatus.UNKNOWN,
                     reason=f"no answer within {self.config.fill_timeout_s} s and not in the order history "
                     "yet; reconcile before resubmitting",
                 )

@@ -27,25 +27,24 @@ class OrderSide(StrEnum):
 
 
 class OrderStatus(StrEnum):
-    """Lifecycle of an order as the registry stores it (lower-case strings)."""
+    """Lifecycle of an order; the values are the registry's order statuses (plus `not_found`)."""
 
-    PENDING = "pending"  # recorded or sent, no answer yet: reconcile before doing anything else with it
+    PENDING = "pending"  # recorded, not sent yet
+    SUBMITTED = "submitted"  # sent, not acknowledged yet
     ACCEPTED = "accepted"
     PARTIALLY_FILLED = "partially_filled"
     FILLED = "filled"
     REJECTED = "rejected"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-    NOT_FOUND = "not_found"  # the broker has no trace of this client order id
+    CANCELLED = "cancelled"  # also orders the broker expired (the reason says so)
+    UNKNOWN = "unknown"  # sent, no answer, not in the broker's history yet: reconcile before resubmitting
+    NOT_FOUND = "not_found"  # a reconcile answer, never stored: the broker has no trace of this order
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset(
-    {OrderStatus.FILLED, OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED}
-)
+TERMINAL_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.REJECTED, OrderStatus.CANCELLED})
 
 
 class BrokerError(Exception):

@@ -1,0 +1,150 @@
+"""The paper broker: next-open fills with the backtest's costs, state in a real (SQLite) registry."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import Engine
+
+from emp_pipeline.broker.ctrader_broker import CTraderBroker
+from emp_pipeline.broker.interface import Broker, BrokerError, OrderRequest, OrderStatus
+from emp_pipeline.broker.paper import BarFrameOpens, PaperBroker, PaperCosts
+from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.errors import ClientOrderIdConflictError
+from emp_pipeline.registry.migrate import upgrade_database
+
+DAYS = pd.date_range("2024-03-04", periods=4, freq="D", tz="UTC")
+OPENS = {"EURUSD": [1.0800, 1.0900, 1.1000, 1.1100], "SPY": [500.0, np.nan, 510.0, 520.0]}
+COSTS = PaperCosts(fee_bps=2.0, slippage_bps=5.0)
+
+
+def bars(until: int = len(DAYS)) -> pd.DataFrame:
+    rows = [
+        {"date": day, "symbol": symbol, "open": opens[i], "close": opens[i]}
+        for symbol, opens in OPENS.items()
+        for i, day in enumerate(DAYS[:until])
+    ]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("registry") / "template.sqlite"
+    upgrade_database(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def engine(migrated_template: Path, tmp_path: Path) -> Iterator[Engine]:
+    path = tmp_path / "registry.sqlite"
+    path.write_bytes(migrated_template.read_bytes())
+    engine = registry.make_engine(f"sqlite:///{path}")
+    yield engine
+    engine.dispose()
+
+
+def account_cash(engine: Engine, broker: PaperBroker) -> float:
+    with registry.session_scope(engine) as session:
+        return registry.get_account(session, broker.account_id).cash
+
+
+def test_an_order_waits_for_the_next_bar_then_fills_at_its_open_with_slippage_and_fee(engine: Engine) -> None:
+    today = PaperBroker(engine, BarFrameOpens(bars(until=2)), costs=COSTS)
+    placed = today.submit_order(OrderRequest("eu-1", "EURUSD", "buy", 10_000))
+    assert placed.status is OrderStatus.ACCEPTED and placed.fills == ()
+    assert today.positions() == ()
+
+    tomorrow = PaperBroker(engine, BarFrameOpens(bars(until=3)), costs=COSTS)
+    filled = tomorrow.order_status("eu-1")
+
+    price = 1.1000 * (1 + 5 / 10_000)  # day 3 open, 5 bps against the buyer
+    fee = 10_000 * price * 2 / 10_000
+    assert filled.status is OrderStatus.FILLED
+    assert filled.average_price == pytest.approx(price, rel=1e-12)
+    assert filled.total_fee == pytest.approx(fee, rel=1e-12)
+    assert filled.fills[0].filled_at == DAYS[2].to_pydatetime()
+    assert [(p.symbol, p.quantity) for p in tomorrow.positions()] == [("EURUSD", 10_000)]
+    assert account_cash(engine, tomorrow) == pytest.approx(100_000 - 10_000 * price - fee)
+
+
+def test_an_order_recorded_by_the_caller_fills_after_its_own_bar_and_sells_receive_less(
+    engine: Engine,
+) -> None:
+    broker = PaperBroker(engine, BarFrameOpens(bars()), costs=COSTS)
+    with registry.session_scope(engine) as session:
+        registry.create_order_if_absent(
+            session, client_order_id="eu-short", account_id=broker.account_id, symbol="EURUSD", side="sell",
+            quantity=5_000, bar_time=DAYS[0].to_pydatetime(), target_position=-5_000,
+        )  # fmt: skip
+
+    result = broker.submit_order(OrderRequest("eu-short", "EURUSD", "sell", 5_000))
+
+    assert result.status is OrderStatus.FILLED
+    assert result.average_price == pytest.approx(1.0900 * (1 - 5 / 10_000), rel=1e-12)  # day 2, not day 4
+    assert broker.positions()[0].quantity == -5_000
+
+
+def test_a_bar_without_an_open_is_skipped_like_in_the_backtest(engine: Engine) -> None:
+    broker = PaperBroker(engine, BarFrameOpens(bars(until=1)), costs=PaperCosts(0.0, 0.0))
+    broker.submit_order(OrderRequest("spy-1", "SPY", "buy", 3))
+    later = PaperBroker(engine, BarFrameOpens(bars()), costs=PaperCosts(0.0, 0.0))
+    assert later.order_status("spy-1").average_price == 510.0  # day 2 has no open; day 3 fills
+
+
+def test_submitting_a_client_order_id_twice_fills_it_once(engine: Engine) -> None:
+    request = OrderRequest("once", "EURUSD", "buy", 1_000)
+    placed = PaperBroker(engine, BarFrameOpens(bars(until=2)), costs=COSTS).submit_order(request)
+    assert placed.status is OrderStatus.ACCEPTED
+    broker = PaperBroker(engine, BarFrameOpens(bars()), costs=COSTS)
+    first = broker.submit_order(request)  # a re-run after the next bar arrived
+    cash_after_first = account_cash(engine, broker)
+
+    again = broker.submit_order(request)
+    from_another_process = PaperBroker(engine, BarFrameOpens(bars()), costs=COSTS).submit_order(request)
+
+    assert first == again == from_another_process
+    assert first.status is OrderStatus.FILLED and len(first.fills) == 1
+    assert first.average_price == pytest.approx(1.1000 * (1 + 5 / 10_000), rel=1e-12)  # after day 2: day 3
+    assert broker.positions()[0].quantity == 1_000
+    assert account_cash(engine, broker) == cash_after_first
+    with pytest.raises(ClientOrderIdConflictError):
+        broker.submit_order(OrderRequest("once", "EURUSD", "buy", 2_000))
+
+
+def test_reconcile_settles_open_orders_and_names_unknown_ids(engine: Engine) -> None:
+    PaperBroker(engine, BarFrameOpens(bars(until=2)), costs=COSTS).submit_order(
+        OrderRequest("waiting", "EURUSD", "buy", 2_000)
+    )
+    report = PaperBroker(engine, BarFrameOpens(bars()), costs=COSTS).reconcile(["waiting", "ghost"])
+
+    assert report.orders["waiting"].status is OrderStatus.FILLED
+    assert report.missing_client_order_ids == ("ghost",)
+    assert report.position_quantity("EURUSD") == 2_000
+
+
+def test_symbols_without_bars_are_refused_before_anything_is_recorded(engine: Engine) -> None:
+    broker = PaperBroker(engine, BarFrameOpens(bars()))
+    with pytest.raises(BrokerError, match="no bars for 'GBPUSD'"):
+        broker.submit_order(OrderRequest("gb-1", "GBPUSD", "buy", 1_000))
+    assert broker.order_status("gb-1").status is OrderStatus.NOT_FOUND
+
+
+def test_both_brokers_implement_the_broker_interface(engine: Engine) -> None:
+    assert isinstance(PaperBroker(engine, BarFrameOpens(bars())), Broker)
+    assert all(
+        hasattr(CTraderBroker, name) for name in ("submit_order", "order_status", "positions", "reconcile")
+    )
+
+
+def test_bar_frame_opens_answers_strictly_after_the_given_bar() -> None:
+    opens = BarFrameOpens(bars())
+    assert opens.latest_bar_time("EURUSD") == DAYS[3].to_pydatetime()
+    assert opens.next_open("EURUSD", DAYS[1].to_pydatetime()) == (DAYS[2].to_pydatetime(), 1.1)
+    assert opens.next_open("EURUSD", DAYS[3].to_pydatetime()) is None
+    assert opens.next_open("EURUSD", dt.datetime(2024, 3, 4, 12, tzinfo=dt.UTC))[0] == DAYS[1].to_pydatetime()
+    assert opens.latest_bar_time("GBPUSD") is None
