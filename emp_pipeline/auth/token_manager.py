@@ -114,7 +114,10 @@ class CTraderTokenManager:
         )
 
     def needs_refresh(self, state: TokenState, now: float | None = None) -> bool:
-        return state.seconds_to_expiry(time.time() if now is None else now) < self.refresh_margin_s
+        """Inside the margin, or an earlier refresh left its marker: its outcome must be settled first,
+        because the server may already have rotated (and invalidated) the stored pair."""
+        inside_margin = state.seconds_to_expiry(time.time() if now is None else now) < self.refresh_margin_s
+        return inside_margin or state.inflight_fingerprint is not None
 
     def get_access_token(self) -> str:
         """A valid access token, refreshed first if less than the margin is left."""

@@ -115,8 +115,13 @@ def ctrader_token_sensor(
         return SkipReason(
             f"the cTrader token needs re-authorisation ({state.last_error}); a refresh run cannot help"
         )
-    seconds_left = state.expires_at - time.time()
-    if seconds_left >= ctrader_token.refresh_margin_seconds:
+    now = time.time()
+    seconds_left = state.expires_at - now
+    # A marker older than a sensor interval belongs to a refresh that died or lost its answer: settle it.
+    stale_marker = (
+        state.inflight_started_at is not None and now - state.inflight_started_at > SENSOR_INTERVAL_S
+    )
+    if seconds_left >= ctrader_token.refresh_margin_seconds and not stale_marker:
         return SkipReason(
             f"token version {state.version} has {seconds_left / 3600:.1f} h left; refreshing under "
             f"{ctrader_token.refresh_margin_seconds / 3600:.1f} h"

@@ -124,6 +124,19 @@ def test_sensor_requests_again_after_a_recorded_failure(
     assert retry_request.run_key == f"ctrader-token-{CLIENT_ID}-v1-f1"
 
 
+def test_sensor_requests_a_run_to_settle_a_stale_in_flight_marker(
+    token_server: FakeCTraderTokenServer, key_prefix: str, instance: DagsterInstance
+) -> None:
+    resource = make_resource(token_server.base_url, key_prefix)
+    authorize(resource, token_server, expires_in=EXPIRES_IN_S)  # a month left: outside the margin
+    store = build_token_store(client_id=CLIENT_ID, redis_url=REDIS_URL, key_prefix=key_prefix, token_key=None)
+    store.mark_refresh_in_flight("0123456789ab", "other-host:1:1", time.time())
+    assert isinstance(evaluate(resource, instance, None), SkipReason)  # a refresh may be running right now
+    store.mark_refresh_in_flight("0123456789ab", "other-host:1:1", time.time() - 3600)
+    (request,) = run_requests(evaluate(resource, instance, None))
+    assert request.run_key == f"ctrader-token-{CLIENT_ID}-v1-f0"
+
+
 def test_sensor_skips_quickly_with_the_reason_when_redis_is_down(instance: DagsterInstance) -> None:
     resource = make_resource("http://127.0.0.1:1", "emp:test:", redis_url="redis://127.0.0.1:1/0")
     started = time.monotonic()

@@ -255,18 +255,19 @@ def test_crash_between_answer_and_store_write_is_reported_as_reauth_required(
     assert state["status"] == "reauth_required" and "inflight_fingerprint" not in state
 
 
-def test_marker_from_a_request_that_never_reached_the_server_does_not_force_reauth(
+def test_marker_from_a_request_that_never_reached_the_server_is_settled_without_reauth(
     token_server: FakeCTraderTokenServer, key_prefix: str
 ) -> None:
     manager = make_manager(token_server.base_url, key_prefix)
-    authorize_expiring_soon(manager, token_server)
+    manager.authorize_with_code(token_server.issue_code(), REDIRECT_URI)  # a month left: outside the margin
     old = raw_hash(key_prefix)
     store = build_token_store(client_id=CLIENT_ID, redis_url=REDIS_URL, key_prefix=key_prefix, token_key=None)
     store.mark_refresh_in_flight(fingerprint(old["refresh_token"]), "dead-host:1:1", time.time() - 30)
 
-    assert manager.get_access_token() != old["access_token"]
+    assert manager.get_access_token() != old["access_token"]  # the marker alone makes it settle the outcome
     state = raw_hash(key_prefix)
     assert state["status"] == "valid" and "inflight_fingerprint" not in state
+    assert token_server.count("refreshes") == 1
 
 
 def test_tokens_are_encrypted_at_rest_and_unreadable_without_the_key(
