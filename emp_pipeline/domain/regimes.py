@@ -68,12 +68,15 @@ class RuleConfig:
     """Thresholds of the rule set, in the units of the features they read.
 
     trend: `what_momentum_60` (60-bar log return in sigma units) beyond +/- trend_threshold is a trend.
-    volatility: `what_volatility_20` above its own expanding `volatility_quantile` (after `min_history`
-    bars of that symbol) is high volatility, which overrides the trend.
+    volatility: `what_volatility_20` ranked within its own last `volatility_lookback` bars (at least
+    `min_history` of them) above `volatility_quantile` is high volatility, which overrides the trend. A
+    bounded window (not an expanding one) makes the label independent of where the history starts once a
+    symbol has `volatility_lookback` bars, so partitioned runs with that much look-back match a full run.
     """
 
     trend_threshold: float = 1.0
     volatility_quantile: float = 0.8
+    volatility_lookback: int = 504
     min_history: int = 252
     temperature: float = 2.0
 
@@ -102,7 +105,7 @@ class RuleRegimeClassifier:
         trend = features["what_momentum_60"].to_numpy(dtype=np.float64) / config.trend_threshold
         volatility_rank = (
             features.groupby("symbol", sort=False)["what_volatility_20"]
-            .expanding(min_periods=config.min_history)
+            .rolling(config.volatility_lookback, min_periods=config.min_history)
             .rank(pct=True)
             .reset_index(level=0, drop=True)
             .sort_index()
@@ -232,13 +235,23 @@ def _backward_statistics(
 
 
 def _log_emission(observations: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> np.ndarray:
+    """Gaussian log densities (n, k), row by row with elementwise arithmetic only.
+
+    No BLAS/LAPACK on the observations: their blocking can change the last bits of a row's result with
+    the number of rows, and the no-look-ahead guarantee is exact (a bar's output must not depend on how
+    many bars follow it).
+    """
     n, dimension = observations.shape
     out = np.empty((n, means.shape[0]))
     for state in range(means.shape[0]):
-        cholesky = np.linalg.cholesky(covariances[state])
-        solved = np.linalg.solve(cholesky, (observations - means[state]).T)
-        log_det = 2.0 * np.log(np.diag(cholesky)).sum()
-        out[:, state] = -0.5 * ((solved**2).sum(axis=0) + log_det + dimension * np.log(2.0 * np.pi))
+        precision = np.linalg.inv(covariances[state])
+        _, log_det = np.linalg.slogdet(covariances[state])
+        centred = observations - means[state]
+        mahalanobis = np.zeros(n)
+        for row in range(dimension):
+            for column in range(dimension):
+                mahalanobis += precision[row, column] * centred[:, row] * centred[:, column]
+        out[:, state] = -0.5 * (mahalanobis + log_det + dimension * np.log(2.0 * np.pi))
     return out
 
 

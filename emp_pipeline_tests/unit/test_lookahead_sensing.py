@@ -72,7 +72,7 @@ def test_features_ignore_later_bars(market: SyntheticMarket, macro: pd.DataFrame
 @PROPERTY
 def test_rule_regimes_ignore_later_bars(market: SyntheticMarket, position: int) -> None:
     cortex = SensoryCortex(market.instruments)
-    classifier = RuleRegimeClassifier(RuleConfig(min_history=60))
+    classifier = RuleRegimeClassifier(RuleConfig(min_history=60, volatility_lookback=200))
     cutoff = _cutoff(market, position)
     full = classifier.classify(market.bars, cortex.compute(market.bars))
     short_bars = _truncate(market.bars, cutoff)

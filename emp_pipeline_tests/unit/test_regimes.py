@@ -91,6 +91,22 @@ def test_rules_follow_their_thresholds() -> None:
     assert classifier.classify(pd.DataFrame(), rising)["regime"].tolist() == ["high_volatility"] * 3
 
 
+def test_rules_do_not_depend_on_where_history_starts(market: SyntheticMarket, features: pd.DataFrame) -> None:
+    """With `volatility_lookback` bars of look-back, a partitioned run labels bars like a full run."""
+    classifier = RuleRegimeClassifier()
+    full = classifier.classify(market.bars, features)
+    position = features.groupby("symbol").cumcount()
+    late = features.loc[position >= 100].reset_index(drop=True)
+    partial = classifier.classify(market.bars, late)
+    settled = (position[position >= 100] >= 100 + 20 + RuleConfig().volatility_lookback).to_numpy()
+    assert settled.sum() > 1000
+    pd.testing.assert_frame_equal(
+        partial.loc[settled].reset_index(drop=True),
+        full.loc[position >= 100].loc[settled].reset_index(drop=True),
+        check_exact=True,
+    )
+
+
 def test_hmm_reaches_the_accuracy_line_out_of_sample(
     market: SyntheticMarket, fitted_hmm: HmmRegimeClassifier
 ) -> None:
