@@ -283,11 +283,12 @@ class YahooFinanceSource(MarketDataSource):
         return min(delay, self.max_backoff_seconds)
 
     def _throttle(self) -> None:
-        if self._last_call is not None:
-            wait = self.throttle_seconds - (self._clock() - self._last_call)
-            if wait > 0:
-                self._sleep(wait)
-        self._last_call = self._clock()
+        """Keep at least `throttle_seconds` between the starts of consecutive download calls."""
+        now = self._clock()
+        wait = 0.0 if self._last_call is None else self.throttle_seconds - (now - self._last_call)
+        if wait > 0:
+            self._sleep(wait)
+        self._last_call = now + max(wait, 0.0)
 
     def _call(self, tickers: list[str], start: date, end: date) -> tuple[pd.DataFrame | None, dict[str, str]]:
         self._throttle()
