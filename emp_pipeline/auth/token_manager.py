@@ -88,6 +88,21 @@ def _iso(epoch: float | None) -> str:
     return "never" if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
+def _valid_state(version: int, expires_at: float, refreshed_at: float) -> TokenState:
+    """The state `RedisTokenStore.write_pair` leaves behind, without reading it back."""
+    return TokenState(
+        expires_at=expires_at,
+        version=version,
+        status=TokenStatus.VALID,
+        last_refresh_at=refreshed_at,
+        consecutive_failures=0,
+        last_error="",
+        inflight_fingerprint=None,
+        inflight_started_at=None,
+        inflight_owner=None,
+    )
+
+
 class CTraderTokenManager:
     """`get_access_token()` for callers, `refresh_if_needed()` for the refresh job, `health()` for people."""
 
@@ -191,9 +206,7 @@ class CTraderTokenManager:
             fingerprint(grant.refresh_token),
             _iso(now + grant.expires_in),
         )
-        state = self._store.read_state()
-        assert state is not None, "the pair just written must be readable"
-        return state
+        return _valid_state(version, now + grant.expires_in, now)
 
     def _refresh_locked(self, stored: StoredToken) -> StoredToken:
         old_fingerprint = fingerprint(stored.refresh_token)
@@ -255,21 +268,7 @@ class CTraderTokenManager:
             fingerprint(grant.refresh_token),
             _iso(expires_at),
         )
-        return StoredToken(
-            access_token=grant.access_token,
-            refresh_token=grant.refresh_token,
-            state=TokenState(
-                expires_at=expires_at,
-                version=version,
-                status=TokenStatus.VALID,
-                last_refresh_at=now,
-                consecutive_failures=0,
-                last_error="",
-                inflight_fingerprint=None,
-                inflight_started_at=None,
-                inflight_owner=None,
-            ),
-        )
+        return StoredToken(grant.access_token, grant.refresh_token, _valid_state(version, expires_at, now))
 
     @staticmethod
     def _terminal_message(
