@@ -36,7 +36,7 @@ from emp_pipeline.auth.errors import (
 from emp_pipeline.auth.token_store import TokenStatus
 from emp_pipeline.defs.resources import CTraderTokenResource
 
-TOKEN_RESOURCE_KEY = "ctrader_token"
+TOKEN_RESOURCE_KEY = "ctrader_token"  # what the op and sensor parameter `ctrader_token` binds to
 SENSOR_INTERVAL_S = 300
 JOB_NAME = "token_refresh_job"
 
