@@ -196,3 +196,19 @@ def test_hmm_with_log_volatility_observations(market: SyntheticMarket) -> None:
     regimes = classifier.classify(market.bars)
     _assert_regime_contract(regimes, len(market.bars))
     assert classifier.params["SYN00"].means.shape == (4, 2)
+
+
+def test_both_classifiers_call_october_2008_high_volatility() -> None:
+    """On real S&P 500 bars (bundled sample): the crash month is high volatility for both classifiers."""
+    from emp_pipeline.data.sample import SampleSource
+    from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta
+
+    bars = SampleSource().fetch(["^GSPC"], "1999-01-01", "2010-12-31")
+    instrument = InstrumentMeta("^GSPC", "S&P 500", AssetClass.INDEX, "USD", 0.01, 2, 1.0, 1.0, 1.0, "XNYS")
+    features = SensoryCortex([instrument]).compute(bars)
+    rules = make_classifier().classify(bars, features).set_index("date")
+    hmm = make_classifier({"kind": "hmm"}).fit(bars.loc[bars["date"] < "2007-01-01"], features)
+    filtered = hmm.classify(bars, features).set_index("date")
+    october = slice(pd.Timestamp("2008-10-01", tz="UTC"), pd.Timestamp("2008-10-31", tz="UTC"))
+    assert (rules.loc[october, "regime"] == "high_volatility").all()
+    assert (filtered.loc[october, "regime"] == "high_volatility").mean() > 0.9

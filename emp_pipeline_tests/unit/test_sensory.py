@@ -200,3 +200,25 @@ def test_macro_released_before_observed_is_refused() -> None:
     )
     with pytest.raises(SensoryError, match="before their observation date"):
         SensoryCortex([_meta("A")]).compute(_bars("A", np.full(30, 10.0), dates), macro)
+
+
+def test_bundled_sample_macro_feeds_why() -> None:
+    """The offline sample (VIX, WTI daily; AAA, BAA monthly, usable from the next month) reaches WHY."""
+    from emp_pipeline.data.sample import SampleSource, load_sample_macro_frame
+
+    bars = SampleSource().fetch(["^GSPC"], "2014-06-01", "2016-12-30")
+    macro = load_sample_macro_frame()
+    features = SensoryCortex([_meta("^GSPC", "XNYS")]).compute(bars, macro).set_index("date")
+    coverage = macro_coverage(features.reset_index())
+    assert coverage["vix"] > 0.5 and coverage["oil"] == 1.0 and coverage["credit_spread"] == 1.0
+    assert coverage["policy_rate"] == 0.0 and coverage["yield_10y"] == 0.0
+    monthly = macro.loc[macro["series"].isin(["AAA", "BAA"])].pivot(
+        index="date", columns="series", values="value"
+    )
+    may = monthly.loc[pd.Timestamp("2015-05-01", tz="UTC")]
+    mid_june = features.loc[pd.Timestamp("2015-06-15", tz="UTC")]
+    assert mid_june["why_credit_spread_level"] == pytest.approx(may["BAA"] - may["AAA"])
+    vix = macro.loc[macro["series"] == "VIX"].set_index("date")["value"]
+    day = pd.Timestamp("2015-08-24", tz="UTC")
+    assert features.loc[day, "why_vix_level"] == vix.loc[day]
+    assert features.loc[day, "why_vix_rank_252"] == pytest.approx(0.5, abs=0.01)  # the year's highest close
