@@ -697,14 +697,20 @@ class CTraderClient:
 
     # ----- orders ----
     async def submit_order(self, request: OrderRequest) -> OrderResult:
-        """Send a market order once and wait for it to fill, be rejected, or for the wait to run out."""
+        """Send a market order once and wait for it to fill, be rejected, or for the wait to run out.
+
+        A client order id this process already sent, or (with check_before_submit) one the server's history
+        knows, is answered from what the server says, never sent again.
+        """
         known = self._orders.get(request.client_order_id)
-        if known is not None:
+        if known is not None and known.acknowledged:
             return await self.order_status(request.client_order_id)
-        if self.config.check_before_submit:
+        if known is not None or self.config.check_before_submit:
             since = _now_ms() - int(self.config.order_lookback_s * 1000)
             existing = (await self._find_orders([request.client_order_id], since))[request.client_order_id]
             if existing.status is not OrderStatus.NOT_FOUND:
+                if known is not None:
+                    known.adopt(existing)
                 return existing
         return await self._place(request)
 

@@ -121,6 +121,7 @@ class FakeCTraderServer:
         money_digits: int = 2,
         rejection_path: str = "order_error_event",
         send_heartbeats_every_s: float | None = None,
+        expired_token_code: str = "CH_ACCESS_TOKEN_INVALID",
     ) -> None:
         if rejection_path not in REJECTION_PATHS:
             raise ValueError(f"rejection_path must be one of {REJECTION_PATHS}")
@@ -136,6 +137,7 @@ class FakeCTraderServer:
         self.money_digits = money_digits
         self.rejection_path = rejection_path
         self.send_heartbeats_every_s = send_heartbeats_every_s
+        self.expired_token_code = expired_token_code  # the notes allow OA_AUTH_TOKEN_EXPIRED too
 
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[int, ...]] = {}  # valid access token -> accounts it grants
@@ -402,7 +404,7 @@ class FakeCTraderServer:
                 return
             if not self._token_valid(token):
                 del session.account_tokens[account_id]
-                await self._error(session, msg_id, "CH_ACCESS_TOKEN_INVALID", "Access token expired")
+                await self._error(session, msg_id, self.expired_token_code, "Access token expired")
                 return
             handler = {
                 NEW_ORDER_REQ: self._new_order,

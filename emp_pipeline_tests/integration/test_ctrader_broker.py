@@ -10,7 +10,7 @@ import pytest
 
 from emp_pipeline.broker.ctrader_broker import CTraderBroker
 from emp_pipeline.broker.ctrader_client import CTraderConfig
-from emp_pipeline.broker.interface import BrokerAuthError, OrderRequest, OrderStatus
+from emp_pipeline.broker.interface import BrokerAuthError, BrokerConnectionError, OrderRequest, OrderStatus
 from emp_pipeline_tests.fakes.ctrader_server import (
     ACCOUNT_AUTH_REQ,
     APP_AUTH_REQ,
@@ -93,20 +93,46 @@ def test_bad_application_credentials_fail_fast_with_an_auth_error(
     assert len(server.requests_of_type(APP_AUTH_REQ)) == 1  # terminal: no reconnect storm
 
 
+@pytest.mark.parametrize("expired_code", ["CH_ACCESS_TOKEN_INVALID", "OA_AUTH_TOKEN_EXPIRED"])
 def test_expired_token_mid_session_is_refreshed_then_account_reauthorised_and_order_goes_through(
-    server: FakeCTraderServer, tokens: FakeTokenProvider, broker: CTraderBroker
+    expired_code: str,
 ) -> None:
-    assert broker.submit_order(OrderRequest("before", "EURUSD", "buy", 1_000)).status is OrderStatus.FILLED
-    old_token = tokens.current
-    server.expire_access_token(old_token)
+    with FakeCTraderServer(account_ids=(ACCOUNT,), expired_token_code=expired_code) as server:
+        tokens = FakeTokenProvider(server)
+        with CTraderBroker(fast_config(server), tokens) as broker:
+            assert (
+                broker.submit_order(OrderRequest("before", "EURUSD", "buy", 1_000)).status
+                is OrderStatus.FILLED
+            )
+            old_token = tokens.current
+            server.expire_access_token(old_token)
 
-    result = broker.submit_order(OrderRequest("after-expiry", "EURUSD", "buy", 1_000))
+            result = broker.submit_order(OrderRequest("after-expiry", "EURUSD", "buy", 1_000))
 
-    assert result.status is OrderStatus.FILLED
-    assert tokens.refreshes == 1
-    auths = server.requests_of_type(ACCOUNT_AUTH_REQ)
-    assert [a["accessToken"] for a in auths] == [old_token, tokens.current]
-    assert len(server.orders_for("after-expiry")) == 1  # refused-then-resent order executed once
+        assert result.status is OrderStatus.FILLED
+        assert tokens.refreshes == 1
+        auths = server.requests_of_type(ACCOUNT_AUTH_REQ)
+        assert [a["accessToken"] for a in auths] == [old_token, tokens.current]
+        assert len(server.orders_for("after-expiry")) == 1  # refused-then-resent order executed once
+
+
+def test_a_refresh_that_does_not_help_ends_in_an_auth_error_not_a_loop(server: FakeCTraderServer) -> None:
+    class RevokedGrant:
+        def get_access_token(self) -> str:
+            return "revoked"
+
+        def force_refresh(self) -> str:
+            return "still-revoked"
+
+    with (
+        CTraderBroker(fast_config(server), RevokedGrant()) as broker,
+        pytest.raises(BrokerAuthError, match="re-authorise"),
+    ):
+        broker.connect()
+    assert [a["accessToken"] for a in server.requests_of_type(ACCOUNT_AUTH_REQ)] == [
+        "revoked",
+        "still-revoked",
+    ]
 
 
 def test_token_invalidated_event_rereads_the_store_instead_of_refreshing_again(
@@ -227,3 +253,27 @@ def test_heartbeats_keep_the_session_alive_and_an_idle_drop_is_repaired_on_next_
             assert beating.positions()[0].quantity == 1_000
             assert (beating.stats.connections, silent.stats.connections) == (1, 2)
             assert silent.stats.account_auths == 2  # re-authorised application and account after reconnecting
+
+
+def test_the_client_paces_itself_below_the_server_limit() -> None:
+    with FakeCTraderServer(account_ids=(ACCOUNT,), max_requests_per_second=10) as server:
+        config = fast_config(server, max_requests_per_second=8)
+        with CTraderBroker(config, FakeTokenProvider(server)) as broker:
+            for _ in range(12):
+                broker.positions()
+        assert server.blocked_responses == 0 and broker.stats.rate_limit_backoffs == 0
+
+
+def test_an_unreachable_server_fails_after_the_configured_backoff(
+    server: FakeCTraderServer, tokens: FakeTokenProvider
+) -> None:
+    url = server.url
+    server.stop()
+    config = fast_config(server, url=url, max_reconnect_attempts=3, reconnect_initial_delay_s=0.1)
+    started = time.monotonic()
+    with (
+        CTraderBroker(config, tokens) as broker,
+        pytest.raises(BrokerConnectionError, match="after 3 attempts"),
+    ):
+        broker.connect()
+    assert time.monotonic() - started >= 0.1 + 0.2  # waited 0.1 s, then 0.2 s, between the attempts
