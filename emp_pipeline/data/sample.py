@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from emp_pipeline.data.csv import CsvSource
-from emp_pipeline.data.source import MarketDataSource, UnknownSymbolError
+from emp_pipeline.data.source import UnknownSymbolError
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 MACRO_DIR = SAMPLE_DIR / "macro"
@@ -28,16 +28,13 @@ DAILY_MACRO_SERIES = ("VIX", "WTI")
 MONTHLY_MACRO_SERIES = ("AAA", "BAA")
 
 
-class SampleSource(MarketDataSource):
-    """Reads the bundled bar files (^GSPC, ^IXIC, GOOG) through the same strict reader as CsvSource."""
+class SampleSource(CsvSource):
+    """The bundled bar files (^GSPC, ^IXIC, GOOG), read by the same strict reader as any CSV folder."""
 
     name = "sample"
 
     def __init__(self, directory: Path = SAMPLE_DIR) -> None:
-        self._files = CsvSource(directory)
-
-    def available_symbols(self) -> tuple[str, ...]:
-        return self._files.available_symbols()
+        super().__init__(directory)
 
     def _fetch_raw(self, symbols: list[str], start: date, end: date) -> pd.DataFrame:
         available = self.available_symbols()
@@ -48,7 +45,7 @@ class SampleSource(MarketDataSource):
                 "(set EMP_DATA_SOURCE=csv or yahoo for other instruments)",
                 symbol=unknown[0],
             )
-        return self._files._fetch_raw(symbols, start, end)
+        return super()._fetch_raw(symbols, start, end)
 
 
 def _read_macro(series: str, directory: Path) -> pd.DataFrame:
