@@ -2,8 +2,9 @@
 
 One loop, in the open: a random first generation; then, each generation, diverse elites are kept, parents are
 picked by tournament on a *shared* fitness (fitness minus a penalty per near-twin, so a crowd of copies of one
-behaviour does not take over), children are made by crossover and/or mutation, duplicates are refused, and a
-few random immigrants keep new material coming. The whole population is scored in one backtest call.
+behaviour does not take over), children are made by crossover and/or mutation, any genome already evaluated
+in the run is refused (so each strategy is scored and recorded once), and a few random immigrants keep new
+material coming. The whole population is scored in one backtest call.
 
 Fitness = annualised Sharpe - drawdown_weight x |max drawdown| - trade_penalty x (shortfall below min_trades
 as a fraction of min_trades); a strategy whose equity reaches zero scores RUIN_FITNESS.
@@ -559,19 +560,18 @@ def evolve(
     history: list[GenerationSummary] = []
     scores = score_population([m.genome for m in population], panel, market, config)
     fitness, returns, metrics = scores.fitness, scores.returns, scores.metrics
+    counts = niche_counts(returns, config.sharing_threshold)
     for generation in range(config.generations):
         if generation > 0:
-            counts = niche_counts(returns, config.sharing_threshold)
             shared = fitness - config.sharing_penalty * (counts - 1)
             elites = _diverse_elites(fitness, returns, config.elite_count, config.sharing_threshold)
             n_immigrants = round(config.immigrant_fraction * size)
             next_population = [population[index] for index in elites]
-            taken = {member.strategy_id for member in next_population}
             while len(next_population) < size:
                 member = _make_child(
-                    rng, space, config, population, shared, taken, len(next_population) >= size - n_immigrants
+                    rng, space, config, population, shared, seen, len(next_population) >= size - n_immigrants
                 )
-                taken.add(member.strategy_id)
+                seen.add(member.strategy_id)
                 next_population.append(member)
             new_members = next_population[len(elites) :]
             new_scores = score_population([m.genome for m in new_members], panel, market, config)
@@ -579,6 +579,7 @@ def evolve(
             returns = np.concatenate([returns[elites], new_scores.returns])
             metrics = [metrics[index] for index in elites] + new_scores.metrics
             population = next_population
+            counts = niche_counts(returns, config.sharing_threshold)
             fresh = range(len(elites), size)
         else:
             fresh = range(size)
@@ -601,11 +602,11 @@ def evolve(
                 best_fitness=float(fitness.max()),
                 mean_fitness=float(fitness.mean()),
                 new_strategies=len(fresh),
-                niches=int(np.sum(1.0 / niche_counts(returns, config.sharing_threshold)).round()),
+                niches=int(np.sum(1.0 / counts).round()),
             )
         )
 
-    first_record = {record.strategy_id: record for record in reversed(records)}
+    first_record = {record.strategy_id: record for record in records}
     order = np.argsort(-fitness, kind="stable")
     final = tuple(
         replace(first_record[population[index].strategy_id], fitness=float(fitness[index])) for index in order
@@ -619,10 +620,10 @@ def _make_child(
     config: EvolutionConfig,
     population: list[_Member],
     shared: np.ndarray,
-    taken: set[str],
+    seen: set[str],
     immigrant: bool,
 ) -> _Member:
-    """A new, valid genome not already in the next population (falls back to an immigrant)."""
+    """A valid genome never evaluated before in this run (falls back to a random immigrant)."""
     for _ in range(_MAX_CHILD_ATTEMPTS if not immigrant else 0):
         first = population[_tournament(rng, shared, config.tournament_size)]
         if rng.random() < config.crossover_rate:
@@ -642,12 +643,12 @@ def _make_child(
         except GenomeError:
             continue
         identity = strategy_id(genome)
-        if identity not in taken:
+        if identity not in seen:
             return _Member(genome, identity, parents, operator)
     while True:
         genome = random_genome(rng, space, config.max_conditions)
         identity = strategy_id(genome)
-        if identity not in taken:
+        if identity not in seen:
             return _Member(genome, identity, (), "immigrant")
 
 
