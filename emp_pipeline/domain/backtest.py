@@ -565,7 +565,8 @@ def simulate_strategy(
     """
     validate_genome(genome)
     stacked = np.ascontiguousarray(signals, dtype=np.int8)[None]
-    capacity = signals.shape[0] * signals.shape[1] + signals.shape[1]
+    # At most two trades close per bar and sleeve (a signal exit at the open, then a stop on the new entry).
+    capacity = 2 * signals.shape[0] * signals.shape[1] + signals.shape[1]
     result, log = _run_kernel(
         stacked, market, RiskArrays.from_genomes([genome]), fee_bps, slippage_bps, True, capacity
     )

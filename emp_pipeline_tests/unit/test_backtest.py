@@ -250,3 +250,102 @@ def test_wrong_inputs_are_rejected_with_a_message():
         simulate_population(np.zeros((1, 3, 1), dtype=np.int8), market, risk)
     with pytest.raises(BacktestInputError, match="fee_bps"):
         simulate_population(np.zeros((1, 2, 1), dtype=np.int8), market, risk, fee_bps=-1.0)
+
+
+def _reference_sleeve(signals, o, h, lo, c, atr, stop_atr, tp_atr, fraction, max_hold, fee, slip, capital):
+    """The module docstring's rules written out plainly, bar by bar, for one sleeve (no shared code)."""
+    cash, units, side, held, blocked = capital, 0.0, 0, 0, 0
+    pending_exit, pending_entry, pending_atr = False, 0, 0.0
+    stop = target = 0.0
+    equity_path, trades = [], 0
+
+    def close_position(price):
+        nonlocal cash, units, side, trades
+        fill = price * (1 - side * slip)
+        cash += units * fill - abs(units * fill) * fee
+        units, side, trades = 0.0, 0, trades + 1
+
+    for t in range(len(o)):
+        if pending_exit and side:
+            close_position(o[t])
+        pending_exit = False
+        fresh = False
+        if pending_entry and not side:
+            fill = o[t] * (1 + pending_entry * slip)
+            notional = fraction * cash
+            units = pending_entry * notional / fill
+            cash -= units * fill + notional * fee
+            side, held, fresh = pending_entry, 0, True
+            stop = fill - side * stop_atr * pending_atr
+            target = fill + side * tp_atr * pending_atr
+        pending_entry = 0
+        if side:
+            worse = (lambda a, b: a <= b) if side > 0 else (lambda a, b: a >= b)
+            better = (lambda a, b: a >= b) if side > 0 else (lambda a, b: a <= b)
+            adverse, favourable = (lo[t], h[t]) if side > 0 else (h[t], lo[t])
+            exit_price = None
+            if not fresh and (worse(o[t], stop) or better(o[t], target)):
+                exit_price = o[t]  # a gap through either level fills at the open
+            elif worse(adverse, stop):
+                exit_price = stop
+            elif better(favourable, target):
+                exit_price = target
+            if exit_price is not None:
+                blocked = side
+                close_position(exit_price)
+        equity_path.append(cash + units * c[t])
+        signal = int(signals[t])
+        if signal != blocked:
+            blocked = 0
+        if side:
+            held += 1
+            if signal != side:
+                pending_exit = True
+                if signal:
+                    pending_entry, pending_atr = signal, atr[t]
+            elif held >= max_hold:
+                pending_exit, blocked = True, side
+        elif signal and signal != blocked:
+            pending_entry, pending_atr = signal, atr[t]
+    return np.array(equity_path), trades + (1 if side else 0)
+
+
+def test_kernel_matches_a_plain_reference_implementation_on_random_markets():
+    rng = np.random.default_rng(42)
+    n_bars, n_instruments, n_strategies = 250, 2, 12
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, (n_bars, n_instruments)), axis=0))
+    open_ = close * np.exp(rng.normal(0, 0.01, close.shape))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.01, close.shape)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.01, close.shape)))
+    atr = close * 0.02
+    market = MarketArrays(
+        pd.date_range("2021-01-01", periods=n_bars, tz="UTC"), ("A", "B"), open_, high, low, close, atr
+    )
+    # Sticky random signals, so positions last a while and stops and holding limits get their turn.
+    changes = rng.random((n_strategies, n_bars, n_instruments)) < 0.15
+    draws = rng.integers(-1, 2, size=changes.shape)
+    signals = np.zeros(changes.shape, dtype=np.int8)
+    for t in range(n_bars):
+        previous = signals[:, t - 1] if t else 0
+        signals[:, t] = np.where(changes[:, t], draws[:, t], previous)
+    risk = RiskArrays(
+        stop_atr=rng.uniform(0.5, 3.0, n_strategies),
+        take_profit_atr=rng.uniform(0.5, 5.0, n_strategies),
+        position_fraction=rng.uniform(0.1, 1.0, n_strategies),
+        max_holding_bars=rng.integers(1, 30, n_strategies).astype(np.int64),
+    )
+    result = simulate_population(
+        signals, market, risk, fee_bps=7.0, slippage_bps=4.0, record_instruments=True
+    )
+    for s in range(n_strategies):
+        total_trades = 0
+        for i in range(n_instruments):
+            path, trades = _reference_sleeve(
+                signals[s, :, i], open_[:, i], high[:, i], low[:, i], close[:, i], atr[:, i],
+                risk.stop_atr[s], risk.take_profit_atr[s], risk.position_fraction[s],
+                risk.max_holding_bars[s], 7e-4, 4e-4, 1.0 / n_instruments,
+            )  # fmt: skip
+            np.testing.assert_allclose(result.instrument_equity[s, :, i], path, rtol=1e-12, atol=1e-15)
+            total_trades += trades
+        assert result.trade_counts[s] == total_trades
+    assert result.trade_counts.sum() > 100
