@@ -151,13 +151,11 @@ def _days_to_next_session(dates: pd.DatetimeIndex, calendar: str) -> np.ndarray:
 
     Causal: exchange holiday schedules are published in advance, and the bars after t are never read.
     """
-    if len(dates) == 0:
-        return np.empty(0)
     sessions = trading_days(calendar, dates[0], dates[-1] + pd.Timedelta(days=14))
-    following = np.searchsorted(sessions.asi8, dates.asi8, side="right")
+    following = sessions.searchsorted(dates, side="right")
     out = np.full(len(dates), np.nan)
     known = following < len(sessions)
-    out[known] = (sessions.asi8[following[known]] - dates.asi8[known]) / 86_400e9
+    out[known] = (sessions[following[known]] - dates[known]).days
     return out
 
 
@@ -171,7 +169,7 @@ def _symbol_price_features(bars: pd.DataFrame, meta: InstrumentMeta) -> dict[str
     volume = bars["volume"].reset_index(drop=True)
     dates = pd.DatetimeIndex(bars["date"])
 
-    log_close = np.log(close / close.iloc[0]) if len(close) else close
+    log_close = np.log(close / close.iloc[0])
     log_return = log_close.diff()
     previous_close = close.shift(1)
     true_range = pd.concat(

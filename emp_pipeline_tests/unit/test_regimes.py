@@ -212,3 +212,12 @@ def test_both_classifiers_call_october_2008_high_volatility() -> None:
     october = slice(pd.Timestamp("2008-10-01", tz="UTC"), pd.Timestamp("2008-10-31", tz="UTC"))
     assert (rules.loc[october, "regime"] == "high_volatility").all()
     assert (filtered.loc[october, "regime"] == "high_volatility").mean() > 0.9
+
+
+def test_no_bars_give_an_empty_regime_frame(fitted_hmm: HmmRegimeClassifier) -> None:
+    from emp_pipeline.domain.bars import empty_bars
+
+    bars = empty_bars()
+    features = SensoryCortex([]).compute(bars)
+    for regimes in (make_classifier().classify(bars, features), fitted_hmm.classify(bars)):
+        assert regimes.empty and list(regimes.columns) == list(REGIME_COLUMNS)

@@ -222,3 +222,12 @@ def test_bundled_sample_macro_feeds_why() -> None:
     day = pd.Timestamp("2015-08-24", tz="UTC")
     assert features.loc[day, "why_vix_level"] == vix.loc[day]
     assert features.loc[day, "why_vix_rank_252"] == pytest.approx(0.5, abs=0.01)  # the year's highest close
+
+
+def test_no_bars_give_an_empty_frame_with_the_contract_columns() -> None:
+    from emp_pipeline.domain.bars import empty_bars
+
+    features = SensoryCortex([]).compute(empty_bars())
+    assert features.empty
+    assert list(features.columns) == ["date", "symbol", *FEATURE_COLUMNS, "warmup"]
+    assert str(features["date"].dtype) == "datetime64[ns, UTC]" and features["warmup"].dtype == bool
