@@ -282,6 +282,26 @@ def _exchange_sessions(calendar: str, first_year: int, last_year: int) -> pd.Dat
     return pd.DatetimeIndex(exchange.sessions).tz_localize(None)
 
 
+def _sessions_covering(calendar: str, first: pd.Timestamp, last: pd.Timestamp) -> pd.DatetimeIndex:
+    """Sessions over whole years around [first, last].
+
+    Decade-aligned years first, so callers walking partitions day by day share one cached calendar; then
+    exactly the years asked for, since some calendars start late or record holidays only a year ahead.
+    """
+    last_year = max(last.year, pd.Timestamp.now().year)
+    spans = dict.fromkeys([(first.year - first.year % 10, last_year), (first.year, last.year)])
+    failure: Exception | None = None
+    for first_year, through_year in spans:
+        try:
+            return _exchange_sessions(calendar, first_year, through_year)
+        except Exception as error:  # exchange_calendars raises several unrelated types for bad ranges
+            failure = error
+    raise UniverseError(
+        f"calendar {calendar!r} cannot cover {first.date()}..{last.date()}: {failure}; "
+        "use '24x5' or another exchange code for this range"
+    ) from failure
+
+
 def trading_days(
     calendar: str, start: date | str | pd.Timestamp, end: date | str | pd.Timestamp
 ) -> pd.DatetimeIndex:
@@ -298,15 +318,7 @@ def trading_days(
     elif calendar == CALENDAR_24X5:
         days = pd.bdate_range(first, last)
     elif calendar in _exchange_calendar_names():
-        # Decade-aligned years keep the cache small when callers walk partitions day by day.
-        first_year = first.year - first.year % 10
-        last_year = max(last.year, pd.Timestamp.now().year) + 1
-        try:
-            sessions = _exchange_sessions(calendar, first_year, last_year)
-        except (ValueError, exchange_calendars.errors.CalendarError) as error:
-            raise UniverseError(
-                f"calendar {calendar!r} cannot cover {first.date()}..{last.date()}: {error}"
-            ) from error
+        sessions = _sessions_covering(calendar, first, last)
         days = sessions[(sessions >= first) & (sessions <= last)]
     else:
         raise UniverseError(

@@ -196,3 +196,5 @@ def test_trading_days_edge_cases() -> None:
     ) == ["2024-07-05"]
     with pytest.raises(UniverseError, match="unknown calendar 'MOON'"):
         trading_days("MOON", date(2024, 1, 1), date(2024, 1, 5))
+    with pytest.raises(UniverseError, match=r"calendar 'AIXK' cannot cover 2005-01-03\.\.2005-01-31"):
+        trading_days("AIXK", date(2005, 1, 3), date(2005, 1, 31))  # the exchange opened in 2017
