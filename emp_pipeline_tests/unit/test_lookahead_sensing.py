@@ -103,3 +103,27 @@ def test_property_has_teeth(market: SyntheticMarket) -> None:
     centred = close.rolling(21, center=True).mean()
     truncated = close.iloc[:300].rolling(21, center=True).mean()
     assert not np.allclose(centred.iloc[290:300], truncated.iloc[290:300], equal_nan=True)
+
+
+def test_smoothed_posteriors_would_fail_where_the_filter_passes(
+    market: SyntheticMarket, fitted_hmm: HmmRegimeClassifier
+) -> None:
+    """Why the classifier uses the forward filter: smoothing (forward-backward) changes with later bars."""
+    from emp_pipeline.domain.regimes import _backward_statistics, _forward, _log_emission, _scaled_emission
+
+    params = fitted_hmm.params["SYN00"]
+    bars = market.bars.loc[market.bars["symbol"] == "SYN00"]
+    observations = (
+        bars["adj_close"].pipe(np.log).diff().to_numpy()[20:, None] - params.centre
+    ) / params.scale
+
+    def filtered_and_smoothed(rows: int) -> tuple[np.ndarray, np.ndarray]:
+        emission, _ = _scaled_emission(_log_emission(observations[:rows], params.means, params.covariances))
+        alpha, norm = _forward(emission, params.start, params.transition)
+        gamma, _ = _backward_statistics(emission, params.transition, alpha, norm)
+        return alpha, gamma
+
+    alpha_full, gamma_full = filtered_and_smoothed(len(observations))
+    alpha_short, gamma_short = filtered_and_smoothed(300)
+    np.testing.assert_array_equal(alpha_short, alpha_full[:300])
+    assert not np.allclose(gamma_short, gamma_full[:300])
