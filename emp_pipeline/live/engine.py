@@ -1,0 +1,445 @@
+"""One live tick, without Dagster: the latest bar in the store -> the champions' decisions -> orders.
+
+Steps, in this order, each a reason the next one can be trusted:
+
+1. **Load** bars, features and regimes exactly as the assets stored them, up to the last bar all three have.
+2. **Reconcile** every order the registry still considers open: ask the broker what became of it (by client
+   order id) and record status and fills. Nothing is sent before this, so an order whose answer was lost in
+   an earlier run is known before anything could be sent again.
+3. **Decide** per active strategy and symbol with the domain's pure code (`decide_orders`): the genome's own
+   signals, the backtest kernel's state machine replayed since the strategy started trading, the target
+   position, the order that reaches it.
+4. **Check risk** against the account (registry cash and positions marked at the close, kill switch, the
+   day's starting equity from the journal) and journal every decision with its reason.
+5. **Submit exactly once**: each order is recorded (`create_order_if_absent`, status pending) *before* it is
+   sent, under an id derived from (strategy, symbol, bar, target); only the run whose insert created the
+   row sends it. A run that finds the row already there leaves a fresh one to its creator and reconciles a
+   stale one (sending it only if the broker provably never saw it, under the same id).
+6. **Record** the broker's answers (status, fills; positions and cash follow from the fills) and the equity.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+
+from emp_pipeline.broker.interface import (
+    Broker,
+    BrokerError,
+    OrderRequest,
+    OrderResult,
+    OrderSide,
+)
+from emp_pipeline.broker.interface import OrderStatus as BrokerStatus
+from emp_pipeline.domain.backtest import market_arrays
+from emp_pipeline.domain.execution import (
+    Costs,
+    OrderIntent,
+    order_for_target,
+    replay_sleeve,
+    sleeve_bars,
+    sleeve_target,
+)
+from emp_pipeline.domain.genome import Genome, genome_from_dict, genome_signals
+from emp_pipeline.domain.instruments import InstrumentMeta
+from emp_pipeline.domain.risk import (
+    AccountSnapshot,
+    ProposedOrder,
+    RiskDecision,
+    RiskLimits,
+    RiskVerdict,
+    account_equity,
+    check_orders,
+)
+from emp_pipeline.live.book import OPEN_ORDER_STATUSES, activation_time, strategy_positions
+from emp_pipeline.live.journal import LiveJournal
+from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.errors import ClientOrderIdConflictError
+from emp_pipeline.registry.models import OrderStatus as RegistryStatus
+from emp_pipeline.storage.parquet_frames import DatedFrameStore
+
+log = logging.getLogger(__name__)
+
+BARS_DATASET = "market_bars"
+FEATURES_DATASET = "sensory_features"
+REGIMES_DATASET = "market_regimes"
+ATR_COLUMN = "what_atr_14"
+
+# What the registry records for each answer of the broker (NOT_FOUND changes nothing by itself). A broker
+# answering `pending` after a submit never acknowledged it: the registry calls that `unknown`.
+_REGISTRY_STATUS = {
+    status: RegistryStatus(status.value) for status in BrokerStatus if status is not BrokerStatus.NOT_FOUND
+} | {BrokerStatus.PENDING: RegistryStatus.UNKNOWN}
+
+
+class LiveExecutionError(RuntimeError):
+    """A live tick could not do all it had to; the message lists what failed and what was recorded."""
+
+
+class LiveInputError(LiveExecutionError):
+    """The stored bars, features or regimes cannot drive a decision; materialise them first."""
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """How the live book trades; the costs must be those the strategies were measured with.
+
+    `start` anchors each strategy's simulated track record (the kernel state is replayed from the first bar
+    on or after it); None uses the time the strategy became active. `capital_per_strategy` is the account
+    currency behind 1.0 of a strategy's kernel equity; None splits the account's initial cash equally.
+    """
+
+    costs: Costs = field(default_factory=Costs)
+    limits: RiskLimits = field(default_factory=RiskLimits)
+    start: dt.datetime | None = None
+    capital_per_strategy: float | None = None
+    stale_order_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class MarketView:
+    """Everything the decisions read, cut at the decision bar: the long frames and the bar's closes."""
+
+    bars: pd.DataFrame
+    features: pd.DataFrame
+    regimes: pd.DataFrame
+    bar_time: pd.Timestamp
+    closes: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class StrategyBook:
+    strategy_id: str
+    genome: Genome
+    start: pd.Timestamp
+
+
+@dataclass
+class LiveTickReport:
+    bar_time: pd.Timestamp | None
+    strategies: int = 0
+    reconciled: dict[str, str] = field(default_factory=dict)
+    decisions: list[dict[str, object]] = field(default_factory=list)
+    submitted: dict[str, str] = field(default_factory=dict)
+    left_to_other_run: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    equity: float | None = None
+    day_start_equity: float | None = None
+    kill_switch: bool = False
+
+    @property
+    def rejected(self) -> list[dict[str, object]]:
+        return [d for d in self.decisions if d["verdict"] != RiskVerdict.APPROVED.value]
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+
+def load_market_view(data_dir: Path | str, start: pd.Timestamp | None = None) -> MarketView:
+    """Bars, features and regimes from the store, cut at the last bar time all three have."""
+    frames = {
+        name: DatedFrameStore(data_dir, name).read_window(start)
+        for name in (BARS_DATASET, FEATURES_DATASET, REGIMES_DATASET)
+    }
+    empty = [name for name, frame in frames.items() if frame.empty or "symbol" not in frame.columns]
+    if empty:
+        raise LiveInputError(
+            f"no stored rows in {empty} under {data_dir}: materialise market_bars, sensory_features and "
+            "market_regimes for the latest bar before running the live job"
+        )
+    bar_time = min(pd.Timestamp(frame["date"].max()) for frame in frames.values())
+    cut = {
+        name: frame.loc[frame["date"] <= bar_time].reset_index(drop=True) for name, frame in frames.items()
+    }
+    bars = cut[BARS_DATASET]
+    last = bars.loc[bars["date"] == bar_time]
+    closes = dict(zip(last["symbol"].astype(str), last["close"].astype(float), strict=True))
+    return MarketView(bars, cut[FEATURES_DATASET], cut[REGIMES_DATASET], bar_time, closes)
+
+
+# ------------------------------------------------------------------------------------------- decisions
+
+
+def decide_orders(
+    book: StrategyBook,
+    market: MarketView,
+    held: Mapping[str, float],
+    instruments: Mapping[str, InstrumentMeta],
+    costs: Costs,
+    capital: float,
+) -> tuple[list[OrderIntent], list[str]]:
+    """The orders one strategy needs at the market's last bar, plus notes on symbols it could not trade.
+
+    Pure: the same frames, holdings and parameters always give the same orders. The market is the whole
+    stored universe, as in the backtest (one equal sleeve per instrument).
+    """
+    signals = genome_signals(book.genome, market.features, market.regimes)
+    prices = market_arrays(market.bars, market.features, ATR_COLUMN, signals.index, list(signals.columns))
+    live_rows = np.flatnonzero(prices.dates >= book.start)
+    notes: list[str] = []
+    if len(live_rows) == 0 or prices.dates[-1] != market.bar_time:
+        return [], [f"{book.strategy_id}: not trading yet (starts {book.start.date()})"]
+    first = int(live_rows[0])
+    sleeve_capital = 1.0 / len(prices.symbols)
+    bar_time = market.bar_time.to_pydatetime()
+    orders: list[OrderIntent] = []
+    for i, symbol in enumerate(prices.symbols):
+        bars = sleeve_bars(
+            *(array[first:, i] for array in (prices.open, prices.high, prices.low, prices.close, prices.atr)),
+            signals.to_numpy()[first:, i],
+        )
+        state = replay_sleeve(bars, book.genome.risk, costs, sleeve_capital)
+        if np.isnan(prices.close[-1, i]):
+            continue  # no bar for this symbol at the decision bar: the kernel decides nothing either
+        target = sleeve_target(state, book.genome.risk, costs, capital)
+        if target.quantity is None:
+            continue
+        meta = instruments.get(symbol)
+        if meta is None:
+            notes.append(f"{book.strategy_id}/{symbol}: no instrument metadata (volume step); not traded")
+            continue
+        order = order_for_target(
+            strategy_id=book.strategy_id,
+            symbol=symbol,
+            bar_time=bar_time,
+            current=held.get(symbol, 0.0),
+            target=target,
+            reference_price=float(market.closes[symbol]),
+            volume_step=meta.step_volume,
+            min_volume=meta.min_volume,
+        )
+        if order is not None:
+            orders.append(order)
+    return orders, notes
+
+
+# ------------------------------------------------------------------------------------------- broker answers
+
+
+def record_result(engine: Engine, result: OrderResult) -> str:
+    """Write a broker answer into the registry (fills first: they move positions and cash); returns status."""
+    with registry.session_scope(engine) as session:
+        for fill in result.fills:
+            registry.record_fill(
+                session,
+                client_order_id=result.client_order_id,
+                broker_fill_id=fill.broker_fill_id,
+                price=fill.price,
+                quantity=fill.quantity,
+                filled_at=fill.filled_at,
+                fee=fill.fee,
+            )
+        order = registry.get_order(session, result.client_order_id)
+        new_status = _REGISTRY_STATUS.get(result.status)
+        if new_status is not None and order.status not in (
+            RegistryStatus.FILLED.value,
+            RegistryStatus.REJECTED.value,
+            RegistryStatus.CANCELLED.value,
+        ):
+            if new_status is RegistryStatus.FILLED and not result.fills:
+                new_status = RegistryStatus.ACCEPTED  # filled per the broker, fills not reported yet
+            order = registry.update_order_status(
+                session,
+                result.client_order_id,
+                new_status.value,
+                broker_order_id=result.broker_order_id,
+                error=result.reason,
+            )
+        return order.status
+
+
+def _request_for(intent: OrderIntent, side: str, quantity: float) -> OrderRequest:
+    protective = intent.opens_position
+    return OrderRequest(
+        client_order_id=intent.client_order_id,
+        symbol=intent.symbol,
+        side=OrderSide(side),
+        quantity=quantity,
+        relative_stop_loss=intent.stop_distance if protective else None,
+        relative_take_profit=intent.take_profit_distance if protective else None,
+        label=f"emp:{intent.strategy_id}"[:100],
+    )
+
+
+def reconcile_open_orders(engine: Engine, broker: Broker, account_id: int, report: LiveTickReport) -> None:
+    """Ask the broker about every order the registry still holds open, and record the answers."""
+    with registry.session_scope(engine) as session:
+        open_orders = registry.orders_for_account(session, account_id, OPEN_ORDER_STATUSES)
+    for order in open_orders:
+        try:
+            result = broker.order_status(order.client_order_id)
+        except BrokerError as exc:
+            report.errors.append(f"reconcile {order.client_order_id}: {exc}")
+            continue
+        if result.status is BrokerStatus.NOT_FOUND:
+            report.reconciled[order.client_order_id] = "not_found"
+            continue
+        report.reconciled[order.client_order_id] = record_result(engine, result)
+
+
+# ------------------------------------------------------------------------------------------- the tick
+
+
+def _active_books(engine: Engine, config: LiveConfig) -> list[StrategyBook]:
+    books = []
+    with registry.session_scope(engine) as session:
+        for record in registry.active_strategies(session):
+            start = config.start or activation_time(session, record.id)
+            if start is None:
+                continue
+            stamp = pd.Timestamp(start).tz_convert("UTC").normalize()
+            books.append(StrategyBook(record.id, genome_from_dict(record.genome), stamp))
+    return sorted(books, key=lambda book: book.strategy_id)
+
+
+def _snapshot(
+    engine: Engine, account_id: int, market: MarketView, journal: LiveJournal
+) -> tuple[AccountSnapshot, float, float]:
+    with registry.session_scope(engine) as session:
+        account = registry.get_account(session, account_id)
+        positions = {p.symbol: p.quantity for p in registry.positions_for_account(session, account_id)}
+        kill_switch = registry.flag_enabled(session, registry.KILL_SWITCH)
+    equity = account_equity(account.cash, positions, market.closes)
+    day_start = journal.day_start_equity(market.bar_time)
+    snapshot = AccountSnapshot(
+        equity=equity,
+        day_start_equity=equity if day_start is None else day_start,
+        kill_switch=kill_switch,
+        positions=positions,
+        prices=market.closes,
+    )
+    return snapshot, account.cash, account.initial_cash
+
+
+def _submit(
+    engine: Engine,
+    broker: Broker,
+    account_id: int,
+    intent: OrderIntent,
+    decision: RiskDecision,
+    now: dt.datetime,
+    stale_after: dt.timedelta,
+    report: LiveTickReport,
+) -> str:
+    side = "buy" if decision.approved_quantity > 0 else "sell"
+    quantity = abs(decision.approved_quantity)
+    try:
+        with registry.session_scope(engine) as session:
+            order, created = registry.create_order_if_absent(
+                session,
+                client_order_id=intent.client_order_id,
+                account_id=account_id,
+                strategy_id=intent.strategy_id,
+                symbol=intent.symbol,
+                side=side,
+                quantity=quantity,
+                bar_time=intent.bar_time,
+                target_position=intent.target,
+            )
+    except ClientOrderIdConflictError:
+        # The same decision was recorded from another starting position (e.g. after a partial fill was
+        # cancelled): it was sent once already and is not sent again for this bar.
+        return "decision already recorded for this bar with another quantity; not sent again"
+    if not created:
+        if order.status not in OPEN_ORDER_STATUSES:
+            return f"already {order.status}"
+        if now - order.updated_at < stale_after:
+            report.left_to_other_run.append(intent.client_order_id)
+            return "recorded by another run, left to it"
+        existing = broker.order_status(intent.client_order_id)
+        if existing.status is not BrokerStatus.NOT_FOUND:
+            return record_result(engine, existing)
+        log.warning("order %s was recorded but never reached the broker; sending it", order.client_order_id)
+    try:
+        result = broker.submit_order(_request_for(intent, side, quantity))
+    except BrokerError as exc:
+        with registry.session_scope(engine) as session:
+            registry.update_order_status(
+                session, intent.client_order_id, RegistryStatus.UNKNOWN.value, error=f"submit failed: {exc}"
+            )
+        report.errors.append(f"submit {intent.client_order_id}: {exc}")
+        return RegistryStatus.UNKNOWN.value
+    return record_result(engine, result)
+
+
+def run_live_tick(
+    *,
+    engine: Engine,
+    data_dir: Path | str,
+    broker: Broker,
+    account_id: int,
+    now: dt.datetime,
+    config: LiveConfig | None = None,
+    instruments: Sequence[InstrumentMeta] | None = None,
+) -> LiveTickReport:
+    """Run steps 1-6 of the module docstring once; raises LiveExecutionError after recording if a step failed.
+
+    `now` (the caller's clock) is used only to tell a fresh order of a concurrent run from a stale one.
+    `instruments` defaults to the registry's instruments (volume steps and minimums).
+    """
+    config = config or LiveConfig()
+    market = load_market_view(data_dir)
+    report = LiveTickReport(bar_time=market.bar_time)
+    reconcile_open_orders(engine, broker, account_id, report)
+
+    books = _active_books(engine, config)
+    report.strategies = len(books)
+    with registry.session_scope(engine) as session:
+        metas = list(instruments) if instruments is not None else registry.load_instruments(session)
+        held = strategy_positions(session, account_id)
+    journal = LiveJournal(data_dir, account_id)
+    snapshot, _, initial_cash = _snapshot(engine, account_id, market, journal)
+    report.kill_switch = snapshot.kill_switch
+    report.day_start_equity = snapshot.day_start_equity
+    capital = config.capital_per_strategy or initial_cash / max(len(books), 1)
+    by_symbol = {meta.symbol: meta for meta in metas}
+
+    intents: list[OrderIntent] = []
+    for book in books:
+        mine = {symbol: q for (strategy_id, symbol), q in held.items() if strategy_id == book.strategy_id}
+        orders, notes = decide_orders(book, market, mine, by_symbol, config.costs, capital)
+        intents.extend(orders)
+        for note in notes:
+            log.info(note)
+    proposed = [ProposedOrder(i.client_order_id, i.symbol, i.signed_quantity) for i in intents]
+    decisions = check_orders(proposed, snapshot, config.limits)
+
+    stale_after = dt.timedelta(seconds=config.stale_order_seconds)
+    for intent, decision in zip(intents, decisions, strict=True):
+        final = intent
+        if decision.verdict is RiskVerdict.REDUCED:
+            final = intent.with_target(intent.current + decision.approved_quantity)
+        outcome = None
+        if decision.verdict is not RiskVerdict.REJECTED:
+            outcome = _submit(engine, broker, account_id, final, decision, now, stale_after, report)
+            report.submitted[final.client_order_id] = outcome
+        report.decisions.append(
+            {
+                "strategy_id": intent.strategy_id,
+                "symbol": intent.symbol,
+                "current": intent.current,
+                "target": final.target,
+                "requested_quantity": intent.signed_quantity,
+                "approved_quantity": decision.approved_quantity,
+                "verdict": decision.verdict.value,
+                "reason": decision.reason if outcome is None else f"{decision.reason}; {outcome}",
+                "client_order_id": final.client_order_id if outcome is not None else None,
+            }
+        )
+    journal.record_decisions(market.bar_time, report.decisions)
+    after, cash_after, _ = _snapshot(engine, account_id, market, journal)
+    report.equity = after.equity
+    journal.record_equity(market.bar_time, after.equity, cash_after)
+    if report.errors:
+        raise LiveExecutionError(
+            f"live tick at {market.bar_time} finished with {len(report.errors)} broker error(s); orders are "
+            f"recorded and will be reconciled by the next run: {'; '.join(report.errors)}"
+        )
+    return report

@@ -1,0 +1,58 @@
+"""The live engine's own record per bar: the account's equity and every decision the risk checks made.
+
+Equity at each bar's close gives the next day's starting equity (the daily loss limit's reference) without a
+wall clock, so a replay sees the same numbers. Decisions, approved or not, are kept with their reason: a
+rejected order leaves no trace in the broker or the orders table, and "why did it not trade?" must have an
+answer. Both are Parquet datasets under the data directory, one per account, rewritten per bar, so a re-run
+of the same bar replaces its rows instead of adding to them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from emp_pipeline.storage.parquet_frames import DatedFrameStore
+
+EQUITY_DATASET = "live_equity"
+DECISIONS_DATASET = "live_risk_decisions"
+DECISION_COLUMNS = (
+    "date",
+    "strategy_id",
+    "symbol",
+    "current",
+    "target",
+    "requested_quantity",
+    "approved_quantity",
+    "verdict",
+    "reason",
+    "client_order_id",
+)
+
+
+class LiveJournal:
+    """Per-account equity and risk decisions under `data_dir`."""
+
+    def __init__(self, data_dir: Path | str, account_id: int) -> None:
+        self._equity = DatedFrameStore(data_dir, f"{EQUITY_DATASET}/account_{account_id}")
+        self._decisions = DatedFrameStore(data_dir, f"{DECISIONS_DATASET}/account_{account_id}")
+
+    def day_start_equity(self, bar_time: pd.Timestamp) -> float | None:
+        """The equity recorded at the last bar before `bar_time`, or None on the first live day."""
+        history = self._equity.read_window(end=bar_time)
+        if history.empty or "equity" not in history.columns:
+            return None
+        return float(history.sort_values("date")["equity"].iloc[-1])
+
+    def record_equity(self, bar_time: pd.Timestamp, equity: float, cash: float) -> None:
+        frame = pd.DataFrame({"date": [bar_time], "equity": [float(equity)], "cash": [float(cash)]})
+        self._equity.write_window(frame, bar_time, bar_time + pd.Timedelta(days=1))
+
+    def record_decisions(self, bar_time: pd.Timestamp, rows: list[dict[str, object]]) -> None:
+        frame = pd.DataFrame.from_records(rows, columns=list(DECISION_COLUMNS))
+        frame["date"] = pd.Series([bar_time] * len(frame), dtype="datetime64[ns, UTC]")
+        self._decisions.write_window(frame, bar_time, bar_time + pd.Timedelta(days=1))
+
+    def decisions(self) -> pd.DataFrame:
+        return self._decisions.read_window()

@@ -1,0 +1,182 @@
+"""The live execution job end to end through real Dagster runs, on the paper broker.
+
+A temporary store holds bars, features and regimes made by the domain code; a temporary SQLite registry holds
+one active champion. The decision bar is the second-to-last bar, so the paper fill at the next open can be
+made to arrive by storing the last bar, as the daily assets would.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pandas as pd
+import pytest
+from dagster import DagsterInstance
+
+from emp_pipeline.defs.live import (
+    LIVE_POOL,
+    LIVE_RUN_TAG,
+    LiveBrokerResource,
+    live_execution_job,
+    live_execution_sensor,
+    live_run_key,
+)
+from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource
+from emp_pipeline.domain.backtest import entry_fill_price, fee_cost
+from emp_pipeline.domain.execution import round_to_step
+from emp_pipeline.live.commands import kill_switch_command
+from emp_pipeline.live.journal import LiveJournal
+from emp_pipeline.registry import repository as registry
+from emp_pipeline_tests.live_setup import make_market, prepare_registry, write_frames
+
+INITIAL_CASH = 100_000.0
+
+
+@pytest.fixture(scope="module")
+def market():
+    return make_market()
+
+
+@pytest.fixture
+def book(tmp_path, market):
+    database_url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    data_dir = tmp_path / "data"
+    strategy_id = prepare_registry(database_url, market)
+    decision_bar = market.dates[-2]
+    write_frames(data_dir, market, until=decision_bar)
+    return database_url, data_dir, strategy_id, decision_bar
+
+
+def _run(database_url, data_dir, decision_bar, **config):
+    resources = {
+        "database": DatabaseResource(url=database_url),
+        "lake": DataLakeResource(base_dir=str(data_dir)),
+        "live_broker": LiveBrokerResource(kind="paper", initial_cash=INITIAL_CASH),
+    }
+    run_config = {
+        "ops": {"execute_live_tick": {"config": {"start_date": str(decision_bar.date()), **config}}}
+    }
+    result = live_execution_job.execute_in_process(
+        run_config=run_config, resources=resources, instance=DagsterInstance.ephemeral()
+    )
+    assert result.success
+    (materialization,) = [
+        event for event in result.all_node_events if event.event_type_value == "STEP_OUTPUT"
+    ]
+    metadata = materialization.event_specific_data.metadata
+    return {key: value.value for key, value in metadata.items()}
+
+
+def _orders(database_url):
+    engine = registry.shared_engine(database_url)
+    with registry.session_scope(engine) as session:
+        account = registry.get_or_create_paper_account(session)
+        return (
+            account,
+            registry.orders_for_account(session, account.id),
+            {p.symbol: p for p in registry.positions_for_account(session, account.id)},
+        )
+
+
+def test_paper_run_orders_the_champions_entry_once_and_fills_it_at_the_next_open(book, market):
+    database_url, data_dir, strategy_id, decision_bar = book
+
+    first = _run(database_url, data_dir, decision_bar)
+    assert first["bar_time"] == str(decision_bar) and first["active_strategies"] == 1
+    assert first["orders_decided"] == 2 and first["orders_rejected_by_risk"] == 0
+    _, orders, positions = _orders(database_url)
+    assert len(orders) == 2 and {o.status for o in orders} == {"accepted"} and not positions
+    last_close = market.bars.loc[market.bars["date"] == decision_bar].set_index("symbol")["adj_close"]
+    for order in orders:
+        # Kernel sizing: fraction x sleeve equity (1/2 of the strategy's capital) at the decision close.
+        expected = round_to_step(0.4 * 0.5 * INITIAL_CASH / last_close[order.symbol], 1.0)
+        assert order.quantity == expected and order.side == "buy" and order.strategy_id == strategy_id
+        assert order.bar_time == decision_bar.to_pydatetime() and order.target_position == expected
+
+    again = _run(database_url, data_dir, decision_bar)  # the same bar once more: nothing new is sent
+    assert again["orders_decided"] == 0
+    assert len(_orders(database_url)[1]) == 2
+
+    next_bar = market.dates[-1]
+    write_frames(data_dir, market, until=next_bar)
+    third = _run(database_url, data_dir, decision_bar)
+    assert third["bar_time"] == str(next_bar) and third["orders_reconciled"] == 2
+    assert third["orders_decided"] == 0  # the kernel now holds: no new decision
+    account, orders, positions = _orders(database_url)
+    assert {o.status for o in orders} == {"filled"}
+    nxt = market.bars.loc[market.bars["date"] == next_bar].set_index("symbol")
+    cash = INITIAL_CASH
+    for order in orders:
+        adjusted_open = (
+            nxt.loc[order.symbol, "open"]
+            * nxt.loc[order.symbol, "adj_close"]
+            / nxt.loc[order.symbol, "close"]
+        )
+        price = entry_fill_price(adjusted_open, 1, 1.0)  # the backtest's fill at the next open
+        assert positions[order.symbol].quantity == order.quantity
+        assert positions[order.symbol].avg_price == pytest.approx(price, rel=1e-12)
+        cash -= order.quantity * price + fee_cost(order.quantity * price, 1.0)
+    assert account.cash == pytest.approx(cash, rel=1e-12)
+    equity = LiveJournal(data_dir, account.id)
+    assert equity.day_start_equity(next_bar + pd.Timedelta(days=1)) == pytest.approx(third["equity"])
+    assert math.isclose(third["day_start_equity"], first["equity"], rel_tol=1e-12)
+
+
+def test_kill_switch_blocks_new_orders_and_the_reason_is_journaled(book):
+    database_url, data_dir, _, decision_bar = book
+    out = io.StringIO()
+    assert kill_switch_command(database_url, "on", out, reason="test", updated_by="pytest") == 0
+    assert "kill switch: ON" in out.getvalue() and "pytest" in out.getvalue()
+
+    blocked = _run(database_url, data_dir, decision_bar)
+    assert blocked["kill_switch"] is True and blocked["orders_rejected_by_risk"] == 2
+    assert blocked["orders_sent_or_found"] == 0 and not _orders(database_url)[1]
+    account = _orders(database_url)[0]
+    journal = LiveJournal(data_dir, account.id).decisions()
+    assert list(journal["verdict"]) == ["rejected", "rejected"]
+    assert journal["reason"].str.contains("kill switch is on").all()
+
+    assert kill_switch_command(database_url, "off", io.StringIO()) == 0
+    released = _run(database_url, data_dir, decision_bar)
+    assert released["orders_sent_or_found"] == 2 and len(_orders(database_url)[1]) == 2
+    assert set(LiveJournal(data_dir, account.id).decisions()["verdict"]) == {"approved"}  # bar rewritten
+
+
+def test_position_limit_rejects_an_oversized_entry(book):
+    database_url, data_dir, _, decision_bar = book
+    report = _run(database_url, data_dir, decision_bar, max_position_fraction=0.1)
+    assert report["orders_rejected_by_risk"] == 2 and not _orders(database_url)[1]
+    assert "would exceed 10.00% of equity" in report["decisions"]
+
+
+def test_job_carries_the_concurrency_tag_and_pool(book):
+    assert live_execution_job.tags[LIVE_RUN_TAG] == "true"
+    assert live_execution_job.graph.node_named("execute_live_tick").definition.pool == LIVE_POOL
+
+
+def test_sensor_requests_one_run_per_new_regime_bar_and_champion_set():
+    from dagster import AssetKey, AssetMaterialization, build_sensor_context
+
+    instance = DagsterInstance.ephemeral()
+    context = build_sensor_context(instance=instance)
+    assert live_execution_sensor(context).skip_message.startswith("market_regimes has never")
+
+    instance.report_runless_asset_event(
+        AssetMaterialization(AssetKey("market_regimes"), partition="2024-03-01")
+    )
+    first = live_execution_sensor(build_sensor_context(instance=instance))
+    assert first.run_key == "live-2024-03-01-c0" and first.tags[LIVE_RUN_TAG] == "true"
+    same = live_execution_sensor(build_sensor_context(instance=instance, cursor=first.run_key))
+    assert "no new regime bar" in same.skip_message
+    instance.report_runless_asset_event(
+        AssetMaterialization(AssetKey("market_regimes"), partition="2024-02-29")
+    )
+    assert live_run_key(instance) == "live-2024-03-01-c0"  # a backfill of an older bar is not a new bar
+    instance.report_runless_asset_event(AssetMaterialization(AssetKey("champion_strategies")))
+    champions = live_execution_sensor(build_sensor_context(instance=instance, cursor=first.run_key))
+    assert champions.run_key.startswith("live-2024-03-01-c") and champions.run_key != first.run_key
+    instance.report_runless_asset_event(
+        AssetMaterialization(AssetKey("market_regimes"), partition="2024-03-04")
+    )
+    assert live_run_key(instance).startswith("live-2024-03-04-c")
