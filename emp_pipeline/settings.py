@@ -41,6 +41,12 @@ class Settings:
     emp_token_key: str | None = field(default=None, repr=False)
     token_key_prefix: str = "emp:"
     # --- end cTrader OAuth token ---
+    # --- live execution (emp_pipeline/live, defs/live.py): risk limits as fractions of account equity ---
+    max_position_fraction: float = 0.25
+    max_gross_exposure: float = 1.0
+    daily_loss_limit: float = 0.05
+    alert_webhook_url: str | None = field(default=None, repr=False)  # may embed a token (Slack-style)
+    # --- end live execution ---
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -81,4 +87,10 @@ class Settings:
             emp_token_key=env.get("EMP_TOKEN_KEY") or None,
             token_key_prefix=env.get("EMP_TOKEN_KEY_PREFIX") or "emp:",
             # --- end cTrader OAuth token ---
+            # --- live execution ---
+            max_position_fraction=float(env.get("EMP_MAX_POSITION_FRACTION") or 0.25),
+            max_gross_exposure=float(env.get("EMP_MAX_GROSS_EXPOSURE") or 1.0),
+            daily_loss_limit=float(env.get("EMP_DAILY_LOSS_LIMIT") or 0.05),
+            alert_webhook_url=env.get("EMP_ALERT_WEBHOOK_URL") or None,
+            # --- end live execution ---
         )
