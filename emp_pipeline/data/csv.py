@@ -17,7 +17,6 @@ import io
 import logging
 import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -73,6 +72,10 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "volume": ("volume", "vol", "tickvol", "tickvolume", "v"),
 }
 REQUIRED_COLUMNS = ("date", "open", "high", "low", "close")
+# A column naming the instrument: one value is fine (ignored), several mean a multi-symbol file.
+SYMBOL_COLUMN_KEYS = ("symbol", "ticker", "name", "code", "instrument")
+# Headers pandas writes for an unnamed index (`df.to_csv()` of a frame indexed by date).
+UNNAMED_INDEX_KEYS = ("", "unnamed0", "index")
 
 # A time of day, optionally followed by a timezone ("T05:00:00Z", " 00:00:00-05:00", " 4:00 PM UTC").
 _TIME_SUFFIX = re.compile(
@@ -147,7 +150,7 @@ def _header_key(header: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(header).lower())
 
 
-def _map_columns(headers: Iterable[str], path: Path) -> dict[str, str]:
+def _map_columns(headers: list[str], path: Path) -> dict[str, str]:
     """canonical column -> header in the file."""
     by_key: dict[str, list[str]] = {}
     for header in headers:
@@ -163,6 +166,8 @@ def _map_columns(headers: Iterable[str], path: Path) -> dict[str, str]:
             if candidates:
                 mapping[canonical] = candidates[0]
                 break
+    if "date" not in mapping and headers and _header_key(headers[0]) in UNNAMED_INDEX_KEYS:
+        mapping["date"] = headers[0]
     missing = [column for column in REQUIRED_COLUMNS if column not in mapping]
     if missing:
         raise MalformedDataError(
@@ -306,10 +311,23 @@ def _read_table(path: Path, symbol: str) -> pd.DataFrame:
     return table
 
 
+def _reject_several_symbols(raw: pd.DataFrame, path: Path) -> None:
+    for header in raw.columns:
+        if _header_key(header) in SYMBOL_COLUMN_KEYS:
+            values = [value for value in raw[header].str.strip().unique() if value]
+            if len(values) > 1:
+                shown = ", ".join(values[:5]) + (", ..." if len(values) > 5 else "")
+                raise MalformedDataError(
+                    f"{path}: column {header!r} holds {len(values)} symbols ({shown}); this source reads one "
+                    "symbol per file, so split it into <SYMBOL>.csv files"
+                )
+
+
 def read_bar_file(path: Path, symbol: str) -> tuple[pd.DataFrame, CsvFileReport]:
     """One CSV file as canonical bars (sorted, de-duplicated, checked) plus what was dropped."""
     raw = _read_table(path, symbol)
-    mapping = _map_columns(raw.columns, path)
+    mapping = _map_columns(list(raw.columns), path)
+    _reject_several_symbols(raw, path)
 
     blank = raw.apply(lambda column: column.str.strip() == "").all(axis=1)
     raw = raw.loc[~blank]

@@ -346,3 +346,26 @@ def test_investing_and_nasdaq_website_exports(tmp_path: Path) -> None:
            "01/16/2024,$468.79,103585900,$470.43,$471.19,$468.17",
            "01/12/2024,$472.65,123623700,$472.16,$473.67,$470.49")  # fmt: skip
     assert _fetch(tmp_path, "QQQ")["open"].tolist() == [472.16, 470.43]
+
+
+def test_unnamed_first_column_holds_the_dates_of_a_pandas_to_csv(tmp_path: Path) -> None:
+    _write(tmp_path, "GOOG.csv", ",Open,High,Low,Close,Volume",
+           "2004-08-19,100.0,104.06,95.96,100.34,22351900",
+           "2004-08-20,101.01,109.08,100.5,108.31,11428600")  # fmt: skip
+    bars = _fetch(tmp_path, "GOOG")
+    assert bars["date"].dt.strftime("%Y-%m-%d").tolist() == ["2004-08-19", "2004-08-20"]
+
+
+def test_a_file_holding_several_symbols_is_rejected(tmp_path: Path) -> None:
+    _write(tmp_path, "all_stocks.csv", "date,open,high,low,close,volume,Name",
+           "2013-02-08,15.07,15.12,14.63,14.75,8407500,AAL",
+           "2013-02-08,67.71,68.4,66.89,67.85,158168416,AAPL")  # fmt: skip
+    with pytest.raises(MalformedDataError, match=r"column 'Name' holds 2 symbols \(AAL, AAPL\).*split it"):
+        _fetch(tmp_path, "all_stocks")
+    _write(
+        tmp_path,
+        "AAL.csv",
+        "date,open,high,low,close,volume,Name",
+        "2013-02-08,15.07,15.12,14.63,14.75,1,AAL",
+    )
+    assert _fetch(tmp_path, "AAL")["close"].tolist() == [14.75]
