@@ -1,12 +1,17 @@
 """Daily bars from a folder of CSV files, one file per symbol (`<SYMBOL>.csv` or `<SYMBOL>.csv.gz`).
 
-Files come from anywhere (Yahoo exports, brokers, Stooq, hand edits), so reading is tolerant about layout
-and strict about content. Tolerated: column names in any case or common variant (Date/Datetime/Timestamp,
-"Adj Close"/adj_close, <CLOSE>, ...), `,` `;` or tab delimiters, dates with or without a time or timezone
-(the calendar day as written is the bar's day), unsorted rows, Yahoo's all-`null` rows (dropped and
-counted), exact duplicate rows (dropped and counted), a missing adjusted close (= close) or volume (= 0).
-Rejected with the file, line and column named: unreadable numbers or dates, partly missing prices,
-conflicting duplicates of one day, and bars whose open/close lie outside [low, high].
+Files come from anywhere (Yahoo exports, `yf.download(...).to_csv()`, brokers, MetaTrader, Stooq, website
+downloads, hand edits), so reading is tolerant about layout and strict about content.
+
+Tolerated: column names in any case or common variant (Date/Datetime/Timestamp, "Adj Close"/adj_close,
+<CLOSE>, Close/Last, ...), yfinance's three-row (Price, Ticker, Date) header, `,` `;` or tab delimiters,
+dates with or without a time or timezone (the calendar day as written is the bar's day), `$` prefixes,
+thousands separators and K/M/B volumes, unsorted rows, Yahoo's all-`null` rows and exact duplicate rows
+(both dropped and counted in `last_report`), a missing adjusted close (= close) or volume (= 0).
+
+Rejected, naming the file, line and column: unreadable numbers or dates, ambiguous day/month order,
+ragged rows, partly missing prices, conflicting duplicates of one day, non-positive prices, negative
+volume, and bars whose open/close lie outside [low, high].
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -124,7 +130,7 @@ def symbol_from_path(path: Path) -> str | None:
     return None
 
 
-def _open_text(path: Path):
+def _open_text(path: Path) -> TextIO:
     if path.name.lower().endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
     return path.open("r", encoding="utf-8-sig", newline="")
