@@ -31,7 +31,8 @@ Semantics (every number below is what ``simulate_population`` and the live engin
 Outputs: portfolio equity and daily returns (n_strategies, n_bars), optional per-instrument sleeve equity,
 trade counts, winning trades, gross profit and loss (net of costs, for win rate and profit factor),
 exposure (share of priced instrument-bars in a position) and turnover (traded notional / initial capital).
-The single-strategy path ``simulate_strategy`` runs the same kernel with a trade log.
+The single-strategy path ``simulate_strategy`` runs the same kernel with a trade log and each sleeve's final
+state (position, levels, and the order due at the next open).
 """
 
 from __future__ import annotations
@@ -67,6 +68,19 @@ TRADE_FIELDS: tuple[str, ...] = (
     "exit_reason",
 )
 _N_TRADE_FIELDS = len(TRADE_FIELDS)
+# Where each sleeve stands after the last bar, and what it will do at the next open (the live engine's view).
+STATE_FIELDS: tuple[str, ...] = (
+    "direction",
+    "units",
+    "entry_price",
+    "stop",
+    "take_profit",
+    "bars_held",
+    "cash",
+    "exit_at_next_open",
+    "enter_at_next_open",
+    "blocked_direction",
+)
 # Columns of the per-strategy statistics array.
 _STAT_TRADES, _STAT_WINS, _STAT_PROFIT, _STAT_LOSS, _STAT_IN_MARKET, _STAT_PRICED, _STAT_TURNOVER = range(7)
 _N_STATS = 7
@@ -193,6 +207,7 @@ def _population_kernel(
     instrument_equity: np.ndarray,
     stats: np.ndarray,
     trade_log: np.ndarray,
+    final_state: np.ndarray,
 ) -> int:
     """Prices are (n_instruments, n_bars) here (contiguous per instrument); returns the trades logged."""
     n_strategies, n_bars, n_instruments = signals.shape
@@ -341,6 +356,18 @@ def _population_kernel(
                 elif signal != 0 and signal != blocked and can_enter:
                     pending_entry = signal
                     pending_atr = a_row[t]
+            if final_state.shape[0] > 0:
+                state = final_state[s, i]
+                state[0] = direction
+                state[1] = units
+                state[2] = entry_price if direction != 0 else np.nan
+                state[3] = stop if direction != 0 else np.nan
+                state[4] = take_profit if direction != 0 else np.nan
+                state[5] = held if direction != 0 else 0
+                state[6] = cash
+                state[7] = pending_exit and direction != 0
+                state[8] = pending_entry
+                state[9] = blocked
             if direction != 0:
                 last = n_bars - 1
                 while last > 0 and np.isnan(c_row[last]):
@@ -477,7 +504,7 @@ def _run_kernel(
     slippage_bps: float,
     record_instruments: bool,
     trade_capacity: int,
-) -> tuple[PopulationResult, np.ndarray]:
+) -> tuple[PopulationResult, np.ndarray, np.ndarray]:
     if signals.dtype != np.int8 or signals.ndim != 3:
         raise BacktestInputError(
             f"signals must be int8 (n_strategies, n_bars, n_instruments), got {signals.dtype} {signals.shape}"
@@ -502,6 +529,9 @@ def _run_kernel(
     )
     stats = np.zeros((n_strategies, _N_STATS), dtype=np.float64)
     trade_log = np.empty((trade_capacity, _N_TRADE_FIELDS), dtype=np.float64)
+    # The final state rides along with the trade log: both only matter for single-strategy detail.
+    state_shape = (n_strategies, n_instruments, len(STATE_FIELDS)) if trade_capacity else (0, 0, 0)
+    final_state = np.zeros(state_shape, dtype=np.float64)
     n_logged = _population_kernel(
         np.ascontiguousarray(signals),
         *prices,
@@ -515,6 +545,7 @@ def _run_kernel(
         instrument_equity,
         stats,
         trade_log,
+        final_state,
     )
     previous = np.empty_like(equity)
     previous[:, 0] = 1.0
@@ -530,7 +561,7 @@ def _run_kernel(
         exposure=np.divide(stats[:, _STAT_IN_MARKET], np.maximum(stats[:, _STAT_PRICED], 1.0)),
         turnover=stats[:, _STAT_TURNOVER],
     )
-    return result, trade_log[:n_logged]
+    return result, trade_log[:n_logged], final_state
 
 
 def simulate_population(
@@ -542,14 +573,18 @@ def simulate_population(
     record_instruments: bool = False,
 ) -> PopulationResult:
     """Backtest every strategy on every instrument in one compiled call (see the module docstring)."""
-    result, _ = _run_kernel(signals, market, risk, fee_bps, slippage_bps, record_instruments, 0)
+    result, _, _ = _run_kernel(signals, market, risk, fee_bps, slippage_bps, record_instruments, 0)
     return result
 
 
 @dataclass(frozen=True)
 class StrategyBacktest:
+    """``final_state`` has one row per symbol (columns STATE_FIELDS): the position after the last bar and
+    the order the kernel would fill at the next open, which is what the live engine must reproduce."""
+
     result: PopulationResult
     trades: pd.DataFrame
+    final_state: pd.DataFrame
 
 
 def simulate_strategy(
@@ -567,7 +602,7 @@ def simulate_strategy(
     stacked = np.ascontiguousarray(signals, dtype=np.int8)[None]
     # At most two trades close per bar and sleeve (a signal exit at the open, then a stop on the new entry).
     capacity = 2 * signals.shape[0] * signals.shape[1] + signals.shape[1]
-    result, log = _run_kernel(
+    result, log, state = _run_kernel(
         stacked, market, RiskArrays.from_genomes([genome]), fee_bps, slippage_bps, True, capacity
     )
     trades = pd.DataFrame(log, columns=list(TRADE_FIELDS))
@@ -592,4 +627,10 @@ def simulate_strategy(
         }
     )
     frame = frame.sort_values(["entry_date", "symbol"], kind="mergesort").reset_index(drop=True)
-    return StrategyBacktest(result=result, trades=frame)
+    final_state = pd.DataFrame(
+        state[0], index=pd.Index(market.symbols, name="symbol"), columns=list(STATE_FIELDS)
+    )
+    for column in ("direction", "bars_held", "enter_at_next_open", "blocked_direction"):
+        final_state[column] = final_state[column].astype(np.int64)
+    final_state["exit_at_next_open"] = final_state["exit_at_next_open"].astype(bool)
+    return StrategyBacktest(result=result, trades=frame, final_state=final_state)

@@ -349,3 +349,23 @@ def test_kernel_matches_a_plain_reference_implementation_on_random_markets():
             total_trades += trades
         assert result.trade_counts[s] == total_trades
     assert result.trade_counts.sum() > 100
+
+
+def test_final_state_tells_the_live_engine_what_to_do_at_the_next_open():
+    market = _market([100.0, 100.0, 101.0, 102.0, 103.0], atr=2.0)
+    run = simulate_strategy(
+        _genome(direction="both", stop=1.5, take_profit=4.0, fraction=0.5),
+        _signals([0, 1, 1, 1, -1]),
+        market,
+        fee_bps=0.0,
+        slippage_bps=0.0,
+    )
+    state = run.final_state.loc["X"]
+    assert state["direction"] == 1 and state["bars_held"] == 3
+    assert state["entry_price"] == 101.0
+    assert (state["stop"], state["take_profit"]) == (101.0 - 3.0, 101.0 + 8.0)
+    assert state["units"] == pytest.approx(0.5 / 101.0)
+    assert state["exit_at_next_open"] and state["enter_at_next_open"] == -1
+    flat = simulate_strategy(_genome(), _signals([0, 0, 0, 0, 0]), market, 0.0, 0.0).final_state.loc["X"]
+    assert flat["direction"] == 0 and not flat["exit_at_next_open"] and flat["enter_at_next_open"] == 0
+    assert flat["cash"] == 1.0
