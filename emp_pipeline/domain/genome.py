@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,8 +45,6 @@ STOP_ATR_BOUNDS = (0.25, 10.0)
 TAKE_PROFIT_ATR_BOUNDS = (0.25, 20.0)
 POSITION_FRACTION_BOUNDS = (0.01, 1.0)
 MAX_HOLDING_BOUNDS = (1, 500)
-
-Direction = Literal["long", "short", "both"]
 
 
 class GenomeError(ValueError):
