@@ -76,7 +76,7 @@ class RuleConfig:
 
     trend_threshold: float = 1.0
     volatility_quantile: float = 0.8
-    volatility_lookback: int = 504
+    volatility_lookback: int = 756
     min_history: int = 252
     temperature: float = 2.0
 
