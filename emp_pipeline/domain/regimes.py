@@ -102,6 +102,7 @@ class RuleRegimeClassifier:
         """Per-bar scores (n, 4) in REGIME_LABELS order and the rows whose inputs are still warming up."""
         _require_columns(features, ("symbol", "what_momentum_60", "what_volatility_20"), "feature frame")
         config = self.config
+        features = features.reset_index(drop=True)  # the rank below realigns on this index
         trend = features["what_momentum_60"].to_numpy(dtype=np.float64) / config.trend_threshold
         volatility_rank = (
             features.groupby("symbol", sort=False)["what_volatility_20"]
