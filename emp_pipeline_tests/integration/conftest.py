@@ -43,16 +43,22 @@ def _admin_connection() -> psycopg2.extensions.connection:
     )
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for this test; it is dropped (connections terminated) afterwards."""
-    name = f"emp_test_{uuid.uuid4().hex[:16]}"
+def _create_database(name: str, template: str | None = None) -> str:
     admin = _admin_connection()
     try:
         with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        yield f"postgresql+psycopg2://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
+            statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if template is not None:
+                statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            cursor.execute(statement)
     finally:
+        admin.close()
+    return f"postgresql+psycopg2://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
+
+
+def _drop_database(name: str) -> None:
+    admin = _admin_connection()
+    try:
         with admin.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> "
@@ -60,7 +66,33 @@ def postgres_url() -> Iterator[str]:
                 (name,),
             )
             cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
         admin.close()
+
+
+def _unique_name(kind: str) -> str:
+    return f"emp_{kind}_{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test; it is dropped (connections terminated) afterwards."""
+    name = _unique_name("test")
+    try:
+        yield _create_database(name)
+    finally:
+        _drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_registry_template() -> Iterator[str]:
+    """A PostgreSQL database migrated to head once per session, cloned by `migrated_registry_url`."""
+    name = _unique_name("template")
+    try:
+        upgrade_database(_create_database(name))  # disposes its engine: a template must have no connections
+        yield name
+    finally:
+        _drop_database(name)
 
 
 @pytest.fixture
@@ -71,15 +103,29 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def registry_url(request: pytest.FixtureRequest) -> str:
-    """The same test once against SQLite (embedded mode) and once against PostgreSQL (production)."""
+    """The same test once against SQLite (embedded mode) and once against PostgreSQL (production); empty."""
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def migrated_registry_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Like `registry_url`, but already migrated to head (PostgreSQL: cloned from a migrated template)."""
+    if request.param == "sqlite":
+        url = request.getfixturevalue("sqlite_url")
+        upgrade_database(url)
+        yield url
+        return
+    name = _unique_name("test")
+    try:
+        yield _create_database(name, template=request.getfixturevalue("postgres_registry_template"))
+    finally:
+        _drop_database(name)
+
+
 @pytest.fixture
-def registry_engine(registry_url: str) -> Iterator[Engine]:
-    """An engine on a registry database migrated to the latest revision."""
-    upgrade_database(registry_url)
-    engine = make_engine(registry_url)
+def registry_engine(migrated_registry_url: str) -> Iterator[Engine]:
+    """An engine on a fresh registry database at the latest revision."""
+    engine = make_engine(migrated_registry_url)
     try:
         yield engine
     finally:

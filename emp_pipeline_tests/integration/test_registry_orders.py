@@ -256,7 +256,9 @@ def _fill_orders_in_process(
 
 
 def _run_in_two_processes(target, args_per_process) -> list:
-    context = multiprocessing.get_context("spawn")
+    # fork keeps the test fast (no re-import); each child builds its own engine and never touches the parent's
+    # pooled connections, and multiprocessing ends forked children with os._exit, so those stay intact.
+    context = multiprocessing.get_context("fork")
     barrier = context.Barrier(len(args_per_process))
     results = context.Queue()
     processes = [context.Process(target=target, args=(*args, barrier, results)) for args in args_per_process]
@@ -270,13 +272,14 @@ def _run_in_two_processes(target, args_per_process) -> list:
 
 
 def test_concurrent_create_order_if_absent_from_two_processes_gives_one_row(
-    registry_url: str, registry_engine: Engine
+    migrated_registry_url: str, registry_engine: Engine
 ) -> None:
     account_id = paper_account(registry_engine)
     ids = [f"race-{n}" for n in range(25)]
 
     first, second = _run_in_two_processes(
-        _create_orders_in_process, [(registry_url, account_id, ids), (registry_url, account_id, ids)]
+        _create_orders_in_process,
+        [(migrated_registry_url, account_id, ids), (migrated_registry_url, account_id, ids)],
     )
 
     created = [client_id for client_id, _, was_created in first + second if was_created]
@@ -287,7 +290,7 @@ def test_concurrent_create_order_if_absent_from_two_processes_gives_one_row(
 
 
 def test_concurrent_fills_on_one_symbol_serialise_the_position(
-    registry_url: str, registry_engine: Engine
+    migrated_registry_url: str, registry_engine: Engine
 ) -> None:
     account_id = paper_account(registry_engine)
     for name in ("a", "b"):
@@ -297,8 +300,8 @@ def test_concurrent_fills_on_one_symbol_serialise_the_position(
     _run_in_two_processes(
         _fill_orders_in_process,
         [
-            (registry_url, [f"a{n}" for n in range(15)], "A"),
-            (registry_url, [f"b{n}" for n in range(15)], "B"),
+            (migrated_registry_url, [f"a{n}" for n in range(15)], "A"),
+            (migrated_registry_url, [f"b{n}" for n in range(15)], "B"),
         ],
     )
 
