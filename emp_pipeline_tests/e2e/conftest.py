@@ -36,6 +36,78 @@ PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 VENV_BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
+RUN_TIMEOUT_S = 150.0
+PROBE_LOCATION = "rehearsal_probe"
+LIVE_EXECUTION_TAG = "emp/live-execution"
+REHEARSAL_PARTITIONS = ("2008-09-15", "2008-09-16")
+# The checks market_bars evaluates in its own step (the UI lists them under the asset's "Checks" tab).
+BARS_CHECKS = ("ohlc_consistent", "positive_prices", "unique_symbol_date", "no_calendar_gaps")
+
+# The project has no schedule or sensor that fires within a test's minutes yet (its schedules run after the
+# market close, its token sensor every 5 minutes), so the rehearsal adds this location next to the
+# project's to watch the daemon's scheduler and sensor loops work on the production instance config.
+PROBE_DEFINITIONS = """
+from dagster import Definitions, RunRequest, ScheduleDefinition, SkipReason, job, op, sensor
+
+
+@op
+def probe_op() -> None:
+    pass
+
+
+@job
+def probe_job() -> None:
+    probe_op()
+
+
+@sensor(job=probe_job, minimum_interval_seconds=5)
+def rehearsal_sensor(context):
+    return SkipReason("the rehearsal only watches the daemon tick")
+
+
+defs = Definitions(
+    jobs=[probe_job],
+    schedules=[ScheduleDefinition(name="rehearsal_schedule", job=probe_job, cron_schedule="* * * * *")],
+    sensors=[rehearsal_sensor],
+)
+"""
+
+LAUNCH_RUN = """
+mutation Launch($executionParams: ExecutionParams!) {
+  launchRun(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on PythonError { message stack }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on Error { message }
+  }
+}
+"""
+
+RUN_STATUS = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { runId status startTime endTime }
+    ... on Error { message }
+  }
+}
+"""
+TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
+
+RUN_ERRORS = """
+query Errors($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection {
+      events {
+        __typename
+        ... on MessageEvent { message level }
+        ... on ErrorEvent { error { message } }
+      }
+    }
+  }
+}
+"""
 
 
 class RehearsalError(RuntimeError):
@@ -59,6 +131,21 @@ def with_option(command: list[str], option: str, value: str) -> list[str]:
 def compose_commands() -> dict[str, list[str]]:
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
     return {name: list(services[name]["command"]) for name in REHEARSED_SERVICES}
+
+
+def compose_health_check(service: str) -> list[str]:
+    """The service's health-check command from docker-compose.yml, without the leading "CMD"."""
+    test = yaml.safe_load(COMPOSE_FILE.read_text())["services"][service]["healthcheck"]["test"]
+    if test[0] != "CMD":
+        raise RehearsalError(f"{service}'s health check {test} is not an exec-form CMD the rehearsal can run")
+    return list(test[1:])
+
+
+def _command_succeeds(command: list[str], env: dict[str, str]) -> bool:
+    completed = subprocess.run(
+        [str(VENV_BIN / command[0]), *command[1:]], env=env, capture_output=True, timeout=60, check=False
+    )
+    return completed.returncode == 0
 
 
 def rehearsal_instance_config() -> dict[str, Any]:
@@ -89,6 +176,53 @@ class Deployment:
         if body.get("errors"):
             raise RehearsalError(f"GraphQL errors: {json.dumps(body['errors'])[:2000]}")
         return body["data"]
+
+    def launch_run(
+        self,
+        job_name: str,
+        *,
+        location: str | None = None,
+        assets: tuple[str, ...] = (),
+        checks: tuple[tuple[str, str], ...] = (),
+        tags: dict[str, str] | None = None,
+    ) -> dict[str, str]:
+        """`launchRun` through GraphQL, as the UI's Materialize button does; returns runId and status."""
+        selector: dict[str, Any] = {
+            "repositoryLocationName": location or self.location_name,
+            "repositoryName": "__repository__",
+            "jobName": job_name,
+        }
+        if assets:
+            selector["assetSelection"] = [{"path": [name]} for name in assets]
+        if checks:
+            selector["assetCheckSelection"] = [{"assetKey": {"path": [a]}, "name": c} for a, c in checks]
+        params = {
+            "selector": selector,
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
+        }
+        result = self.graphql(LAUNCH_RUN, {"executionParams": params})["launchRun"]
+        if result["__typename"] != "LaunchRunSuccess":
+            raise RehearsalError(f"launchRun answered {result['__typename']}: {json.dumps(result)[:3000]}")
+        return result["run"]
+
+    def run_errors(self, run_id: str) -> list[str]:
+        """The run's ERROR-level messages and error texts, to make a failed run's assertion say why."""
+        events = self.graphql(RUN_ERRORS, {"runId": run_id})["logsForRun"].get("events", [])
+        return [
+            f"{event.get('message', '')} {(event.get('error') or {}).get('message', '')}".strip()
+            for event in events
+            if event.get("level") == "ERROR" or event.get("error")
+        ]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]
+
+    def wait_for_runs(self, run_ids: list[str], timeout_s: float = RUN_TIMEOUT_S) -> list[dict[str, Any]]:
+        def finished() -> list[dict[str, Any]] | None:
+            runs = [self.run(run_id) for run_id in run_ids]
+            return runs if all(run["status"] in TERMINAL_RUN_STATUSES for run in runs) else None
+
+        return self.wait_for(f"runs {run_ids} to finish", finished, timeout_s, interval_s=2.0)
 
     def log_tail(self, service: str, characters: int = 3000) -> str:
         return self.logs[service].read_text(errors="replace")[-characters:]
@@ -190,6 +324,16 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     grpc_port, webserver_port = free_port(), free_port()
     workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
     workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=grpc_port)
+    (root / "rehearsal_probe.py").write_text(PROBE_DEFINITIONS)
+    workspace["load_from"].append(
+        {
+            "python_file": {
+                "relative_path": "rehearsal_probe.py",
+                "location_name": PROBE_LOCATION,
+                "working_directory": str(root),
+            }
+        }
+    )
     workspace_file = root / "workspace.yaml"
     workspace_file.write_text(yaml.safe_dump(workspace))
 
@@ -235,7 +379,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     )
     _admin(f'CREATE DATABASE "{database}"')
     try:
-        for service in REHEARSED_SERVICES:
+        # As docker-compose orders them: the webserver and daemon start once the code server is healthy.
+        deployment.processes["emp_user_code"] = _start(
+            service_commands["emp_user_code"], env, deployment.logs["emp_user_code"], cwd=root
+        )
+        health_check = with_option(compose_health_check("emp_user_code"), "-p", str(grpc_port))
+        deployment.wait_for(
+            "the code server's health check", lambda: _command_succeeds(health_check, env), STARTUP_TIMEOUT_S
+        )
+        for service in REHEARSED_SERVICES[1:]:
             deployment.processes[service] = _start(
                 service_commands[service], env, deployment.logs[service], cwd=root
             )
@@ -256,3 +408,26 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         if stale:
             client.delete(*stale)
         client.close()
+
+
+@dataclass(frozen=True)
+class Materialization:
+    launched: list[dict[str, str]]  # runId and the status launchRun answered (QUEUED: the coordinator's)
+    runs: list[dict[str, Any]]  # the same runs once finished
+
+
+@pytest.fixture(scope="session")
+def materialized_bars(deployment: Deployment) -> Materialization:
+    """Two `market_bars` partitions with their in-step checks, launched through GraphQL, both tagged as
+    live execution so the coordinator's one-at-a-time limit applies."""
+    launched = [
+        deployment.launch_run(
+            "__ASSET_JOB",
+            assets=("market_bars",),
+            checks=tuple(("market_bars", name) for name in BARS_CHECKS),
+            tags={"dagster/partition": partition, LIVE_EXECUTION_TAG: "rehearsal"},
+        )
+        for partition in REHEARSAL_PARTITIONS
+    ]
+    runs = deployment.wait_for_runs([run["runId"] for run in launched])
+    return Materialization(launched=launched, runs=runs)
