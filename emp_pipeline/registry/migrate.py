@@ -7,6 +7,7 @@ passwords never pass through configparser interpolation. SQLite migrations run w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -39,12 +40,21 @@ def head_revision() -> str:
 
 def upgrade_database(url: str, revision: str = "head") -> str | None:
     """Bring the registry at `url` up to `revision` (default: the latest); returns the revision reached."""
+    return _migrate(url, command.upgrade, revision)
+
+
+def downgrade_database(url: str, revision: str) -> str | None:
+    """Take the registry at `url` back to `revision` ("base" drops every registry table); returns it."""
+    return _migrate(url, command.downgrade, revision)
+
+
+def _migrate(url: str, step: Callable[[Config, str], None], revision: str) -> str | None:
     engine = make_engine(url, foreign_keys=False)
     try:
         with engine.begin() as connection:
             config = alembic_config()
             config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            step(config, revision)
             if connection.dialect.name == "sqlite":
                 broken = connection.execute(text("PRAGMA foreign_key_check")).fetchall()
                 if broken:

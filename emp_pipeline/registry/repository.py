@@ -204,7 +204,12 @@ def _upsert(
     rows: Sequence[Mapping[str, Any]],
     keys: Sequence[str],
 ) -> int:
-    """Insert `rows`, replacing every non-key column of rows whose `keys` already exist."""
+    """Insert `rows`, replacing every non-key column of rows whose `keys` already exist.
+
+    Rows repeating a key within `rows` collapse to the last one (PostgreSQL refuses to update a row twice in
+    one statement); the count returned is of distinct keys.
+    """
+    rows = list({tuple(row[key] for key in keys): row for row in rows}.values())
     if not rows:
         return 0
     statement = _insert(session, model)

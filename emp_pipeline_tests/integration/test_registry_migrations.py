@@ -6,6 +6,7 @@ from sqlalchemy import inspect, text
 
 from emp_pipeline.registry.migrate import (
     current_revision,
+    downgrade_database,
     head_revision,
     schema_differences,
     upgrade_database,
@@ -51,3 +52,16 @@ def test_schema_comparison_reports_drift(registry_url: str) -> None:
 
     assert any("ix_orders_strategy_id" in d for d in differences)
     assert any("stray" in d for d in differences)
+
+
+def test_downgrade_to_base_removes_the_schema_and_upgrade_rebuilds_it(registry_url: str) -> None:
+    upgrade_database(registry_url)
+
+    assert downgrade_database(registry_url, "base") is None
+    engine = make_engine(registry_url)
+    try:
+        assert set(inspect(engine).get_table_names()) & set(Base.metadata.tables) == set()
+    finally:
+        engine.dispose()
+    assert upgrade_database(registry_url) == head_revision()
+    assert schema_differences(registry_url) == []

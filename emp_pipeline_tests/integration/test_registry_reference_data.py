@@ -58,7 +58,7 @@ def test_instruments_round_trip_and_upsert_replaces(registry_engine: Engine) -> 
         assert upsert_instruments(session, universe.instruments) == len(universe.instruments)
     renamed = dataclasses.replace(universe.instruments[0], name="Renamed", min_volume=0.5)
     with session_scope(registry_engine) as session:
-        upsert_instruments(session, [renamed])
+        assert upsert_instruments(session, [universe.instruments[0], renamed]) == 1  # the last one wins
 
     assert rows(registry_engine, Instrument) == len(universe.instruments)
     with session_scope(registry_engine) as session:
