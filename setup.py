@@ -12,6 +12,7 @@ setup(
     package_data={
         "emp_pipeline": [
             "data/sample/*",
+            "data/sample/macro/*",
             "data/universes/*.yaml",
             "registry/alembic.ini",
             "registry/migrations/*.py",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, define_asset_job
+from dagster import AssetCheckKey, AssetKey, AssetSelection, define_asset_job
 
 from emp_pipeline.defs.partitions import daily_bar_partitions
+
+MARKET_BARS_FRESH = AssetCheckKey(AssetKey("market_bars"), "market_bars_fresh")
 
 universe_job = define_asset_job(
     "universe_job",
@@ -18,4 +20,10 @@ daily_update_job = define_asset_job(
     - AssetSelection.assets("instrument_universe"),
     partitions_def=daily_bar_partitions,
     description="New daily bars, then features and regimes for the same days.",
+)
+
+freshness_job = define_asset_job(
+    "freshness_job",
+    selection=AssetSelection.checks(MARKET_BARS_FRESH),
+    description="Is the newest stored bar of every symbol current? Scheduled apart from backfills.",
 )

@@ -1,0 +1,56 @@
+"""The `emp` command: the demo, registry migrations, and the operator commands of later concerns."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from emp_pipeline.auth.commands import add_token_commands
+from emp_pipeline.settings import Settings
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from emp_pipeline.demo import run_demo
+
+    run_demo(settings, out=out, periods=args.periods)
+    return 0
+
+
+def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from emp_pipeline.registry.migrate import current_revision, upgrade_database
+
+    upgrade_database(settings.database_url, revision=args.revision)
+    out.write(f"registry at revision {current_revision(settings.database_url)}\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emp", description="Evolving Market Predator pipeline")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="materialize the whole pipeline on the embedded defaults")
+    demo.add_argument("--periods", type=int, default=3, help="walk-forward periods to evolve and evaluate")
+    demo.set_defaults(handler=_cmd_demo)
+
+    database = commands.add_parser("db", help="registry database").add_subparsers(
+        dest="db_command", required=True
+    )
+    upgrade = database.add_parser(
+        "upgrade", help="apply Alembic migrations to EMP_DATABASE_URL / DATABASE_URL"
+    )
+    upgrade.add_argument("--revision", default="head")
+    upgrade.set_defaults(handler=_cmd_db_upgrade)
+
+    add_token_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args, Settings.from_env(), out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""The one Definitions object: every asset, check, job, schedule, sensor and resource of the project.
+
+Which resources an environment gets is decided here from `Settings` (embedded defaults: SQLite registry,
+Parquet under EMP_DATA_DIR, bundled sample data, paper broker). Secrets reach resources through EnvVar.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
+
+from emp_pipeline.defs.assets import market_data
+from emp_pipeline.defs.io_managers import ParquetFrameIOManager
+from emp_pipeline.defs.jobs import daily_update_job, freshness_job, universe_job
+from emp_pipeline.defs.resources import (
+    CTraderTokenResource,
+    DatabaseResource,
+    DataLakeResource,
+    MarketDataResource,
+)
+from emp_pipeline.defs.token_refresh import TOKEN_RESOURCE_KEY, ctrader_token_sensor, token_refresh_job
+from emp_pipeline.settings import Settings
+
+ASSET_MODULES = [market_data]
+
+
+def _env_or(variable: str, default: str | None) -> str | EnvVar | None:
+    """EnvVar when the variable is set, so a secret is resolved at run time and never stored in config."""
+    return EnvVar(variable) if os.environ.get(variable) else default
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    # A URL from the environment may hold a password: pass it as EnvVar so it never lands in run config.
+    database_url = _env_or("EMP_DATABASE_URL", None) or _env_or("DATABASE_URL", settings.database_url)
+    resources: dict[str, object] = {
+        "database": DatabaseResource(url=database_url),
+        "market_data": MarketDataResource(
+            source=settings.data_source,
+            universe_file=str(settings.universe_file) if settings.universe_file else None,
+            csv_dir=str(settings.csv_dir) if settings.csv_dir else None,
+        ),
+        "lake": DataLakeResource(base_dir=str(settings.data_dir)),
+        "frame_io_manager": ParquetFrameIOManager(base_dir=str(settings.data_dir)),
+    }
+    if settings.ctrader_client_id:
+        resources[TOKEN_RESOURCE_KEY] = CTraderTokenResource(
+            client_id=EnvVar("CTRADER_CLIENT_ID"),
+            client_secret=EnvVar("CTRADER_CLIENT_SECRET"),
+            token_key=_env_or("EMP_TOKEN_KEY", None),
+            redis_url=_env_or("REDIS_URL", settings.redis_url),
+            token_url=settings.ctrader_token_url,
+            key_prefix=settings.token_key_prefix,
+            refresh_margin_seconds=settings.ctrader_refresh_margin_s,
+        )
+    return resources
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    jobs = [universe_job, daily_update_job, freshness_job]
+    sensors = []
+    # The token lifecycle exists only where a cTrader app is configured: the paper broker needs no token.
+    if settings.ctrader_client_id:
+        jobs.append(token_refresh_job)
+        sensors.append(ctrader_token_sensor)
+    return Definitions(
+        assets=load_assets_from_modules(ASSET_MODULES),
+        asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
+        jobs=jobs,
+        sensors=sensors,
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions(Settings.from_env())
