@@ -68,9 +68,73 @@ def connect_to_filled_ms(server: FakeCTraderServer, tokens: FakeTokenProvider) -
     return samples
 
 
+# --- in-process live decision (emp_pipeline/live): signal + target + risk + order, no I/O ---
+IN_PROCESS_REPEATS = 30
+IN_PROCESS_INSTRUMENTS = 10
+IN_PROCESS_STRATEGIES = 3
+IN_PROCESS_LIVE_BARS = 250  # bars replayed since the strategies started trading (the kernel state)
+
+
+def in_process_ms(server: FakeCTraderServer, tokens: FakeTokenProvider) -> list[float]:
+    """One live tick's computation for 3 champions on 10 instruments: genome signals over the stored history,
+    the kernel state replayed over the last 250 bars, targets, order diff, risk checks and order requests.
+    Data are already in memory (loading Parquet and the broker round trips are measured elsewhere)."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from emp_pipeline.domain.execution import Costs
+    from emp_pipeline.domain.genome import Condition
+    from emp_pipeline.domain.risk import AccountSnapshot, ProposedOrder, RiskLimits, check_orders
+    from emp_pipeline.live.engine import MarketView, StrategyBook, decide_orders, order_request
+    from emp_pipeline_tests.live_setup import ALWAYS_LONG, make_market
+
+    symbols = tuple(f"SYN{i:02d}" for i in range(IN_PROCESS_INSTRUMENTS))
+    market = make_market(symbols=symbols)
+    last = market.dates[-1]
+    closes = market.bars.loc[market.bars["date"] == last].set_index("symbol")["close"].to_dict()
+    view = MarketView(market.bars, market.features, market.regimes, last, closes)
+    start = market.dates[-IN_PROCESS_LIVE_BARS]
+    books = [
+        StrategyBook(
+            f"s{k}",
+            replace(
+                ALWAYS_LONG,
+                direction="both",
+                long_entry=Condition("what_log_return_1", ">", 0.001 * k),
+                short_entry=Condition("what_log_return_1", "<", -0.001 * k),
+            ),
+            pd.Timestamp(start),
+        )
+        for k in range(IN_PROCESS_STRATEGIES)
+    ]
+    instruments = {meta.symbol: meta for meta in market.instruments}
+    snapshot = AccountSnapshot(100_000.0, 100_000.0, False, {}, closes)
+    samples = []
+    for _ in range(IN_PROCESS_REPEATS):
+        started = time.perf_counter()
+        intents = []
+        for book in books:
+            intents.extend(decide_orders(book, view, {}, instruments, Costs(), 100_000.0)[0])
+        proposed = [ProposedOrder(i.client_order_id, i.symbol, i.signed_quantity) for i in intents]
+        decisions = check_orders(proposed, snapshot, RiskLimits())
+        requests = [
+            order_request(intent, "buy" if d.approved_quantity > 0 else "sell", abs(d.approved_quantity))
+            for intent, d in zip(intents, decisions, strict=True)
+            if d.approved_quantity
+        ]
+        samples.append((time.perf_counter() - started) * 1000)
+    print(f"# in_process: {len(intents)} orders decided, {len(requests)} approved per tick")
+    return samples
+
+
+# --- end in-process live decision ---
+
+
 MEASUREMENTS: dict[str, Callable[[FakeCTraderServer, FakeTokenProvider], list[float]]] = {
     "order_filled_ms": order_filled_ms,
     "connect_to_filled_ms": connect_to_filled_ms,
+    "in_process_ms": in_process_ms,
 }
 
 

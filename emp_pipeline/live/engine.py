@@ -255,7 +255,7 @@ def record_result(engine: Engine, result: OrderResult) -> str:
         return order.status
 
 
-def _request_for(intent: OrderIntent, side: str, quantity: float) -> OrderRequest:
+def order_request(intent: OrderIntent, side: str, quantity: float) -> OrderRequest:
     protective = intent.opens_position
     return OrderRequest(
         client_order_id=intent.client_order_id,
@@ -358,7 +358,7 @@ def _submit(
             return record_result(engine, existing)
         log.warning("order %s was recorded but never reached the broker; sending it", order.client_order_id)
     try:
-        result = broker.submit_order(_request_for(intent, side, quantity))
+        result = broker.submit_order(order_request(intent, side, quantity))
     except BrokerError as exc:
         with registry.session_scope(engine) as session:
             registry.update_order_status(
