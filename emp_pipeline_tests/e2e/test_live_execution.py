@@ -8,16 +8,21 @@ made to arrive by storing the last bar, as the daily assets would.
 from __future__ import annotations
 
 import io
+import json
 import math
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pandas as pd
 import pytest
-from dagster import DagsterInstance
+from dagster import DagsterInstance, build_run_status_sensor_context
 
 from emp_pipeline.defs.live import (
     LIVE_POOL,
     LIVE_RUN_TAG,
     LiveBrokerResource,
+    live_execution_failure_sensor,
     live_execution_job,
     live_execution_sensor,
     live_run_key,
@@ -25,6 +30,7 @@ from emp_pipeline.defs.live import (
 from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.backtest import entry_fill_price, fee_cost
 from emp_pipeline.domain.execution import round_to_step
+from emp_pipeline.live.alerts import send_alert
 from emp_pipeline.live.commands import kill_switch_command
 from emp_pipeline.live.journal import LiveJournal
 from emp_pipeline.registry import repository as registry
@@ -180,3 +186,64 @@ def test_sensor_requests_one_run_per_new_regime_bar_and_champion_set():
         AssetMaterialization(AssetKey("market_regimes"), partition="2024-03-04")
     )
     assert live_run_key(instance).startswith("live-2024-03-04-c")
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict]]]:
+    """A local HTTP endpoint that records the JSON bodies POSTed to it."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            received.append(json.loads(self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hooks/secret-token", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_failed_live_run_raises_an_alert_through_the_webhook(tmp_path, webhook, monkeypatch, caplog):
+    url, received = webhook
+    monkeypatch.setenv("EMP_ALERT_WEBHOOK_URL", url)
+    instance = DagsterInstance.ephemeral()
+    resources = {
+        "database": DatabaseResource(url=f"sqlite:///{tmp_path / 'registry.sqlite'}"),
+        "lake": DataLakeResource(base_dir=str(tmp_path / "empty")),
+        "live_broker": LiveBrokerResource(kind="paper"),
+    }
+    result = live_execution_job.execute_in_process(
+        resources=resources, instance=instance, raise_on_error=False
+    )
+    assert not result.success  # nothing materialized yet: the run says so and fails
+    assert "materialise market_bars" in result.failure_data_for_node("execute_live_tick").error.message
+
+    context = build_run_status_sensor_context(
+        sensor_name="live_execution_failure_sensor",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+    ).for_run_failure()
+    with caplog.at_level("ERROR"):
+        live_execution_failure_sensor(context)
+    (alert,) = received
+    assert alert["title"] == "emp live execution run failed"
+    assert alert["details"]["run_id"] == result.run_id and alert["details"]["job"] == "live_execution_job"
+    assert "ALERT emp live execution run failed" in caplog.text
+
+
+def test_an_unreachable_webhook_is_logged_not_raised(caplog):
+    with caplog.at_level("ERROR"):
+        delivered = send_alert("t", {"k": "v"}, "http://127.0.0.1:9/hooks/secret-token")
+    assert delivered is False
+    assert "ALERT t: k=v" in caplog.text and "secret-token" not in caplog.text
