@@ -152,6 +152,20 @@ class CTraderTokenManager:
                 return RefreshOutcome(stored, refreshed=False)
             return RefreshOutcome(self._refresh_locked(stored), refreshed=True)
 
+    def force_refresh(self, stale_access_token: str | None = None) -> str:
+        """Refresh now, whatever the expiry says: the broker was told the stored token is invalid.
+
+        Under the lock the store is re-read first: if its access token is no longer the one the caller saw
+        rejected (``stale_access_token``, or the token stored when this call began), another holder already
+        refreshed and that newer token is returned without spending the refresh token again.
+        """
+        seen = stale_access_token if stale_access_token is not None else self._read_usable().access_token
+        with self._store.refresh_lock(ttl_s=self.lock_ttl_s, wait_timeout_s=self.lock_wait_timeout_s):
+            stored = self._read_usable()
+            if stored.access_token != seen:
+                return stored.access_token
+            return self._refresh_locked(stored).access_token
+
     def authorization_url(self, redirect_uri: str, scope: str = "trading") -> str:
         return self._oauth.authorization_url(redirect_uri, scope)
 

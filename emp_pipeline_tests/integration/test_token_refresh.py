@@ -124,6 +124,21 @@ def test_token_outside_the_margin_is_returned_without_any_request(
     assert token_server.count("requests") == requests_after_authorize
 
 
+def test_force_refresh_rotates_a_token_outside_the_margin_once_for_all_callers(
+    token_server: FakeCTraderTokenServer, key_prefix: str
+) -> None:
+    manager = make_manager(token_server.base_url, key_prefix)
+    manager.authorize_with_code(token_server.issue_code(), REDIRECT_URI)
+    rejected = manager.get_access_token()
+    fresh = manager.force_refresh()
+    assert fresh != rejected and fresh == raw_hash(key_prefix)["access_token"]
+    assert token_server.count("refreshes") == 1
+    # A second caller that saw the same rejected token gets the new one without another refresh.
+    other = make_manager(token_server.base_url, key_prefix)
+    assert other.force_refresh(stale_access_token=rejected) == fresh
+    assert token_server.count("refreshes") == 1
+
+
 def test_snake_case_answers_are_stored_too(token_server: FakeCTraderTokenServer, key_prefix: str) -> None:
     token_server.set_snake_case(True)
     manager = make_manager(token_server.base_url, key_prefix)
