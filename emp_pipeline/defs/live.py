@@ -54,6 +54,7 @@ from emp_pipeline.live.engine import (
     BARS_DATASET,
     LiveConfig,
     LiveExecutionError,
+    LiveInputError,
     LiveTickReport,
     run_live_tick,
 )
@@ -94,6 +95,11 @@ class LiveBrokerResource(ConfigurableResource):
         """(broker, registry account id) for one run; the broker is closed afterwards."""
         if self.kind == BrokerKind.PAPER.value:
             bars = DatedFrameStore(data_dir, BARS_DATASET).read_window()
+            if bars.empty or "open" not in bars.columns:
+                raise LiveInputError(
+                    f"no stored market_bars under {data_dir}: materialise market_bars, features and regimes "
+                    "before the live job runs"
+                )
             # Adjusted opens, as the backtest fills (market_arrays scales open by adj_close / close).
             adjusted = bars.assign(open=bars["open"] * bars["adj_close"] / bars["close"])
             broker = PaperBroker(
@@ -199,8 +205,8 @@ def execute_live_tick(context: OpExecutionContext, config: LiveExecutionConfig) 
     engine = database.engine()
     live_broker = context.resources.live_broker
     tick_config = live_config(config, settings, live_broker.fee_bps, live_broker.slippage_bps)
-    with live_broker.open(engine, data_dir) as (broker, account_id):
-        try:
+    try:
+        with live_broker.open(engine, data_dir) as (broker, account_id):
             report = run_live_tick(
                 engine=engine,
                 data_dir=data_dir,
@@ -209,8 +215,9 @@ def execute_live_tick(context: OpExecutionContext, config: LiveExecutionConfig) 
                 now=dt.datetime.now(dt.UTC),
                 config=tick_config,
             )
-        except LiveExecutionError as exc:
-            raise Failure(description=str(exc), allow_retries=False) from exc
+    except LiveExecutionError as exc:
+        # Retrying the same inputs cannot help; the failure sensor alerts a person instead.
+        raise Failure(description=str(exc), allow_retries=False) from exc
     for decision in report.rejected:
         context.log.warning(
             f"risk {decision['verdict']}: {decision['strategy_id']} {decision['symbol']} "
