@@ -1,0 +1,101 @@
+"""The Dagster UI in a real browser: headless Debian Chromium driven by playwright, no browser download.
+
+It reuses the production rehearsal's webserver after `market_bars` was materialized with its checks, opens
+the asset graph and the asset's checks page as a person would, and saves screenshots under artifacts/ui/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+from emp_pipeline_tests.e2e.conftest import BARS_CHECKS, REPO_ROOT, Deployment, Materialization
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package: `apt-get install -y chromium`
+ARTIFACTS = REPO_ROOT / "artifacts" / "ui"
+PAGE_TIMEOUT_MS = 60_000
+MARKET_DATA_ASSETS = ("instrument_universe", "market_bars")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        # --no-sandbox: CI runs as root, where Chromium refuses its sandbox.
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def _dismiss_community_dialog(page: Page) -> None:
+    """A fresh browser profile is greeted by a "Join the Dagster community" dialog covering the page."""
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(state="visible", timeout=5_000)
+    except PlaywrightTimeoutError:
+        return
+    skip.click()
+    skip.wait_for(state="hidden")
+
+
+def _screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_asset_graph_shows_the_pipeline_assets_and_their_checks(
+    deployment: Deployment, materialized_bars: Materialization, page: Page
+):
+    page.goto(f"{deployment.webserver_url}/locations/{deployment.location_name}/asset-groups/market_data")
+    _dismiss_community_dialog(page)
+    for name in MARKET_DATA_ASSETS:
+        page.get_by_text(name, exact=True).first.wait_for(state="visible")
+    checks_summary = page.get_by_text("Passed").first
+    checks_summary.wait_for(state="visible")
+    shot = _screenshot(page, "asset_graph")
+
+    text = page.inner_text("body")
+    assert all(name in text for name in MARKET_DATA_ASSETS), text[:2000]
+    assert f"{len(BARS_CHECKS)} / " in checks_summary.inner_text()  # the market_bars node's check summary
+    assert shot.stat().st_size > 10_000
+
+
+def test_asset_page_lists_every_check_of_market_bars_as_succeeded(
+    deployment: Deployment, materialized_bars: Materialization, page: Page
+):
+    page.goto(f"{deployment.webserver_url}/assets/market_bars?view=checks")
+    _dismiss_community_dialog(page)
+    for name in BARS_CHECKS:
+        page.get_by_text(name, exact=True).first.wait_for(state="visible")
+    page.get_by_text("Succeeded").first.wait_for(state="visible")
+    shot = _screenshot(page, "market_bars_checks")
+
+    # The checks list reads "<name>\n<name>\n<status>" per check: the status follows the name's lines.
+    lines = [line.strip() for line in page.inner_text("body").splitlines() if line.strip()]
+    statuses = {}
+    for index, line in enumerate(lines[:-2]):
+        if line in BARS_CHECKS and line not in statuses and lines[index + 1] == line:
+            statuses[line] = lines[index + 2]
+    assert statuses == dict.fromkeys(BARS_CHECKS, "Succeeded"), lines[:80]
+    assert shot.stat().st_size > 10_000
