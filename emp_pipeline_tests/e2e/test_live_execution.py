@@ -7,11 +7,13 @@ made to arrive by storing the last bar, as the daily assets would.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import math
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pandas as pd
@@ -28,13 +30,16 @@ from emp_pipeline.defs.live import (
     live_run_key,
 )
 from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource
-from emp_pipeline.domain.backtest import entry_fill_price, fee_cost
+from emp_pipeline.domain.backtest import entry_fill_price, fee_cost, market_arrays, simulate_strategy
 from emp_pipeline.domain.execution import round_to_step
+from emp_pipeline.domain.genome import Condition, RiskGenes, genome_signals
+from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.live.alerts import send_alert
 from emp_pipeline.live.commands import kill_switch_command
+from emp_pipeline.live.engine import LiveConfig, run_live_tick
 from emp_pipeline.live.journal import LiveJournal
 from emp_pipeline.registry import repository as registry
-from emp_pipeline_tests.live_setup import make_market, prepare_registry, write_frames
+from emp_pipeline_tests.live_setup import ALWAYS_LONG, make_market, prepare_registry, write_frames
 
 INITIAL_CASH = 100_000.0
 
@@ -247,3 +252,59 @@ def test_an_unreachable_webhook_is_logged_not_raised(caplog):
         delivered = send_alert("t", {"k": "v"}, "http://127.0.0.1:9/hooks/secret-token")
     assert delivered is False
     assert "ALERT t: k=v" in caplog.text and "secret-token" not in caplog.text
+
+
+def test_live_ticks_bar_by_bar_trade_when_and_at_the_prices_the_backtest_does(tmp_path, market):
+    """Step the live path over 25 bars on the paper broker and hold its fills to the backtest kernel's trades.
+
+    Quantities differ by design (live sizes at the decision close, the kernel at the fill open); fill dates,
+    prices and directions must be the kernel's. Wide stops keep protective exits out of this comparison.
+    """
+    genome = replace(
+        ALWAYS_LONG,
+        direction="both",
+        long_entry=Condition("what_log_return_1", ">", 0.004),
+        short_entry=Condition("what_log_return_1", "<", -0.004),
+        risk=RiskGenes(stop_atr=10.0, take_profit_atr=20.0, position_fraction=0.4, max_holding_bars=6),
+    )
+    database_url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    data_dir = tmp_path / "data"
+    prepare_registry(database_url, market, genome)
+    engine = registry.shared_engine(database_url)
+    dates = market.dates
+    first = len(dates) - 25
+    config = LiveConfig(start=dates[first].to_pydatetime(), limits=RiskLimits(1.0, 2.0, 0.5))
+    live_broker = LiveBrokerResource(kind="paper", initial_cash=INITIAL_CASH)
+    for t in range(first, len(dates)):
+        write_frames(data_dir, market, until=dates[t])
+        with live_broker.open(engine, str(data_dir)) as (broker, account_id):
+            run_live_tick(
+                engine=engine,
+                data_dir=data_dir,
+                broker=broker,
+                account_id=account_id,
+                now=dt.datetime.now(dt.UTC),
+                config=config,
+                instruments=market.instruments,
+            )
+
+    signals = genome_signals(genome, market.features, market.regimes)
+    prices = market_arrays(market.bars, market.features, "what_atr_14", signals.index, list(signals.columns))
+    window = prices.window(dates[first], None)
+    kernel = simulate_strategy(genome, signals.to_numpy()[first:], window).trades
+    expected = set()
+    for trade in kernel.itertuples():
+        expected.add((trade.symbol, trade.entry_date, round(trade.entry_price, 9), int(trade.direction)))
+        if trade.exit_reason != "end_of_data":
+            expected.add((trade.symbol, trade.exit_date, round(trade.exit_price, 9), -int(trade.direction)))
+    assert len(kernel) >= 4 and set(kernel["exit_reason"]) <= {"signal", "max_holding", "end_of_data"}
+
+    with registry.session_scope(engine) as session:
+        account = registry.get_or_create_paper_account(session)
+        live = set()
+        for order in registry.orders_for_account(session, account.id):
+            for fill in registry.fills_for_order(session, order.client_order_id):
+                side = 1 if order.side == "buy" else -1
+                live.add((order.symbol, pd.Timestamp(fill.filled_at), round(fill.price, 9), side))
+    # A reversal is one live order; the kernel's exit and re-entry at that open are one tuple in the set.
+    assert live == expected
