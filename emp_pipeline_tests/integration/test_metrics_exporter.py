@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +18,7 @@ import psycopg2
 import pytest
 import redis
 import requests
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
@@ -37,6 +42,7 @@ from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 CLIENT_ID = "metrics-test-client"
 
@@ -217,6 +223,11 @@ def test_scrape_reports_registry_bars_and_token(tmp_path, registry_url, key_pref
     assert metrics[("emp_token_seconds_to_expiry", client)] == pytest.approx(20 * 3600, abs=30)
     assert metrics[("emp_token_refresh_failures", client)] == 1
     assert metrics[("emp_token_reauth_required", client)] == 0
+    # Every exporter metric an alert rule or the docs' queries rely on is one this scrape produced.
+    exported = {name for name, _ in metrics}
+    rules = yaml.safe_load((REPO_ROOT / "deploy" / "alerts.yml").read_text())
+    expressions = " ".join(rule["expr"] for group in rules["groups"] for rule in group["rules"])
+    assert set(re.findall(r"\bemp_[a-z_]+", expressions)) - {"emp_pipeline"} <= exported
 
 
 def test_unreachable_servers_become_emp_up_zero_without_failing_the_scrape(tmp_path, key_prefix):
@@ -261,3 +272,52 @@ def test_a_registry_without_tables_is_down_and_new_bars_show_on_the_next_scrape(
     assert first[("emp_token_stored", (("client_id", CLIENT_ID),))] == 0  # configured, never authorised
     assert first[goog] == pd.Timestamp("2021-03-01", tz="UTC").timestamp()
     assert second[goog] == pd.Timestamp("2021-03-02", tz="UTC").timestamp()
+
+
+def test_emp_metrics_serve_answers_scrapes_and_stops_cleanly_on_sigterm(tmp_path, key_prefix):
+    """The command docker-compose runs, in its own process: serves until SIGTERM, then exits 0."""
+    port = _closed_port()
+    script = (
+        "import argparse, sys\n"
+        "from emp_pipeline.monitoring.commands import add_metrics_commands\n"
+        "from emp_pipeline.settings import Settings\n"
+        "parser = argparse.ArgumentParser(prog='emp')\n"
+        "add_metrics_commands(parser.add_subparsers(dest='command', required=True))\n"
+        "args = parser.parse_args(sys.argv[1:])\n"
+        "sys.exit(args.handler(args, Settings.from_env(), sys.stdout))\n"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "EMP_HOME": str(tmp_path / "home"),
+        "EMP_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.sqlite'}",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "EMP_TOKEN_KEY_PREFIX": key_prefix,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, "metrics", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        metrics = None
+        while metrics is None and time.monotonic() < deadline:
+            try:
+                metrics = _scrape(f"http://127.0.0.1:{port}/metrics")
+            except requests.ConnectionError:
+                assert process.poll() is None, process.communicate()[0]
+                time.sleep(0.3)
+        assert metrics is not None, "the exporter never answered"
+        assert metrics[("emp_up", (("component", "redis"),))] == 1.0
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+    assert f"serving metrics on http://127.0.0.1:{port}/metrics" in output
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
