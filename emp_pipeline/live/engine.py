@@ -61,7 +61,7 @@ from emp_pipeline.domain.risk import (
 from emp_pipeline.live.book import OPEN_ORDER_STATUSES, activation_time, strategy_positions
 from emp_pipeline.live.journal import LiveJournal
 from emp_pipeline.registry import repository as registry
-from emp_pipeline.registry.errors import ClientOrderIdConflictError
+from emp_pipeline.registry.errors import ClientOrderIdConflictError, InvalidOrderTransitionError
 from emp_pipeline.registry.models import OrderStatus as RegistryStatus
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
@@ -238,13 +238,11 @@ def record_result(engine: Engine, result: OrderResult) -> str:
             )
         order = registry.get_order(session, result.client_order_id)
         new_status = _REGISTRY_STATUS.get(result.status)
-        if new_status is not None and order.status not in (
-            RegistryStatus.FILLED.value,
-            RegistryStatus.REJECTED.value,
-            RegistryStatus.CANCELLED.value,
-        ):
-            if new_status is RegistryStatus.FILLED and not result.fills:
-                new_status = RegistryStatus.ACCEPTED  # filled per the broker, fills not reported yet
+        if new_status is RegistryStatus.FILLED and order.status != RegistryStatus.FILLED.value:
+            new_status = RegistryStatus.ACCEPTED  # filled per the broker, not all fills reported yet
+        if new_status is None:
+            return order.status
+        try:
             order = registry.update_order_status(
                 session,
                 result.client_order_id,
@@ -252,6 +250,9 @@ def record_result(engine: Engine, result: OrderResult) -> str:
                 broker_order_id=result.broker_order_id,
                 error=result.reason,
             )
+        except InvalidOrderTransitionError:
+            # An answer older than what is recorded (e.g. `accepted` after a fill): keep the registry's.
+            log.info("order %s stays %s (broker said %s)", order.client_order_id, order.status, result.status)
         return order.status
 
 
@@ -268,8 +269,22 @@ def order_request(intent: OrderIntent, side: str, quantity: float) -> OrderReque
     )
 
 
-def reconcile_open_orders(engine: Engine, broker: Broker, account_id: int, report: LiveTickReport) -> None:
-    """Ask the broker about every order the registry still holds open, and record the answers."""
+def reconcile_open_orders(
+    engine: Engine,
+    broker: Broker,
+    account_id: int,
+    bar_time: pd.Timestamp,
+    now: dt.datetime,
+    stale_after: dt.timedelta,
+    report: LiveTickReport,
+) -> None:
+    """Ask the broker about every order the registry still holds open, and record the answers.
+
+    An order the broker has no trace of is left alone while it is fresh (its run may be sending it right
+    now) and while it belongs to the current bar (the decision step re-derives it and sends it under the
+    same id). A stale one from an earlier bar never reached the broker: its decision lapsed with its bar, so
+    it is cancelled rather than sent late, and no longer counts as in flight.
+    """
     with registry.session_scope(engine) as session:
         open_orders = registry.orders_for_account(session, account_id, OPEN_ORDER_STATUSES)
     for order in open_orders:
@@ -278,10 +293,21 @@ def reconcile_open_orders(engine: Engine, broker: Broker, account_id: int, repor
         except BrokerError as exc:
             report.errors.append(f"reconcile {order.client_order_id}: {exc}")
             continue
-        if result.status is BrokerStatus.NOT_FOUND:
+        if result.status is not BrokerStatus.NOT_FOUND:
+            report.reconciled[order.client_order_id] = record_result(engine, result)
+            continue
+        lapsed = order.bar_time < bar_time.to_pydatetime() and now - order.updated_at >= stale_after
+        if not lapsed:
             report.reconciled[order.client_order_id] = "not_found"
             continue
-        report.reconciled[order.client_order_id] = record_result(engine, result)
+        with registry.session_scope(engine) as session:
+            registry.update_order_status(
+                session,
+                order.client_order_id,
+                RegistryStatus.CANCELLED.value,
+                error=f"never reached the broker; the decision of bar {order.bar_time} lapsed at {bar_time}",
+            )
+        report.reconciled[order.client_order_id] = RegistryStatus.CANCELLED.value
 
 
 # ------------------------------------------------------------------------------------------- the tick
@@ -387,7 +413,8 @@ def run_live_tick(
     config = config or LiveConfig()
     market = load_market_view(data_dir)
     report = LiveTickReport(bar_time=market.bar_time)
-    reconcile_open_orders(engine, broker, account_id, report)
+    stale_after = dt.timedelta(seconds=config.stale_order_seconds)
+    reconcile_open_orders(engine, broker, account_id, market.bar_time, now, stale_after, report)
 
     books = _active_books(engine, config)
     report.strategies = len(books)
@@ -411,7 +438,6 @@ def run_live_tick(
     proposed = [ProposedOrder(i.client_order_id, i.symbol, i.signed_quantity) for i in intents]
     decisions = check_orders(proposed, snapshot, config.limits)
 
-    stale_after = dt.timedelta(seconds=config.stale_order_seconds)
     for intent, decision in zip(intents, decisions, strict=True):
         final = intent
         if decision.verdict is RiskVerdict.REDUCED:

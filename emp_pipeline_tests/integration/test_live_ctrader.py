@@ -283,3 +283,32 @@ def _slow_run_in_this_process(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _slow_run_in_this_process(sys.argv[1:])
+
+
+def test_an_order_of_an_earlier_bar_that_never_reached_the_broker_lapses(book, server):
+    database_url, _, decision_bar = book
+    engine = registry.shared_engine(database_url)
+    account = _registry_orders(database_url)[0]
+    with registry.session_scope(engine) as session:
+        (strategy,) = registry.active_strategies(session)
+        registry.create_order_if_absent(  # recorded, then the process died before sending it
+            session,
+            client_order_id="emp-crashed-before-send",
+            account_id=account.id,
+            strategy_id=strategy.id,
+            symbol="EURUSD",
+            side="buy",
+            quantity=5_000.0,
+            bar_time=(decision_bar - pd.Timedelta(days=1)).to_pydatetime(),
+            target_position=5_000.0,
+        )
+    result = _run(book, LocalCTraderBroker.for_server(server), stale_order_seconds=0.0)
+    assert result.success
+    with registry.session_scope(engine) as session:
+        lapsed = registry.get_order(session, "emp-crashed-before-send")
+    assert lapsed.status == "cancelled" and "never reached the broker" in lapsed.error
+    assert "emp-crashed-before-send" not in _server_order_ids(server)
+    # No longer counted as in flight: the current bar's entries go out for both symbols.
+    assert len(_server_order_ids(server)) == 2 and _metadata(result)["orders_decided"] == 2
+    current = [o for o in _registry_orders(database_url)[1] if o.client_order_id != "emp-crashed-before-send"]
+    assert all(o.quantity == o.target_position and o.status == "filled" for o in current)
