@@ -46,6 +46,8 @@ class Settings:
     max_gross_exposure: float = 1.0
     daily_loss_limit: float = 0.05
     alert_webhook_url: str | None = field(default=None, repr=False)  # may embed a token (Slack-style)
+    ctrader_account_id: int = 0  # the ctidTraderAccountId the live job trades (broker=ctrader)
+    ctrader_api_url: str = "wss://demo.ctraderapi.com:5036"
     # --- end live execution ---
 
     @classmethod
@@ -92,5 +94,7 @@ class Settings:
             max_gross_exposure=float(env.get("EMP_MAX_GROSS_EXPOSURE") or 1.0),
             daily_loss_limit=float(env.get("EMP_DAILY_LOSS_LIMIT") or 0.05),
             alert_webhook_url=env.get("EMP_ALERT_WEBHOOK_URL") or None,
+            ctrader_account_id=int(env.get("CTRADER_ACCOUNT_ID") or 0),
+            ctrader_api_url=env.get("CTRADER_API_URL") or "wss://demo.ctraderapi.com:5036",
             # --- end live execution ---
         )
