@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dagster import AssetCheckKey, AssetKey, AssetSelection, define_asset_job
 
-from emp_pipeline.defs.partitions import daily_bar_partitions
-
 MARKET_BARS_FRESH = AssetCheckKey(AssetKey("market_bars"), "market_bars_fresh")
 
 universe_job = define_asset_job(
@@ -16,9 +14,10 @@ universe_job = define_asset_job(
 
 daily_update_job = define_asset_job(
     "daily_update_job",
+    # Freshness is about "now", not about the days being (back)filled: it runs in freshness_job.
     selection=AssetSelection.groups("market_data", "perception")
-    - AssetSelection.assets("instrument_universe"),
-    partitions_def=daily_bar_partitions,
+    - AssetSelection.assets("instrument_universe")
+    - AssetSelection.checks(MARKET_BARS_FRESH),
     description="New daily bars, then features and regimes for the same days.",
 )
 

@@ -39,3 +39,16 @@ def test_the_code_location_loads_in_a_fresh_interpreter(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     assert int(completed.stdout.strip().splitlines()[-1]) >= 2
+
+
+def test_backfill_job_leaves_freshness_to_its_own_job(embedded_settings):
+    defs = build_definitions(embedded_settings)
+    daily_checks = {
+        key.name for key in defs.resolve_job_def("daily_update_job").asset_layer.asset_graph.asset_check_keys
+    }
+    assert "ohlc_consistent" in daily_checks
+    assert "market_bars_fresh" not in daily_checks
+    fresh_checks = {
+        key.name for key in defs.resolve_job_def("freshness_job").asset_layer.asset_graph.asset_check_keys
+    }
+    assert fresh_checks == {"market_bars_fresh"}
