@@ -25,6 +25,7 @@ from dagster import (
     ConfigurableResource,
     DefaultScheduleStatus,
     DefaultSensorStatus,
+    EnvVar,
     Failure,
     MetadataValue,
     OpExecutionContext,
@@ -88,6 +89,7 @@ class LiveBrokerResource(ConfigurableResource):
     ctrader_account_id: int = 0
     ctrader_client_id: str = ""
     ctrader_client_secret: str = ""
+    ctrader_symbol_map: dict[str, str] = {}  # our symbol -> the broker's name, where they differ
     ctrader_token: CTraderTokenResource | None = None
 
     @contextmanager
@@ -132,8 +134,27 @@ class LiveBrokerResource(ConfigurableResource):
                 currency=self.currency,
                 initial_cash=self.initial_cash,
             )
-        with CTraderBroker(config, self.ctrader_token.manager()) as broker:
+        with CTraderBroker(
+            config, self.ctrader_token.manager(), symbol_map=self.ctrader_symbol_map
+        ) as broker:
             yield broker, account.id
+
+
+def live_broker_resource(
+    settings: Settings, ctrader_token: CTraderTokenResource | None = None
+) -> LiveBrokerResource:
+    """The broker resource the environment asks for (EMP_BROKER); cTrader secrets stay EnvVar references."""
+    if settings.broker != BrokerKind.CTRADER.value:
+        return LiveBrokerResource(kind=BrokerKind.PAPER.value)
+    return LiveBrokerResource(
+        kind=BrokerKind.CTRADER.value,
+        account_name=str(settings.ctrader_account_id),
+        ctrader_url=settings.ctrader_api_url,
+        ctrader_account_id=settings.ctrader_account_id,
+        ctrader_client_id=EnvVar("CTRADER_CLIENT_ID"),
+        ctrader_client_secret=EnvVar("CTRADER_CLIENT_SECRET"),
+        ctrader_token=ctrader_token,
+    )
 
 
 # ------------------------------------------------------------------------------------------- job

@@ -18,12 +18,13 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, build_run_status_sensor_context
+from dagster import DagsterInstance, EnvVar, build_run_status_sensor_context
 
 from emp_pipeline.defs.live import (
     LIVE_POOL,
     LIVE_RUN_TAG,
     LiveBrokerResource,
+    live_broker_resource,
     live_execution_failure_sensor,
     live_execution_job,
     live_execution_sensor,
@@ -39,6 +40,7 @@ from emp_pipeline.live.commands import kill_switch_command
 from emp_pipeline.live.engine import LiveConfig, run_live_tick
 from emp_pipeline.live.journal import LiveJournal
 from emp_pipeline.registry import repository as registry
+from emp_pipeline.settings import Settings
 from emp_pipeline_tests.live_setup import ALWAYS_LONG, make_market, prepare_registry, write_frames
 
 INITIAL_CASH = 100_000.0
@@ -308,3 +310,16 @@ def test_live_ticks_bar_by_bar_trade_when_and_at_the_prices_the_backtest_does(tm
                 live.add((order.symbol, pd.Timestamp(fill.filled_at), round(fill.price, 9), side))
     # A reversal is one live order; the kernel's exit and re-entry at that open are one tuple in the set.
     assert live == expected
+
+
+def test_the_environment_picks_the_broker_and_secrets_stay_env_references(tmp_path):
+    paper = live_broker_resource(Settings.from_env({"EMP_HOME": str(tmp_path)}))
+    assert paper.kind == "paper"
+    settings = Settings.from_env(
+        {"EMP_HOME": str(tmp_path), "EMP_BROKER": "ctrader", "CTRADER_ACCOUNT_ID": "4242"}
+    )
+    ctrader = live_broker_resource(settings)
+    assert (ctrader.kind, ctrader.ctrader_account_id, ctrader.account_name) == ("ctrader", 4242, "4242")
+    assert ctrader.ctrader_url == "wss://demo.ctraderapi.com:5036"
+    assert isinstance(ctrader.ctrader_client_secret, EnvVar)
+    assert ctrader.ctrader_client_secret.env_var_name == "CTRADER_CLIENT_SECRET"
