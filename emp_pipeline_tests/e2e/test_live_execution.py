@@ -151,6 +151,10 @@ def test_kill_switch_blocks_new_orders_and_the_reason_is_journaled(book):
     assert journal["reason"].str.contains("kill switch is on").all()
 
     assert kill_switch_command(database_url, "off", io.StringIO()) == 0
+    status = io.StringIO()
+    assert kill_switch_command(database_url, "status", status) == 0
+    assert status.getvalue().startswith("kill switch: off")
+    assert kill_switch_command(database_url, "maybe", io.StringIO()) == 2
     released = _run(database_url, data_dir, decision_bar)
     assert released["orders_sent_or_found"] == 2 and len(_orders(database_url)[1]) == 2
     assert set(LiveJournal(data_dir, account.id).decisions()["verdict"]) == {"approved"}  # bar rewritten
