@@ -93,7 +93,6 @@ def in_process_ms(server: FakeCTraderServer, tokens: FakeTokenProvider) -> list[
     market = make_market(symbols=symbols)
     last = market.dates[-1]
     closes = market.bars.loc[market.bars["date"] == last].set_index("symbol")["close"].to_dict()
-    view = MarketView(market.bars, market.features, market.regimes, last, closes)
     start = market.dates[-IN_PROCESS_LIVE_BARS]
     books = [
         StrategyBook(
@@ -113,6 +112,7 @@ def in_process_ms(server: FakeCTraderServer, tokens: FakeTokenProvider) -> list[
     samples = []
     for _ in range(IN_PROCESS_REPEATS):
         started = time.perf_counter()
+        view = MarketView(market.bars, market.features, market.regimes, last, closes)  # panel built per tick
         intents = []
         for book in books:
             intents.extend(decide_orders(book, view, {}, instruments, Costs(), 100_000.0)[0])

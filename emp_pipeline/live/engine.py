@@ -24,6 +24,7 @@ import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ from emp_pipeline.broker.interface import (
     OrderSide,
 )
 from emp_pipeline.broker.interface import OrderStatus as BrokerStatus
-from emp_pipeline.domain.backtest import market_arrays
+from emp_pipeline.domain.backtest import MarketArrays, market_arrays
 from emp_pipeline.domain.execution import (
     Costs,
     OrderIntent,
@@ -47,7 +48,14 @@ from emp_pipeline.domain.execution import (
     sleeve_bars,
     sleeve_target,
 )
-from emp_pipeline.domain.genome import Genome, genome_from_dict, genome_signals
+from emp_pipeline.domain.genome import (
+    FeaturePanel,
+    Genome,
+    feature_panel,
+    genome_from_dict,
+    panel_signals,
+    validate_genome,
+)
 from emp_pipeline.domain.instruments import InstrumentMeta
 from emp_pipeline.domain.risk import (
     AccountSnapshot,
@@ -112,6 +120,16 @@ class MarketView:
     regimes: pd.DataFrame
     bar_time: pd.Timestamp
     closes: Mapping[str, float]
+
+    @cached_property
+    def panel(self) -> FeaturePanel:
+        """Features and regimes on the date x symbol grid, built once per tick for every strategy."""
+        return feature_panel(self.features, self.regimes)
+
+    @cached_property
+    def prices(self) -> MarketArrays:
+        """Adjusted OHLC and ATR on the panel's grid, exactly as the backtest builds them."""
+        return market_arrays(self.bars, self.features, ATR_COLUMN, self.panel.dates, self.panel.symbols)
 
 
 @dataclass(frozen=True)
@@ -180,8 +198,10 @@ def decide_orders(
     Pure: the same frames, holdings and parameters always give the same orders. The market is the whole
     stored universe, as in the backtest (one equal sleeve per instrument).
     """
-    signals = genome_signals(book.genome, market.features, market.regimes)
-    prices = market_arrays(market.bars, market.features, ATR_COLUMN, signals.index, list(signals.columns))
+    # The genome's own signal code on the shared panel: what genome_signals and the backtest's
+    # population_signals run.
+    signals = panel_signals(validate_genome(book.genome), market.panel)
+    prices = market.prices
     live_rows = np.flatnonzero(prices.dates >= book.start)
     notes: list[str] = []
     if len(live_rows) == 0 or prices.dates[-1] != market.bar_time:
@@ -193,7 +213,7 @@ def decide_orders(
     for i, symbol in enumerate(prices.symbols):
         bars = sleeve_bars(
             *(array[first:, i] for array in (prices.open, prices.high, prices.low, prices.close, prices.atr)),
-            signals.to_numpy()[first:, i],
+            signals[first:, i],
         )
         state = replay_sleeve(bars, book.genome.risk, costs, sleeve_capital)
         if np.isnan(prices.close[-1, i]):
