@@ -10,19 +10,21 @@ import os
 
 from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
 
-from emp_pipeline.defs.assets import market_data
+from emp_pipeline.defs.assets import market_data, perception
 from emp_pipeline.defs.io_managers import ParquetFrameIOManager
 from emp_pipeline.defs.jobs import daily_update_job, freshness_job, universe_job
 from emp_pipeline.defs.resources import (
     CTraderTokenResource,
     DatabaseResource,
     DataLakeResource,
+    FredResource,
     MarketDataResource,
+    RegimeClassifierResource,
 )
 from emp_pipeline.defs.token_refresh import TOKEN_RESOURCE_KEY, ctrader_token_sensor, token_refresh_job
 from emp_pipeline.settings import Settings
 
-ASSET_MODULES = [market_data]
+ASSET_MODULES = [market_data, perception]
 
 
 def _env_or(variable: str, default: str | None) -> str | EnvVar | None:
@@ -42,6 +44,10 @@ def build_resources(settings: Settings) -> dict[str, object]:
         ),
         "lake": DataLakeResource(base_dir=str(settings.data_dir)),
         "frame_io_manager": ParquetFrameIOManager(base_dir=str(settings.data_dir)),
+        # --- perception: the FRED key only as EnvVar, and only when it is set (else WHY uses no FRED) ---
+        "fred": FredResource(api_key=EnvVar("FRED_API_KEY") if settings.fred_api_key else None),
+        "regime_classifier": RegimeClassifierResource(kind=settings.regime_classifier),
+        # --- end perception ---
     }
     if settings.ctrader_client_id:
         resources[TOKEN_RESOURCE_KEY] = CTraderTokenResource(

@@ -17,6 +17,7 @@ DEFAULT_UNIVERSE_FILE = UNIVERSES_DIR / "default.yaml"
 
 DATA_SOURCES = ("sample", "csv", "yahoo")
 BROKERS = ("paper", "ctrader")
+REGIME_CLASSIFIERS = ("rules", "hmm")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class Settings:
     ctrader_account_id: int = 0  # the ctidTraderAccountId the live job trades (broker=ctrader)
     ctrader_api_url: str = "wss://demo.ctraderapi.com:5036"
     # --- end live execution ---
+    # --- perception (defs/assets/perception.py): macro source for WHY and the regime classifier ---
+    fred_api_key: str | None = field(default=None, repr=False)
+    regime_classifier: str = "rules"
+    # --- end perception ---
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -70,6 +75,11 @@ class Settings:
         if broker not in BROKERS:
             raise ValueError(f"EMP_BROKER={broker!r} is not one of {', '.join(BROKERS)}")
         csv_dir = env.get("EMP_CSV_DIR")
+        regime_classifier = env.get("EMP_REGIME_CLASSIFIER") or "rules"
+        if regime_classifier not in REGIME_CLASSIFIERS:
+            raise ValueError(
+                f"EMP_REGIME_CLASSIFIER={regime_classifier!r} is not one of {', '.join(REGIME_CLASSIFIERS)}"
+            )
         return cls(
             home=home,
             data_dir=data_dir,
@@ -97,4 +107,8 @@ class Settings:
             ctrader_account_id=int(env.get("CTRADER_ACCOUNT_ID") or 0),
             ctrader_api_url=env.get("CTRADER_API_URL") or "wss://demo.ctraderapi.com:5036",
             # --- end live execution ---
+            # --- perception ---
+            fred_api_key=env.get("FRED_API_KEY") or None,
+            regime_classifier=regime_classifier,
+            # --- end perception ---
         )

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from emp_pipeline.auth.build import build_token_manager, build_token_store
 from emp_pipeline.auth.token_manager import CTraderTokenManager, RetrySchedule
 from emp_pipeline.auth.token_store import TokenState
+from emp_pipeline.data.fred import FRED_BASE_URL, FredSource
 from emp_pipeline.data.source import MarketDataSource
 from emp_pipeline.domain.instruments import Universe
 from emp_pipeline.environment import configured_source, configured_universe
@@ -129,3 +130,30 @@ class DatabaseResource(ConfigurableResource):
 
 
 # --- end registry database ---
+
+
+# --- perception: FRED macro series (emp_pipeline/data/fred.py) and the regime classifier ---
+
+
+class FredResource(ConfigurableResource):
+    """FRED's API for the WHY features; the key arrives as EnvVar("FRED_API_KEY"), None when it is unset."""
+
+    api_key: str | None = None
+    base_url: str = FRED_BASE_URL
+    timeout_seconds: float = 15.0
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.api_key)
+
+    def source(self) -> FredSource:
+        return FredSource(self.api_key, base_url=self.base_url, timeout_seconds=self.timeout_seconds)
+
+
+class RegimeClassifierResource(ConfigurableResource):
+    """Which regime classifier `market_regimes` runs: "rules" (default) or "hmm" (EMP_REGIME_CLASSIFIER)."""
+
+    kind: str = "rules"
+
+
+# --- end perception ---

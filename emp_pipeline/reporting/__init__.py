@@ -1,0 +1,1 @@
+"""Pictures and tables for the UI's metadata: pure functions from frames to bytes or markdown."""
