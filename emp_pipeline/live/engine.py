@@ -479,7 +479,7 @@ def run_live_tick(
                 "client_order_id": final.client_order_id if outcome is not None else None,
             }
         )
-    journal.record_decisions(market.bar_time, report.decisions)
+    journal.record_decisions(market.bar_time, pd.Timestamp(now), report.decisions)
     after, cash_after, _ = _snapshot(engine, account_id, market, journal)
     report.equity = after.equity
     journal.record_equity(market.bar_time, after.equity, cash_after)

@@ -3,8 +3,8 @@
 Equity at each bar's close gives the next day's starting equity (the daily loss limit's reference) without a
 wall clock, so a replay sees the same numbers. Decisions, approved or not, are kept with their reason: a
 rejected order leaves no trace in the broker or the orders table, and "why did it not trade?" must have an
-answer. Both are Parquet datasets under the data directory, one per account, rewritten per bar, so a re-run
-of the same bar replaces its rows instead of adding to them.
+answer. Both are Parquet datasets under the data directory, one per account. A re-run of a bar replaces that
+bar's equity, and adds its decisions (stamped with the run's time) to the ones already kept for the bar.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ EQUITY_DATASET = "live_equity"
 DECISIONS_DATASET = "live_risk_decisions"
 DECISION_COLUMNS = (
     "date",
+    "decided_at",
     "strategy_id",
     "symbol",
     "current",
@@ -49,10 +50,17 @@ class LiveJournal:
         frame = pd.DataFrame({"date": [bar_time], "equity": [float(equity)], "cash": [float(cash)]})
         self._equity.write_window(frame, bar_time, bar_time + pd.Timedelta(days=1))
 
-    def record_decisions(self, bar_time: pd.Timestamp, rows: list[dict[str, object]]) -> None:
+    def record_decisions(
+        self, bar_time: pd.Timestamp, decided_at: pd.Timestamp, rows: list[dict[str, object]]
+    ) -> None:
         frame = pd.DataFrame.from_records(rows, columns=list(DECISION_COLUMNS))
         frame["date"] = pd.Series([bar_time] * len(frame), dtype="datetime64[ns, UTC]")
-        self._decisions.write_window(frame, bar_time, bar_time + pd.Timedelta(days=1))
+        frame["decided_at"] = pd.Series([decided_at] * len(frame), dtype="datetime64[ns, UTC]")
+        end = bar_time + pd.Timedelta(days=1)
+        earlier = self._decisions.read_window(bar_time, end)
+        if not earlier.empty and "decided_at" in earlier.columns:
+            frame = pd.concat([earlier[list(DECISION_COLUMNS)], frame], ignore_index=True)
+        self._decisions.write_window(frame, bar_time, end)
 
     def decisions(self) -> pd.DataFrame:
         return self._decisions.read_window()
