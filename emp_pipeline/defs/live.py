@@ -222,7 +222,6 @@ def execute_live_tick(context: OpExecutionContext, config: LiveExecutionConfig) 
     settings = Settings.from_env()
     database = context.resources.database
     data_dir = context.resources.lake.base_dir
-    database.upgrade()
     engine = database.engine()
     live_broker = context.resources.live_broker
     tick_config = live_config(config, settings, live_broker.fee_bps, live_broker.slippage_bps)
