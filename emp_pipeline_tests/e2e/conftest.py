@@ -95,6 +95,29 @@ query Run($runId: ID!) {
 """
 TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 
+# The UI's "Launch backfill" for a selection of assets and partitions; docs/research.md shows it with curl.
+LAUNCH_BACKFILL = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on Error { message }
+  }
+}
+"""
+
+BACKFILL_STATUS = """
+query Backfill($backfillId: String!) {
+  partitionBackfillOrError(backfillId: $backfillId) {
+    __typename
+    ... on PartitionBackfill { status runs { runId status } }
+    ... on Error { message }
+  }
+}
+"""
+FINISHED_BACKFILL_STATUSES = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
 RUN_ERRORS = """
 query Errors($runId: ID!) {
   logsForRun(runId: $runId) {
@@ -204,6 +227,24 @@ class Deployment:
         if result["__typename"] != "LaunchRunSuccess":
             raise RehearsalError(f"launchRun answered {result['__typename']}: {json.dumps(result)[:3000]}")
         return result["run"]
+
+    def launch_backfill(self, assets: tuple[str, ...], partitions: list[str], title: str) -> str:
+        params = {
+            "assetSelection": [{"path": [name]} for name in assets],
+            "partitionNames": partitions,
+            "title": title,
+        }
+        result = self.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        if result["__typename"] != "LaunchBackfillSuccess":
+            raise RehearsalError(f"launchPartitionBackfill answered {json.dumps(result)[:3000]}")
+        return result["backfillId"]
+
+    def wait_for_backfill(self, backfill_id: str, timeout_s: float = RUN_TIMEOUT_S) -> dict[str, Any]:
+        def finished() -> dict[str, Any] | None:
+            backfill = self.graphql(BACKFILL_STATUS, {"backfillId": backfill_id})["partitionBackfillOrError"]
+            return backfill if backfill.get("status") in FINISHED_BACKFILL_STATUSES else None
+
+        return self.wait_for(f"backfill {backfill_id} to finish", finished, timeout_s, interval_s=2.0)
 
     def run_errors(self, run_id: str) -> list[str]:
         """The run's ERROR-level messages and error texts, to make a failed run's assertion say why."""

@@ -95,7 +95,7 @@ def test_runs_launched_through_graphql_queue_and_succeed_one_live_execution_at_a
     earlier, later = sorted(materialized_bars.runs, key=lambda run: run["startTime"])
     assert later["startTime"] >= earlier["endTime"], materialized_bars.runs
 
-    bars = DatedFrameStore(deployment.data_dir, "market_bars").read_window()
+    bars = DatedFrameStore(deployment.data_dir, "market_bars").read_window(end="2008-10-01")
     days = set(bars["date"].dt.strftime("%Y-%m-%d"))
     assert days == set(REHEARSAL_PARTITIONS)
     spx = bars.loc[bars["symbol"] == "^GSPC"].set_index("date")["close"]
@@ -108,6 +108,23 @@ def test_runs_launched_through_graphql_queue_and_succeed_one_live_execution_at_a
     }
     for name in BARS_CHECKS:
         assert checks[name] == "SUCCEEDED", checks
+
+
+def test_a_partition_backfill_through_graphql_loads_its_range_in_one_run(
+    deployment: Deployment, started_instigators: float, materialized_bars: Materialization
+):
+    """The research workflow (docs/research.md): the daemon turns a backfill request into runs; market_bars
+    has a single-run backfill policy, so three days are one run."""
+    days = ["2008-10-01", "2008-10-02", "2008-10-03"]
+    backfill = deployment.wait_for_backfill(
+        deployment.launch_backfill(("market_bars",), days, title="rehearsal backfill")
+    )
+    assert backfill["status"] in {"COMPLETED", "COMPLETED_SUCCESS"}, backfill
+    (run,) = backfill["runs"]
+    assert run["status"] == "SUCCESS", deployment.run_errors(run["runId"])
+    bars = DatedFrameStore(deployment.data_dir, "market_bars").read_window("2008-10-01", "2008-10-04")
+    assert set(bars["date"].dt.strftime("%Y-%m-%d")) == set(days)
+    assert set(bars["symbol"]) == {"^GSPC", "^IXIC", "GOOG"}
 
 
 def test_the_daemon_ticks_a_sensor_and_runs_a_schedule(deployment: Deployment, started_instigators: float):
