@@ -80,11 +80,10 @@ FEATURES_DATASET = "sensory_features"
 REGIMES_DATASET = "market_regimes"
 ATR_COLUMN = "what_atr_14"
 
-# What the registry records for each answer of the broker (NOT_FOUND changes nothing by itself). A broker
-# answering `pending` after a submit never acknowledged it: the registry calls that `unknown`.
+# The broker's statuses are the registry's (plus NOT_FOUND, which changes nothing by itself).
 _REGISTRY_STATUS = {
     status: RegistryStatus(status.value) for status in BrokerStatus if status is not BrokerStatus.NOT_FOUND
-} | {BrokerStatus.PENDING: RegistryStatus.UNKNOWN}
+}
 
 
 class LiveExecutionError(RuntimeError):

@@ -32,12 +32,18 @@ from emp_pipeline.defs.live import (
 )
 from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.backtest import entry_fill_price, fee_cost, market_arrays, simulate_strategy
-from emp_pipeline.domain.execution import round_to_step
+from emp_pipeline.domain.execution import Costs, round_to_step
 from emp_pipeline.domain.genome import Condition, RiskGenes, genome_signals
 from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.live.alerts import send_alert
 from emp_pipeline.live.commands import kill_switch_command
-from emp_pipeline.live.engine import LiveConfig, run_live_tick
+from emp_pipeline.live.engine import (
+    LiveConfig,
+    StrategyBook,
+    decide_orders,
+    load_market_view,
+    run_live_tick,
+)
 from emp_pipeline.live.journal import LiveJournal
 from emp_pipeline.registry import repository as registry
 from emp_pipeline.settings import Settings
@@ -328,3 +334,36 @@ def test_the_environment_picks_the_broker_and_secrets_stay_env_references(tmp_pa
     assert ctrader.ctrader_url == "wss://demo.ctraderapi.com:5036"
     assert isinstance(ctrader.ctrader_client_secret, EnvVar)
     assert ctrader.ctrader_client_secret.env_var_name == "CTRADER_CLIENT_SECRET"
+
+
+def test_an_order_another_run_recorded_a_moment_ago_is_left_to_it(book, market):
+    """The race: another run derived the same decision and recorded it first; this run must not send it."""
+    database_url, data_dir, strategy_id, decision_bar = book
+    view = load_market_view(data_dir)
+    strategy_book = StrategyBook(strategy_id, ALWAYS_LONG, decision_bar)
+    instruments = {meta.symbol: meta for meta in market.instruments}
+    intents, _ = decide_orders(strategy_book, view, {}, instruments, Costs(), INITIAL_CASH)
+    assert len(intents) == 2
+    engine = registry.shared_engine(database_url)
+    with registry.session_scope(engine) as session:
+        account = registry.get_or_create_paper_account(session)
+        for intent in intents:  # recorded by the other run, which has not sent them yet
+            registry.create_order_if_absent(
+                session,
+                client_order_id=intent.client_order_id,
+                account_id=account.id,
+                symbol=intent.symbol,
+                side=intent.side,
+                quantity=intent.quantity,
+                bar_time=intent.bar_time,
+                target_position=intent.target,
+            )
+    report = _run(database_url, data_dir, decision_bar)
+    assert report["orders_left_to_other_run"] == 2
+    assert {o.status for o in _orders(database_url)[1]} == {"pending"}  # this run sent nothing
+
+    write_frames(data_dir, market, until=market.dates[-1])
+    _run(database_url, data_dir, decision_bar)
+    _, orders, positions = _orders(database_url)
+    assert len(orders) == 2 and {o.status for o in orders} == {"filled"}
+    assert {symbol: p.quantity for symbol, p in positions.items()} == {i.symbol: i.target for i in intents}
