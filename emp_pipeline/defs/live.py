@@ -7,9 +7,11 @@
 * `live_execution_schedule`: a fallback after the close on weekdays, in case the sensor is off or a
   materialization was missed; a tick on a bar already traded changes nothing (client order ids).
 * `live_execution_failure_sensor`: a failed live run raises an alert (log + optional webhook).
-* One live run at a time: every run carries the tag `emp/live-execution` (the instance's run queue limits it
-  to 1, see dagster.yaml) and the op runs in the `emp_live_execution` pool (op concurrency, limit 1).
-  Neither is what makes orders exactly-once (client order ids are); they stop two runs from racing at all.
+* One live run at a time: every run carries the tag `emp/live-execution` (the queued run coordinator's
+  tag_concurrency_limits hold it to 1, see dagster.yaml), and the op runs in the `emp_live_execution`
+  concurrency pool (limit 1 via `dagster instance concurrency set emp_live_execution 1`, or the instance's
+  concurrency.pools settings). Neither makes orders exactly-once (client order ids do); they keep two runs
+  from racing at all.
 """
 # No `from __future__ import annotations` here: Dagster resolves the op's Config annotation at decoration.
 
