@@ -186,6 +186,22 @@ def macro_for_features(
     return None, "none"
 
 
+# ------------------------------------------------------------------------------------------- checks
+
+
+def settled_rows_with_nan(features: pd.DataFrame, columns: tuple[str, ...] = FEATURE_COLUMNS) -> np.ndarray:
+    """Rows past their warm-up that still hold a NaN feature: a model downstream would read garbage."""
+    values = features.loc[:, list(columns)].to_numpy(dtype=np.float64)
+    return ~features["warmup"].to_numpy(dtype=bool) & np.isnan(values).any(axis=1)
+
+
+def regime_frame_problems(regimes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(rows whose probabilities miss 1 by more than the tolerance or are NaN, rows with unknown labels)."""
+    probabilities = regimes.loc[:, list(PROBABILITY_COLUMNS)].to_numpy(dtype=np.float64)
+    bad_sum = ~(np.abs(probabilities.sum(axis=1) - 1.0) <= PROBABILITY_TOLERANCE)
+    return bad_sum, ~regimes["regime"].isin(REGIME_LABELS).to_numpy()
+
+
 # ------------------------------------------------------------------------------------------- metadata
 
 
@@ -256,8 +272,7 @@ def sensory_features(
     cortex = SensoryCortex(market_data.universe().instruments)
     features = compute_features_by_year(cortex, market_bars, macro, start, end)
 
-    values = features.loc[:, list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
-    incomplete = ~features["warmup"].to_numpy(dtype=bool) & np.isnan(values).any(axis=1)
+    incomplete = settled_rows_with_nan(features)
     coverage = macro_coverage(features)
     context.add_asset_metadata(
         {
@@ -326,9 +341,7 @@ def market_regimes(
     with database.session() as session:
         upserted = upsert_market_regimes(session, regimes, make_classifier({"kind": kind}).name)
 
-    probabilities = regimes.loc[:, list(PROBABILITY_COLUMNS)].to_numpy(dtype=np.float64)
-    bad_sum = ~(np.abs(probabilities.sum(axis=1) - 1.0) <= PROBABILITY_TOLERANCE)
-    unknown = ~regimes["regime"].isin(REGIME_LABELS).to_numpy()
+    bad_sum, unknown = regime_frame_problems(regimes)
     if not regimes.empty:
         png = regime_chart_png(_between(market_bars, start, end), regimes)
         chart = f"![regimes](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
