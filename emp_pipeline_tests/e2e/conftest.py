@@ -228,10 +228,13 @@ class Deployment:
             raise RehearsalError(f"launchRun answered {result['__typename']}: {json.dumps(result)[:3000]}")
         return result["run"]
 
-    def launch_backfill(self, assets: tuple[str, ...], partitions: list[str], title: str) -> str:
+    def launch_backfill(self, assets: tuple[str, ...], first: str, last: str, title: str) -> str:
+        """Backfill the partitions first..last (inclusive) of each asset, as docs/research.md does."""
         params = {
-            "assetSelection": [{"path": [name]} for name in assets],
-            "partitionNames": partitions,
+            "partitionsByAssets": [
+                {"assetKey": {"path": [name]}, "partitions": {"range": {"start": first, "end": last}}}
+                for name in assets
+            ],
             "title": title,
         }
         result = self.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
