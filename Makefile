@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint ui bench
+.PHONY: demo test lint ui bench chromium
 
 $(BIN)/emp: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,11 @@ $(BIN)/emp: setup.py pyproject.toml
 demo: $(BIN)/emp
 	$(BIN)/emp demo
 
-test: $(BIN)/emp
+# The browser test drives Debian's Chromium (no browser download): install it once if it is missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: $(BIN)/emp chromium
 	$(BIN)/ruff check emp_pipeline emp_pipeline_tests benchmarks scripts
 	$(BIN)/pytest
 

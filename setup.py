@@ -39,6 +39,7 @@ setup(
         "requests>=2.31",
         "cryptography>=42",
         "websockets>=13",
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "dev": [
@@ -46,6 +47,7 @@ setup(
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
             "ruff>=0.6",
+            "playwright>=1.40",
         ],
         "bench": ["vectorbt>=0.26"],
     },
