@@ -193,11 +193,12 @@ def live_config(
 
 def _report_metadata(report: LiveTickReport) -> dict[str, Any]:
     rows = "\n".join(
-        f"| {d['strategy_id']} | {d['symbol']} | {d['current']:g} | {d['target']:g} | {d['verdict']} | "
-        f"{d['reason']} |"
+        f"| {d['strategy_id']} | {d['symbol']} | {d['decision']} | {d['current']:g} | {d['target']:g} | "
+        f"{d['verdict']} | {d['reason']} |"
         for d in report.decisions
     )
-    table = "| strategy | symbol | current | target | verdict | reason |\n|---|---|---|---|---|---|\n" + rows
+    header = "| strategy | symbol | decision | current | target | verdict | reason |\n" + "|---" * 7 + "|\n"
+    table = header + rows
     return {
         "bar_time": str(report.bar_time),
         "active_strategies": report.strategies,

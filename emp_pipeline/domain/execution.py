@@ -16,8 +16,11 @@ price estimate (for a reversal, the exit is also estimated at that close). The s
 kernel's units (a strategy starts with 1.0 split equally over its instruments); `capital` converts it into
 account currency. Live quantities are then rounded to the instrument's volume step.
 
-Holding. While the kernel holds (no pending exit or entry) the live target is "keep what you have": a
-position that drifted from the simulation (a partial fill, a broker-side stop) is not chased bar after bar.
+Holding. While the kernel holds (no pending exit or entry) a live position on the same side as the
+kernel's is kept as it is: a size that drifted from the simulation (sizing at the close, a partial fill) is
+not traded bar after bar. A live position on the other side, or none where the kernel holds one (a missed
+tick, an order the broker or the risk checks refused), is brought to the kernel's position, with stop and
+take profit at the kernel's own levels.
 """
 
 from __future__ import annotations
@@ -208,16 +211,17 @@ def sleeve_bars(
 
 @dataclass(frozen=True)
 class SleeveTarget:
-    """What the sleeve should hold after the next open, in account units (None = keep what is held).
+    """What the sleeve should hold after the next open, in account units.
 
     `direction` is the direction the kernel will hold; `stop_distance`/`take_profit_distance` are the
     protective levels' distances from the fill (ATR of the signal bar x the genes), as a market order with
-    relative stop loss and take profit carries them.
+    relative stop loss and take profit carries them. For "hold", `quantity` is the kernel's own position,
+    which only matters to a live position on another side (see the module docstring).
     """
 
     action: str  # "enter", "exit", "reverse" or "hold"
     direction: int
-    quantity: float | None
+    quantity: float
     reason: str
     stop_distance: float | None = None
     take_profit_distance: float | None = None
@@ -234,7 +238,19 @@ def sleeve_target(state: SleeveState, genes: RiskGenes, costs: Costs, capital: f
     if state.pending_entry == 0:
         if state.pending_exit and state.direction != 0:
             return SleeveTarget("exit", 0, 0.0, reason_text)
-        return SleeveTarget("hold", state.direction, None, "no new decision at this close")
+        if state.direction == 0:
+            return SleeveTarget("hold", 0, 0.0, "flat, no new decision at this close")
+        # Still held at the close, so the close lies strictly between the kernel's stop and take profit.
+        stop_distance = state.direction * (state.last_close - state.stop)
+        take_profit_distance = state.direction * (state.take_profit - state.last_close)
+        return SleeveTarget(
+            "hold",
+            state.direction,
+            state.units * capital,
+            "the kernel holds this position",
+            stop_distance=stop_distance if stop_distance > 0 else None,
+            take_profit_distance=take_profit_distance if take_profit_distance > 0 else None,
+        )
     close = state.last_close
     cash = state.cash
     action = "enter"
@@ -291,6 +307,7 @@ class OrderIntent:
     reference_price: float
     stop_distance: float | None = None
     take_profit_distance: float | None = None
+    decision: str = ""  # the kernel's action and why, for the journal
 
     @property
     def signed_quantity(self) -> float:
@@ -319,6 +336,10 @@ class OrderIntent:
         return replace(self, target=target)
 
 
+def _side(quantity: float) -> int:
+    return (quantity > 0) - (quantity < 0)
+
+
 def order_for_target(
     *,
     strategy_id: str,
@@ -335,8 +356,8 @@ def order_for_target(
     `current` is what the strategy holds plus what its unfinished orders will add, so an order in flight is
     never sent a second time under another id. A move smaller than the broker's minimum volume is skipped.
     """
-    if target.quantity is None:
-        return None
+    if target.action == "hold" and _side(current) == _side(target.quantity):
+        return None  # on the kernel's side (or flat like it): keep the live size
     rounded = round_to_step(target.quantity, volume_step)
     delta = rounded - current
     if abs(delta) < max(min_volume, volume_step) * (1 - 1e-9):
@@ -355,4 +376,5 @@ def order_for_target(
         reference_price=reference_price,
         stop_distance=target.stop_distance,
         take_profit_distance=target.take_profit_distance,
+        decision=f"{target.action}: {target.reason}",
     )

@@ -218,8 +218,6 @@ def decide_orders(
         if np.isnan(prices.close[-1, i]):
             continue  # no bar for this symbol at the decision bar: the kernel decides nothing either
         target = sleeve_target(state, book.genome.risk, costs, capital)
-        if target.quantity is None:
-            continue
         meta = instruments.get(symbol)
         if meta is None:
             notes.append(f"{book.strategy_id}/{symbol}: no instrument metadata (volume step); not traded")
@@ -469,6 +467,7 @@ def run_live_tick(
             {
                 "strategy_id": intent.strategy_id,
                 "symbol": intent.symbol,
+                "decision": intent.decision,
                 "current": intent.current,
                 "target": final.target,
                 "requested_quantity": intent.signed_quantity,

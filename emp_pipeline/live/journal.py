@@ -22,6 +22,7 @@ DECISION_COLUMNS = (
     "decided_at",
     "strategy_id",
     "symbol",
+    "decision",
     "current",
     "target",
     "requested_quantity",

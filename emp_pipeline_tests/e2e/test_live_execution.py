@@ -367,3 +367,18 @@ def test_an_order_another_run_recorded_a_moment_ago_is_left_to_it(book, market):
     _, orders, positions = _orders(database_url)
     assert len(orders) == 2 and {o.status for o in orders} == {"filled"}
     assert {symbol: p.quantity for symbol, p in positions.items()} == {i.symbol: i.target for i in intents}
+
+
+def test_a_missed_entry_tick_is_caught_up_to_the_kernels_position(book, market):
+    """The kernel entered at this bar's open on the previous bar's signal, but no live run saw that bar."""
+    database_url, data_dir, _, decision_bar = book
+    previous_bar = market.dates[-3]
+    report = _run(database_url, data_dir, decision_bar, start_date=str(previous_bar.date()))
+    assert report["orders_decided"] == 2 and "the kernel holds this position" in report["decisions"]
+    _, orders, _ = _orders(database_url)
+    bars = market.bars.set_index(["date", "symbol"])
+    for order in orders:
+        # Kernel units: fraction x sleeve cash / the entry fill at this bar's open, in account units.
+        fill = entry_fill_price(bars.loc[(decision_bar, order.symbol), "open"], 1, 1.0)
+        assert order.target_position == round_to_step(0.4 * 0.5 / fill * INITIAL_CASH, 1.0)
+        assert order.side == "buy" and order.status == "accepted"

@@ -170,8 +170,9 @@ def test_round_to_step_rounds_toward_zero():
     assert round_to_step(99.0, 100.0) == 0.0
 
 
-def _order(current: float, quantity: float | None, step: float = 1000.0, minimum: float = 1000.0):
-    target = SleeveTarget("enter", 1 if (quantity or 0) > 0 else -1, quantity, "signal", 0.01, 0.02)
+def _order(current: float, quantity: float, step: float = 1000.0, minimum: float = 1000.0, action="enter"):
+    direction = (quantity > 0) - (quantity < 0)
+    target = SleeveTarget(action, direction, quantity, "signal", 0.01, 0.02)
     return order_for_target(
         strategy_id="s",
         symbol="EURUSD",
@@ -193,8 +194,7 @@ def test_order_diff_moves_current_to_rounded_target():
     assert reverse.side == "sell" and reverse.quantity == 8000.0 and reverse.opens_position
 
 
-def test_order_diff_skips_holds_and_moves_below_minimum_but_always_closes():
-    assert _order(current=1000.0, quantity=None) is None
+def test_order_diff_skips_moves_below_minimum_but_always_closes():
     assert _order(current=10_000.0, quantity=10_900.0) is None  # rounds to the current position
     assert _order(current=10_000.0, quantity=10_500.0, step=100.0, minimum=1000.0) is None
     closing = _order(current=300.0, quantity=0.0, step=100.0, minimum=1000.0)
@@ -202,6 +202,29 @@ def test_order_diff_skips_holds_and_moves_below_minimum_but_always_closes():
         closing is not None and closing.target == 0.0 and closing.side == "sell" and closing.quantity == 300.0
     )
     assert not closing.opens_position
+
+
+def test_a_hold_keeps_a_live_position_on_the_kernels_side_and_brings_any_other_to_the_kernels():
+    assert _order(current=9_000.0, quantity=12_000.0, action="hold") is None  # drifted size is kept
+    assert _order(current=0.0, quantity=0.0, action="hold") is None
+    missed = _order(current=0.0, quantity=12_000.0, action="hold")  # e.g. the entry tick never ran
+    assert missed.target == 12_000.0 and missed.opens_position and missed.stop_distance == 0.01
+    stale = _order(current=5_000.0, quantity=0.0, action="hold")  # e.g. the exit order was refused
+    assert stale.target == 0.0 and stale.side == "sell" and stale.quantity == 5_000.0
+    flipped = _order(current=-3_000.0, quantity=12_000.0, action="hold")
+    assert flipped.signed_quantity == 15_000.0
+
+
+def test_hold_target_is_the_kernels_position_with_stops_at_its_levels():
+    genes = RiskGenes(stop_atr=2.0, take_profit_atr=3.0, position_fraction=0.5, max_holding_bars=10)
+    costs = Costs(fee_bps=0.0, slippage_bps=0.0)
+    pending = step_sleeve(SleeveState.start(1.0), BarInput(100, 101, 99, 100, 1.0, 1), genes, costs)
+    held = step_sleeve(pending, BarInput(100, 101, 99, 100.5, 1.0, 1), genes, costs)
+    target = sleeve_target(held, genes, costs, capital=1_000.0)
+    assert (target.action, target.direction) == ("hold", 1)
+    assert target.quantity == pytest.approx(held.units * 1_000.0) and held.units == pytest.approx(0.005)
+    assert target.stop_distance == pytest.approx(100.5 - 98.0)  # kernel stop at 100 - 2 x ATR
+    assert target.take_profit_distance == pytest.approx(103.0 - 100.5)
 
 
 def test_sleeve_target_refuses_non_positive_capital():
