@@ -26,6 +26,12 @@ def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings, out: TextIO) -
     return 0
 
 
+def _cmd_kill_switch(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from emp_pipeline.live.commands import kill_switch_command
+
+    return kill_switch_command(settings.database_url, args.action, out, reason=args.reason)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emp", description="Evolving Market Predator pipeline")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.set_defaults(handler=_cmd_db_upgrade)
 
     add_token_commands(commands)
+
+    kill = commands.add_parser("kill-switch", help="on: no new live exposure; off: allow it; status: show it")
+    kill.add_argument("action", choices=("on", "off", "status"))
+    kill.add_argument("--reason", default="", help="why (recorded with the flag)")
+    kill.set_defaults(handler=_cmd_kill_switch)
     return parser
 
 
