@@ -30,8 +30,9 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
-# The compose services the rehearsal runs as processes, in start order.
+# The compose services the rehearsal runs as processes, in start order; the one-shot migration runs first.
 REHEARSED_SERVICES = ("emp_user_code", "dagster_webserver", "dagster_daemon")
+REHEARSED_ONE_SHOT = "emp_migrate"
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 VENV_BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT_S = 120.0
@@ -40,6 +41,7 @@ RUN_TIMEOUT_S = 150.0
 PROBE_LOCATION = "rehearsal_probe"
 LIVE_EXECUTION_TAG = "emp/live-execution"
 REHEARSAL_PARTITIONS = ("2008-09-15", "2008-09-16")
+BACKFILL_RANGE = ("2008-10-01", "2008-10-03")
 # The checks market_bars evaluates in its own step (the UI lists them under the asset's "Checks" tab).
 BARS_CHECKS = ("ohlc_consistent", "positive_prices", "unique_symbol_date", "no_calendar_gaps")
 
@@ -153,7 +155,7 @@ def with_option(command: list[str], option: str, value: str) -> list[str]:
 
 def compose_commands() -> dict[str, list[str]]:
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
-    return {name: list(services[name]["command"]) for name in REHEARSED_SERVICES}
+    return {name: list(services[name]["command"]) for name in (REHEARSED_ONE_SHOT, *REHEARSED_SERVICES)}
 
 
 def compose_health_check(service: str) -> list[str]:
@@ -185,6 +187,7 @@ class Deployment:
     webserver_url: str
     location_name: str
     database: str
+    registry_url: str
     dagster_home: Path
     data_dir: Path
     logs: dict[str, Path]
@@ -356,6 +359,8 @@ def _webserver_answers(deployment: Deployment) -> bool:
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("rehearsal")
     database = f"emp_rehearsal_{uuid.uuid4().hex[:12]}"
+    registry_database = f"{database}_registry"
+    registry_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{registry_database}"
     key_prefix = f"emp-rehearsal:{uuid.uuid4().hex[:8]}:"
     dagster_home, emp_home, logs_dir = root / "dagster_home", root / "emp_home", root / "logs"
     for directory in (dagster_home, emp_home, logs_dir):
@@ -384,7 +389,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     inherited = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("CTRADER_", "EMP_", "DAGSTER_"))
+        if not key.startswith(("CTRADER_", "EMP_", "DAGSTER_")) and key not in ("DATABASE_URL", "REDIS_URL")
     }
     env = {
         **inherited,
@@ -398,6 +403,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         "EMP_HOME": str(emp_home),
         "EMP_DATA_DIR": str(emp_home / "data"),
         "EMP_DATA_SOURCE": "sample",
+        "EMP_DATABASE_URL": registry_url,
         "REDIS_URL": "redis://127.0.0.1:6379/0",
         "EMP_TOKEN_KEY_PREFIX": key_prefix,
         "PYTHONUNBUFFERED": "1",
@@ -417,12 +423,25 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         webserver_url=f"http://127.0.0.1:{webserver_port}",
         location_name=location_name,
         database=database,
+        registry_url=registry_url,
         dagster_home=dagster_home,
         data_dir=emp_home / "data",
         logs={service: logs_dir / f"{service}.log" for service in REHEARSED_SERVICES},
     )
     _admin(f'CREATE DATABASE "{database}"')
+    _admin(f'CREATE DATABASE "{registry_database}"')
     try:
+        migrate = commands[REHEARSED_ONE_SHOT]
+        migrated = subprocess.run(
+            [str(VENV_BIN / migrate[0]), *migrate[1:]],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if migrated.returncode != 0:
+            raise RehearsalError(f"{' '.join(migrate)} failed:\n{migrated.stdout}\n{migrated.stderr}")
         # As docker-compose orders them: the webserver and daemon start once the code server is healthy.
         deployment.processes["emp_user_code"] = _start(
             service_commands["emp_user_code"], env, deployment.logs["emp_user_code"], cwd=root
@@ -447,6 +466,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             if service in deployment.processes:
                 _stop(deployment.processes[service])
         _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        _admin(f'DROP DATABASE IF EXISTS "{registry_database}" WITH (FORCE)')
         client = redis.Redis(host="127.0.0.1", port=6379)
         stale = list(client.scan_iter(f"{key_prefix}*"))
         if stale:
@@ -458,12 +478,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 class Materialization:
     launched: list[dict[str, str]]  # runId and the status launchRun answered (QUEUED: the coordinator's)
     runs: list[dict[str, Any]]  # the same runs once finished
+    universe_run: dict[str, Any]  # universe_job, writing the PostgreSQL registry the migration created
+    backfill: dict[str, Any]  # a partition-range backfill of market_bars (BACKFILL_RANGE), once finished
 
 
 @pytest.fixture(scope="session")
 def materialized_bars(deployment: Deployment) -> Materialization:
     """Two `market_bars` partitions with their in-step checks, launched through GraphQL, both tagged as
-    live execution so the coordinator's one-at-a-time limit applies."""
+    live execution so the coordinator's one-at-a-time limit applies; `universe_job` and a backfill next to
+    them (all at once: the rehearsal's minutes are mostly runs waiting for CPU)."""
     launched = [
         deployment.launch_run(
             "__ASSET_JOB",
@@ -473,5 +496,8 @@ def materialized_bars(deployment: Deployment) -> Materialization:
         )
         for partition in REHEARSAL_PARTITIONS
     ]
-    runs = deployment.wait_for_runs([run["runId"] for run in launched])
-    return Materialization(launched=launched, runs=runs)
+    universe = deployment.launch_run("universe_job")
+    backfill_id = deployment.launch_backfill(("market_bars",), *BACKFILL_RANGE, title="rehearsal backfill")
+    *runs, universe_run = deployment.wait_for_runs([run["runId"] for run in launched] + [universe["runId"]])
+    backfill = deployment.wait_for_backfill(backfill_id)
+    return Materialization(launched=launched, runs=runs, universe_run=universe_run, backfill=backfill)

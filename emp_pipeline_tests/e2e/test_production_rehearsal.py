@@ -1,7 +1,8 @@
 """The production rehearsal: docker-compose's Dagster services as processes, driven through GraphQL.
 
-What runs (see conftest.py): `dagster code-server start`, `dagster-webserver` and `dagster-daemon run` with
-the commands of docker-compose.yml, on a fresh PostgreSQL database, with the project's dagster.yaml
+What runs (see conftest.py): the registry migration (`emp db upgrade`), then `dagster code-server start`,
+`dagster-webserver` and `dagster-daemon run`, all with the commands of docker-compose.yml, on fresh PostgreSQL
+databases (Dagster's and the registry's), with the project's dagster.yaml
 (PostgreSQL storage, queued run coordinator with its `emp/live-execution` limit, compute logs). The one
 change: the rehearsal's instance yaml swaps the Docker run launcher for Dagster's DefaultRunLauncher,
 because no Docker engine runs here; runs are started by the code server as local processes instead of
@@ -14,9 +15,12 @@ import time
 
 import pandas as pd
 import pytest
+from sqlalchemy import create_engine, select
 
+from emp_pipeline.registry.models import Instrument
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 from emp_pipeline_tests.e2e.conftest import (
+    BACKFILL_RANGE,
     BARS_CHECKS,
     PROBE_LOCATION,
     REHEARSAL_PARTITIONS,
@@ -101,6 +105,17 @@ def test_runs_launched_through_graphql_queue_and_succeed_one_live_execution_at_a
     spx = bars.loc[bars["symbol"] == "^GSPC"].set_index("date")["close"]
     assert 1150 < spx[pd.Timestamp("2008-09-15", tz="UTC")] < 1200  # the real Lehman Monday close
 
+    # universe_job ran beside them (no live-execution tag) and wrote the migrated PostgreSQL registry.
+    universe = materialized_bars.universe_run
+    assert universe["status"] == "SUCCESS", deployment.run_errors(universe["runId"])
+    engine = create_engine(deployment.registry_url)
+    try:
+        with engine.connect() as connection:
+            symbols = set(connection.execute(select(Instrument.symbol)).scalars())
+    finally:
+        engine.dispose()
+    assert symbols == {"^GSPC", "^IXIC", "GOOG"}
+
     (node,) = deployment.graphql(ASSET_CHECKS)["assetNodes"]
     checks = {
         check["name"]: (check["executionForLatestMaterialization"] or {}).get("status")
@@ -111,19 +126,19 @@ def test_runs_launched_through_graphql_queue_and_succeed_one_live_execution_at_a
 
 
 def test_a_partition_backfill_through_graphql_loads_its_range_in_one_run(
-    deployment: Deployment, started_instigators: float, materialized_bars: Materialization
+    deployment: Deployment, materialized_bars: Materialization
 ):
     """The research workflow (docs/research.md): the daemon turns a backfill request into runs; market_bars
-    has a single-run backfill policy, so three days are one run."""
-    days = ["2008-10-01", "2008-10-02", "2008-10-03"]
-    backfill = deployment.wait_for_backfill(
-        deployment.launch_backfill(("market_bars",), days[0], days[-1], title="rehearsal backfill")
-    )
+    has a single-run backfill policy, so a three-day range is one run."""
+    backfill = materialized_bars.backfill
     assert backfill["status"] in {"COMPLETED", "COMPLETED_SUCCESS"}, backfill
     (run,) = backfill["runs"]
     assert run["status"] == "SUCCESS", deployment.run_errors(run["runId"])
-    bars = DatedFrameStore(deployment.data_dir, "market_bars").read_window("2008-10-01", "2008-10-04")
-    assert set(bars["date"].dt.strftime("%Y-%m-%d")) == set(days)
+    first, last = BACKFILL_RANGE
+    bars = DatedFrameStore(deployment.data_dir, "market_bars").read_window(
+        first, pd.Timestamp(last) + pd.Timedelta(days=1)
+    )
+    assert set(bars["date"].dt.strftime("%Y-%m-%d")) == {"2008-10-01", "2008-10-02", "2008-10-03"}
     assert set(bars["symbol"]) == {"^GSPC", "^IXIC", "GOOG"}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emp_pipeline_tests.e2e.conftest import COMPOSE_FILE, REHEARSED_SERVICES, REPO_ROOT
+from emp_pipeline_tests.e2e.conftest import COMPOSE_FILE, REHEARSED_ONE_SHOT, REHEARSED_SERVICES, REPO_ROOT
 
 DAGSTER_YAML = REPO_ROOT / "dagster.yaml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
@@ -76,6 +76,10 @@ def test_the_rehearsal_starts_exactly_the_dagster_services(compose):
     assert commands["emp_user_code"][commands["emp_user_code"].index("-m") + 1] == "emp_pipeline.definitions"
     assert commands["dagster_webserver"][0] == "dagster-webserver"
     assert commands["dagster_daemon"][:2] == ["dagster-daemon", "run"]
+    # The registry migration the rehearsal runs first is the one-shot service the code server waits for.
+    assert compose["services"][REHEARSED_ONE_SHOT]["command"] == ["emp", "db", "upgrade"]
+    code_server_waits_for = compose["services"]["emp_user_code"]["depends_on"][REHEARSED_ONE_SHOT]
+    assert code_server_waits_for == {"condition": "service_completed_successfully"}
 
 
 def test_published_ports_listen_on_loopback_only(compose):
