@@ -1,0 +1,60 @@
+"""Parity replay speed: one strategy, 10 instruments x 5 years of daily bars, stepped bar by bar.
+
+The replay reads each bar through the Parquet lake (three datasets per step), runs the live path (signal,
+sleeves, targets, risk, paper fills in a SQLite registry), audits 8 bars point in time, and cross-checks the
+engine's `decide_orders` at the last bar. It must stay under 60 s so it can run at every promotion.
+Run: /work/venv/bin/python benchmarks/parity.py [repeats]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import pandas as pd
+
+from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
+from emp_pipeline.domain.regimes import REGIME_LABELS
+from emp_pipeline.domain.sensory import SensoryCortex
+from emp_pipeline.domain.synthetic import generate_market
+from emp_pipeline.parity.replay import ParityConfig, run_parity
+
+N_INSTRUMENTS = 10
+WINDOW_BARS = 1260  # five years of daily bars
+WARMUP_BARS = 300  # history before the window: the features' look-back
+
+
+def main(repeats: int) -> None:
+    market = generate_market(n_instruments=N_INSTRUMENTS, n_bars=WINDOW_BARS + WARMUP_BARS, seed=21)
+    dates = pd.DatetimeIndex(sorted(market.bars["date"].unique()))
+    start, end = dates[WARMUP_BARS], dates[-1] + pd.Timedelta(days=1)
+    genome = Genome(
+        direction="both",
+        long_entry=Condition("what_rsi_14", "crosses_above", 55.0),
+        short_entry=Condition("what_rsi_14", "crosses_below", 45.0),
+        exit=None,
+        regimes=REGIME_LABELS,
+        risk=RiskGenes(stop_atr=2.5, take_profit_atr=5.0, position_fraction=0.5, max_holding_bars=40),
+    )
+    cortex = SensoryCortex(market.instruments)
+    timings = []
+    report = None
+    for _ in range(repeats):
+        began = time.perf_counter()
+        report = run_parity(
+            genome, market.bars, market.instruments, start, end, cortex.compute, config=ParityConfig()
+        )
+        timings.append(time.perf_counter() - began)
+    assert report is not None
+    print(report.describe())
+    print(f"bars={report.n_bars}")
+    print(f"instruments={len(report.symbols)}")
+    print(f"backtest_trades={len(report.backtest_trades)}")
+    print(f"decision_parity={report.decision_passed}")
+    print(f"runs={repeats}")
+    print(f"parity_replay_s={statistics.median(timings):.1f}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1)

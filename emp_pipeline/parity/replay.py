@@ -1,0 +1,690 @@
+"""Replay the live execution path bar by bar over a historical window and compare it with the backtest kernel.
+
+The replay first writes the bars, features and regimes into a temporary lake, the way a backfill stores them
+(`DatedFrameStore`, the same path the live job reads). It then steps through the window one bar at a time,
+each step reading that bar through ``read_window(start=t, end=t + 1 day)`` and running the live engine's own
+domain code on it:
+
+1. the paper broker (registry-backed, temporary SQLite) fills the orders of the previous close at this open;
+2. the genome's signal at t (`feature_panel` + `panel_signals`, the body of `genome_signals`, over the rows
+   the steps have read so far: the signal state machine carries across bars, so its history is the state);
+3. the kernel's state machine for each sleeve (`execution.step_sleeve`, the step `replay_sleeve` folds);
+4. the target and the order (`sleeve_target`, `order_for_target`), the risk checks (`risk.check_orders`
+   against the account marked at the close), and the submission to the paper broker.
+
+At the last bar the engine's `decide_orders` itself (which re-folds everything from the store) must agree
+with the incremental orders, so the stepping cannot drift from the engine. At ``audit`` seeded bars (all bars
+when ``audit`` is None) the replay also recomputes the features and regimes from the bars up to that bar,
+read through the store, as a daily partition would compute them, and compares that row with what the
+backtest used: a feature or rule that looks ahead shows there, named (see `report` for the layers).
+
+The backtest side is `simulate_strategy` on the same frames and window. Nothing reads a clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+
+from emp_pipeline.broker.interface import OrderSide
+from emp_pipeline.broker.paper import PaperBroker, PaperCosts
+from emp_pipeline.domain.backtest import MarketArrays, fee_cost, market_arrays, simulate_strategy
+from emp_pipeline.domain.execution import (
+    BarInput,
+    Costs,
+    OrderIntent,
+    SleeveState,
+    order_for_target,
+    sleeve_target,
+    step_sleeve,
+)
+from emp_pipeline.domain.genome import (
+    FeaturePanel,
+    Genome,
+    feature_panel,
+    genome_features,
+    panel_signals,
+    strategy_id,
+)
+from emp_pipeline.domain.instruments import InstrumentMeta
+from emp_pipeline.domain.lookahead import (
+    FeatureFunction,
+    RegimeFunction,
+    compare_panels,
+    cut_points,
+    default_regimes,
+    rule_leaves,
+)
+from emp_pipeline.domain.regimes import REGIME_LABELS
+from emp_pipeline.domain.risk import AccountSnapshot, ProposedOrder, RiskLimits, RiskVerdict, check_orders
+from emp_pipeline.live.engine import (
+    ATR_COLUMN,
+    BARS_DATASET,
+    FEATURES_DATASET,
+    REGIMES_DATASET,
+    MarketView,
+    StrategyBook,
+    decide_orders,
+    order_request,
+)
+from emp_pipeline.parity.report import (
+    Divergence,
+    ParityReport,
+    compare_equity,
+    compare_grids,
+    compare_trades,
+    empty_trades,
+)
+from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.storage.parquet_frames import DatedFrameStore
+
+ONE_DAY = pd.Timedelta(days=1)
+DEFAULT_AUDITS = 8
+
+
+class ParityInputError(ValueError):
+    """The window, bars or instruments cannot be replayed; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ParityConfig:
+    """How the live book would trade: the costs the strategy was measured with, capital and risk limits.
+
+    ``capital`` is the account currency behind 1.0 of the strategy's kernel equity (the paper account starts
+    with it). ``audit`` is the number of seeded bars recomputed point in time (None: every bar, which costs
+    one feature computation per bar).
+    """
+
+    costs: Costs = field(default_factory=Costs)
+    capital: float = 100_000.0
+    limits: RiskLimits = field(default_factory=RiskLimits)
+    audit: int | None = DEFAULT_AUDITS
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StoredInputs:
+    """The frames a backfill stored: what the backtest reads, and what the replay writes into its lake."""
+
+    bars: pd.DataFrame
+    features: pd.DataFrame
+    regimes: pd.DataFrame
+
+
+def compute_inputs(
+    bars: pd.DataFrame, compute_features: FeatureFunction, compute_regimes: RegimeFunction = default_regimes
+) -> StoredInputs:
+    """Features and regimes computed once over all bars, as a single-run backfill stores them."""
+    features = compute_features(bars)
+    return StoredInputs(bars, features, compute_regimes(bars, features))
+
+
+# ------------------------------------------------------------------------------------------- backtest side
+
+
+@dataclass(frozen=True)
+class BacktestSide:
+    panel: FeaturePanel  # the window's rows
+    market: MarketArrays
+    signals: np.ndarray
+    equity: np.ndarray
+    instrument_equity: np.ndarray
+    trades: pd.DataFrame
+
+
+def backtest_side(
+    genome: Genome, inputs: StoredInputs, start: pd.Timestamp, end: pd.Timestamp, costs: Costs
+) -> BacktestSide:
+    """The kernel on the window: signals over the whole stored history (their state carries), cut to it."""
+    full = feature_panel(inputs.features, inputs.regimes)
+    signals = panel_signals(genome, full)
+    rows = (full.dates >= start) & (full.dates < end)
+    panel = full.window(start, end)
+    market = market_arrays(inputs.bars, inputs.features, ATR_COLUMN, panel.dates, panel.symbols)
+    result = simulate_strategy(genome, signals[rows], market, costs.fee_bps, costs.slippage_bps)
+    kernel = result.trades
+    trades = pd.DataFrame(
+        {
+            "symbol": kernel["symbol"].astype(str),
+            "direction": kernel["direction"].astype(np.int8),
+            "entry_date": kernel["entry_date"],
+            "exit_date": kernel["exit_date"],
+            "units": kernel["units"].abs(),
+            "entry_price": kernel["entry_price"],
+            "exit_price": kernel["exit_price"],
+            "entry_fee": [fee_cost(n, costs.fee_bps) for n in kernel["notional"]],
+            "exit_fee": [
+                0.0 if reason == "end_of_data" else fee_cost(u * p, costs.fee_bps)
+                for u, p, reason in zip(
+                    kernel["units"], kernel["exit_price"], kernel["exit_reason"], strict=True
+                )
+            ],
+            "exit_reason": kernel["exit_reason"],
+        }
+    )
+    assert result.result.instrument_equity is not None
+    return BacktestSide(
+        panel=panel,
+        market=market,
+        signals=signals[rows],
+        equity=result.result.equity[0],
+        instrument_equity=result.result.instrument_equity[0],
+        trades=trades if len(trades) else empty_trades(),
+    )
+
+
+# ------------------------------------------------------------------------------------------- live side
+
+
+class _StepOpens:
+    """The paper broker's price source: only the bar the current step has read, never a later open.
+
+    Opens are adjusted (open x adj_close / close), as the live job's paper broker and the kernel fill.
+    """
+
+    def __init__(self) -> None:
+        self._bars: dict[str, tuple[dt.datetime, float]] = {}
+
+    def advance(self, at: pd.Timestamp, symbols: Sequence[str], opens: np.ndarray) -> None:
+        when = at.to_pydatetime()
+        self._bars = {s: (when, float(o)) for s, o in zip(symbols, opens, strict=True) if math.isfinite(o)}
+
+    def latest_bar_time(self, symbol: str) -> dt.datetime | None:
+        bar = self._bars.get(symbol)
+        return bar[0] if bar else None
+
+    def next_open(self, symbol: str, after: dt.datetime) -> tuple[dt.datetime, float] | None:
+        bar = self._bars.get(symbol)
+        return bar if bar is not None and bar[0] > after else None
+
+
+def _write_lake(root: Path, inputs: StoredInputs, feature_columns: Sequence[str]) -> None:
+    """The stored frames as the assets write them; features narrowed to the columns this strategy reads,
+    because a step's read parses whole yearly files and its cost grows with the columns."""
+    features = inputs.features.loc[:, ["date", "symbol", "warmup", *feature_columns]]
+    frames = (
+        (BARS_DATASET, inputs.bars),
+        (FEATURES_DATASET, features),
+        (REGIMES_DATASET, inputs.regimes),
+    )
+    for name, frame in frames:
+        DatedFrameStore(root, name).write_window(frame, frame["date"].min(), frame["date"].max() + ONE_DAY)
+
+
+def _read(root: Path, start: pd.Timestamp | None, end: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    return {
+        name: DatedFrameStore(root, name).read_window(start, end)
+        for name in (BARS_DATASET, FEATURES_DATASET, REGIMES_DATASET)
+    }
+
+
+def _registry(root: Path) -> Engine:
+    url = f"sqlite:///{root / 'registry.sqlite'}"
+    upgrade_database(url)
+    return registry.make_engine(url)
+
+
+def _account(engine: Engine, account_id: int) -> tuple[float, dict[str, float]]:
+    with registry.session_scope(engine) as session:
+        cash = registry.get_account(session, account_id).cash
+        positions = {p.symbol: p.quantity for p in registry.positions_for_account(session, account_id)}
+    return cash, positions
+
+
+@dataclass(frozen=True)
+class _StepRow:
+    """One bar of the stored frames on the symbol grid: the row `feature_panel` and `market_arrays` give."""
+
+    values: np.ndarray  # (n_features, n_symbols)
+    usable: np.ndarray
+    regime_codes: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray  # adjusted, what the kernel marks at
+    atr: np.ndarray
+    raw_close: np.ndarray  # what the live account marks at
+
+
+_REGIME_CODE = {label: code for code, label in enumerate(REGIME_LABELS)}
+
+
+def _on_grid(frame: pd.DataFrame, symbols: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(row of each symbol in ``frame``, whether it has one): one bar's rows onto the symbol grid."""
+    positions = pd.Index(frame["symbol"].astype(str)).get_indexer(list(symbols))
+    return positions, positions >= 0
+
+
+def _take(frame: pd.DataFrame, column: str, grid: tuple[np.ndarray, np.ndarray], fill: object) -> np.ndarray:
+    positions, found = grid
+    values = frame[column].to_numpy()
+    out = np.full(len(positions), fill, dtype=object if values.dtype == object else np.float64)
+    out[found] = values[positions[found]]
+    return out
+
+
+def _step_row(frames: Mapping[str, pd.DataFrame], symbols: Sequence[str], names: Sequence[str]) -> _StepRow:
+    features, regimes, bars = frames[FEATURES_DATASET], frames[REGIMES_DATASET], frames[BARS_DATASET]
+    on_features, on_regimes, on_bars = (_on_grid(f, symbols) for f in (features, regimes, bars))
+    values = np.array([_take(features, name, on_features, np.nan) for name in names], dtype=np.float64)
+    # A missing warm-up flag counts as warming up, as in feature_panel.
+    warmup = np.ones(len(symbols), dtype=bool)
+    positions, found = on_features
+    warmup[found] = features["warmup"].astype("boolean").fillna(True).to_numpy(dtype=bool)[positions[found]]
+    labels = _take(regimes, "regime", on_regimes, None)
+    codes = np.array([_REGIME_CODE.get(label, -1) for label in labels], dtype=np.int8)
+    raw_close = _take(bars, "close", on_bars, np.nan)
+    adjustment = _take(bars, "adj_close", on_bars, np.nan) / raw_close
+    return _StepRow(
+        values=values.reshape(len(names), len(symbols)),
+        usable=~warmup,
+        regime_codes=codes,
+        open=_take(bars, "open", on_bars, np.nan) * adjustment,
+        high=_take(bars, "high", on_bars, np.nan) * adjustment,
+        low=_take(bars, "low", on_bars, np.nan) * adjustment,
+        close=_take(bars, "adj_close", on_bars, np.nan),
+        atr=_take(features, ATR_COLUMN, on_features, np.nan),
+        raw_close=raw_close,
+    )
+
+
+class _LiveReplay:
+    """The live path's state across bars: sleeves, the signal history read so far, the paper account."""
+
+    def __init__(
+        self,
+        genome: Genome,
+        root: Path,
+        engine: Engine,
+        symbols: tuple[str, ...],
+        history_dates: pd.DatetimeIndex,
+        window_dates: pd.DatetimeIndex,
+        instruments: Mapping[str, InstrumentMeta],
+        config: ParityConfig,
+    ) -> None:
+        self.genome, self.root, self.engine, self.symbols = genome, root, engine, symbols
+        self.instruments, self.config = instruments, config
+        self.strategy_id = strategy_id(genome)
+        self.names = tuple(sorted(genome_features(genome)))
+        self.opens = _StepOpens()
+        self.broker = PaperBroker(
+            engine,
+            self.opens,
+            costs=PaperCosts(config.costs.fee_bps, config.costs.slippage_bps),
+            account_name=f"parity-{self.strategy_id}",
+            initial_cash=config.capital,
+        )
+        n_rows, n_symbols = len(history_dates) + len(window_dates), len(symbols)
+        self.dates = history_dates.append(window_dates)
+        self.values = np.full((len(self.names), n_rows, n_symbols), np.nan)
+        self.usable = np.zeros((n_rows, n_symbols), dtype=bool)
+        self.codes = np.full((n_rows, n_symbols), -1, dtype=np.int8)
+        self.row = 0
+        self.sleeves = [SleeveState.start(1.0 / n_symbols) for _ in symbols]
+        self.signals = np.zeros((len(window_dates), n_symbols), dtype=np.int8)
+        self.sleeve_equity = np.zeros((len(window_dates), n_symbols))
+        self.equity = np.zeros(len(window_dates))
+        self.marks: dict[str, float] = {}
+        self.cash, self.positions = _account(engine, self.broker.account_id)
+        self.day_start: float | None = None
+        self.orders_open = False
+        self.last_intents: list[OrderIntent] = []
+        self.risk_notes: list[str] = []
+        if len(history_dates):
+            # The signal state machine's past: the stored history before the window, read once.
+            history = _read(root, None, window_dates[0])
+            features = history[FEATURES_DATASET].loc[:, ["date", "symbol", "warmup", *self.names]]
+            past = feature_panel(features, history[REGIMES_DATASET], symbols)
+            if not past.dates.equals(history_dates):
+                raise ParityInputError("the lake's feature history before the window does not match the bars")
+            self.row = len(history_dates)
+            self.values[:, : self.row], self.usable[: self.row] = past.values, past.usable
+            self.codes[: self.row] = past.regime_codes
+
+    def _remember(self, row: _StepRow) -> None:
+        self.values[:, self.row], self.usable[self.row], self.codes[self.row] = (
+            row.values,
+            row.usable,
+            row.regime_codes,
+        )
+        self.row += 1
+
+    def step(self, j: int, at: pd.Timestamp) -> None:
+        """The live job at the close of ``at``: fills at its open, signal, sleeves, targets, risk, orders."""
+        frames = _read(self.root, at, at + ONE_DAY)
+        row = _step_row(frames, self.symbols, self.names)
+        if self.dates[self.row] != at or not (frames[FEATURES_DATASET]["date"] == at).any():
+            raise ParityInputError(
+                f"the lake has no features for {at.date()}: the stored frames are incomplete"
+            )
+        self.opens.advance(at, self.symbols, row.open)
+        if self.orders_open:
+            results = self.broker.settle_open_orders()
+            self.orders_open = any(not r.status.is_terminal for r in results)
+            self.cash, self.positions = _account(self.engine, self.broker.account_id)
+        self._remember(row)
+        seen = FeaturePanel(
+            self.dates[: self.row],
+            self.symbols,
+            self.names,
+            self.values[:, : self.row],
+            self.usable[: self.row],
+            self.codes[: self.row],
+        )
+        signal = panel_signals(self.genome, seen)[-1]
+        self.signals[j] = signal
+        self.marks.update(
+            {s: float(c) for s, c in zip(self.symbols, row.raw_close, strict=True) if math.isfinite(c)}
+        )
+        genes, costs, capital = self.genome.risk, self.config.costs, self.config.capital
+        intents: list[OrderIntent] = []
+        for i, symbol in enumerate(self.symbols):
+            bar = BarInput(
+                float(row.open[i]),
+                float(row.high[i]),
+                float(row.low[i]),
+                float(row.close[i]),
+                float(row.atr[i]),
+                int(signal[i]),
+            )
+            self.sleeves[i] = step_sleeve(self.sleeves[i], bar, genes, costs)
+            self.sleeve_equity[j, i] = self.sleeves[i].equity
+            if math.isnan(bar.close):
+                continue  # no bar for this symbol at this close: the kernel decides nothing either
+            meta = self.instruments[symbol]
+            order = order_for_target(
+                strategy_id=self.strategy_id,
+                symbol=symbol,
+                bar_time=at.to_pydatetime(),
+                current=self.positions.get(symbol, 0.0),
+                target=sleeve_target(self.sleeves[i], genes, costs, capital),
+                reference_price=float(row.raw_close[i]),
+                volume_step=meta.step_volume,
+                min_volume=meta.min_volume,
+            )
+            if order is not None:
+                intents.append(order)
+        equity = self.cash + sum(q * self.marks[s] for s, q in self.positions.items() if q)
+        self.equity[j] = equity / capital
+        self._submit(at, intents, equity)
+        self.day_start = equity
+        self.last_intents = intents
+
+    def _submit(self, at: pd.Timestamp, intents: Sequence[OrderIntent], equity: float) -> None:
+        snapshot = AccountSnapshot(
+            equity=equity,
+            day_start_equity=equity if self.day_start is None else self.day_start,
+            kill_switch=False,
+            positions=self.positions,
+            prices=self.marks,
+        )
+        proposed = [ProposedOrder(i.client_order_id, i.symbol, i.signed_quantity) for i in intents]
+        for intent, decision in zip(
+            intents, check_orders(proposed, snapshot, self.config.limits), strict=True
+        ):
+            if decision.verdict is not RiskVerdict.APPROVED:
+                self.risk_notes.append(
+                    f"{at.date()} {intent.symbol}: risk {decision.verdict.value}: {decision.reason}"
+                )
+            if decision.verdict is RiskVerdict.REJECTED:
+                continue
+            final = intent
+            if decision.verdict is RiskVerdict.REDUCED:
+                final = intent.with_target(intent.current + decision.approved_quantity)
+            side = "buy" if decision.approved_quantity > 0 else "sell"
+            self.broker.submit_order(order_request(final, side, abs(decision.approved_quantity)))
+            self.orders_open = True
+
+
+def _live_trades(
+    engine: Engine, account_id: int, closes: Mapping[str, tuple[pd.Timestamp, float]], capital: float
+) -> pd.DataFrame:
+    """Round trips rebuilt from the paper fills (a reversal's one fill closes a trade and opens the next)."""
+    with registry.session_scope(engine) as session:
+        fills = []
+        for order in registry.orders_for_account(session, account_id):
+            sign = OrderSide(order.side).sign
+            for fill in registry.fills_for_order(session, order.client_order_id):
+                fills.append(
+                    (pd.Timestamp(fill.filled_at), order.symbol, sign * fill.quantity, fill.price, fill.fee)
+                )
+    fills.sort(key=lambda f: (f[0], f[1]))
+    rows: list[dict[str, object]] = []
+    open_trades: dict[str, dict[str, object]] = {}
+    for date, symbol, quantity, price, fee in fills:
+        trade = open_trades.get(symbol)
+        remaining = quantity
+        if trade is not None:
+            held = float(trade["signed"])
+            if math.copysign(1.0, quantity) == math.copysign(1.0, held):
+                trade["signed"] = held + quantity  # added to a position: shows as a units divergence
+                trade["units"] = abs(held + quantity) / capital
+                continue
+            closing = min(abs(quantity), abs(held))
+            trade.update(exit_date=date, exit_price=price, exit_fee=fee * closing / abs(quantity) / capital)
+            rows.append(trade)
+            del open_trades[symbol]
+            remaining = quantity + math.copysign(closing, held)
+            if abs(held) > abs(quantity):
+                left = dict(trade, signed=held + quantity, units=(abs(held) - closing) / capital)
+                left.update(exit_date=pd.NaT, exit_price=math.nan, exit_fee=0.0)
+                open_trades[symbol] = left
+                continue
+        if abs(remaining) > 0:
+            open_trades[symbol] = {
+                "symbol": symbol,
+                "direction": int(math.copysign(1, remaining)),
+                "entry_date": date,
+                "units": abs(remaining) / capital,
+                "entry_price": price,
+                "entry_fee": fee * abs(remaining) / abs(quantity) / capital,
+                "signed": remaining,
+            }
+    for symbol, trade in open_trades.items():
+        last_date, last_close = closes[symbol]
+        trade.update(exit_date=last_date, exit_price=last_close, exit_fee=0.0)
+        rows.append(trade)
+    if not rows:
+        return empty_trades()
+    frame = pd.DataFrame.from_records(rows).drop(columns=["signed"])
+    frame["direction"] = frame["direction"].astype(np.int8)
+    return frame.sort_values(["entry_date", "symbol"], kind="mergesort").reset_index(drop=True)
+
+
+def _audit(
+    genome: Genome,
+    root: Path,
+    full: FeaturePanel,
+    at: pd.Timestamp,
+    checked: Sequence[str],
+    compute_features: FeatureFunction,
+    compute_regimes: RegimeFunction,
+) -> list[Divergence]:
+    """Row ``at`` recomputed from the bars up to it (read through the store) against the stored row."""
+    bars = DatedFrameStore(root, BARS_DATASET).read_window(None, at + ONE_DAY)
+    features = compute_features(bars)
+    cut = feature_panel(features, compute_regimes(bars, features), full.symbols)
+    return [
+        Divergence(
+            "inputs",
+            finding.date,
+            finding.symbol,
+            finding.name,
+            finding.full_value,
+            finding.cut_value,
+            f"{finding.kind} recomputed from the bars up to {at.date()}"
+            + (f", reads {', '.join(finding.reads)}" if finding.reads else ""),
+        )
+        for finding in compare_panels(genome, full, cut, at, at, checked)
+    ]
+
+
+def _rule_notes(genome: Genome, divergences: Sequence[Divergence]) -> list[str]:
+    """Which rule leaves read a feature that differed: the culprit rule paths."""
+    culprits = {d.field for d in divergences if d.layer == "inputs"}
+    return [
+        f"rule {path} reads {leaf.left} (which looked ahead)"
+        for path, leaf in rule_leaves(genome)
+        if leaf.left in culprits or (isinstance(leaf.right, str) and leaf.right in culprits)
+    ]
+
+
+def run_parity(
+    genome: Genome,
+    bars: pd.DataFrame,
+    instruments: Sequence[InstrumentMeta],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    compute_features: FeatureFunction,
+    compute_regimes: RegimeFunction = default_regimes,
+    config: ParityConfig | None = None,
+    workdir: Path | str | None = None,
+) -> ParityReport:
+    """Backtest the window, replay the live path over it bar by bar, and report where they part (module doc).
+
+    ``bars`` holds the window and the history before it (warm-up, and the past the signal state carries).
+    """
+    began = time.perf_counter()
+    config = config or ParityConfig()
+    if not (math.isfinite(config.capital) and config.capital > 0):
+        raise ParityInputError(f"capital must be a positive amount of account currency, not {config.capital}")
+    in_window = (bars["date"] >= start) & (bars["date"] < end)
+    if not in_window.any():
+        raise ParityInputError(f"no bars between {start} and {end}: choose a window inside the data")
+    inputs = compute_inputs(bars, compute_features, compute_regimes)
+    back = backtest_side(genome, inputs, start, end, config.costs)
+    dates, symbols = back.panel.dates, back.panel.symbols
+    by_symbol = {meta.symbol: meta for meta in instruments}
+    missing = sorted(set(symbols) - set(by_symbol))
+    if missing:
+        raise ParityInputError(
+            f"no instrument metadata for {missing}: the live path needs their volume steps"
+        )
+    full = feature_panel(inputs.features, inputs.regimes, symbols)
+    checked = sorted(genome_features(genome) | {ATR_COLUMN})
+    if config.audit is None:
+        audited: tuple[pd.Timestamp, ...] = tuple(dates)
+    elif config.audit > 0 and len(dates) > 1:
+        audited = cut_points(full.dates, config.audit, config.seed, start, end)
+    else:
+        audited = ()
+    divergences: list[Divergence] = []
+    with tempfile.TemporaryDirectory(prefix="emp-parity-", dir=workdir) as tmp:
+        root = Path(tmp)
+        _write_lake(root, inputs, checked)
+        engine = _registry(root)
+        try:
+            live = _LiveReplay(
+                genome, root, engine, symbols, full.dates[full.dates < start], dates, by_symbol, config
+            )
+            for j, at in enumerate(dates):
+                live.step(j, at)
+                if at in audited:
+                    divergences.extend(
+                        _audit(genome, root, full, at, checked, compute_features, compute_regimes)
+                    )
+            engine_check = _engine_cross_check(
+                genome, root, dates[-1], start, live.positions, by_symbol, config, live.last_intents
+            )
+            live_trades = _live_trades(
+                engine,
+                live.broker.account_id,
+                {s: (dates[-1], c) for s, c in live.marks.items()},
+                config.capital,
+            )
+        finally:
+            engine.dispose()
+    if engine_check is not None:
+        divergences.append(engine_check)
+    divergences = _earliest_per_field(divergences)
+    for found in (
+        compare_grids(dates, symbols, back.signals, live.signals, "decision", "signal"),
+        compare_grids(
+            dates, symbols, back.instrument_equity, live.sleeve_equity, "decision", "sleeve_equity", 1e-9
+        ),
+        compare_trades(back.trades, live_trades),
+        compare_equity(dates, back.equity, live.equity, "execution", "equity"),
+    ):
+        if found is not None:
+            divergences.append(found)
+    equity = pd.DataFrame(
+        {"backtest": back.equity, "decision": live.sleeve_equity.sum(axis=1), "live": live.equity},
+        index=dates,
+    )
+    return ParityReport(
+        strategy_id=live.strategy_id,
+        start=dates[0],
+        end=dates[-1],
+        n_bars=len(dates),
+        symbols=symbols,
+        backtest_trades=back.trades,
+        live_trades=live_trades,
+        equity=equity,
+        divergences=tuple(divergences),
+        audited_bars=audited,
+        elapsed_s=time.perf_counter() - began,
+        notes=tuple(_rule_notes(genome, divergences) + _summarise(live.risk_notes)),
+    )
+
+
+def _summarise(notes: list[str], keep: int = 5) -> list[str]:
+    if len(notes) <= keep:
+        return notes
+    return [*notes[:keep], f"... and {len(notes) - keep} more risk decisions that were not plain approvals"]
+
+
+def _earliest_per_field(divergences: Sequence[Divergence]) -> list[Divergence]:
+    """One divergence per (layer, field): the earliest bar (audits may find a culprit several times)."""
+    earliest: dict[tuple[str, str], Divergence] = {}
+    for divergence in divergences:
+        key = (divergence.layer, divergence.field)
+        if key not in earliest or divergence.date < earliest[key].date:
+            earliest[key] = divergence
+    return sorted(earliest.values(), key=lambda d: (d.date, d.field))
+
+
+def _engine_cross_check(
+    genome: Genome,
+    root: Path,
+    at: pd.Timestamp,
+    start: pd.Timestamp,
+    held: Mapping[str, float],
+    instruments: Mapping[str, InstrumentMeta],
+    config: ParityConfig,
+    stepped: Sequence[OrderIntent],
+) -> Divergence | None:
+    """The engine's own `decide_orders` on the store up to the last bar must ask for the stepped orders."""
+    frames = _read(root, None, at + ONE_DAY)
+    today = frames[BARS_DATASET].loc[frames[BARS_DATASET]["date"] == at]
+    view = MarketView(
+        frames[BARS_DATASET],
+        frames[FEATURES_DATASET],
+        frames[REGIMES_DATASET],
+        at,
+        dict(zip(today["symbol"].astype(str), today["close"].astype(float), strict=True)),
+    )
+    book = StrategyBook(strategy_id(genome), genome, start)
+    orders, _ = decide_orders(book, view, held, instruments, config.costs, config.capital)
+    engine_orders = sorted((o.symbol, o.target) for o in orders)
+    stepped_orders = sorted((o.symbol, o.target) for o in stepped)
+    if engine_orders == stepped_orders:
+        return None
+    return Divergence(
+        "decision",
+        at,
+        "",
+        "engine_orders",
+        repr(engine_orders),
+        repr(stepped_orders),
+        "live.engine.decide_orders on the whole store vs the bar-by-bar replay (backtest column = engine)",
+    )

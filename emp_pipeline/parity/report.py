@@ -1,0 +1,225 @@
+"""The parity comparison: where the live path's trades, fills and equity first part from the backtest's.
+
+Three layers, each reported with its first divergence (bar, symbol, field, both values):
+
+* ``inputs``: a value the genome reads (or the ATR, the regime, the warm-up flag) that the replay, recomputing
+  it from the bars up to a step as a daily partition would, finds different from what the backtest used.
+  That is look-ahead in a feature or a rule, caught on the live path.
+* ``decision``: the live engine's per-bar state machine (signals, `step_sleeve`'s sleeve equity, and the
+  engine's own `decide_orders` at the last bar) against the kernel's signals and per-instrument equity.
+* ``execution``: what the paper broker actually filled (sides, quantities, fill prices, fees, entry and exit
+  bars) and the account's equity against the kernel's trade list and equity curve.
+
+Trade quantities are compared in kernel units (the live quantity divided by the capital behind 1.0 of kernel
+equity); prices and units to ``PRICE_RTOL`` relative (a last-bit difference between ``open * adj / close``
+and ``open * (adj / close)`` is not a different fill), equity to ``EQUITY_RTOL`` relative.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+EQUITY_RTOL = 1e-9
+PRICE_RTOL = 1e-12
+LAYERS: tuple[str, ...] = ("inputs", "decision", "execution")
+TRADE_COLUMNS: tuple[str, ...] = (
+    "symbol",
+    "direction",
+    "entry_date",
+    "exit_date",
+    "units",
+    "entry_price",
+    "exit_price",
+    "entry_fee",
+    "exit_fee",
+)
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """The first place one layer of the live path parts from the backtest."""
+
+    layer: str
+    date: pd.Timestamp
+    symbol: str  # "" for a portfolio-level field (equity)
+    field: str
+    backtest: object
+    live: object
+    note: str = ""
+
+    def describe(self) -> str:
+        where = f"{self.date.date()} {self.symbol}".rstrip()
+        note = f" ({self.note})" if self.note else ""
+        return (
+            f"[{self.layer}] {where} {self.field}: backtest {_fmt(self.backtest)} vs live {_fmt(self.live)}"
+            f"{note}"
+        )
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.12g}"
+    if isinstance(value, pd.Timestamp):
+        return str(value.date())
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    strategy_id: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    n_bars: int
+    symbols: tuple[str, ...]
+    backtest_trades: pd.DataFrame
+    live_trades: pd.DataFrame
+    equity: pd.DataFrame  # columns backtest, decision, live (kernel units), indexed by date
+    divergences: tuple[Divergence, ...]
+    audited_bars: tuple[pd.Timestamp, ...]
+    elapsed_s: float
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def passed(self) -> bool:
+        return not self.divergences
+
+    @property
+    def decision_passed(self) -> bool:
+        """No look-ahead and the live state machine matches the kernel (execution details aside)."""
+        return not any(d.layer in ("inputs", "decision") for d in self.divergences)
+
+    def first(self, layer: str | None = None) -> Divergence | None:
+        found = [d for d in self.divergences if layer is None or d.layer == layer]
+        return min(found, key=lambda d: d.date) if found else None
+
+    def describe(self) -> str:
+        head = (
+            f"parity replay of {self.strategy_id} over {self.n_bars} bars x {len(self.symbols)} symbols "
+            f"({self.start.date()} .. {self.end.date()}): {len(self.backtest_trades)} backtest trades, "
+            f"{len(self.live_trades)} live trades, {len(self.audited_bars)} bars audited point in time, "
+            f"{self.elapsed_s:.1f} s"
+        )
+        if self.passed:
+            return head + "\nidentical: same trades, same fill prices, equity equal to 1e-9 relative"
+        lines = [head, "diverges:"] + [f"  {d.describe()}" for d in self.divergences]
+        return "\n".join(lines + [f"  note: {n}" for n in self.notes])
+
+
+# ------------------------------------------------------------------------------------------- comparisons
+
+
+def _close(a: float, b: float, rtol: float) -> bool:
+    if math.isnan(a) and math.isnan(b):
+        return True
+    return abs(a - b) <= rtol * max(abs(a), abs(b), 1e-300)
+
+
+def compare_equity(
+    dates: pd.DatetimeIndex, backtest: np.ndarray, live: np.ndarray, layer: str, field_name: str
+) -> Divergence | None:
+    """The first bar where two equity curves differ by more than EQUITY_RTOL relative."""
+    scale = np.maximum(np.maximum(np.abs(backtest), np.abs(live)), 1e-300)
+    bad = np.flatnonzero(~(np.abs(backtest - live) <= EQUITY_RTOL * scale))
+    if len(bad) == 0:
+        return None
+    row = int(bad[0])
+    return Divergence(layer, dates[row], "", field_name, float(backtest[row]), float(live[row]))
+
+
+def compare_grids(
+    dates: pd.DatetimeIndex,
+    symbols: tuple[str, ...],
+    backtest: np.ndarray,
+    live: np.ndarray,
+    layer: str,
+    field_name: str,
+    rtol: float = 0.0,
+) -> Divergence | None:
+    """The first (bar, symbol) where two (n_bars, n_symbols) grids differ (NaN equal to NaN)."""
+    a = backtest.astype(np.float64)
+    b = live.astype(np.float64)
+    same = (np.abs(a - b) <= rtol * np.maximum(np.abs(a), np.abs(b))) | (np.isnan(a) & np.isnan(b))
+    bad = np.argwhere(~same)
+    if len(bad) == 0:
+        return None
+    row, column = (int(x) for x in bad[0])
+    return Divergence(
+        layer, dates[row], symbols[column], field_name, backtest[row, column].item(), live[row, column].item()
+    )
+
+
+def compare_trades(backtest: pd.DataFrame, live: pd.DataFrame) -> Divergence | None:
+    """The earliest field where the two trade lists (TRADE_COLUMNS, sorted by entry) part, trade by trade.
+
+    Trades are paired per symbol in entry order; a trade present on one side only is reported at its
+    entry bar with field ``trade``.
+    """
+    found: list[Divergence] = []
+    symbols = sorted(set(backtest["symbol"]) | set(live["symbol"]))
+    for symbol in symbols:
+        ours = backtest.loc[backtest["symbol"] == symbol].sort_values("entry_date").reset_index(drop=True)
+        theirs = live.loc[live["symbol"] == symbol].sort_values("entry_date").reset_index(drop=True)
+        for k in range(max(len(ours), len(theirs))):
+            if k >= len(ours) or k >= len(theirs):
+                extra = theirs.iloc[k] if k >= len(ours) else ours.iloc[k]
+                side = "live" if k >= len(ours) else "backtest"
+                found.append(
+                    Divergence(
+                        "execution",
+                        extra["entry_date"],
+                        symbol,
+                        "trade",
+                        "none" if side == "live" else _trade_text(extra),
+                        _trade_text(extra) if side == "live" else "none",
+                        f"trade #{k + 1} of {symbol} exists only in the {side}",
+                    )
+                )
+                break
+            divergence = _compare_trade(ours.iloc[k], theirs.iloc[k], symbol, k)
+            if divergence is not None:
+                found.append(divergence)
+                break
+    return min(found, key=lambda d: d.date) if found else None
+
+
+def _trade_text(trade: pd.Series) -> str:
+    side = "long" if trade["direction"] > 0 else "short"
+    return f"{side} {trade['units']:.6g} units {trade['entry_date'].date()}..{trade['exit_date'].date()}"
+
+
+def _compare_trade(ours: pd.Series, theirs: pd.Series, symbol: str, k: int) -> Divergence | None:
+    note = f"trade #{k + 1} of {symbol}"
+    checks: list[tuple[str, pd.Timestamp]] = [
+        ("entry_date", ours["entry_date"]),
+        ("direction", ours["entry_date"]),
+        ("units", ours["entry_date"]),
+        ("entry_price", ours["entry_date"]),
+        ("entry_fee", ours["entry_date"]),
+        ("exit_date", min(ours["exit_date"], theirs["exit_date"])),
+        ("exit_price", ours["exit_date"]),
+        ("exit_fee", ours["exit_date"]),
+    ]
+    for name, date in checks:
+        a, b = ours[name], theirs[name]
+        if isinstance(a, pd.Timestamp) or name == "direction":
+            equal = a == b
+        else:
+            equal = _close(float(a), float(b), PRICE_RTOL if name != "units" else PRICE_RTOL * 10)
+        if not equal:
+            value_a = a if isinstance(a, pd.Timestamp) else (int(a) if name == "direction" else float(a))
+            value_b = b if isinstance(b, pd.Timestamp) else (int(b) if name == "direction" else float(b))
+            return Divergence("execution", date, symbol, name, value_a, value_b, note)
+    return None
+
+
+def empty_trades() -> pd.DataFrame:
+    frame = pd.DataFrame({column: pd.Series(dtype="float64") for column in TRADE_COLUMNS})
+    frame["symbol"] = frame["symbol"].astype(object)
+    frame["direction"] = frame["direction"].astype(np.int8)
+    for column in ("entry_date", "exit_date"):
+        frame[column] = pd.Series(dtype="datetime64[ns, UTC]")
+    return frame

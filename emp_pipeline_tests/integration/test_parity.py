@@ -1,0 +1,162 @@
+"""Parity replay: the live path stepped through a Parquet lake and a SQLite paper account against the kernel.
+
+Where the live engine's semantics coincide with the kernel's (no gap between a close and the next open, no
+slippage, a fine volume grid, protective levels never touched) the two must be identical; where they do not,
+the replay must say exactly where they part. Look-ahead in a feature or a rule is named on the live path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emp_pipeline.domain.execution import Costs
+from emp_pipeline.domain.genome import Genome, RiskGenes
+from emp_pipeline.domain.risk import RiskLimits
+from emp_pipeline.domain.synthetic import SyntheticMarket, generate_market
+from emp_pipeline.parity.replay import ParityConfig, ParityInputError, run_parity
+from emp_pipeline_tests.unit.test_lookahead import (
+    biased_cortex,
+    biased_feature_genome,
+    biased_rule_genome,
+    correct_genome,
+)
+
+WARMUP_BARS = 260
+WINDOW_BARS = 120
+# Limits that never bind for a two-sleeve book: risk rejections are tested in unit/test_risk.py.
+OPEN_LIMITS = RiskLimits(max_position_fraction=1.0, max_gross_exposure=1.0, daily_loss_limit=1.0)
+
+
+def gapless(market: SyntheticMarket) -> SyntheticMarket:
+    """Each open at the previous close: the close a live order is sized at is the price it fills at."""
+    bars = market.bars.copy()
+    previous = bars.groupby("symbol")["close"].shift(1)
+    bars["open"] = previous.fillna(bars["open"])
+    bars["high"] = np.maximum(bars["high"], bars["open"])
+    bars["low"] = np.minimum(bars["low"], bars["open"])
+    return dataclasses.replace(market, bars=bars)
+
+
+def fine_grid(market: SyntheticMarket) -> tuple:
+    return tuple(dataclasses.replace(m, step_volume=1e-10, min_volume=1e-10) for m in market.instruments)
+
+
+@pytest.fixture(scope="module")
+def market() -> SyntheticMarket:
+    return generate_market(n_instruments=2, n_bars=WARMUP_BARS + WINDOW_BARS, seed=3)
+
+
+def window(market: SyntheticMarket) -> tuple[pd.Timestamp, pd.Timestamp]:
+    dates = pd.DatetimeIndex(sorted(market.bars["date"].unique()))
+    return dates[WARMUP_BARS], dates[-1] + pd.Timedelta(days=1)
+
+
+def wide_stops() -> Genome:
+    genome = correct_genome()
+    return dataclasses.replace(
+        genome, risk=dataclasses.replace(genome.risk, stop_atr=10.0, take_profit_atr=20.0)
+    )
+
+
+def test_correct_genome_is_identical_where_semantics_coincide(market: SyntheticMarket) -> None:
+    smooth = gapless(market)
+    start, end = window(smooth)
+    config = ParityConfig(costs=Costs(fee_bps=1.0, slippage_bps=0.0), limits=OPEN_LIMITS, audit=4)
+    report = run_parity(
+        wide_stops(), smooth.bars, fine_grid(smooth), start, end, biased_cortex(smooth), config=config
+    )
+    # The premise: protective levels never fire (the paper broker has no stops; that is the next test).
+    assert set(report.backtest_trades["exit_reason"]) <= {"signal", "max_holding", "end_of_data"}
+    assert len(report.backtest_trades) >= 3
+    assert report.passed, report.describe()
+    assert len(report.live_trades) == len(report.backtest_trades)
+    np.testing.assert_allclose(report.equity["live"], report.equity["backtest"], rtol=1e-9)
+    assert report.n_bars == WINDOW_BARS and len(report.audited_bars) == 4
+
+
+def test_sizing_at_the_close_is_reported_as_the_first_divergence(market: SyntheticMarket) -> None:
+    """With gaps and slippage a live order sized at the close buys another quantity than the kernel."""
+    start, end = window(market)
+    config = ParityConfig(limits=OPEN_LIMITS, audit=0)
+    report = run_parity(
+        wide_stops(), market.bars, fine_grid(market), start, end, biased_cortex(market), config=config
+    )
+    assert report.decision_passed, report.describe()
+    first = report.first("execution")
+    assert first is not None and first.field == "units"
+    entry = report.backtest_trades.sort_values("entry_date").iloc[0]
+    assert first.date == report.backtest_trades["entry_date"].min()
+    assert first.backtest == pytest.approx(
+        entry["units"] if first.symbol == entry["symbol"] else first.backtest
+    )
+    assert first.live != pytest.approx(first.backtest, rel=1e-9)
+    assert "units" in report.describe()
+
+
+def test_a_stop_the_paper_broker_never_executes_shows_at_its_bar(market: SyntheticMarket) -> None:
+    smooth = gapless(market)
+    start, end = window(smooth)
+    tight = dataclasses.replace(correct_genome(), risk=RiskGenes(0.25, 20.0, 0.5, 100))
+    config = ParityConfig(costs=Costs(fee_bps=1.0, slippage_bps=0.0), limits=OPEN_LIMITS, audit=0)
+    report = run_parity(
+        tight, smooth.bars, fine_grid(smooth), start, end, biased_cortex(smooth), config=config
+    )
+    assert report.decision_passed
+    stops = report.backtest_trades.loc[
+        report.backtest_trades["exit_price"] < report.backtest_trades["entry_price"]
+    ]
+    assert len(stops), "premise: a 0.25 ATR stop is touched at least once"
+    first = report.first("execution")
+    assert first is not None
+    assert first.field in ("exit_date", "exit_price", "trade")
+    assert first.date <= stops["exit_date"].min() + pd.Timedelta(days=7)
+
+
+def test_biased_feature_is_named_by_the_replay(market: SyntheticMarket) -> None:
+    start, end = window(market)
+    config = ParityConfig(limits=OPEN_LIMITS, audit=3)
+    report = run_parity(
+        biased_feature_genome(),
+        market.bars,
+        fine_grid(market),
+        start,
+        end,
+        biased_cortex(market),
+        config=config,
+    )
+    inputs = [d for d in report.divergences if d.layer == "inputs"]
+    assert "what_close_z" in {d.field for d in inputs}
+    assert "what_rsi_14" not in {d.field for d in inputs}
+    assert not report.decision_passed
+    assert any("long_entry.all[1]" in note for note in report.notes)
+    assert "what_close_z" in report.describe()
+
+
+def test_biased_rule_is_named_by_the_replay(market: SyntheticMarket) -> None:
+    start, end = window(market)
+    config = ParityConfig(limits=OPEN_LIMITS, audit=3)
+    report = run_parity(
+        biased_rule_genome(), market.bars, fine_grid(market), start, end, biased_cortex(market), config=config
+    )
+    by_field = {d.field: d for d in report.divergences if d.layer == "inputs"}
+    future = by_field["what_future_return"]
+    assert future.date in report.audited_bars and np.isnan(future.live)
+    assert "long_entry.all[1]" in by_field
+    assert "long_entry.all[0]" not in by_field
+
+
+def test_window_outside_the_data_is_refused(market: SyntheticMarket) -> None:
+    late = market.bars["date"].max() + pd.Timedelta(days=30)
+    with pytest.raises(ParityInputError, match="no bars between"):
+        run_parity(
+            correct_genome(),
+            market.bars,
+            market.instruments,
+            late,
+            late + pd.Timedelta(days=30),
+            biased_cortex(market),
+        )
