@@ -78,22 +78,19 @@ def test_correct_genome_is_identical_where_semantics_coincide(market: SyntheticM
     assert report.n_bars == WINDOW_BARS and len(report.audited_bars) == 4
 
 
-def test_sizing_at_the_close_is_reported_as_the_first_divergence(market: SyntheticMarket) -> None:
-    """With gaps and slippage a live order sized at the close buys another quantity than the kernel."""
+def test_volume_rounding_is_reported_as_the_first_divergence(market: SyntheticMarket) -> None:
+    """On a one-unit volume grid the live order carries the kernel's units rounded down: named at entry."""
     start, end = window(market)
     config = ParityConfig(limits=OPEN_LIMITS, audit=0)
     report = run_parity(
-        wide_stops(), market.bars, fine_grid(market), start, end, biased_cortex(market), config=config
+        wide_stops(), market.bars, market.instruments, start, end, biased_cortex(market), config=config
     )
     assert report.decision_passed, report.describe()
     first = report.first("execution")
-    assert first is not None and first.field == "units"
-    entry = report.backtest_trades.sort_values("entry_date").iloc[0]
+    assert first is not None and first.field == "units", report.describe()
     assert first.date == report.backtest_trades["entry_date"].min()
-    assert first.backtest == pytest.approx(
-        entry["units"] if first.symbol == entry["symbol"] else first.backtest
-    )
-    assert first.live != pytest.approx(first.backtest, rel=1e-9)
+    kernel_units = float(first.backtest) * config.capital
+    assert float(first.live) * config.capital == pytest.approx(np.floor(kernel_units + 1e-9), abs=1e-6)
     assert "units" in report.describe()
 
 
