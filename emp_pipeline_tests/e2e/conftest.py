@@ -166,7 +166,7 @@ def compose_health_check(service: str) -> list[str]:
     return list(test[1:])
 
 
-def _command_succeeds(command: list[str], env: dict[str, str]) -> bool:
+def command_succeeds(command: list[str], env: dict[str, str]) -> bool:
     completed = subprocess.run(
         [str(VENV_BIN / command[0]), *command[1:]], env=env, capture_output=True, timeout=60, check=False
     )
@@ -191,6 +191,7 @@ class Deployment:
     dagster_home: Path
     data_dir: Path
     logs: dict[str, Path]
+    env: dict[str, str]
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -427,6 +428,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         dagster_home=dagster_home,
         data_dir=emp_home / "data",
         logs={service: logs_dir / f"{service}.log" for service in REHEARSED_SERVICES},
+        env=env,
     )
     _admin(f'CREATE DATABASE "{database}"')
     _admin(f'CREATE DATABASE "{registry_database}"')
@@ -448,7 +450,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         )
         health_check = with_option(compose_health_check("emp_user_code"), "-p", str(grpc_port))
         deployment.wait_for(
-            "the code server's health check", lambda: _command_succeeds(health_check, env), STARTUP_TIMEOUT_S
+            "the code server's health check", lambda: command_succeeds(health_check, env), STARTUP_TIMEOUT_S
         )
         for service in REHEARSED_SERVICES[1:]:
             deployment.processes[service] = _start(

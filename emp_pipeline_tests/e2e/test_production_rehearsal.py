@@ -26,6 +26,8 @@ from emp_pipeline_tests.e2e.conftest import (
     REHEARSAL_PARTITIONS,
     Deployment,
     Materialization,
+    command_succeeds,
+    compose_health_check,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -163,3 +165,5 @@ def test_the_daemon_ticks_a_sensor_and_runs_a_schedule(deployment: Deployment, s
     assert ticks["sensor"][0]["timestamp"] >= started_instigators
     (run,) = deployment.wait_for_runs(ticks["schedule"][0]["runIds"][:1])
     assert run["status"] == "SUCCESS", deployment.run_errors(run["runId"])
+    # docker-compose's health check of the daemon: every daemon heartbeat recent in the instance's database.
+    assert command_succeeds(compose_health_check("dagster_daemon"), deployment.env)
