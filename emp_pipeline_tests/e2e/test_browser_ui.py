@@ -25,6 +25,10 @@ MARKET_DATA_ASSETS = ("instrument_universe", "market_bars")
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's browser with `apt-get install -y chromium` (as root)"
+        )
     with sync_playwright() as playwright:
         # --no-sandbox: CI runs as root, where Chromium refuses its sandbox.
         launched = playwright.chromium.launch(
