@@ -7,8 +7,12 @@ per-strategy risk genes. One strategy on one instrument for one bar is one *stra
 Semantics (every number below is what ``simulate_population`` and the live engine must agree on):
 
 * **Capital and sizing.** A strategy starts with equity 1.0 split equally into one sleeve per instrument;
-  sleeves compound independently and the portfolio equity is their sum. An entry buys (or sells short)
-  ``position_fraction x sleeve equity at the moment of the fill`` of notional.
+  sleeves compound independently and the portfolio equity is their sum. The quantity of an entry is decided
+  at the close of the signal bar t, where a live market order must carry it: ``units = direction x
+  position_fraction x sleeve equity at close t / close t`` (`entry_units`, shared with the live engine).
+  The sleeve equity at close t is cash plus any position marked at that close (before the exit costs of a
+  reversal). The units are fixed when decided and executed at the next open, so the notional actually
+  traded is ``|units| x fill price``.
 * **Timing.** The signal of bar t is read at t's close; the order fills at the open of the next bar that has
   a price for that instrument (bars with a NaN open are skipped: no fills, equity carried).
 * **Costs.** Every fill pays slippage against the trader (``slippage_bps`` of the price: buys fill higher,
@@ -21,7 +25,9 @@ Semantics (every number below is what ``simulate_population`` and the live engin
   the level; when both stop and take profit are touched in one bar the stop is assumed (the worse outcome).
   Protective fills pay slippage too. No entry happens when the signal bar's ATR is not finite.
 * **Signal exits and reversals.** Holding direction d, a signal != d at the close exits at the next open; a
-  signal of -d also enters the opposite way at that same open (exit first, then size from the new equity).
+  signal of -d also enters the opposite way at that same open (exit first, then the entry with the units
+  decided at the close). Both legs fill at the same price (selling a long and selling short both receive
+  the open less slippage), so a live reversal is one order of the summed quantity with the same fees.
 * **Maximum holding.** The entry bar counts as bar 1; after ``max_holding_bars`` closes the position exits
   at the next open.
 * **Re-entry.** After a stop, a take profit or a maximum-holding exit in direction d, the strategy does not
@@ -80,6 +86,7 @@ STATE_FIELDS: tuple[str, ...] = (
     "exit_at_next_open",
     "enter_at_next_open",
     "blocked_direction",
+    "units_at_next_open",
 )
 # Columns of the per-strategy statistics array.
 _STAT_TRADES, _STAT_WINS, _STAT_PROFIT, _STAT_LOSS, _STAT_IN_MARKET, _STAT_PRICED, _STAT_TURNOVER = range(7)
@@ -111,11 +118,28 @@ def fee_cost(notional: float, fee_bps: float) -> float:
 
 
 @njit(cache=True)
+def entry_units(direction: int, position_fraction: float, sleeve_equity: float, close: float) -> float:
+    """Signed units of an entry decided at a close: ``direction x fraction x sleeve equity / close``.
+
+    The one sizing formula of the kernel and the live engine (module docstring, "Capital and sizing").
+    """
+    return direction * position_fraction * sleeve_equity / close
+
+
+@njit(cache=True)
+def levels_at_distances(
+    entry_price: float, direction: int, stop_distance: float, take_profit_distance: float
+) -> tuple[float, float]:
+    """(stop, take profit) at price distances from an entry fill, as a broker applies relative levels."""
+    return entry_price - direction * stop_distance, entry_price + direction * take_profit_distance
+
+
+@njit(cache=True)
 def protective_levels(
     entry_price: float, direction: int, atr: float, stop_atr: float, take_profit_atr: float
 ) -> tuple[float, float]:
     """(stop, take profit) around an entry fill, from the ATR of the signal bar."""
-    return entry_price - direction * stop_atr * atr, entry_price + direction * take_profit_atr * atr
+    return levels_at_distances(entry_price, direction, stop_atr * atr, take_profit_atr * atr)
 
 
 @njit(cache=True)
@@ -236,6 +260,7 @@ def _population_kernel(
             pending_exit = False
             pending_reason = EXIT_SIGNAL
             pending_entry = 0
+            pending_units = 0.0
             pending_atr = np.nan
             blocked = 0
             equity = sleeve_capital
@@ -282,9 +307,10 @@ def _population_kernel(
                 if pending_entry != 0 and direction == 0:
                     price = entry_fill_price(o, pending_entry, slippage_bps)
                     cash_before_entry = cash
-                    entry_notional = fraction * cash
-                    units = pending_entry * entry_notional / price
-                    cash -= units * price + fee_cost(entry_notional, fee_bps)
+                    units = pending_units
+                    value = units * price
+                    entry_notional = abs(value)
+                    cash -= value + fee_cost(value, fee_bps)
                     stats[s, _STAT_TURNOVER] += entry_notional
                     direction = pending_entry
                     entry_price = price
@@ -348,6 +374,7 @@ def _population_kernel(
                         pending_reason = EXIT_SIGNAL
                         if signal != 0 and can_enter:
                             pending_entry = signal
+                            pending_units = entry_units(signal, fraction, equity, c_row[t])
                             pending_atr = a_row[t]
                     elif held >= max_hold:
                         pending_exit = True
@@ -355,6 +382,7 @@ def _population_kernel(
                         blocked = direction
                 elif signal != 0 and signal != blocked and can_enter:
                     pending_entry = signal
+                    pending_units = entry_units(signal, fraction, equity, c_row[t])
                     pending_atr = a_row[t]
             if final_state.shape[0] > 0:
                 state = final_state[s, i]
@@ -368,6 +396,7 @@ def _population_kernel(
                 state[7] = pending_exit and direction != 0
                 state[8] = pending_entry
                 state[9] = blocked
+                state[10] = pending_units if pending_entry != 0 else 0.0
             if direction != 0:
                 last = n_bars - 1
                 while last > 0 and np.isnan(c_row[last]):

@@ -10,11 +10,13 @@ kernel's equity bar for bar. Folding it over the bars since a strategy started t
 gives the sleeve state at the close of t, and `sleeve_target` reads the decision the kernel would act on at
 the next open. Nothing here reads a clock, so a replay harness can step it bar by bar.
 
-Sizing. The kernel sizes an entry as ``position_fraction x sleeve cash`` at the *next open's fill price*; a
-market order sent after the close of t must carry a quantity, so the live target uses the close of t as the
-price estimate (for a reversal, the exit is also estimated at that close). The sleeve's equity is in the
-kernel's units (a strategy starts with 1.0 split equally over its instruments); `capital` converts it into
-account currency. Live quantities are then rounded to the instrument's volume step.
+Sizing. The kernel decides an entry's units at the signal bar's close with `backtest.entry_units`
+(position fraction x sleeve equity at that close / that close), which is what a market order sent after the
+close must carry; `step_sleeve` records them (`pending_units`) and `sleeve_target` turns them into account
+units, so a live entry has the kernel's own quantity. The sleeve's equity is in the kernel's units (a
+strategy starts with 1.0 split equally over its instruments); `capital` converts it into account currency.
+Live quantities are then rounded to the instrument's volume step (the only difference left: with a fine
+step the live equity follows the kernel's).
 
 Holding. While the kernel holds (no pending exit or entry) a live position on the same side as the
 kernel's is kept as it is: a size that drifted from the simulation (sizing at the close, a partial fill) is
@@ -38,6 +40,7 @@ from emp_pipeline.domain.backtest import (
     EXIT_REASONS,
     EXIT_SIGNAL,
     entry_fill_price,
+    entry_units,
     exit_fill_price,
     fee_cost,
     intrabar_exit,
@@ -76,6 +79,7 @@ class SleeveState:
     pending_exit: bool = False
     pending_reason: int = EXIT_SIGNAL
     pending_entry: int = 0
+    pending_units: float = 0.0  # the entry's signed units, decided at the close (backtest.entry_units)
     pending_atr: float = math.nan
     blocked: int = 0
     equity: float = 0.0
@@ -117,9 +121,9 @@ def step_sleeve(state: SleeveState, bar: BarInput, genes: RiskGenes, costs: Cost
     if state.pending_entry != 0 and direction == 0:
         price = entry_fill_price(bar.open, state.pending_entry, slippage_bps)
         cash_before_entry = cash
-        entry_notional = genes.position_fraction * cash
-        units = state.pending_entry * entry_notional / price
-        cash -= units * price + fee_cost(entry_notional, fee_bps)
+        units = state.pending_units
+        value = units * price
+        cash -= value + fee_cost(value, fee_bps)
         direction = state.pending_entry
         entry_price = price
         stop, take_profit = protective_levels(
@@ -143,6 +147,7 @@ def step_sleeve(state: SleeveState, bar: BarInput, genes: RiskGenes, costs: Cost
     equity = cash + units * bar.close
     # 4. Decide at the close what fills at the next open.
     pending_exit, pending_reason, pending_entry, pending_atr = False, EXIT_SIGNAL, 0, state.pending_atr
+    pending_units = state.pending_units
     signal = bar.signal
     if signal != blocked:
         blocked = 0
@@ -154,6 +159,7 @@ def step_sleeve(state: SleeveState, bar: BarInput, genes: RiskGenes, costs: Cost
             pending_reason = EXIT_SIGNAL
             if signal != 0 and can_enter:
                 pending_entry = signal
+                pending_units = entry_units(signal, genes.position_fraction, equity, bar.close)
                 pending_atr = bar.atr
         elif held >= genes.max_holding_bars:
             pending_exit = True
@@ -161,6 +167,7 @@ def step_sleeve(state: SleeveState, bar: BarInput, genes: RiskGenes, costs: Cost
             blocked = direction
     elif signal != 0 and signal != blocked and can_enter:
         pending_entry = signal
+        pending_units = entry_units(signal, genes.position_fraction, equity, bar.close)
         pending_atr = bar.atr
     return SleeveState(
         cash=cash,
@@ -174,6 +181,7 @@ def step_sleeve(state: SleeveState, bar: BarInput, genes: RiskGenes, costs: Cost
         pending_exit=pending_exit,
         pending_reason=pending_reason,
         pending_entry=pending_entry,
+        pending_units=pending_units,
         pending_atr=pending_atr,
         blocked=blocked,
         equity=equity,
@@ -251,20 +259,11 @@ def sleeve_target(state: SleeveState, genes: RiskGenes, costs: Costs, capital: f
             stop_distance=stop_distance if stop_distance > 0 else None,
             take_profit_distance=take_profit_distance if take_profit_distance > 0 else None,
         )
-    close = state.last_close
-    cash = state.cash
-    action = "enter"
-    if state.pending_exit and state.direction != 0:
-        # Estimate the exit at the close (the kernel exits at the next open), then size from the new cash.
-        price = exit_fill_price(close, state.direction, costs.slippage_bps)
-        value = state.units * price
-        cash += value - fee_cost(value, costs.fee_bps)
-        action = "reverse"
-    units = state.pending_entry * genes.position_fraction * cash / close
+    action = "reverse" if state.pending_exit and state.direction != 0 else "enter"
     return SleeveTarget(
         action,
         state.pending_entry,
-        units * capital,
+        state.pending_units * capital,
         "signal",
         stop_distance=genes.stop_atr * state.pending_atr,
         take_profit_distance=genes.take_profit_atr * state.pending_atr,

@@ -47,12 +47,13 @@ def _signals(values) -> np.ndarray:
 
 
 def test_five_bar_trade_with_fees_and_slippage_matches_hand_computation():
+    """Units are decided at the signal bar's close (sizing at decision time), filled at the next open."""
     market = _market([100.0, 101.0, 102.0, 103.0, 104.0], close=[100.5, 101.5, 102.5, 103.5, 104.5])
     run = simulate_strategy(_genome(), _signals([1, 1, 0, 0, 0]), market, fee_bps=10.0, slippage_bps=10.0)
 
     entry = 101.0 * 1.001  # signal at close of bar 0, bought at bar 1's open, 10 bps worse
-    units = 1.0 / entry  # the whole sleeve (fraction 1.0 of equity 1.0)
-    cash_after_entry = 1.0 - 1.0 - 0.001  # notional paid plus a 10 bps fee
+    units = 1.0 / 100.5  # the whole sleeve (fraction 1.0 of equity 1.0) at the signal bar's close
+    cash_after_entry = 1.0 - units * entry * 1.001  # notional paid plus a 10 bps fee on it
     exit_price = 103.0 * 0.999  # signal 0 at close of bar 2, sold at bar 3's open, 10 bps worse
     final = cash_after_entry + units * exit_price * (1 - 0.001)
     expected_equity = [1.0, cash_after_entry + units * 101.5, cash_after_entry + units * 102.5, final, final]
@@ -138,6 +139,7 @@ def test_max_holding_exits_at_next_open_and_needs_a_fresh_signal():
 
 
 def test_short_side_profits_from_a_fall_and_pays_slippage_both_ways():
+    """Units are decided at the signal bar's close, so the P&L is per unit of that close."""
     market = _market([100.0, 100.0, 95.0, 90.0, 90.0])
     run = simulate_strategy(
         _genome(direction="short", stop=10.0, take_profit=20.0),
@@ -150,8 +152,9 @@ def test_short_side_profits_from_a_fall_and_pays_slippage_both_ways():
     trade = run.trades.iloc[0]
     assert trade["direction"] == -1
     assert (trade["entry_price"], trade["exit_price"]) == (pytest.approx(entry), pytest.approx(exit_price))
-    assert run.result.equity[0, -1] == pytest.approx(1.0 + (entry - exit_price) / entry, abs=1e-12)
-    assert run.result.equity[0, 2] == pytest.approx(1.0 + (entry - 95.0) / entry, abs=1e-12)
+    # Sized at the signal bar's close (100): 0.01 units short.
+    assert run.result.equity[0, -1] == pytest.approx(1.0 + (entry - exit_price) / 100.0, abs=1e-12)
+    assert run.result.equity[0, 2] == pytest.approx(1.0 + (entry - 95.0) / 100.0, abs=1e-12)
 
 
 def test_short_stop_is_above_entry():
@@ -169,7 +172,8 @@ def test_reversal_exits_then_enters_the_other_way_at_the_same_open():
     )
     assert list(run.trades["direction"]) == [1, -1]
     assert run.trades["exit_date"].iloc[0] == run.trades["entry_date"].iloc[1] == market.dates[2]
-    # +0.1 on the long (100 -> 110); the short is sized from equity 1.1 at 110 and covered at 100: +0.1.
+    # +0.1 on the long (100 -> 110); the short is sized at the close of bar 1 (equity 1.0 at 100: 0.01
+    # units), sold at 110 and covered at 100: +0.1.
     assert run.result.equity[0, 2] == pytest.approx(1.1)
     assert run.result.equity[0, -1] == pytest.approx(1.1 + 1.1 * 10.0 / 110.0)
 
@@ -255,7 +259,7 @@ def test_wrong_inputs_are_rejected_with_a_message():
 def _reference_sleeve(signals, o, h, lo, c, atr, stop_atr, tp_atr, fraction, max_hold, fee, slip, capital):
     """The module docstring's rules written out plainly, bar by bar, for one sleeve (no shared code)."""
     cash, units, side, held, blocked = capital, 0.0, 0, 0, 0
-    pending_exit, pending_entry, pending_atr = False, 0, 0.0
+    pending_exit, pending_entry, pending_units, pending_atr = False, 0, 0.0, 0.0
     stop = target = 0.0
     equity_path, trades = [], 0
 
@@ -272,9 +276,8 @@ def _reference_sleeve(signals, o, h, lo, c, atr, stop_atr, tp_atr, fraction, max
         fresh = False
         if pending_entry and not side:
             fill = o[t] * (1 + pending_entry * slip)
-            notional = fraction * cash
-            units = pending_entry * notional / fill
-            cash -= units * fill + notional * fee
+            units = pending_units  # decided at the previous close
+            cash -= units * fill + abs(units * fill) * fee
             side, held, fresh = pending_entry, 0, True
             stop = fill - side * stop_atr * pending_atr
             target = fill + side * tp_atr * pending_atr
@@ -293,7 +296,8 @@ def _reference_sleeve(signals, o, h, lo, c, atr, stop_atr, tp_atr, fraction, max
             if exit_price is not None:
                 blocked = side
                 close_position(exit_price)
-        equity_path.append(cash + units * c[t])
+        equity = cash + units * c[t]
+        equity_path.append(equity)
         signal = int(signals[t])
         if signal != blocked:
             blocked = 0
@@ -303,10 +307,12 @@ def _reference_sleeve(signals, o, h, lo, c, atr, stop_atr, tp_atr, fraction, max
                 pending_exit = True
                 if signal:
                     pending_entry, pending_atr = signal, atr[t]
+                    pending_units = signal * fraction * equity / c[t]
             elif held >= max_hold:
                 pending_exit, blocked = True, side
         elif signal and signal != blocked:
             pending_entry, pending_atr = signal, atr[t]
+            pending_units = signal * fraction * equity / c[t]
     return np.array(equity_path), trades + (1 if side else 0)
 
 
@@ -352,6 +358,7 @@ def test_kernel_matches_a_plain_reference_implementation_on_random_markets():
 
 
 def test_final_state_tells_the_live_engine_what_to_do_at_the_next_open():
+    """Units come from the signal bar's close; the units of the order due at the next open are kept."""
     market = _market([100.0, 100.0, 101.0, 102.0, 103.0], atr=2.0)
     run = simulate_strategy(
         _genome(direction="both", stop=1.5, take_profit=4.0, fraction=0.5),
@@ -364,8 +371,11 @@ def test_final_state_tells_the_live_engine_what_to_do_at_the_next_open():
     assert state["direction"] == 1 and state["bars_held"] == 3
     assert state["entry_price"] == 101.0
     assert (state["stop"], state["take_profit"]) == (101.0 - 3.0, 101.0 + 8.0)
-    assert state["units"] == pytest.approx(0.5 / 101.0)
+    assert state["units"] == pytest.approx(0.5 / 100.0)  # sized at the signal bar's close
     assert state["exit_at_next_open"] and state["enter_at_next_open"] == -1
+    # The reversal's units are decided now: half the sleeve equity at this close, short, at this close.
+    equity_now = state["cash"] + state["units"] * 103.0
+    assert state["units_at_next_open"] == pytest.approx(-0.5 * equity_now / 103.0, rel=1e-15)
     flat = simulate_strategy(_genome(), _signals([0, 0, 0, 0, 0]), market, 0.0, 0.0).final_state.loc["X"]
     assert flat["direction"] == 0 and not flat["exit_at_next_open"] and flat["enter_at_next_open"] == 0
     assert flat["cash"] == 1.0

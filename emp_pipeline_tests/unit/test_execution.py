@@ -105,7 +105,8 @@ def test_replay_equals_stepping_and_a_prefix_replay_is_the_state_at_that_bar():
     assert replay_sleeve(bars[:60], genes, Costs(), 1.0) == state
 
 
-def test_entry_target_is_sized_from_cash_at_the_close_and_carries_atr_levels():
+def test_entry_target_is_sized_from_equity_at_the_close_and_carries_atr_levels():
+    """The live quantity is the kernel's own: decided at the close, filled unchanged at the next open."""
     genes = RiskGenes(stop_atr=2.0, take_profit_atr=3.0, position_fraction=0.5, max_holding_bars=10)
     state = step_sleeve(SleeveState.start(1.0), BarInput(100, 101, 99, 100, 1.5, 1), genes, Costs())
     target = sleeve_target(state, genes, Costs(), capital=10_000.0)
@@ -114,7 +115,7 @@ def test_entry_target_is_sized_from_cash_at_the_close_and_carries_atr_levels():
     assert target.stop_distance == pytest.approx(3.0) and target.take_profit_distance == pytest.approx(4.5)
     # The next bar fills it at the open, as the kernel does.
     filled = step_sleeve(state, BarInput(102, 103, 101, 102, 1.5, 1), genes, Costs())
-    assert filled.direction == 1
+    assert filled.direction == 1 and filled.units * 10_000.0 == target.quantity
     assert filled.entry_price == pytest.approx(entry_fill_price(102.0, 1, 1.0))
     assert sleeve_target(filled, genes, Costs(), 10_000.0).action == "hold"
 
@@ -134,9 +135,8 @@ def test_exit_and_reversal_targets():
         step_sleeve(long, BarInput(100, 100, 100, 110, 1.0, -1), genes, costs), genes, costs, 1.0
     )
     assert reverse.action == "reverse" and reverse.direction == -1
-    assert reverse.quantity == pytest.approx(
-        -(1.1 / 110)
-    )  # cash after the estimated exit, sized at the close
+    # Sleeve equity at the close (the long marked at 110, before any exit cost), sized at that close.
+    assert reverse.quantity == pytest.approx(-(1.1 / 110))
 
 
 def test_max_holding_exit_blocks_reentry_until_the_signal_leaves():
