@@ -13,7 +13,9 @@ from sqlalchemy import Engine
 
 from emp_pipeline.broker.ctrader_broker import CTraderBroker
 from emp_pipeline.broker.interface import Broker, BrokerError, OrderRequest, OrderStatus
-from emp_pipeline.broker.paper import BarFrameOpens, PaperBroker, PaperCosts
+from emp_pipeline.broker.paper import BarFrameOpens, PaperBroker, PaperCosts, protective_exit_id
+from emp_pipeline.domain.backtest import MarketArrays, simulate_strategy
+from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
 from emp_pipeline.registry import repository as registry
 from emp_pipeline.registry.errors import ClientOrderIdConflictError
 from emp_pipeline.registry.migrate import upgrade_database
@@ -24,8 +26,16 @@ COSTS = PaperCosts(fee_bps=2.0, slippage_bps=5.0)
 
 
 def bars(until: int = len(DAYS)) -> pd.DataFrame:
+    """Narrow bars (high/low 0.1 % from the open): no order here carries a stop or take profit anyway."""
     rows = [
-        {"date": day, "symbol": symbol, "open": opens[i], "close": opens[i]}
+        {
+            "date": day,
+            "symbol": symbol,
+            "open": opens[i],
+            "high": opens[i] * 1.001,
+            "low": opens[i] * 0.999,
+            "close": opens[i],
+        }
         for symbol, opens in OPENS.items()
         for i, day in enumerate(DAYS[:until])
     ]
@@ -148,3 +158,98 @@ def test_bar_frame_opens_answers_strictly_after_the_given_bar() -> None:
     assert opens.next_open("EURUSD", DAYS[3].to_pydatetime()) is None
     assert opens.next_open("EURUSD", dt.datetime(2024, 3, 4, 12, tzinfo=dt.UTC))[0] == DAYS[1].to_pydatetime()
     assert opens.latest_bar_time("GBPUSD") is None
+
+
+def test_a_bar_frame_without_highs_and_lows_is_refused() -> None:
+    with pytest.raises(BrokerError, match="high"):
+        BarFrameOpens(bars().drop(columns=["high", "low"]))
+
+
+# ------------------------------------------------------------------------------------------- protective exits
+
+STOP_ATR, TAKE_PROFIT_ATR = 2.0, 5.0
+FLAT = (100.0, 100.5, 99.5)  # open, high, low of a quiet bar
+PROTECTIVE_CASES = {
+    "stop touched inside a later bar": [FLAT, FLAT, (100.0, 100.5, 97.0), FLAT, FLAT],
+    "gap through the stop fills at the open": [FLAT, FLAT, (95.0, 96.0, 94.0), (96.0, 96.5, 95.5), FLAT],
+    "take profit on the entry bar, from its open": [FLAT, (100.0, 106.0, 99.5), FLAT, FLAT, FLAT],
+    "both levels in one bar take the stop": [FLAT, FLAT, (100.0, 106.0, 97.0), FLAT, FLAT],
+    "gap through the take profit fills at the open": [FLAT, FLAT, (107.0, 108.0, 106.5), FLAT, FLAT],
+    "no level touched": [FLAT] * 5,
+}
+
+
+def _protective_market(ohlc: list[tuple[float, float, float]]) -> tuple[pd.DataFrame, MarketArrays]:
+    days = pd.date_range("2024-03-04", periods=len(ohlc), freq="D", tz="UTC")
+    o, h, lo = (np.array([bar[k] for bar in ohlc]) for k in range(3))
+    frame = pd.DataFrame({"date": days, "symbol": "XYZ", "open": o, "high": h, "low": lo, "close": o})
+    arrays = MarketArrays(days, ("XYZ",), *(a[:, None] for a in (o, h, lo, o, np.ones_like(o))))
+    return frame, arrays
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+@pytest.mark.parametrize("case", sorted(PROTECTIVE_CASES))
+def test_stops_and_take_profits_fill_where_and_as_the_backtest_kernel_exits(
+    engine: Engine, case: str, direction: int
+) -> None:
+    """An entry with relative levels at the paper broker exits on the kernel's bar, at the kernel's price."""
+    ohlc = PROTECTIVE_CASES[case]
+    if direction < 0:  # mirror the bars around 100 so the short meets the same events
+        ohlc = [(200.0 - o, 200.0 - lo, 200.0 - h) for o, h, lo in ohlc]
+    frame, arrays = _protective_market(ohlc)
+    rule = Condition("what_x", ">", 0.0)
+    genome = Genome(
+        "long" if direction > 0 else "short",
+        rule if direction > 0 else None,
+        rule if direction < 0 else None,
+        None,
+        ("bull_trend",),
+        RiskGenes(STOP_ATR, TAKE_PROFIT_ATR, 1.0, 500),
+    )
+    signals = np.full((len(ohlc), 1), direction, dtype=np.int8)
+    kernel = simulate_strategy(genome, signals, arrays, COSTS.fee_bps, COSTS.slippage_bps)
+    (trade,) = kernel.trades.itertuples()
+    capital = 100_000.0
+
+    side = "buy" if direction > 0 else "sell"
+    quantity = abs(trade.units) * capital
+    request = OrderRequest(
+        "entry", "XYZ", side, quantity, relative_stop_loss=STOP_ATR, relative_take_profit=TAKE_PROFIT_ATR
+    )
+    PaperBroker(engine, BarFrameOpens(frame.iloc[:1]), costs=COSTS).submit_order(request)  # after bar 0
+    broker = PaperBroker(engine, BarFrameOpens(frame), costs=COSTS)  # a later run, all bars known
+    report = broker.reconcile(["entry", protective_exit_id("entry")])
+
+    entry = report.orders["entry"]
+    assert entry.status is OrderStatus.FILLED and entry.fills[0].price == trade.entry_price
+    assert entry.fills[0].filled_at == trade.entry_date.to_pydatetime()
+    exit_result = report.orders[protective_exit_id("entry")]
+    if trade.exit_reason == "end_of_data":
+        assert case == "no level touched" and exit_result.status is OrderStatus.NOT_FOUND
+        assert report.position_quantity("XYZ") == pytest.approx(direction * quantity, rel=1e-12)
+        return
+    assert exit_result.status is OrderStatus.FILLED and exit_result.broker_order_id.startswith(
+        f"paper-{trade.exit_reason}-"
+    )
+    (fill,) = exit_result.fills
+    assert (fill.price, fill.filled_at) == (trade.exit_price, trade.exit_date.to_pydatetime())
+    assert fill.side.sign == -direction and fill.quantity == quantity
+    assert report.position_quantity("XYZ") == 0.0
+    # Cash follows the kernel's sleeve: equity after the round trip, in account units.
+    assert account_cash(engine, broker) == pytest.approx(kernel.result.equity[0, -1] * capital, rel=1e-12)
+    assert broker.reconcile().positions == ()  # asked again: the exit is not booked twice
+
+
+def test_an_exit_at_the_open_ends_the_protection_before_that_bars_stop(engine: Engine) -> None:
+    """As in the kernel, a signal exit filled at an open comes before the intrabar check of that bar."""
+    frame, _ = _protective_market([FLAT, FLAT, FLAT, (100.0, 100.5, 90.0), FLAT])
+    entry = OrderRequest("long", "XYZ", "buy", 10.0, relative_stop_loss=STOP_ATR)
+    PaperBroker(engine, BarFrameOpens(frame.iloc[:1]), costs=COSTS).submit_order(entry)
+    PaperBroker(engine, BarFrameOpens(frame.iloc[:3]), costs=COSTS).submit_order(
+        OrderRequest("flat", "XYZ", "sell", 10.0)  # decided at the close of bar 2, fills at bar 3's open
+    )
+    broker = PaperBroker(engine, BarFrameOpens(frame), costs=COSTS)
+    report = broker.reconcile(["flat", protective_exit_id("long")])
+    assert report.orders["flat"].fills[0].price == pytest.approx(100.0 * (1 - 5 / 10_000), rel=1e-12)
+    assert report.orders[protective_exit_id("long")].status is OrderStatus.NOT_FOUND
+    assert report.positions == ()
