@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from emp_pipeline.auth.commands import add_token_commands
+from emp_pipeline.monitoring.commands import add_metrics_commands
 from emp_pipeline.settings import Settings
 
 
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.set_defaults(handler=_cmd_db_upgrade)
 
     add_token_commands(commands)
+    add_metrics_commands(commands)
 
     kill = commands.add_parser("kill-switch", help="on: no new live exposure; off: allow it; status: show it")
     kill.add_argument("action", choices=("on", "off", "status"))
