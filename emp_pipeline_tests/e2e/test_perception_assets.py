@@ -257,3 +257,8 @@ def test_features_read_fred_when_a_key_is_configured(tmp_path, sample_bars, earl
     # The bundled sample has no policy rate: only FRED can have filled it.
     assert features["why_policy_rate_available"].eq(1.0).all()
     assert features["why_policy_rate_level"].between(2.0, 2.5).all()
+
+
+def test_an_unknown_regime_classifier_is_refused_when_settings_are_read():
+    with pytest.raises(ValueError, match="EMP_REGIME_CLASSIFIER='magic'"):
+        Settings.from_env({"EMP_HOME": "/nonexistent", "EMP_REGIME_CLASSIFIER": "magic"})
