@@ -3,9 +3,11 @@
 Steps, in this order, each a reason the next one can be trusted:
 
 1. **Load** bars, features and regimes exactly as the assets stored them, up to the last bar all three have.
-2. **Reconcile** every order the registry still considers open: ask the broker what became of it (by client
-   order id) and record status and fills. Nothing is sent before this, so an order whose answer was lost in
-   an earlier run is known before anything could be sent again.
+2. **Reconcile**: first let the broker catch up with the market (`reconcile()`: the paper broker fills what
+   is due and applies the stops and take profits the bars hit, recording those exits, so positions follow
+   the kernel through stop-outs), then ask it about every order the registry still considers open (by
+   client order id) and record status and fills. Nothing is sent before this, so an order whose answer was
+   lost in an earlier run is known before anything could be sent again.
 3. **Decide** per active strategy and symbol with the domain's pure code (`decide_orders`): the genome's own
    signals, the backtest kernel's state machine replayed since the strategy started trading, the target
    position, the order that reaches it.
@@ -295,13 +297,17 @@ def reconcile_open_orders(
     stale_after: dt.timedelta,
     report: LiveTickReport,
 ) -> None:
-    """Ask the broker about every order the registry still holds open, and record the answers.
+    """Let the broker catch up, ask it about every order the registry still holds open, record the answers.
 
     An order the broker has no trace of is left alone while it is fresh (its run may be sending it right
     now) and while it belongs to the current bar (the decision step re-derives it and sends it under the
     same id). A stale one from an earlier bar never reached the broker: its decision lapsed with its bar, so
     it is cancelled rather than sent late, and no longer counts as in flight.
     """
+    try:
+        broker.reconcile()
+    except BrokerError as exc:
+        report.errors.append(f"reconcile: {exc}")
     with registry.session_scope(engine) as session:
         open_orders = registry.orders_for_account(session, account_id, OPEN_ORDER_STATUSES)
     for order in open_orders:

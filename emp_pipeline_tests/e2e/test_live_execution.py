@@ -12,10 +12,12 @@ import io
 import json
 import math
 import threading
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import numpy as np
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, EnvVar, build_run_status_sensor_context
@@ -270,8 +272,9 @@ def test_an_unreachable_webhook_is_logged_not_raised(caplog):
 def test_live_ticks_bar_by_bar_trade_when_and_at_the_prices_the_backtest_does(tmp_path, market):
     """Step the live path over 25 bars on the paper broker and hold its fills to the backtest kernel's trades.
 
-    Quantities differ by design (live sizes at the decision close, the kernel at the fill open); fill dates,
-    prices and directions must be the kernel's. Wide stops keep protective exits out of this comparison.
+    Both size at the decision close, so quantities differ only by the volume step (1 unit here); fill dates,
+    prices and directions must be the kernel's. Wide stops keep protective exits out of this comparison (the
+    next test has them, with a fine volume step and equity to 1e-9).
     """
     genome = replace(
         ALWAYS_LONG,
@@ -321,6 +324,77 @@ def test_live_ticks_bar_by_bar_trade_when_and_at_the_prices_the_backtest_does(tm
                 live.add((order.symbol, pd.Timestamp(fill.filled_at), round(fill.price, 9), side))
     # A reversal is one live order; the kernel's exit and re-entry at that open are one tuple in the set.
     assert live == expected
+
+
+def test_live_ticks_follow_the_kernel_through_stops_and_take_profits_to_1e_9(tmp_path, market):
+    """The parity contract over 25 ticks with tight stops and take profits: every fill (entries sized at the
+    signal close, signal exits, reversals, stop and take-profit exits at the paper broker) is the kernel's in
+    date, price and quantity, and the account equity after each tick is the kernel's to 1e-9 relative.
+
+    A fine volume step (1e-6 units) keeps rounding below that tolerance; synthetic bars have adj_close =
+    close, so the account's raw-close marks are the kernel's adjusted ones.
+    """
+    fine = replace(
+        market,
+        instruments=tuple(replace(m, min_volume=1e-6, step_volume=1e-6) for m in market.instruments),
+    )
+    genome = replace(
+        ALWAYS_LONG,
+        direction="both",
+        long_entry=Condition("what_log_return_1", ">", 0.002),
+        short_entry=Condition("what_log_return_1", "<", -0.002),
+        risk=RiskGenes(stop_atr=0.6, take_profit_atr=0.9, position_fraction=0.4, max_holding_bars=4),
+    )
+    database_url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    data_dir = tmp_path / "data"
+    prepare_registry(database_url, fine, genome)
+    engine = registry.shared_engine(database_url)
+    dates = fine.dates
+    first = len(dates) - 25
+    config = LiveConfig(start=dates[first].to_pydatetime(), limits=RiskLimits(1.0, 2.0, 0.5))
+    live_broker = LiveBrokerResource(kind="paper", initial_cash=INITIAL_CASH)
+    live_equity = []
+    for t in range(first, len(dates)):
+        write_frames(data_dir, fine, until=dates[t])
+        with live_broker.open(engine, str(data_dir)) as (broker, account_id):
+            report = run_live_tick(
+                engine=engine,
+                data_dir=data_dir,
+                broker=broker,
+                account_id=account_id,
+                now=dt.datetime.now(dt.UTC),
+                config=config,
+                instruments=fine.instruments,
+            )
+        assert not report.rejected
+        live_equity.append(report.equity)
+
+    signals = genome_signals(genome, fine.features, fine.regimes)
+    prices = market_arrays(fine.bars, fine.features, "what_atr_14", signals.index, list(signals.columns))
+    kernel = simulate_strategy(genome, signals.to_numpy()[first:], prices.window(dates[first], None))
+    trades = kernel.trades
+    assert {"stop", "take_profit", "signal"} <= set(trades["exit_reason"])
+    np.testing.assert_allclose(live_equity, kernel.result.equity[0] * INITIAL_CASH, rtol=1e-9, atol=0)
+
+    # Signed quantity traded per (symbol, date, price): a reversal's exit and entry share one price and are
+    # one live order, so both sides sum them the same way.
+    expected: dict[tuple[str, pd.Timestamp, float], float] = defaultdict(float)
+    for trade in trades.itertuples():
+        units = trade.units * INITIAL_CASH
+        expected[(trade.symbol, trade.entry_date, round(trade.entry_price, 9))] += units
+        if trade.exit_reason != "end_of_data":
+            expected[(trade.symbol, trade.exit_date, round(trade.exit_price, 9))] -= units
+    live: dict[tuple[str, pd.Timestamp, float], float] = defaultdict(float)
+    with registry.session_scope(engine) as session:
+        account = registry.get_or_create_paper_account(session)
+        for order in registry.orders_for_account(session, account.id):
+            sign = 1 if order.side == "buy" else -1
+            for fill in registry.fills_for_order(session, order.client_order_id):
+                key = (order.symbol, pd.Timestamp(fill.filled_at), round(fill.price, 9))
+                live[key] += sign * fill.quantity
+    assert live.keys() == expected.keys()
+    for key, quantity in expected.items():
+        assert live[key] == pytest.approx(quantity, abs=2e-6), key
 
 
 def test_the_environment_picks_the_broker_and_secrets_stay_env_references(tmp_path):
@@ -378,7 +452,7 @@ def test_a_missed_entry_tick_is_caught_up_to_the_kernels_position(book, market):
     _, orders, _ = _orders(database_url)
     bars = market.bars.set_index(["date", "symbol"])
     for order in orders:
-        # Kernel units: fraction x sleeve cash / the entry fill at this bar's open, in account units.
-        fill = entry_fill_price(bars.loc[(decision_bar, order.symbol), "open"], 1, 1.0)
-        assert order.target_position == round_to_step(0.4 * 0.5 / fill * INITIAL_CASH, 1.0)
+        # Kernel units: fraction x sleeve equity / the close of the signal bar (sized at decision time).
+        close = bars.loc[(previous_bar, order.symbol), "adj_close"]
+        assert order.target_position == round_to_step(0.4 * 0.5 / close * INITIAL_CASH, 1.0)
         assert order.side == "buy" and order.status == "accepted"
