@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TextIO
 
-from dagster import DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Definitions
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from emp_pipeline.registry.migrate import upgrade_database
@@ -86,6 +86,14 @@ def run_demo(settings: Settings, out: TextIO, periods: int = 3) -> list[StepSumm
         _run_job(defs, instance, "universe_job", None),
         _run_job(defs, instance, "daily_update_job", (keys[0], keys[-1])),
     ]
+    # --- walk-forward research: the last `periods` months evolved and measured, then report and champions ---
+    walk_forward_keys = _walk_forward_keys(instance, periods)
+    research_defs = _research_definitions(settings)
+    for key in walk_forward_keys:
+        steps.append(_run_job(research_defs, instance, "evolution_job", (key, key)))
+    if walk_forward_keys:
+        steps.append(_run_job(research_defs, instance, "research_job", None))
+    # --- end walk-forward research ---
     out.write("emp demo: embedded defaults (sample data, SQLite registry, Parquet files, paper broker)\n")
     for step in steps:
         out.write(f"- {step.job} [{step.partitions}] in {step.seconds:.1f}s\n")
@@ -94,7 +102,82 @@ def run_demo(settings: Settings, out: TextIO, periods: int = 3) -> list[StepSumm
             out.write(f"    {key}: {count} materialization(s){rows}\n")
         failed = f", FAILED: {', '.join(step.checks_failed)}" if step.checks_failed else ""
         out.write(f"    checks: {step.checks_passed} passed{failed}\n")
+    _write_walk_forward_summary(out, instance, settings, walk_forward_keys)
     out.write(f"data files:    {settings.data_dir}\n")
     out.write(f"registry:      {settings.database_url}\n")
     out.write(f"dagster home:  {settings.home / 'dagster_home'} (make ui opens it in dagster dev)\n")
     return steps
+
+
+# --- walk-forward research (defs/assets/strategies.py, performance.py, champions.py) ---
+
+
+def _walk_forward_keys(instance: DagsterInstance, periods: int) -> list[str]:
+    from emp_pipeline.defs.partitions import walk_forward_partitions
+
+    keys = walk_forward_partitions.get_partition_keys(dynamic_partitions_store=instance)
+    return keys[-periods:] if periods > 0 else []
+
+
+def _research_definitions(settings: Settings) -> Definitions:
+    """The project's definitions with the demo's small GA, so a few periods take seconds, not minutes."""
+    from emp_pipeline.definitions import build_definitions
+
+    return build_definitions(
+        replace(
+            settings,
+            evolution_population=settings.demo_population,
+            evolution_generations=settings.demo_generations,
+        )
+    )
+
+
+def _latest_metadata(
+    instance: DagsterInstance, asset: str, partition: str | None = None
+) -> dict[str, object]:
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition] if partition else None),
+        limit=1,
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return {}
+    return {key: value.value for key, value in records[0].asset_materialization.metadata.items()}
+
+
+def _write_walk_forward_summary(
+    out: TextIO, instance: DagsterInstance, settings: Settings, keys: list[str]
+) -> None:
+    if not keys:
+        return
+    out.write(
+        f"walk-forward study: {len(keys)} monthly period(s) {keys[0]}..{keys[-1]}, GA population "
+        f"{settings.demo_population} x {settings.demo_generations} generations\n"
+    )
+    for key in keys:
+        evolved = _latest_metadata(instance, "evolved_strategies", key)
+        measured = _latest_metadata(instance, "strategy_performance", key)
+        if not evolved or not measured:
+            out.write(f"    {key}: not measured\n")
+            continue
+        out.write(
+            f"    {key}: {evolved['recorded_strategies']} strategies with lineage recorded, best training "
+            f"fitness {float(evolved['best_fitness']):.2f}; out of sample {measured['bars']} bars, selected "
+            f"strategy Sharpe {float(measured['selected_sharpe']):.2f}, "
+            f"return {float(measured['selected_total_return']):+.2%}\n"
+        )
+    report = _latest_metadata(instance, "walk_forward_report")
+    if report:
+        out.write(
+            f"    stitched out of sample: return {float(report['total_return']):+.2%}, Sharpe "
+            f"{float(report['sharpe']):.2f}, max drawdown {float(report['max_drawdown']):.2%}, "
+            f"PBO {float(report['pbo']):.2f}\n"
+        )
+    champions = _latest_metadata(instance, "champion_strategies")
+    if champions:
+        out.write(
+            f"    champions: {champions['promoted']} promoted, {champions['retired']} retired, "
+            f"{champions['active_champions']} active (gates: {', '.join(champions['gates'].values())})\n"
+        )
+
+
+# --- end walk-forward research ---

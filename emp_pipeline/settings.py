@@ -54,6 +54,18 @@ class Settings:
     fred_api_key: str | None = field(default=None, repr=False)
     regime_classifier: str = "rules"
     # --- end perception ---
+    # --- walk-forward research (defs/assets/strategies.py, performance.py, champions.py) ---
+    evolution_seed: int = 7
+    evolution_population: int = 200
+    evolution_generations: int = 50
+    demo_population: int = 40  # `emp demo` keeps its walk-forward cheap; research runs use the two above
+    demo_generations: int = 8
+    gate_min_sharpe: float = 0.5  # annualised out-of-sample Sharpe
+    gate_min_deflated_sharpe: float = 0.5
+    gate_max_drawdown: float = 0.15  # magnitude, fraction of equity
+    gate_min_trades: int = 2
+    max_champions: int = 3
+    # --- end walk-forward research ---
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -111,4 +123,14 @@ class Settings:
             fred_api_key=env.get("FRED_API_KEY") or None,
             regime_classifier=regime_classifier,
             # --- end perception ---
+            # --- walk-forward research ---
+            evolution_seed=int(env.get("EMP_EVOLUTION_SEED") or 7),
+            evolution_population=int(env.get("EMP_EVOLUTION_POPULATION") or 200),
+            evolution_generations=int(env.get("EMP_EVOLUTION_GENERATIONS") or 50),
+            gate_min_sharpe=float(env.get("EMP_GATE_MIN_SHARPE") or 0.5),
+            gate_min_deflated_sharpe=float(env.get("EMP_GATE_MIN_DEFLATED_SHARPE") or 0.5),
+            gate_max_drawdown=float(env.get("EMP_GATE_MAX_DRAWDOWN") or 0.15),
+            gate_min_trades=int(env.get("EMP_GATE_MIN_TRADES") or 2),
+            max_champions=int(env.get("EMP_MAX_CHAMPIONS") or 3),
+            # --- end walk-forward research ---
         )

@@ -15,7 +15,9 @@ from emp_pipeline.auth.token_manager import CTraderTokenManager, RetrySchedule
 from emp_pipeline.auth.token_store import TokenState
 from emp_pipeline.data.fred import FRED_BASE_URL, FredSource
 from emp_pipeline.data.source import MarketDataSource
+from emp_pipeline.domain.evolution import EvolutionConfig
 from emp_pipeline.domain.instruments import Universe
+from emp_pipeline.domain.promotion import PromotionGates
 from emp_pipeline.environment import configured_source, configured_universe
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.repository import session_scope, shared_engine
@@ -157,3 +159,33 @@ class RegimeClassifierResource(ConfigurableResource):
 
 
 # --- end perception ---
+
+
+# --- walk-forward research (defs/assets/strategies.py, performance.py, champions.py) ---
+
+
+class WalkForwardResource(ConfigurableResource):
+    """How each period's GA runs and the gates a champion must pass out of sample (from Settings)."""
+
+    seed: int = 7
+    population_size: int = 200
+    generations: int = 50
+    gate_min_sharpe: float = 0.5
+    gate_min_deflated_sharpe: float = 0.5
+    gate_max_drawdown: float = 0.15
+    gate_min_trades: int = 2
+    max_champions: int = 3
+
+    def evolution_config(self) -> EvolutionConfig:
+        return EvolutionConfig(population_size=self.population_size, generations=self.generations).validate()
+
+    def gates(self) -> PromotionGates:
+        return PromotionGates(
+            min_sharpe=self.gate_min_sharpe,
+            min_deflated_sharpe=self.gate_min_deflated_sharpe,
+            max_drawdown=self.gate_max_drawdown,
+            min_trades=self.gate_min_trades,
+        ).validate()
+
+
+# --- end walk-forward research ---

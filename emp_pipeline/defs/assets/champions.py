@@ -1,0 +1,223 @@
+"""`champion_strategies`: gated promotion of the study's newest strategies, and the checks that hold it.
+
+The pool is the top PROMOTION_POOL_SIZE strategies *by training fitness* of the newest period in the
+walk-forward report (the selection is made before their out-of-sample record is looked at); the gates
+(EMP_GATE_*) then judge that record. Passing candidates become active, active ones that no longer pass or
+exceed EMP_MAX_CHAMPIONS are retired; every change is written to the registry with when and why. One
+blocking check per gate re-reads the registry and fails if any active champion violates it, whoever made
+it active: the live job must not trade a champion set that breaks a gate.
+"""
+# No `from __future__ import annotations` here: Dagster inspects the assets' context annotations at runtime.
+
+from collections.abc import Sequence
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+from sqlalchemy.orm import Session
+
+from emp_pipeline.defs.assets.strategies import FREQUENCY, GROUP, OWNERS
+from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource, WalkForwardResource
+from emp_pipeline.domain.promotion import (
+    ACTIVE,
+    GATE_NAMES,
+    Contender,
+    GateEvaluation,
+    PromotionGates,
+    evaluate_gates,
+    gate_violations,
+    plan_promotions,
+)
+from emp_pipeline.domain.walkforward import period_bounds
+from emp_pipeline.registry.records import PerformanceRecord, StrategyRecord
+from emp_pipeline.registry.repository import (
+    active_strategies,
+    get_strategy,
+    performance_records,
+    set_strategy_status,
+)
+
+PROMOTION_POOL_SIZE = 5
+PROMOTABLE_STATUSES = ("candidate", "retired")
+EXAMPLES_SHOWN = 5
+
+
+class MissingStudyError(RuntimeError):
+    """There is no walk-forward report to promote from; the message says what to run."""
+
+
+def study_pool(lake: DataLakeResource) -> tuple[str, list[str]]:
+    """(newest period of the report, registry ids of its top strategies by training fitness)."""
+    report = lake.store("walk_forward_report").read_all()
+    if report.empty or "period" not in report.columns:
+        raise MissingStudyError(
+            "walk_forward_report holds no curve: materialize research_job after evolution"
+        )
+    period = str(report["period"].max())
+    start, end = period_bounds(period, FREQUENCY)
+    evolved = lake.store("evolved_strategies").read_window(start, end)
+    top = evolved.loc[evolved["rank"] < PROMOTION_POOL_SIZE].sort_values("rank", kind="mergesort")
+    return period, top["strategy_id"].astype(str).tolist()
+
+
+def latest_out_of_sample(session: Session, strategy_ids: Sequence[str]) -> dict[str, PerformanceRecord]:
+    """Each strategy's out-of-sample record of its newest measured period."""
+    if not strategy_ids:
+        return {}
+    latest: dict[str, PerformanceRecord] = {}
+    for record in performance_records(session, strategy_ids=list(strategy_ids), kind="out_of_sample"):
+        if record.strategy_id not in latest or record.period > latest[record.strategy_id].period:
+            latest[record.strategy_id] = record
+    return latest
+
+
+def judge(record: StrategyRecord, performance: PerformanceRecord | None, gates: PromotionGates) -> Contender:
+    """A strategy without an out-of-sample record fails every gate (nothing was measured)."""
+    metrics = performance.metrics if performance is not None else {}
+    period = performance.period if performance is not None else "no period"
+    return Contender(
+        strategy_id=record.id,
+        status=record.status,
+        period=period,
+        training_fitness=record.fitness,
+        evaluation=evaluate_gates(record.id, period, metrics, gates),
+    )
+
+
+def _metric(evaluation: GateEvaluation, gate: str) -> str:
+    value = evaluation.result(gate).value
+    if value is None:
+        return "n/a"
+    if gate == "max_drawdown":
+        return f"{value:.1%}"
+    return f"{int(value)}" if gate == "trade_count" else f"{value:.2f}"
+
+
+def _contender_table(contenders: Sequence[Contender]) -> str:
+    if not contenders:
+        return "none"
+    rows = [
+        {
+            "strategy_id": contender.strategy_id,
+            "period": contender.period,
+            "training_fitness": f"{contender.training_fitness:.3f}"
+            if contender.training_fitness is not None
+            else "n/a",
+            **{gate: _metric(contender.evaluation, gate) for gate in GATE_NAMES},
+            "passes": contender.evaluation.passed,
+        }
+        for contender in contenders
+    ]
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+@asset(
+    deps=["walk_forward_report"],
+    group_name=GROUP,
+    kinds={"python", "sql"},
+    owners=OWNERS,
+    description=f"Gated promotion: the top {PROMOTION_POOL_SIZE} strategies by training fitness of the "
+    "study's newest period become active if their out-of-sample Sharpe, deflated Sharpe, maximum "
+    "drawdown and trade count pass the gates (EMP_GATE_*); actives that no longer pass, or exceed "
+    "EMP_MAX_CHAMPIONS, are retired. Every change is recorded in the registry with its reason.",
+)
+def champion_strategies(
+    context: AssetExecutionContext,
+    lake: DataLakeResource,
+    database: DatabaseResource,
+    walk_forward: WalkForwardResource,
+) -> MaterializeResult:
+    gates = walk_forward.gates()
+    period, pool_ids = study_pool(lake)
+    with database.session() as session:
+        current = active_strategies(session)
+        active_ids = {record.id for record in current}
+        pool_records = [get_strategy(session, strategy_id) for strategy_id in pool_ids]
+        pool_records = [
+            record
+            for record in pool_records
+            if record.id not in active_ids and record.status in PROMOTABLE_STATUSES
+        ]
+        performance = latest_out_of_sample(session, [r.id for r in (*current, *pool_records)])
+        pool = [judge(record, performance.get(record.id), gates) for record in pool_records]
+        actives = [judge(record, performance.get(record.id), gates) for record in current]
+        transitions = plan_promotions(pool, actives, walk_forward.max_champions)
+        for transition in transitions:
+            set_strategy_status(session, transition.strategy_id, transition.to_status, transition.reason)
+        champions = active_strategies(session)
+        champion_performance = latest_out_of_sample(session, [record.id for record in champions])
+        final = [judge(record, champion_performance.get(record.id), gates) for record in champions]
+
+    promoted = [t for t in transitions if t.to_status == ACTIVE]
+    retired = [t for t in transitions if t.to_status != ACTIVE]
+    for transition in transitions:
+        context.log.info("%s: %s -> %s (%s)", *vars(transition).values())
+    changes = (
+        pd.DataFrame([vars(transition) for transition in transitions]).to_markdown(index=False)
+        if transitions
+        else "none"
+    )
+    return MaterializeResult(
+        metadata={
+            "study_period": period,
+            "gates": MetadataValue.json(gates.describe()),
+            "pool_size": len(pool),
+            "promoted": len(promoted),
+            "retired": len(retired),
+            "active_champions": len(champions),
+            "pool": MetadataValue.md(_contender_table(pool)),
+            "status_changes": MetadataValue.md(changes),
+            "champions": MetadataValue.md(_contender_table(final)),
+        }
+    )
+
+
+def champion_evaluations(database: DatabaseResource, gates: PromotionGates) -> list[GateEvaluation]:
+    """Every active champion judged on its newest out-of-sample record, straight from the registry."""
+    with database.session() as session:
+        champions = active_strategies(session)
+        performance = latest_out_of_sample(session, [record.id for record in champions])
+    return [judge(record, performance.get(record.id), gates).evaluation for record in champions]
+
+
+def _gate_check(gate: str) -> AssetChecksDefinition:
+    @asset_check(
+        asset=champion_strategies,
+        name=f"champions_pass_{gate}",
+        blocking=True,
+        description=f"every active champion passes the {gate} gate on its newest out-of-sample period",
+    )
+    def champions_pass_gate(
+        database: DatabaseResource, walk_forward: WalkForwardResource
+    ) -> AssetCheckResult:
+        gates = walk_forward.gates()
+        evaluations = champion_evaluations(database, gates)
+        violations = gate_violations(evaluations, gate)
+        return AssetCheckResult(
+            passed=not violations,
+            severity=AssetCheckSeverity.ERROR,
+            description=f"{len(violations)} of {len(evaluations)} champions fail: {gates.describe()[gate]}",
+            metadata={
+                "champions": len(evaluations),
+                "violations": len(violations),
+                "examples": MetadataValue.json(
+                    [
+                        {"strategy_id": strategy_id, "finding": result.describe()}
+                        for strategy_id, result in violations[:EXAMPLES_SHOWN]
+                    ]
+                ),
+            },
+        )
+
+    return champions_pass_gate
+
+
+champion_gate_checks = [_gate_check(gate) for gate in GATE_NAMES]

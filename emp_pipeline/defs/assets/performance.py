@@ -1,0 +1,284 @@
+"""Out-of-sample measurement: each period's strategies on that period, and the study stitched together.
+
+`strategy_performance` backtests a period's evolved population on the period's bars only (signals start
+flat on its first bar; indicators are warm because the features were computed causally upstream), records
+every strategy's metrics as `out_of_sample` performance in the registry, and stores the per-bar returns.
+`walk_forward_report` chains, period after period, the returns of the strategy ranked first by training
+fitness (the choice made before the period was seen) into one honest equity curve, and computes the
+probability of backtest overfitting over the study (see `domain/walkforward_study.py` for the trials).
+"""
+# No `from __future__ import annotations` here: Dagster inspects the assets' context annotations at runtime.
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AllPartitionMapping,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from emp_pipeline.defs.assets.strategies import FREQUENCY, GROUP, OWNERS, TRAINING_LOOKBACK_DAYS
+from emp_pipeline.defs.partitions import (
+    WALK_FORWARD_EMBARGO_BARS,
+    WALK_FORWARD_MIN_TRAIN_BARS,
+    WALK_FORWARD_TRAIN_BARS,
+    walk_forward_partitions,
+)
+from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource
+from emp_pipeline.domain.backtest import market_arrays
+from emp_pipeline.domain.evolution import EvolutionConfig, backtest_fold
+from emp_pipeline.domain.genome import feature_panel, genome_from_json
+from emp_pipeline.domain.metrics import performance_metrics
+from emp_pipeline.domain.walkforward import build_fold, period_bounds
+from emp_pipeline.domain.walkforward_study import (
+    OOS_COLUMNS,
+    out_of_sample_metrics,
+    selected_curve,
+    study_overfitting,
+    trial_matrix,
+)
+from emp_pipeline.registry.records import PerformanceEntry
+from emp_pipeline.registry.repository import record_performance
+from emp_pipeline.reporting.walk_forward_plots import equity_drawdown_png, png_markdown
+
+PBO_MAX_BLOCKS = 16
+TOP_SHOWN = 10
+TABLE_METRICS = ("sharpe", "deflated_sharpe", "total_return", "max_drawdown", "trade_count")
+
+
+class MissingEvaluationDataError(RuntimeError):
+    """A period cannot be measured (no bars in it, or nothing evolved); the message says what to run."""
+
+
+def _read(lake: DataLakeResource, start: pd.Timestamp, end: pd.Timestamp) -> list[pd.DataFrame]:
+    return [
+        lake.store(name).read_window(start, end)
+        for name in ("market_bars", "sensory_features", "market_regimes")
+    ]
+
+
+def _fmt(value: object) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+@asset(
+    partitions_def=walk_forward_partitions,
+    io_manager_key="frame_io_manager",
+    group_name=GROUP,
+    kinds={"python", "pandas", "sql"},
+    owners=OWNERS,
+    ins={"evolved_strategies": AssetIn()},
+    deps=["market_bars", "sensory_features", "market_regimes"],
+    check_specs=[
+        AssetCheckSpec(
+            "measured_out_of_sample",
+            asset="strategy_performance",
+            blocking=True,
+            description="every measured bar lies inside the period, after the strategies' training window",
+        )
+    ],
+    description="The period's evolved strategies backtested on the period's bars only (out of sample); every "
+    "strategy's metrics and its deflated Sharpe among the period's trials go to the registry as "
+    "out_of_sample performance, the per-bar returns to Parquet.",
+)
+def strategy_performance(
+    context: AssetExecutionContext,
+    evolved_strategies: pd.DataFrame,
+    lake: DataLakeResource,
+    database: DatabaseResource,
+) -> Iterator:
+    period = context.partition_key
+    period_start, period_end = period_bounds(period, FREQUENCY)
+    if evolved_strategies.empty:
+        raise MissingEvaluationDataError(f"no evolved strategies stored for {period}: materialize them first")
+    population = evolved_strategies.sort_values("rank", kind="mergesort").reset_index(drop=True)
+    first = population.iloc[0]
+    config = EvolutionConfig(
+        fee_bps=float(first["fee_bps"]),
+        slippage_bps=float(first["slippage_bps"]),
+        periods_per_year=float(first["periods_per_year"]),
+    )
+    # The look-back only places the period on the same trading-day grid as its fold; the backtest itself
+    # starts flat on the period's first bar and sees nothing before it.
+    bars, features, regimes = _read(
+        lake, period_start - pd.Timedelta(days=TRAINING_LOOKBACK_DAYS), period_end
+    )
+    panel = feature_panel(features, regimes)
+    market = market_arrays(bars, features, dates=panel.dates, symbols=panel.symbols)
+    fold = build_fold(
+        panel.dates,
+        period,
+        FREQUENCY,
+        train_bars=WALK_FORWARD_TRAIN_BARS,
+        embargo_bars=WALK_FORWARD_EMBARGO_BARS,
+        min_train_bars=WALK_FORWARD_MIN_TRAIN_BARS,
+    )
+    if fold.n_test_bars < 1:
+        raise MissingEvaluationDataError(
+            f"no feature rows dated in {period}: materialize daily_update_job for "
+            f"{period_start.date()} .. {(period_end - pd.Timedelta(days=1)).date()} first"
+        )
+    genomes = [genome_from_json(text) for text in population["genome"]]
+    dates, result = backtest_fold(genomes, panel, market, fold, config)
+    metrics = out_of_sample_metrics(result, config.periods_per_year)
+    ids = population["strategy_id"].astype(str).tolist()
+    with database.session() as session:
+        record_performance(
+            session,
+            [
+                PerformanceEntry(
+                    strategy_id=strategy_id,
+                    period=period,
+                    kind="out_of_sample",
+                    start=dates[0].date(),
+                    end=dates[-1].date(),
+                    metrics=row,
+                )
+                for strategy_id, row in zip(ids, metrics, strict=True)
+            ],
+        )
+
+    n_strategies, n_bars = result.returns.shape
+    returns = np.nan_to_num(result.returns, nan=0.0, posinf=0.0, neginf=0.0)
+    oos = pd.DataFrame(
+        {
+            "date": dates[np.tile(np.arange(n_bars), n_strategies)],
+            "period": period,
+            "rank": np.repeat(population["rank"].to_numpy(dtype=np.int64), n_bars),
+            "strategy_id": np.repeat(np.asarray(ids, dtype=object), n_bars),
+            "return": returns.reshape(-1),
+        }
+    ).loc[:, list(OOS_COLUMNS)]
+
+    table = pd.DataFrame(metrics).loc[:, list(TABLE_METRICS)].head(TOP_SHOWN)
+    table.insert(0, "training_fitness", population["fitness"].head(TOP_SHOWN).to_numpy())
+    table.insert(0, "strategy_id", ids[:TOP_SHOWN])
+    table.insert(0, "rank", population["rank"].head(TOP_SHOWN).to_numpy())
+    table = table.map(_fmt)
+    selected = metrics[0]
+    sharpes = np.array([row["sharpe"] for row in metrics], dtype=np.float64)
+    period_curve = selected_curve(oos)
+    png = equity_drawdown_png(period_curve)
+    yield Output(
+        oos,
+        metadata={
+            "rows": len(oos),
+            "strategies": n_strategies,
+            "bars": n_bars,
+            "first_day": str(dates[0].date()),
+            "last_day": str(dates[-1].date()),
+            "selected_strategy": ids[0],
+            "selected_sharpe": float(selected["sharpe"]),
+            "selected_deflated_sharpe": float(selected["deflated_sharpe"])
+            if selected["deflated_sharpe"] is not None
+            else float("nan"),
+            "selected_total_return": float(selected["total_return"]),
+            "best_sharpe": float(np.max(sharpes)),
+            "median_sharpe": float(np.median(sharpes)),
+            "selected_equity": MetadataValue.md(png_markdown(png, "selected strategy, out of sample")),
+            "metrics_by_training_rank": MetadataValue.md(table.to_markdown(index=False)),
+        },
+    )
+    inside = bool(((dates >= period_start) & (dates < period_end)).all())
+    after_training = bool(dates[0] >= fold.train_end)
+    yield AssetCheckResult(
+        check_name="measured_out_of_sample",
+        passed=inside and after_training,
+        severity=AssetCheckSeverity.ERROR,
+        description=f"{n_bars} bars {dates[0].date()} .. {dates[-1].date()}, training ended before "
+        f"{fold.train_end.date()}",
+        metadata={"inside_period": inside, "after_training": after_training},
+    )
+
+
+def _period_table(curve: pd.DataFrame, oos: pd.DataFrame) -> pd.DataFrame:
+    """Per period: the selected strategy, its return and Sharpe, and where it ranked out of sample."""
+    rows = []
+    for period, part in curve.groupby("period", sort=True):
+        period_oos = oos.loc[oos["period"] == period]
+        totals = period_oos.groupby("rank")["return"].apply(lambda r: float(np.prod(1.0 + r) - 1.0))
+        selected_total = float(np.prod(1.0 + part["return"].to_numpy()) - 1.0)
+        metrics = performance_metrics(part["return"].to_numpy(dtype=np.float64))
+        rows.append(
+            {
+                "period": period,
+                "strategy_id": part["strategy_id"].iloc[0],
+                "bars": len(part),
+                "return": f"{selected_total:.2%}",
+                "sharpe": f"{metrics.sharpe_ratio:.2f}",
+                "max_drawdown": f"{metrics.max_drawdown:.2%}",
+                "beats_median_trial": bool(selected_total > float(totals.median())),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@asset(
+    io_manager_key="frame_io_manager",
+    group_name=GROUP,
+    kinds={"python", "pandas", "parquet"},
+    owners=OWNERS,
+    ins={"strategy_performance": AssetIn(partition_mapping=AllPartitionMapping())},
+    description="The walk-forward study: every measured period's out-of-sample returns of the strategy "
+    "ranked first by training fitness, chained into one equity curve (stored as Parquet), with the "
+    "probability of backtest overfitting (CSCV, Bailey et al. 2016) over the study's trials. A backfill of "
+    "evolved_strategies + strategy_performance over N periods, then this, is an N-period walk-forward study.",
+)
+def walk_forward_report(context: AssetExecutionContext, strategy_performance: pd.DataFrame) -> Iterator:
+    if strategy_performance.empty or "rank" not in strategy_performance.columns:
+        raise MissingEvaluationDataError(
+            "no strategy_performance partition is materialized: run evolution_job for some periods first"
+        )
+    oos = strategy_performance
+    curve = selected_curve(oos)
+    matrix = trial_matrix(oos)
+    overfitting = study_overfitting(matrix, PBO_MAX_BLOCKS)
+    study = performance_metrics(curve["return"].to_numpy(dtype=np.float64)).as_dict(finite_only=True)
+    metrics_table = pd.DataFrame(
+        [{"metric": name, "value": _fmt(value)} for name, value in study.items() if value is not None]
+    )
+    png = equity_drawdown_png(curve)
+    pbo_metadata: dict[str, object] = (
+        {
+            "pbo": float(overfitting.pbo),
+            "pbo_blocks": overfitting.n_blocks,
+            "pbo_combinations": overfitting.n_combinations,
+            "pbo_trials": overfitting.n_trials,
+            "pbo_details": MetadataValue.json(overfitting.summary()),
+        }
+        if overfitting is not None
+        else {"pbo": float("nan"), "pbo_note": f"too few bars ({len(matrix)}) or trials for CSCV"}
+    )
+    context.log.info(
+        "walk-forward study: %d periods, %d bars, total return %.2f%%, PBO %s",
+        curve["period"].nunique(),
+        len(curve),
+        100.0 * study["total_return"],
+        f"{overfitting.pbo:.3f}" if overfitting is not None else "n/a",
+    )
+    yield Output(
+        curve,
+        metadata={
+            "rows": len(curve),
+            "periods": int(curve["period"].nunique()),
+            "first_day": str(curve["date"].min().date()),
+            "last_day": str(curve["date"].max().date()),
+            "total_return": float(study["total_return"]),
+            "sharpe": float(study["sharpe_ratio"]),
+            "max_drawdown": float(study["max_drawdown"]),
+            **pbo_metadata,
+            "equity_and_drawdown": MetadataValue.md(png_markdown(png, "walk-forward equity and drawdown")),
+            "metrics": MetadataValue.md(metrics_table.to_markdown(index=False)),
+            "periods_table": MetadataValue.md(_period_table(curve, oos).to_markdown(index=False)),
+        },
+    )

@@ -1,0 +1,315 @@
+"""`evolved_strategies`: one genetic-algorithm run per walk-forward period, trained strictly before it.
+
+A period's run reads bars, features and regimes of the training look-back only (everything it reads ends
+before the period starts, and the asset refuses to run otherwise), trains on the WALK_FORWARD_TRAIN_BARS
+trading days that end WALK_FORWARD_EMBARGO_BARS days before the period, with a seed fixed by the configured
+seed and the period key. The registry gets the run and the final population with every ancestor (lineage
+down to generation 0); the content-derived ids make a re-materialisation record nothing twice. The stored
+frame is the final population ranked by training fitness: what `strategy_performance` measures next.
+"""
+# No `from __future__ import annotations` here: Dagster inspects the assets' context annotations at runtime.
+
+import dataclasses
+import json
+import warnings
+from collections.abc import Iterator
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    BetaWarning,
+    MetadataValue,
+    Output,
+    TimeWindowPartitionMapping,
+    asset,
+)
+
+from emp_pipeline.defs.partitions import (
+    WALK_FORWARD_EMBARGO_BARS,
+    WALK_FORWARD_MIN_TRAIN_BARS,
+    WALK_FORWARD_TRAIN_BARS,
+    walk_forward_partitions,
+)
+from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource, WalkForwardResource
+from emp_pipeline.domain.backtest import market_arrays
+from emp_pipeline.domain.evolution import EvolutionResult, StrategyRecord, evolve_fold
+from emp_pipeline.domain.genome import GENOME_VERSION, feature_panel, genome_to_dict, genome_to_json
+from emp_pipeline.domain.walkforward import WalkForwardFold, build_fold, period_bounds
+from emp_pipeline.domain.walkforward_study import lineage_closure, period_seed, training_lookback_days
+from emp_pipeline.registry.records import NewStrategy, PerformanceEntry
+from emp_pipeline.registry.repository import (
+    finish_evolution_run,
+    record_evolution_run,
+    record_performance,
+    record_strategies,
+    strategy_content_id,
+)
+from emp_pipeline.reporting.walk_forward_plots import fitness_per_generation_png, png_markdown
+
+GROUP = "research"
+OWNERS = ["team:research"]
+FREQUENCY = "monthly"
+TRAINING_LOOKBACK_DAYS = training_lookback_days(WALK_FORWARD_TRAIN_BARS, WALK_FORWARD_EMBARGO_BARS)
+# Months of daily partitions the training look-back spans, for the asset graph (the read uses days).
+TRAINING_LOOKBACK_MONTHS = -(-TRAINING_LOOKBACK_DAYS // 28)
+# The GA names how a strategy was born in its own words; the registry has a fixed vocabulary.
+REGISTRY_OPERATORS = {
+    "random": "seed",
+    "immigrant": "immigrant",
+    "crossover": "crossover",
+    "mutation": "mutation",
+    "crossover+mutation": "crossover",
+}
+TOP_SHOWN = 10
+EVOLVED_COLUMNS = (
+    "date",
+    "period",
+    "rank",
+    "strategy_id",
+    "fitness",
+    "generation",
+    "operator",
+    "genome",
+    "evolution_run_id",
+    "seed",
+    "fee_bps",
+    "slippage_bps",
+    "periods_per_year",
+)
+
+
+class LookAheadError(RuntimeError):
+    """Training would see data from the period it is tested on; the message says which rows."""
+
+
+class MissingTrainingDataError(RuntimeError):
+    """The stores hold too little history before the period; the message says what to materialize."""
+
+
+def _training_mapping() -> TimeWindowPartitionMapping:
+    """The daily partitions of the months before the period, never the period's own days."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)
+        return TimeWindowPartitionMapping(
+            start_offset=-TRAINING_LOOKBACK_MONTHS, end_offset=-1, allow_nonexistent_upstream_partitions=True
+        )
+
+
+def read_training_frames(
+    lake: DataLakeResource, period_start: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Bars, features and regimes of the training look-back: every row strictly before the period."""
+    window_start = period_start - pd.Timedelta(days=TRAINING_LOOKBACK_DAYS)
+    frames = tuple(
+        lake.store(name).read_window(window_start, period_start)
+        for name in ("market_bars", "sensory_features", "market_regimes")
+    )
+    for name, frame in zip(("market_bars", "sensory_features", "market_regimes"), frames, strict=True):
+        if frame.empty or "symbol" not in frame.columns:
+            raise MissingTrainingDataError(
+                f"{name} holds no rows in [{window_start.date()}, {period_start.date()}): materialize "
+                "daily_update_job over that range before evolving this period"
+            )
+        latest = frame["date"].max()
+        if latest >= period_start:
+            raise LookAheadError(
+                f"{name} rows up to {latest.date()} were read to train period starting {period_start.date()}"
+            )
+    return frames  # type: ignore[return-value]
+
+
+def _history_frame(result: EvolutionResult) -> pd.DataFrame:
+    return pd.DataFrame([dataclasses.asdict(summary) for summary in result.history])
+
+
+def _in_sample_metrics(record: StrategyRecord, n_train_bars: int) -> dict[str, float | None]:
+    """The GA's training metrics under the registry's names (drawdown non-positive, turnover per bar)."""
+    metrics = record.metrics
+    return {
+        "sharpe": metrics["sharpe"],
+        "max_drawdown": -abs(metrics["max_drawdown"]),
+        "total_return": metrics["total_return"],
+        "trade_count": int(metrics["trades"]),
+        "win_rate": metrics["win_rate"],
+        "profit_factor": metrics["profit_factor"],
+        "exposure": metrics["exposure"],
+        "turnover": metrics["turnover"] / max(n_train_bars, 1),
+        "fitness": record.fitness,
+    }
+
+
+def record_run(
+    database: DatabaseResource,
+    period: str,
+    fold: WalkForwardFold,
+    last_training_day: pd.Timestamp,
+    seed: int,
+    config_json: dict[str, object],
+    result: EvolutionResult,
+) -> tuple[str, dict[str, str], int]:
+    """Run, lineage and in-sample metrics in one transaction.
+
+    Returns the run id, the GA's strategy ids mapped to registry ids, and how many strategies were recorded.
+    """
+    lineage = lineage_closure(result)
+    with database.session() as session:
+        run_id = record_evolution_run(
+            session,
+            period=period,
+            train_start=fold.train_start.date(),
+            train_end=last_training_day.date(),
+            embargo_days=fold.embargo_bars,
+            seed=seed,
+            config=config_json,
+        )
+        registry_ids = {
+            record.strategy_id: strategy_content_id(genome_to_dict(record.genome), run_id)
+            for record in lineage
+        }
+        record_strategies(
+            session,
+            run_id,
+            [
+                NewStrategy(
+                    genome=genome_to_dict(record.genome),
+                    genome_version=GENOME_VERSION,
+                    generation=record.generation,
+                    operator=REGISTRY_OPERATORS[record.operator],
+                    fitness=record.fitness,
+                    parent_ids=tuple(registry_ids[parent] for parent in record.parent_ids),
+                )
+                for record in lineage
+            ],
+        )
+        record_performance(
+            session,
+            [
+                PerformanceEntry(
+                    strategy_id=registry_ids[record.strategy_id],
+                    period=period,
+                    kind="in_sample",
+                    start=fold.train_start.date(),
+                    end=last_training_day.date(),
+                    metrics=_in_sample_metrics(record, fold.n_train_bars),
+                )
+                for record in result.final_population
+            ],
+        )
+        finish_evolution_run(session, run_id)
+    return run_id, registry_ids, len(lineage)
+
+
+@asset(
+    partitions_def=walk_forward_partitions,
+    io_manager_key="frame_io_manager",
+    group_name=GROUP,
+    kinds={"python", "pandas", "sql"},
+    owners=OWNERS,
+    deps=[
+        AssetDep(name, partition_mapping=_training_mapping())
+        for name in ("market_bars", "sensory_features", "market_regimes")
+    ],
+    check_specs=[
+        AssetCheckSpec(
+            "trained_before_period",
+            asset="evolved_strategies",
+            blocking=True,
+            description=f"every training bar lies {WALK_FORWARD_EMBARGO_BARS} trading days or more before "
+            "the period, and nothing read for training is dated in or after it",
+        )
+    ],
+    description="One genetic-algorithm run per walk-forward period (monthly): trained on the "
+    f"{WALK_FORWARD_TRAIN_BARS} trading days ending {WALK_FORWARD_EMBARGO_BARS} days before the period, "
+    "with a seed derived from EMP_EVOLUTION_SEED and the period. The registry gets the run and the final "
+    "population with its lineage; the stored frame is that population ranked by training fitness.",
+)
+def evolved_strategies(
+    context: AssetExecutionContext,
+    lake: DataLakeResource,
+    database: DatabaseResource,
+    walk_forward: WalkForwardResource,
+) -> Iterator:
+    period = context.partition_key
+    period_start, _ = period_bounds(period, FREQUENCY)
+    bars, features, regimes = read_training_frames(lake, period_start)
+    panel = feature_panel(features, regimes)
+    market = market_arrays(bars, features, dates=panel.dates, symbols=panel.symbols)
+    fold = build_fold(
+        panel.dates,
+        period,
+        FREQUENCY,
+        train_bars=WALK_FORWARD_TRAIN_BARS,
+        embargo_bars=WALK_FORWARD_EMBARGO_BARS,
+        min_train_bars=WALK_FORWARD_MIN_TRAIN_BARS,
+    )
+    training_days = panel.dates[(panel.dates >= fold.train_start) & (panel.dates < fold.train_end)]
+    last_training_day = training_days[-1]
+    config = walk_forward.evolution_config()
+    seed = period_seed(walk_forward.seed, period)
+    result = evolve_fold(panel, market, fold, config, seed)
+
+    config_json = json.loads(json.dumps(dataclasses.asdict(config)))
+    config_json.update(frequency=FREQUENCY, train_bars=WALK_FORWARD_TRAIN_BARS)
+    run_id, registry_ids, recorded = record_run(
+        database, period, fold, last_training_day, seed, config_json, result
+    )
+
+    survivors = pd.DataFrame(
+        {
+            "date": pd.Series([period_start] * len(result.final_population), dtype="datetime64[ns, UTC]"),
+            "period": period,
+            "rank": range(len(result.final_population)),
+            "strategy_id": [registry_ids[record.strategy_id] for record in result.final_population],
+            "fitness": [record.fitness for record in result.final_population],
+            "generation": [record.generation for record in result.final_population],
+            "operator": [record.operator for record in result.final_population],
+            "genome": [genome_to_json(record.genome) for record in result.final_population],
+            "evolution_run_id": run_id,
+            "seed": seed,
+            "fee_bps": config.fee_bps,
+            "slippage_bps": config.slippage_bps,
+            "periods_per_year": config.periods_per_year,
+        }
+    ).loc[:, list(EVOLVED_COLUMNS)]
+    history = _history_frame(result)
+    png = fitness_per_generation_png(history, title=f"Fitness per generation, period {period}")
+    top = survivors.head(TOP_SHOWN).loc[:, ["rank", "strategy_id", "fitness", "generation", "operator"]]
+    train_window = (
+        f"{fold.train_start.date()} .. {last_training_day.date()} ({fold.n_train_bars} bars, "
+        f"embargo {fold.embargo_bars} bars, period starts {period_start.date()})"
+    )
+    yield Output(
+        survivors,
+        metadata={
+            "rows": len(survivors),
+            "best_fitness": float(result.best.fitness),
+            "population_size": config.population_size,
+            "generations": config.generations,
+            "recorded_strategies": recorded,
+            "train_window": train_window,
+            "seed": seed,
+            "evolution_run_id": run_id,
+            "fitness_per_generation": MetadataValue.md(png_markdown(png, "fitness per generation")),
+            "generation_history": MetadataValue.md(history.to_markdown(index=False, floatfmt=".3f")),
+            "top_strategies": MetadataValue.md(top.to_markdown(index=False, floatfmt=".3f")),
+        },
+    )
+    latest_read = max(frame["date"].max() for frame in (bars, features, regimes))
+    embargo_respected = fold.n_train_bars > 0 and bool(
+        (panel.dates[(panel.dates > last_training_day)] < period_start).sum() >= fold.embargo_bars
+    )
+    yield AssetCheckResult(
+        check_name="trained_before_period",
+        passed=bool(latest_read < period_start and last_training_day < period_start and embargo_respected),
+        severity=AssetCheckSeverity.ERROR,
+        description=train_window,
+        metadata={
+            "last_training_day": str(last_training_day.date()),
+            "latest_row_read": str(latest_read.date()),
+            "period_start": str(period_start.date()),
+        },
+    )

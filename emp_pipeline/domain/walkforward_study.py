@@ -1,0 +1,180 @@
+"""The walk-forward study's arithmetic around the GA: seeds per period, which strategies to record, their
+out-of-sample metrics, the stitched out-of-sample curve and the trial matrix the PBO is computed on.
+
+The study's honest curve takes, for every period, the strategy that ranked first *by training fitness*
+(rank 0 of the final population: the choice made before the period's data existed) and chains the
+out-of-sample returns of those choices. The PBO (CSCV, Bailey et al. 2016) needs the same N trials over
+the whole study; the trials here are the N *rank positions* of the final population ("the k-th best by
+training fitness"), each one's out-of-sample returns chained over the periods like the honest curve. CSCV
+then asks whether the rank that looks best on half of the study's out-of-sample bars stays above the median
+on the other half: a PBO near 0.5 says the GA's in-sample ranking carries no out-of-sample information.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emp_pipeline.domain.backtest import PopulationResult
+from emp_pipeline.domain.evolution import EvolutionResult, StrategyRecord
+from emp_pipeline.domain.metrics import (
+    MetricsInputError,
+    performance_metrics,
+    population_deflated_sharpe,
+    profit_factors,
+)
+from emp_pipeline.domain.overfitting import BacktestOverfitting, probability_of_backtest_overfitting
+
+# The metrics module's names -> the registry's column names (the rest are the same in both).
+REGISTRY_METRIC_NAMES: dict[str, str] = {
+    "annualised_volatility": "volatility",
+    "sharpe_ratio": "sharpe",
+    "sortino_ratio": "sortino",
+    "calmar_ratio": "calmar",
+    "max_drawdown_duration": "max_drawdown_days",
+}
+OOS_COLUMNS: tuple[str, ...] = ("date", "period", "rank", "strategy_id", "return")
+CURVE_COLUMNS: tuple[str, ...] = ("date", "period", "strategy_id", "return", "equity", "drawdown")
+# Trading days per calendar day is at most 5/7 minus holidays; 250/366 leaves room for a few more holidays.
+_TRADING_DAYS_PER_CALENDAR_DAY = 250.0 / 366.0
+_LOOKBACK_MARGIN_DAYS = 14
+
+
+class StudyInputError(ValueError):
+    """The out-of-sample frame does not have the study's shape; the message says what is missing."""
+
+
+def period_seed(base_seed: int, period_key: str) -> int:
+    """A seed per period, fixed by (configured seed, period key): re-running a period repeats its GA bit
+    for bit, and neighbouring periods still draw independent populations. 31 bits fit any SQL integer."""
+    digest = hashlib.sha256(f"{base_seed}:{period_key}".encode()).hexdigest()
+    return int(digest[:8], 16) & 0x7FFF_FFFF
+
+
+def training_lookback_days(train_bars: int, embargo_bars: int) -> int:
+    """Calendar days before a period that surely hold ``train_bars + embargo_bars`` trading days."""
+    return math.ceil((train_bars + embargo_bars) / _TRADING_DAYS_PER_CALENDAR_DAY) + _LOOKBACK_MARGIN_DAYS
+
+
+def lineage_closure(result: EvolutionResult) -> list[StrategyRecord]:
+    """The final population and every ancestor of it, parents before children (the registry's lineage).
+
+    Strategies that left no descendant in the final population are dropped: they were evaluated, but only
+    the survivors and the line that led to them are worth keeping. Survivors carry their final fitness.
+    """
+    by_id = {record.strategy_id: record for record in result.records}
+    final = {record.strategy_id: record for record in result.final_population}
+    wanted: set[str] = set()
+    frontier = list(final)
+    while frontier:
+        identity = frontier.pop()
+        if identity in wanted:
+            continue
+        wanted.add(identity)
+        frontier.extend(by_id[identity].parent_ids)
+    return [
+        final.get(record.strategy_id, record) for record in result.records if record.strategy_id in wanted
+    ]
+
+
+def _clean_returns(returns: np.ndarray) -> np.ndarray:
+    """A ruined strategy's equity hits zero and its later returns are 0/0: it lost all, then nothing more."""
+    return np.clip(np.where(np.isfinite(returns), returns, 0.0), -1.0, None)
+
+
+def out_of_sample_metrics(result: PopulationResult, periods_per_year: float = 252.0) -> list[dict[str, Any]]:
+    """Registry-named metrics of every strategy of an out-of-sample backtest, JSON-safe (no infinities).
+
+    ``deflated_sharpe`` deflates each strategy's Sharpe by the spread of all of them (the period's trials);
+    turnover is per bar. A metric that cannot be defined on the window (fewer than two bars) is None.
+    """
+    returns = _clean_returns(result.returns)
+    n_strategies, n_bars = returns.shape
+    factors = profit_factors(result.gross_profit, result.gross_loss)
+    rows: list[dict[str, Any]] = []
+    for k in range(n_strategies):
+        trades = int(result.trade_counts[k])
+        metrics = performance_metrics(returns[k], periods_per_year=periods_per_year)
+        metrics = replace(
+            metrics,
+            trade_count=trades,
+            win_rate=float(result.winning_trades[k] / trades) if trades else None,
+            profit_factor=float(factors[k]) if trades else None,
+            exposure=float(result.exposure[k]),
+            turnover=float(result.turnover[k] / n_bars) if n_bars else None,
+        )
+        row = {REGISTRY_METRIC_NAMES.get(name, name): value for name, value in metrics.as_dict(True).items()}
+        row["deflated_sharpe"] = _deflated_sharpe(returns, k)
+        rows.append(row)
+    return rows
+
+
+def _deflated_sharpe(returns: np.ndarray, index: int) -> float | None:
+    if returns.shape[0] < 2 or returns.shape[1] < 2:
+        return None
+    try:
+        return float(population_deflated_sharpe(returns, selected_index=index).deflated_sharpe_ratio)
+    except MetricsInputError:
+        return None
+
+
+def _check_oos(oos: pd.DataFrame) -> None:
+    missing = [column for column in OOS_COLUMNS if column not in oos.columns]
+    if missing:
+        raise StudyInputError(f"out-of-sample frame is missing columns {missing}; it has {list(oos.columns)}")
+
+
+def selected_curve(oos: pd.DataFrame) -> pd.DataFrame:
+    """The study's honest equity curve: each period's rank-0 strategy, chained in date order.
+
+    Equity starts at 1.0 before the first out-of-sample bar; drawdown is equity over its running peak - 1.
+    """
+    _check_oos(oos)
+    chosen = oos.loc[oos["rank"] == 0].sort_values("date", kind="mergesort").reset_index(drop=True)
+    if chosen["date"].duplicated().any():
+        raise StudyInputError("two rank-0 returns on one date: periods overlap in the out-of-sample frame")
+    returns = _clean_returns(chosen["return"].to_numpy(dtype=np.float64))
+    equity = np.cumprod(1.0 + returns)
+    peak = np.maximum.accumulate(np.maximum(equity, 1.0))
+    return pd.DataFrame(
+        {
+            "date": pd.to_datetime(chosen["date"], utc=True),
+            "period": chosen["period"].astype(str),
+            "strategy_id": chosen["strategy_id"].astype(str),
+            "return": returns,
+            "equity": equity,
+            "drawdown": equity / peak - 1.0,
+        }
+    )
+
+
+def trial_matrix(oos: pd.DataFrame) -> pd.DataFrame:
+    """T x N out-of-sample returns: a row per study bar, a column per rank held by every period."""
+    _check_oos(oos)
+    wide = oos.pivot_table(index="date", columns="rank", values="return", aggfunc="first").sort_index()
+    return wide.dropna(axis=1).apply(lambda column: _clean_returns(column.to_numpy(dtype=np.float64)))
+
+
+def usable_blocks(n_bars: int, max_blocks: int) -> int:
+    """The most CSCV blocks (even, <= max_blocks) that leave every block two bars; 0 when fewer than 2."""
+    blocks = min(max_blocks, n_bars // 2)
+    blocks -= blocks % 2
+    return blocks if blocks >= 2 else 0
+
+
+def study_overfitting(
+    matrix: pd.DataFrame, max_blocks: int = 16, periods_per_year: float = 252.0
+) -> BacktestOverfitting | None:
+    """PBO of the study's trial matrix, or None when it has fewer than 2 trials or 4 bars."""
+    n_bars, n_trials = matrix.shape
+    blocks = usable_blocks(n_bars, max_blocks)
+    if n_trials < 2 or blocks == 0:
+        return None
+    return probability_of_backtest_overfitting(
+        matrix.to_numpy(dtype=np.float64), n_blocks=blocks, periods_per_year=periods_per_year
+    )

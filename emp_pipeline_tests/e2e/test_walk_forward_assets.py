@@ -1,0 +1,202 @@
+"""A two-period walk-forward study through real Dagster runs on the bundled sample data.
+
+Bars, features and regimes come from `daily_update_job` over the first three years of the sample, then
+`evolution_job` runs the first two walk-forward periods and `research_job` the report and the champions.
+The GA is small (the study's arithmetic, not the GA's quality, is under test) and the gates are set per
+step: lenient to see promotions, strict to see retirements and a failing blocking check.
+"""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, Definitions
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from emp_pipeline.definitions import build_definitions
+from emp_pipeline.defs.assets.champions import PROMOTION_POOL_SIZE
+from emp_pipeline.domain.promotion import GATE_NAMES
+from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.registry.repository import (
+    active_strategies,
+    ancestry,
+    get_strategy,
+    performance_records,
+    session_scope,
+    set_strategy_status,
+    shared_engine,
+    status_history,
+    strategies_for_run,
+)
+from emp_pipeline.settings import Settings
+from emp_pipeline.storage.parquet_frames import DatedFrameStore
+
+PERIODS = ("2007-09", "2007-10")
+DATA_RANGE = ("2004-08-19", "2007-10-31")
+POPULATION, GENERATIONS = 16, 4
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+LENIENT = {
+    "gate_min_sharpe": -1e9,
+    "gate_min_deflated_sharpe": 0.0,
+    "gate_max_drawdown": 1.0,
+    "gate_min_trades": 0,
+}
+STRICT = {"gate_min_sharpe": 1e9}
+
+
+def _defs(settings: Settings, **overrides: object) -> Definitions:
+    return build_definitions(
+        dataclasses.replace(
+            settings, evolution_population=POPULATION, evolution_generations=GENERATIONS, **overrides
+        )
+    )
+
+
+def _run(defs: Definitions, instance: DagsterInstance, job: str, partition: str | None = None, **kwargs):
+    result = defs.resolve_job_def(job).execute_in_process(
+        instance=instance, partition_key=partition, run_config=QUIET, **kwargs
+    )
+    assert result.success, job
+    return result
+
+
+def _metadata(result, asset: str) -> dict[str, object]:
+    (event,) = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.step_materialization_data.materialization.asset_key == AssetKey(asset)
+    ]
+    return {k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()}
+
+
+def _checks(result) -> dict[str, bool]:
+    return {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
+
+
+def test_walk_forward_study_records_lineage_oos_performance_report_and_champions(embedded_settings):
+    settings = embedded_settings
+    settings.home.mkdir(parents=True, exist_ok=True)
+    upgrade_database(settings.database_url)
+    engine = shared_engine(settings.database_url)
+    instance = DagsterInstance.ephemeral()
+    defs = _defs(settings, **LENIENT, max_champions=2)
+    _run(defs, instance, "universe_job")
+    tags = {ASSET_PARTITION_RANGE_START_TAG: DATA_RANGE[0], ASSET_PARTITION_RANGE_END_TAG: DATA_RANGE[1]}
+    assert (
+        defs.resolve_job_def("daily_update_job")
+        .execute_in_process(instance=instance, tags=tags, run_config=QUIET)
+        .success
+    )
+
+    # --- evolution: each period trained before it, recorded with lineage, measured out of sample ---
+    evolved_store = DatedFrameStore(settings.data_dir, "evolved_strategies")
+    runs: dict[str, str] = {}
+    for period in PERIODS:
+        result = _run(defs, instance, "evolution_job", period)
+        assert _checks(result) == {"trained_before_period": True, "measured_out_of_sample": True}
+        evolved = _metadata(result, "evolved_strategies")
+        assert evolved["population_size"] == POPULATION and evolved["generations"] == GENERATIONS
+        assert "data:image/png;base64," in evolved["fitness_per_generation"]
+        assert "period starts " + f"{period}-01" in evolved["train_window"]
+        runs[period] = str(evolved["evolution_run_id"])
+
+    with session_scope(engine) as session:
+        for period, run_id in runs.items():
+            strategies = strategies_for_run(session, run_id)
+            assert {s.period for s in strategies} == {period}
+            assert len(strategies) > POPULATION  # the survivors and their ancestors
+            survivors = evolved_store.read_window(
+                f"{period}-01", pd.Timestamp(f"{period}-01") + pd.offsets.MonthBegin()
+            )
+            assert sorted(survivors["rank"]) == list(range(POPULATION))
+            youngest = max(
+                (get_strategy(session, sid) for sid in survivors["strategy_id"]), key=lambda s: s.generation
+            )
+            assert youngest.generation > 0
+            lineage = ancestry(session, youngest.id)
+            assert lineage and min(a.generation for a in lineage) == 0
+            assert all(a.evolution_run_id == run_id for a in lineage)
+            oos = performance_records(session, period=period, kind="out_of_sample")
+            assert {r.strategy_id for r in oos} == set(survivors["strategy_id"])
+            first_day, last_day = min(r.start for r in oos), max(r.end for r in oos)
+            assert first_day >= pd.Timestamp(f"{period}-01").date() and last_day.strftime("%Y-%m") == period
+            assert all(0.0 <= r.metrics["deflated_sharpe"] <= 1.0 for r in oos)
+            assert all(r.metrics["trade_count"] >= 0 and r.metrics["max_drawdown"] <= 0.0 for r in oos)
+            in_sample = performance_records(session, period=period, kind="in_sample")
+            assert len(in_sample) == POPULATION and all(r.end < first_day for r in in_sample)
+
+    # --- re-materializing a period repeats it bit for bit and duplicates nothing ---
+    with session_scope(engine) as session:
+        before = (
+            len(strategies_for_run(session, runs["2007-10"])),
+            len(performance_records(session)),
+            sum(len(status_history(session, s.id)) for s in strategies_for_run(session, runs["2007-10"])),
+        )
+    october = evolved_store.read_window("2007-10-01", "2007-11-01")
+    rerun = _run(defs, instance, "evolution_job", "2007-10")
+    assert _metadata(rerun, "evolved_strategies")["evolution_run_id"] == runs["2007-10"]
+    pd.testing.assert_frame_equal(october, evolved_store.read_window("2007-10-01", "2007-11-01"))
+    with session_scope(engine) as session:
+        after = (
+            len(strategies_for_run(session, runs["2007-10"])),
+            len(performance_records(session)),
+            sum(len(status_history(session, s.id)) for s in strategies_for_run(session, runs["2007-10"])),
+        )
+    assert after == before
+
+    # --- the report: one honest curve over both periods, PBO over the study's trials ---
+    research = _run(defs, instance, "research_job")
+    report = _metadata(research, "walk_forward_report")
+    assert 0.0 <= report["pbo"] <= 1.0 and report["pbo_trials"] == POPULATION
+    assert report["periods"] == len(PERIODS)
+    assert "data:image/png;base64," in report["equity_and_drawdown"]
+    curve = DatedFrameStore(settings.data_dir, "walk_forward_report").read_all()
+    oos_returns = DatedFrameStore(settings.data_dir, "strategy_performance").read_window()
+    selected = oos_returns.loc[oos_returns["rank"] == 0].sort_values("date")
+    assert curve["date"].is_monotonic_increasing and len(curve) == len(selected) == report["rows"]
+    np.testing.assert_allclose(curve["equity"].iloc[-1], np.prod(1.0 + selected["return"].to_numpy()))
+    assert list(curve.groupby("period")["strategy_id"].first()) == list(
+        evolved_store.read_window().query("rank == 0").sort_values("period")["strategy_id"]
+    )
+
+    # --- champions: lenient gates promote the newest period's best two by training fitness ---
+    assert _checks(research) == {f"champions_pass_{gate}": True for gate in GATE_NAMES}
+    pool = evolved_store.read_window("2007-10-01", "2007-11-01").sort_values("rank")["strategy_id"]
+    with session_scope(engine) as session:
+        champions = active_strategies(session)
+        assert {c.id for c in champions} == set(pool.iloc[:2])
+        for champion in champions:
+            history = status_history(session, champion.id)
+            assert [(h.from_status, h.to_status) for h in history] == [
+                (None, "candidate"),
+                ("candidate", "active"),
+            ]
+            assert history[-1].reason.startswith("passed gates on 2007-10 out of sample")
+
+    # --- strict gates: the champions are retired with the reason, and the checks hold ---
+    strict_defs = _defs(settings, **STRICT, max_champions=2)
+    strict = _run(strict_defs, instance, "research_job")
+    assert _metadata(strict, "champion_strategies")["retired"] == 2
+    assert all(_checks(strict).values())
+    with session_scope(engine) as session:
+        assert active_strategies(session) == []
+        for champion in champions:
+            last = status_history(session, champion.id)[-1]
+            assert (last.from_status, last.to_status) == ("active", "retired")
+            assert (
+                last.reason.startswith("no longer passes: failed gates on 2007-10")
+                and "Sharpe" in last.reason
+            )
+
+    # --- a champion set that breaks a gate fails the blocking check, whoever activated it ---
+    outsider = pool.iloc[PROMOTION_POOL_SIZE]
+    with session_scope(engine) as session:
+        set_strategy_status(session, outsider, "active", "activated by hand for the test")
+    check_keys = {AssetCheckKey(AssetKey("champion_strategies"), f"champions_pass_{g}") for g in GATE_NAMES}
+    checks_only = strict_defs.resolve_job_def("research_job").get_subset(
+        asset_selection=set(), asset_check_selection=check_keys
+    )
+    verdict = checks_only.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
+    checks = _checks(verdict)
+    assert checks["champions_pass_sharpe"] is False
+    assert set(checks) == {key.name for key in check_keys}
