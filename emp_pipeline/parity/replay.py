@@ -36,7 +36,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from emp_pipeline.broker.interface import OrderSide
-from emp_pipeline.broker.paper import PaperBroker, PaperCosts
+from emp_pipeline.broker.paper import PaperBroker, PaperCosts, PriceBar
 from emp_pipeline.domain.backtest import MarketArrays, fee_cost, market_arrays, simulate_strategy
 from emp_pipeline.domain.execution import (
     BarInput,
@@ -187,25 +187,34 @@ def backtest_side(
 
 
 class _StepOpens:
-    """The paper broker's price source: only the bar the current step has read, never a later open.
+    """The paper broker's price source: only the bar the current step has read, never a later one.
 
-    Opens are adjusted (open x adj_close / close), as the live job's paper broker and the kernel fill.
+    Prices are adjusted (x adj_close / close), as the live job's paper broker and the kernel trade. Knowing
+    only the current bar is enough because the replay asks the broker on every bar it holds anything.
     """
 
     def __init__(self) -> None:
-        self._bars: dict[str, tuple[dt.datetime, float]] = {}
+        self._bars: dict[str, PriceBar] = {}
 
-    def advance(self, at: pd.Timestamp, symbols: Sequence[str], opens: np.ndarray) -> None:
+    def advance(self, at: pd.Timestamp, symbols: Sequence[str], row: _StepRow) -> None:
         when = at.to_pydatetime()
-        self._bars = {s: (when, float(o)) for s, o in zip(symbols, opens, strict=True) if math.isfinite(o)}
+        self._bars = {
+            symbol: PriceBar(when, float(row.open[i]), float(row.high[i]), float(row.low[i]))
+            for i, symbol in enumerate(symbols)
+            if math.isfinite(row.open[i])
+        }
 
     def latest_bar_time(self, symbol: str) -> dt.datetime | None:
         bar = self._bars.get(symbol)
-        return bar[0] if bar else None
+        return bar.time if bar else None
 
     def next_open(self, symbol: str, after: dt.datetime) -> tuple[dt.datetime, float] | None:
         bar = self._bars.get(symbol)
-        return bar if bar is not None and bar[0] > after else None
+        return (bar.time, bar.open) if bar is not None and bar.time > after else None
+
+    def bars_since(self, symbol: str, since: dt.datetime) -> Sequence[PriceBar]:
+        bar = self._bars.get(symbol)
+        return (bar,) if bar is not None and bar.time >= since else ()
 
 
 def _write_lake(root: Path, inputs: StoredInputs, feature_columns: Sequence[str]) -> None:
@@ -367,8 +376,9 @@ class _LiveReplay:
             raise ParityInputError(
                 f"the lake has no features for {at.date()}: the stored frames are incomplete"
             )
-        self.opens.advance(at, self.symbols, row.open)
-        if self.orders_open:
+        self.opens.advance(at, self.symbols, row)
+        if self.orders_open or any(self.positions.values()):
+            # Fills at this open, then the resting stops and take profits inside this bar.
             results = self.broker.settle_open_orders()
             self.orders_open = any(not r.status.is_terminal for r in results)
             self.cash, self.positions = _account(self.engine, self.broker.account_id)

@@ -1,0 +1,170 @@
+"""Blocking checks on `champion_strategies`: no look-ahead, and the live path replays the backtest.
+
+Like the performance gates, each check re-reads the registry and judges every active champion, whoever made
+it active. A champion that looks ahead (a feature, regime or rule that changes when later bars are removed),
+or whose live replay parts from the backtest in its inputs or decisions, is retired with the finding as the
+reason, so the live job (which trades the active set) never trades it, and the check fails with severity
+ERROR, which stops what is downstream. Differences that are only in execution (quantities rounded to the
+volume grid, a stop the broker did not hold) fail the parity check with severity WARN: reported, not
+blocking (see parity.report for the layers).
+"""
+# No `from __future__ import annotations` here: Dagster inspects the checks' resource annotations at runtime.
+
+from typing import Any
+
+from dagster import AssetCheckResult, AssetCheckSeverity, ConfigurableResource, MetadataValue, asset_check
+
+from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource, RegimeClassifierResource
+from emp_pipeline.domain.risk import RiskLimits
+from emp_pipeline.parity.gates import (
+    GateData,
+    GateSettings,
+    load_gate_data,
+    lookahead_gate,
+    parity_gate,
+    strategy_genome,
+)
+from emp_pipeline.registry.repository import active_strategies, set_strategy_status
+from emp_pipeline.settings import Settings
+
+CHAMPIONS = "champion_strategies"
+RETIRED = "retired"
+
+
+class PromotionGatesResource(ConfigurableResource):
+    """How the look-ahead and parity gates run: the window (newest bars), cut and audit points, the feature
+    factory under test (module:callable, empty = SensoryCortex) and the capital and costs of the replay."""
+
+    window_bars: int = 252
+    history_bars: int = 300
+    lookahead_cuts: int = 8
+    parity_audits: int = 8
+    seed: int = 0
+    feature_function: str = ""
+    capital: float = 100_000.0
+    fee_bps: float = 1.0
+    slippage_bps: float = 1.0
+
+    def gate_settings(self, regime_kind: str) -> GateSettings:
+        return GateSettings(
+            window_bars=self.window_bars,
+            history_bars=self.history_bars,
+            lookahead_cuts=self.lookahead_cuts,
+            parity_audits=self.parity_audits,
+            seed=self.seed,
+            feature_function=self.feature_function,
+            regime_kind=regime_kind,
+            capital=self.capital,
+            fee_bps=self.fee_bps,
+            slippage_bps=self.slippage_bps,
+        )
+
+
+def _champions(database: DatabaseResource) -> list[str]:
+    with database.session() as session:
+        return [record.id for record in active_strategies(session)]
+
+
+def _retire(database: DatabaseResource, strategy_id: str, reason: str) -> None:
+    with database.session() as session:
+        set_strategy_status(session, strategy_id, RETIRED, reason[:1000])
+
+
+def _inputs(
+    database: DatabaseResource,
+    lake: DataLakeResource,
+    gates: PromotionGatesResource,
+    regimes: RegimeClassifierResource,
+) -> tuple[GateData, GateSettings]:
+    settings = gates.gate_settings(regimes.kind)
+    return load_gate_data(lake.base_dir, database.engine(), settings), settings
+
+
+@asset_check(
+    asset=CHAMPIONS,
+    blocking=True,
+    description="every active champion's features, regimes, rule leaves and signals are identical on the "
+    "full bars and on bars cut at random points (no look-ahead); a champion that fails is retired",
+)
+def champions_free_of_lookahead(
+    database: DatabaseResource,
+    lake: DataLakeResource,
+    promotion_gates: PromotionGatesResource,
+    regime_classifier: RegimeClassifierResource,
+) -> AssetCheckResult:
+    champions = _champions(database)
+    if not champions:
+        return AssetCheckResult(passed=True, description="no active champion", metadata={"champions": 0})
+    data, settings = _inputs(database, lake, promotion_gates, regime_classifier)
+    findings: dict[str, Any] = {}
+    for strategy_id in champions:
+        report = lookahead_gate(strategy_genome(database.engine(), strategy_id), data, settings)
+        if not report.passed:
+            findings[strategy_id] = [finding.describe() for finding in report.findings]
+            _retire(database, strategy_id, f"look-ahead gate: {report.findings[0].describe()}")
+    return AssetCheckResult(
+        passed=not findings,
+        severity=AssetCheckSeverity.ERROR,
+        description=(
+            f"{len(findings)} of {len(champions)} champions look ahead and were retired"
+            if findings
+            else f"{len(champions)} champions: nothing changed when later bars were removed"
+        ),
+        metadata={
+            "champions": len(champions),
+            "looking_ahead": len(findings),
+            "culprits": MetadataValue.json(findings),
+            "window": f"{data.start.date()} .. {data.end.date()}",
+        },
+    )
+
+
+@asset_check(
+    asset=CHAMPIONS,
+    blocking=True,
+    description="every active champion replayed through the live path bar by bar matches the backtest "
+    "kernel: ERROR (and retired) on look-ahead or a decision divergence, WARN on execution-only differences",
+)
+def champions_live_parity(
+    database: DatabaseResource,
+    lake: DataLakeResource,
+    promotion_gates: PromotionGatesResource,
+    regime_classifier: RegimeClassifierResource,
+) -> AssetCheckResult:
+    champions = _champions(database)
+    if not champions:
+        return AssetCheckResult(passed=True, description="no active champion", metadata={"champions": 0})
+    data, settings = _inputs(database, lake, promotion_gates, regime_classifier)
+    env = Settings.from_env()
+    limits = RiskLimits(env.max_position_fraction, env.max_gross_exposure, env.daily_loss_limit)
+    blocking: dict[str, list[str]] = {}
+    execution_only: dict[str, list[str]] = {}
+    seconds = 0.0
+    for strategy_id in champions:
+        report = parity_gate(strategy_genome(database.engine(), strategy_id), data, settings, limits)
+        seconds += report.elapsed_s
+        lines = [divergence.describe() for divergence in report.divergences] + list(report.notes)
+        if not report.decision_passed:
+            blocking[strategy_id] = lines
+            first = report.first("inputs") or report.first("decision")
+            _retire(database, strategy_id, f"parity gate: {first.describe() if first else lines[0]}")
+        elif not report.passed:
+            execution_only[strategy_id] = lines
+    return AssetCheckResult(
+        passed=not blocking and not execution_only,
+        severity=AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN,
+        description=(
+            f"{len(champions)} champions replayed: {len(blocking)} diverge in inputs or decisions (retired), "
+            f"{len(execution_only)} only in execution"
+        ),
+        metadata={
+            "champions": len(champions),
+            "blocking_divergences": MetadataValue.json(blocking),
+            "execution_divergences": MetadataValue.json(execution_only),
+            "replay_seconds": round(seconds, 2),
+            "window": f"{data.start.date()} .. {data.end.date()}",
+        },
+    )
+
+
+promotion_gate_checks = [champions_free_of_lookahead, champions_live_parity]

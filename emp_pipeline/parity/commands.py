@@ -1,0 +1,108 @@
+"""`emp parity` and `emp lookahead GENOME_ID`: the promotion gates, run by hand on the stored data.
+
+Both read the lake under EMP_DATA_DIR and the registry at EMP_DATABASE_URL, print a report, and exit 0 only
+when the gate passes (1 when it finds a divergence or a look-ahead, 2 when the inputs are missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from emp_pipeline.domain.risk import RiskLimits
+from emp_pipeline.parity.gates import (
+    GateInputError,
+    GateSettings,
+    load_gate_data,
+    lookahead_gate,
+    parity_gate,
+    strategy_genome,
+)
+from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.errors import RegistryError
+from emp_pipeline.settings import Settings
+
+
+def _gate_settings(args: argparse.Namespace) -> GateSettings:
+    return GateSettings(
+        window_bars=args.bars,
+        history_bars=args.history,
+        lookahead_cuts=getattr(args, "cuts", 8),
+        parity_audits=getattr(args, "audit", 8),
+        seed=args.seed,
+        feature_function=args.features,
+    )
+
+
+def _cmd_lookahead(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    engine = registry.make_engine(settings.database_url)
+    try:
+        genome = strategy_genome(engine, args.genome_id)
+        gate = _gate_settings(args)
+        data = load_gate_data(settings.data_dir, engine, gate)
+    except (GateInputError, RegistryError) as error:
+        out.write(f"cannot analyse {args.genome_id}: {error}\n")
+        return 2
+    finally:
+        engine.dispose()
+    report = lookahead_gate(genome, data, gate)
+    out.write(f"{args.genome_id}: {report.describe()}\n")
+    return 0 if report.passed else 1
+
+
+def _cmd_parity(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    engine = registry.make_engine(settings.database_url)
+    try:
+        with registry.session_scope(engine) as session:
+            ids = args.strategy or [record.id for record in registry.active_strategies(session)]
+        if not ids:
+            out.write("no active strategy to replay: name one with --strategy\n")
+            return 2
+        gate = _gate_settings(args)
+        data = load_gate_data(settings.data_dir, engine, gate)
+        genomes = {strategy_id: strategy_genome(engine, strategy_id) for strategy_id in ids}
+    except (GateInputError, RegistryError) as error:
+        out.write(f"cannot replay: {error}\n")
+        return 2
+    finally:
+        engine.dispose()
+    limits = RiskLimits(
+        max_position_fraction=settings.max_position_fraction,
+        max_gross_exposure=settings.max_gross_exposure,
+        daily_loss_limit=settings.daily_loss_limit,
+    )
+    status = 0
+    for strategy_id, genome in genomes.items():
+        report = parity_gate(genome, data, gate, limits)
+        out.write(f"{strategy_id}: {report.describe()}\n")
+        if not report.passed:
+            status = 1
+    return status
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bars", type=int, default=252, help="bars in the window (the newest ones)")
+    parser.add_argument("--history", type=int, default=300, help="bars before the window (warm-up)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random cut/audit points")
+    parser.add_argument(
+        "--features", default="", help="feature factory as module:callable (default: the SensoryCortex)"
+    )
+
+
+def add_parity_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register `emp parity` and `emp lookahead` on the `emp` command's subparsers."""
+    parity = subparsers.add_parser(
+        "parity", help="replay the live path bar by bar over stored bars and compare it with the backtest"
+    )
+    parity.add_argument("--strategy", action="append", help="strategy id (repeatable; default: all active)")
+    parity.add_argument("--audit", type=int, default=8, help="bars recomputed point in time")
+    _common(parity)
+    parity.set_defaults(handler=_cmd_parity)
+
+    lookahead = subparsers.add_parser(
+        "lookahead", help="features, rules and signals on full vs truncated data: name what looks ahead"
+    )
+    lookahead.add_argument("genome_id", help="registry id of the strategy")
+    lookahead.add_argument("--cuts", type=int, default=8, help="random cut points")
+    _common(lookahead)
+    lookahead.set_defaults(handler=_cmd_lookahead)

@@ -1,0 +1,162 @@
+"""In a real Dagster run, a champion whose rule reads the next bar's return is stopped by the blocking gates.
+
+The registry holds two candidates of the study's newest period with out-of-sample records that pass every
+performance gate: a correct genome and one whose entry rule reads `what_future_return`. Materialising
+`champion_strategies` promotes both on their numbers; the look-ahead and parity checks then fail, name the
+culprit, and retire the biased one, while the correct one stays active.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from dagster import AssetCheckSeverity, DagsterInstance, materialize
+
+from emp_pipeline.defs.assets.champions import champion_strategies
+from emp_pipeline.defs.promotion_gates import (
+    PromotionGatesResource,
+    champions_free_of_lookahead,
+    champions_live_parity,
+)
+from emp_pipeline.defs.resources import (
+    DatabaseResource,
+    DataLakeResource,
+    RegimeClassifierResource,
+    WalkForwardResource,
+)
+from emp_pipeline.domain.genome import Genome, genome_to_dict
+from emp_pipeline.domain.instruments import InstrumentMeta
+from emp_pipeline.domain.sensory import SensoryCortex
+from emp_pipeline.domain.synthetic import generate_market
+from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.registry.records import NewStrategy, PerformanceEntry
+from emp_pipeline.storage.parquet_frames import DatedFrameStore
+from emp_pipeline_tests.unit.test_lookahead import biased_rule_genome, correct_genome
+
+PERIOD = "2001-06"
+PASSING_METRICS = {"sharpe": 2.0, "deflated_sharpe": 0.9, "max_drawdown": -0.05, "trade_count": 12}
+
+
+def biased_features(instruments: Sequence[InstrumentMeta]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """The gates' feature factory in this test: the cortex plus a column holding the next bar's return."""
+    cortex = SensoryCortex(instruments)
+
+    def compute(bars: pd.DataFrame) -> pd.DataFrame:
+        features = cortex.compute(bars)
+        log_close = np.log(bars["adj_close"])
+        features["what_future_return"] = log_close.groupby(bars["symbol"]).shift(-1) - log_close
+        return features
+
+    return compute
+
+
+def _seed_registry(url: str, instruments: Sequence[InstrumentMeta], genomes: Sequence[Genome]) -> list[str]:
+    upgrade_database(url)
+    engine = registry.make_engine(url)
+    try:
+        with registry.session_scope(engine) as session:
+            registry.upsert_instruments(session, instruments)
+            run_id = registry.record_evolution_run(
+                session,
+                period=PERIOD,
+                train_start=dt.date(2000, 1, 3),
+                train_end=dt.date(2001, 5, 31),
+                embargo_days=0,
+                seed=1,
+                config={"test": "promotion gates"},
+            )
+            ids = registry.record_strategies(
+                session,
+                run_id,
+                [NewStrategy(genome_to_dict(g), 1, 0, "seed", 1.0 - k / 10) for k, g in enumerate(genomes)],
+            )
+            registry.record_performance(
+                session,
+                [
+                    PerformanceEntry(
+                        i, PERIOD, "out_of_sample", dt.date(2001, 6, 1), dt.date(2001, 6, 30), PASSING_METRICS
+                    )
+                    for i in ids
+                ],
+            )
+    finally:
+        engine.dispose()
+    return ids
+
+
+def _seed_lake(root: Path, bars: pd.DataFrame, strategy_ids: Sequence[str]) -> None:
+    DatedFrameStore(root, "market_bars").write_window(
+        bars, bars["date"].min(), bars["date"].max() + pd.Timedelta(days=1)
+    )
+    DatedFrameStore(root, "walk_forward_report").write_all(
+        pd.DataFrame({"date": [pd.Timestamp("2001-06-29", tz="UTC")], "period": [PERIOD], "equity": [1.0]})
+    )
+    evolved = pd.DataFrame(
+        {
+            "date": pd.Timestamp("2001-06-01", tz="UTC"),
+            "strategy_id": list(strategy_ids),
+            "rank": range(len(strategy_ids)),
+        }
+    )
+    DatedFrameStore(root, "evolved_strategies").write_window(
+        evolved, pd.Timestamp("2001-06-01", tz="UTC"), pd.Timestamp("2001-07-01", tz="UTC")
+    )
+
+
+def test_blocking_gates_retire_a_champion_that_looks_ahead(tmp_path: Path) -> None:
+    market = generate_market(n_instruments=2, n_bars=380, seed=5)
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    correct_id, biased_id = _seed_registry(url, market.instruments, [correct_genome(), biased_rule_genome()])
+    lake = tmp_path / "lake"
+    _seed_lake(lake, market.bars, [correct_id, biased_id])
+
+    result = materialize(
+        [champion_strategies, champions_free_of_lookahead, champions_live_parity],
+        resources={
+            "database": DatabaseResource(url=url),
+            "lake": DataLakeResource(base_dir=str(lake)),
+            "walk_forward": WalkForwardResource(),
+            "regime_classifier": RegimeClassifierResource(),
+            "promotion_gates": PromotionGatesResource(
+                feature_function=f"{__name__}:biased_features",
+                window_bars=100,
+                history_bars=260,
+                lookahead_cuts=4,
+                parity_audits=3,
+            ),
+        },
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    lookahead = evaluations["champions_free_of_lookahead"]
+    assert not lookahead.passed and lookahead.severity is AssetCheckSeverity.ERROR
+    culprits = lookahead.metadata["culprits"].value
+    assert list(culprits) == [biased_id]
+    assert any("what_future_return" in line for line in culprits[biased_id])
+    assert any("long_entry.all[1]" in line for line in culprits[biased_id])
+
+    engine = registry.make_engine(url)
+    try:
+        with registry.session_scope(engine) as session:
+            biased = registry.get_strategy(session, biased_id)
+            correct = registry.get_strategy(session, correct_id)
+            history = registry.status_history(session, biased_id)
+    finally:
+        engine.dispose()
+    assert biased.status == "retired"
+    assert "look-ahead" in history[-1].reason or "parity" in history[-1].reason
+    assert correct.status == "active"
+    # Whichever gate ran first retired it; the parity check, if it saw it, failed blocking on its inputs.
+    parity = evaluations["champions_live_parity"]
+    blocking = parity.metadata["blocking_divergences"].value
+    assert correct_id not in blocking
+    if biased_id in blocking:
+        assert parity.severity is AssetCheckSeverity.ERROR
+        assert any("what_future_return" in line for line in blocking[biased_id])
