@@ -304,12 +304,12 @@ def reconcile_open_orders(
     same id). A stale one from an earlier bar never reached the broker: its decision lapsed with its bar, so
     it is cancelled rather than sent late, and no longer counts as in flight.
     """
-    try:
-        broker.reconcile()
-    except BrokerError as exc:
-        report.errors.append(f"reconcile: {exc}")
     with registry.session_scope(engine) as session:
         open_orders = registry.orders_for_account(session, account_id, OPEN_ORDER_STATUSES)
+    try:
+        broker.reconcile()  # the broker catches up first; what it did to these orders is recorded below
+    except BrokerError as exc:
+        report.errors.append(f"reconcile: {exc}")
     for order in open_orders:
         try:
             result = broker.order_status(order.client_order_id)
