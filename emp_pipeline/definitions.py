@@ -10,9 +10,9 @@ import os
 
 from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
 
-from emp_pipeline.defs.assets import market_data, perception
+from emp_pipeline.defs.assets import champions, market_data, perception, performance, strategies
 from emp_pipeline.defs.io_managers import ParquetFrameIOManager
-from emp_pipeline.defs.jobs import daily_update_job, freshness_job, universe_job
+from emp_pipeline.defs.jobs import daily_update_job, evolution_job, freshness_job, research_job, universe_job
 from emp_pipeline.defs.resources import (
     CTraderTokenResource,
     DatabaseResource,
@@ -20,11 +20,12 @@ from emp_pipeline.defs.resources import (
     FredResource,
     MarketDataResource,
     RegimeClassifierResource,
+    WalkForwardResource,
 )
 from emp_pipeline.defs.token_refresh import TOKEN_RESOURCE_KEY, ctrader_token_sensor, token_refresh_job
 from emp_pipeline.settings import Settings
 
-ASSET_MODULES = [market_data, perception]
+ASSET_MODULES = [market_data, perception, strategies, performance, champions]
 
 
 def _env_or(variable: str, default: str | None) -> str | EnvVar | None:
@@ -48,6 +49,18 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "fred": FredResource(api_key=EnvVar("FRED_API_KEY") if settings.fred_api_key else None),
         "regime_classifier": RegimeClassifierResource(kind=settings.regime_classifier),
         # --- end perception ---
+        # --- walk-forward research: the GA per period and the champion gates ---
+        "walk_forward": WalkForwardResource(
+            seed=settings.evolution_seed,
+            population_size=settings.evolution_population,
+            generations=settings.evolution_generations,
+            gate_min_sharpe=settings.gate_min_sharpe,
+            gate_min_deflated_sharpe=settings.gate_min_deflated_sharpe,
+            gate_max_drawdown=settings.gate_max_drawdown,
+            gate_min_trades=settings.gate_min_trades,
+            max_champions=settings.max_champions,
+        ),
+        # --- end walk-forward research ---
     }
     if settings.ctrader_client_id:
         resources[TOKEN_RESOURCE_KEY] = CTraderTokenResource(
@@ -63,7 +76,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 def build_definitions(settings: Settings) -> Definitions:
-    jobs = [universe_job, daily_update_job, freshness_job]
+    jobs = [universe_job, daily_update_job, freshness_job, evolution_job, research_job]
     sensors = []
     # The token lifecycle exists only where a cTrader app is configured: the paper broker needs no token.
     if settings.ctrader_client_id:
