@@ -8,7 +8,9 @@ culprit, and retire the biased one, while the correct one stays active.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,9 +34,11 @@ from emp_pipeline.domain.genome import Genome, genome_to_dict
 from emp_pipeline.domain.instruments import InstrumentMeta
 from emp_pipeline.domain.sensory import SensoryCortex
 from emp_pipeline.domain.synthetic import generate_market
+from emp_pipeline.parity.commands import add_parity_commands
 from emp_pipeline.registry import repository as registry
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.records import NewStrategy, PerformanceEntry
+from emp_pipeline.settings import Settings
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 from emp_pipeline_tests.unit.test_lookahead import biased_rule_genome, correct_genome
 
@@ -160,3 +164,34 @@ def test_blocking_gates_retire_a_champion_that_looks_ahead(tmp_path: Path) -> No
     if biased_id in blocking:
         assert parity.severity is AssetCheckSeverity.ERROR
         assert any("what_future_return" in line for line in blocking[biased_id])
+
+
+def test_emp_lookahead_and_parity_commands(tmp_path: Path) -> None:
+    """The commands read the same lake and registry; exit 1 names the culprit, exit 0 for a correct genome."""
+    market = generate_market(n_instruments=2, n_bars=380, seed=5)
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    correct_id, biased_id = _seed_registry(url, market.instruments, [correct_genome(), biased_rule_genome()])
+    _seed_lake(tmp_path / "lake", market.bars, [correct_id, biased_id])
+    settings = Settings.from_env(
+        {"EMP_HOME": str(tmp_path), "EMP_DATA_DIR": str(tmp_path / "lake"), "EMP_DATABASE_URL": url}
+    )
+    parser = argparse.ArgumentParser(prog="emp")
+    add_parity_commands(parser.add_subparsers(dest="command", required=True))
+    features = f"--features={__name__}:biased_features"
+
+    def run(*argv: str) -> tuple[int, str]:
+        out = io.StringIO()
+        args = parser.parse_args(list(argv))
+        return args.handler(args, settings, out), out.getvalue()
+
+    status, text = run("lookahead", biased_id, "--bars=100", "--history=260", "--cuts=4", features)
+    assert status == 1 and "what_future_return" in text and "long_entry.all[1]" in text
+    status, text = run("lookahead", correct_id, "--bars=100", "--history=260", "--cuts=4", features)
+    assert status == 0 and "no value changed" in text
+    status, text = run("lookahead", "no-such-strategy", "--bars=100")
+    assert status == 2 and "no-such-strategy" in text
+
+    status, text = run(
+        "parity", f"--strategy={biased_id}", "--bars=60", "--history=260", "--audit=3", features
+    )
+    assert status == 1 and "[inputs]" in text and "what_future_return" in text
