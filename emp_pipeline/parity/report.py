@@ -11,8 +11,8 @@ Three layers, each reported with its first divergence (bar, symbol, field, both 
   bars) and the account's equity against the kernel's trade list and equity curve.
 
 Trade quantities are compared in kernel units (the live quantity divided by the capital behind 1.0 of kernel
-equity); prices and units to ``PRICE_RTOL`` relative (a last-bit difference between ``open * adj / close``
-and ``open * (adj / close)`` is not a different fill), equity to ``EQUITY_RTOL`` relative.
+equity) to ``EQUITY_RTOL`` relative; prices and fees to ``PRICE_RTOL`` relative (a last-bit difference between
+``open * adj / close`` and ``open * (adj / close)`` is not a different fill); equity to ``EQUITY_RTOL``.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def _trade_text(trade: pd.Series) -> str:
 def _compare_trade(ours: pd.Series, theirs: pd.Series, symbol: str, k: int) -> Divergence | None:
     note = f"trade #{k + 1} of {symbol}"
     checks: list[tuple[str, pd.Timestamp]] = [
-        ("entry_date", ours["entry_date"]),
+        ("entry_date", min(ours["entry_date"], theirs["entry_date"])),
         ("direction", ours["entry_date"]),
         ("units", ours["entry_date"]),
         ("entry_price", ours["entry_date"]),
@@ -208,7 +208,7 @@ def _compare_trade(ours: pd.Series, theirs: pd.Series, symbol: str, k: int) -> D
         if isinstance(a, pd.Timestamp) or name == "direction":
             equal = a == b
         else:
-            equal = _close(float(a), float(b), PRICE_RTOL if name != "units" else PRICE_RTOL * 10)
+            equal = _close(float(a), float(b), EQUITY_RTOL if name == "units" else PRICE_RTOL)
         if not equal:
             value_a = a if isinstance(a, pd.Timestamp) else (int(a) if name == "direction" else float(a))
             value_b = b if isinstance(b, pd.Timestamp) else (int(b) if name == "direction" else float(b))

@@ -18,6 +18,7 @@ from emp_pipeline.domain.genome import Genome, RiskGenes
 from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.domain.synthetic import SyntheticMarket, generate_market
 from emp_pipeline.parity.replay import ParityConfig, ParityInputError, run_parity
+from emp_pipeline.parity.report import compare_trades
 from emp_pipeline_tests.unit.test_lookahead import (
     biased_cortex,
     biased_feature_genome,
@@ -157,3 +158,41 @@ def test_window_outside_the_data_is_refused(market: SyntheticMarket) -> None:
             late + pd.Timedelta(days=30),
             biased_cortex(market),
         )
+
+
+def _trade(
+    symbol: str, entry: str, exit_: str, units: float = 0.01, price: float = 100.0
+) -> dict[str, object]:
+    return {
+        "symbol": symbol,
+        "direction": 1,
+        "entry_date": pd.Timestamp(entry, tz="UTC"),
+        "exit_date": pd.Timestamp(exit_, tz="UTC"),
+        "units": units,
+        "entry_price": price,
+        "exit_price": price * 1.01,
+        "entry_fee": 1e-4,
+        "exit_fee": 1e-4,
+    }
+
+
+def test_trade_comparison_reports_the_earliest_field_over_symbols() -> None:
+    backtest = pd.DataFrame(
+        [_trade("A", "2020-01-02", "2020-01-10"), _trade("B", "2020-01-03", "2020-01-06")]
+    )
+    live = pd.DataFrame(
+        [
+            _trade("A", "2020-01-02", "2020-01-10", price=100.0 * (1 + 1e-15)),
+            _trade("B", "2020-01-03", "2020-01-07"),
+        ]
+    )
+    found = compare_trades(backtest, live)
+    assert found is not None
+    assert (found.symbol, found.field, found.date) == ("B", "exit_date", pd.Timestamp("2020-01-06", tz="UTC"))
+    extra = pd.concat([live, pd.DataFrame([_trade("A", "2020-01-01", "2020-01-02")])], ignore_index=True)
+    found = compare_trades(backtest, extra)
+    assert found is not None and (found.symbol, found.field) == ("A", "entry_date")
+    assert found.date == found.live == pd.Timestamp("2020-01-01", tz="UTC")
+    shorter = compare_trades(backtest, live.iloc[:1])
+    assert shorter is not None and (shorter.symbol, shorter.field, shorter.live) == ("B", "trade", "none")
+    assert compare_trades(backtest, backtest) is None
