@@ -143,7 +143,7 @@ def selected_curve(oos: pd.DataFrame) -> pd.DataFrame:
     peak = np.maximum.accumulate(np.maximum(equity, 1.0))
     return pd.DataFrame(
         {
-            "date": pd.to_datetime(chosen["date"], utc=True),
+            "date": pd.to_datetime(chosen["date"], utc=True).astype("datetime64[ns, UTC]"),
             "period": chosen["period"].astype(str),
             "strategy_id": chosen["strategy_id"].astype(str),
             "return": returns,

@@ -200,3 +200,24 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
     checks = _checks(verdict)
     assert checks["champions_pass_sharpe"] is False
     assert set(checks) == {key.name for key in check_keys}
+
+    # --- no look-ahead: scrambling the period's own bars, features and regimes changes nothing evolved ---
+    october = ("2007-10-01", "2007-11-01")
+    evolved_before = evolved_store.read_window(*october)
+    for name, scramble in (
+        (
+            "market_bars",
+            lambda f: f.assign(**{c: f[c] * 3.0 for c in ("open", "high", "low", "close", "adj_close")}),
+        ),
+        ("sensory_features", lambda f: f.assign(**{c: -f[c] for c in f.columns if f[c].dtype == np.float64})),
+        ("market_regimes", lambda f: f.assign(regime="high_volatility")),
+    ):
+        store = DatedFrameStore(settings.data_dir, name)
+        store.write_window(scramble(store.read_window(*october)), *october)
+    evolve_only = defs.resolve_job_def("evolution_job").get_subset(
+        asset_selection={AssetKey("evolved_strategies")}
+    )
+    assert evolve_only.execute_in_process(
+        instance=instance, partition_key="2007-10", run_config=QUIET
+    ).success
+    pd.testing.assert_frame_equal(evolved_before, evolved_store.read_window(*october))
