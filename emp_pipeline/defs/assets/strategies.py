@@ -104,11 +104,11 @@ def read_training_frames(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Bars, features and regimes of the training look-back: every row strictly before the period."""
     window_start = period_start - pd.Timedelta(days=TRAINING_LOOKBACK_DAYS)
-    frames = tuple(
-        lake.store(name).read_window(window_start, period_start)
+    frames = {
+        name: lake.store(name).read_window(window_start, period_start)
         for name in ("market_bars", "sensory_features", "market_regimes")
-    )
-    for name, frame in zip(("market_bars", "sensory_features", "market_regimes"), frames, strict=True):
+    }
+    for name, frame in frames.items():
         if frame.empty or "symbol" not in frame.columns:
             raise MissingTrainingDataError(
                 f"{name} holds no rows in [{window_start.date()}, {period_start.date()}): materialize "
@@ -119,7 +119,7 @@ def read_training_frames(
             raise LookAheadError(
                 f"{name} rows up to {latest.date()} were read to train period starting {period_start.date()}"
             )
-    return frames  # type: ignore[return-value]
+    return frames["market_bars"], frames["sensory_features"], frames["market_regimes"]
 
 
 def _history_frame(result: EvolutionResult) -> pd.DataFrame:
