@@ -11,8 +11,9 @@ Three layers, each reported with its first divergence (bar, symbol, field, both 
   bars) and the account's equity against the kernel's trade list and equity curve.
 
 Trade quantities are compared in kernel units (the live quantity divided by the capital behind 1.0 of kernel
-equity) to ``EQUITY_RTOL`` relative; prices and fees to ``PRICE_RTOL`` relative (a last-bit difference between
-``open * adj / close`` and ``open * (adj / close)`` is not a different fill); equity to ``EQUITY_RTOL``.
+equity) and fees (quantity x price) to ``EQUITY_RTOL`` relative, like the equity; fill prices to
+``PRICE_RTOL`` (a last-bit difference between ``open * adj / close`` and ``open * (adj / close)`` is not a
+different fill).
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ def _compare_trade(ours: pd.Series, theirs: pd.Series, symbol: str, k: int) -> D
         if isinstance(a, pd.Timestamp) or name == "direction":
             equal = a == b
         else:
-            equal = _close(float(a), float(b), EQUITY_RTOL if name == "units" else PRICE_RTOL)
+            equal = _close(float(a), float(b), PRICE_RTOL if name.endswith("_price") else EQUITY_RTOL)
         if not equal:
             value_a = a if isinstance(a, pd.Timestamp) else (int(a) if name == "direction" else float(a))
             value_b = b if isinstance(b, pd.Timestamp) else (int(b) if name == "direction" else float(b))
