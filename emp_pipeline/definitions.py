@@ -13,6 +13,13 @@ from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_as
 from emp_pipeline.defs.assets import champions, market_data, perception, performance, strategies
 from emp_pipeline.defs.io_managers import ParquetFrameIOManager
 from emp_pipeline.defs.jobs import daily_update_job, evolution_job, freshness_job, research_job, universe_job
+from emp_pipeline.defs.live import (
+    live_broker_resource,
+    live_execution_failure_sensor,
+    live_execution_job,
+    live_execution_schedule,
+    live_execution_sensor,
+)
 from emp_pipeline.defs.resources import (
     CTraderTokenResource,
     DatabaseResource,
@@ -22,6 +29,7 @@ from emp_pipeline.defs.resources import (
     RegimeClassifierResource,
     WalkForwardResource,
 )
+from emp_pipeline.defs.schedules import daily_update_schedule, evolution_schedule, freshness_schedule
 from emp_pipeline.defs.token_refresh import TOKEN_RESOURCE_KEY, ctrader_token_sensor, token_refresh_job
 from emp_pipeline.settings import Settings
 
@@ -72,12 +80,15 @@ def build_resources(settings: Settings) -> dict[str, object]:
             key_prefix=settings.token_key_prefix,
             refresh_margin_seconds=settings.ctrader_refresh_margin_s,
         )
+    resources["live_broker"] = live_broker_resource(settings, ctrader_token=resources.get(TOKEN_RESOURCE_KEY))
     return resources
 
 
 def build_definitions(settings: Settings) -> Definitions:
     jobs = [universe_job, daily_update_job, freshness_job, evolution_job, research_job]
-    sensors = []
+    jobs.append(live_execution_job)
+    sensors = [live_execution_sensor, live_execution_failure_sensor]
+    schedules = [daily_update_schedule, evolution_schedule, freshness_schedule, live_execution_schedule]
     # The token lifecycle exists only where a cTrader app is configured: the paper broker needs no token.
     if settings.ctrader_client_id:
         jobs.append(token_refresh_job)
@@ -87,6 +98,7 @@ def build_definitions(settings: Settings) -> Definitions:
         asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
         jobs=jobs,
         sensors=sensors,
+        schedules=schedules,
         resources=build_resources(settings),
     )
 
