@@ -138,6 +138,8 @@ def test_blocking_gates_retire_a_champion_that_looks_ahead(tmp_path: Path) -> No
         raise_on_error=False,
     )
 
+    # A blocking check failing with ERROR fails its step, and with it the run.
+    assert not result.success
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     lookahead = evaluations["champions_free_of_lookahead"]
     assert not lookahead.passed and lookahead.severity is AssetCheckSeverity.ERROR
