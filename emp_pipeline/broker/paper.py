@@ -371,7 +371,10 @@ class PaperBroker:
             superseded = self._next_fill_time(session, order, entry_time)
             for bar in self._prices.bars_since(order.symbol, entry_time):
                 if superseded is not None and bar.time >= superseded:
-                    break  # another order of the strategy changed the position at this open
+                    # Another order of the strategy changed the position at this open: the levels are
+                    # settled for good, so drop them (else every later call rescans this entry).
+                    session.execute(done)
+                    break
                 reason, trigger = intrabar_exit(
                     direction, bar.open, bar.high, bar.low, stop, take_profit, bar.time != entry_time
                 )

@@ -9,11 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from emp_pipeline.broker.ctrader_broker import CTraderBroker
 from emp_pipeline.broker.interface import Broker, BrokerError, OrderRequest, OrderStatus
-from emp_pipeline.broker.paper import BarFrameOpens, PaperBroker, PaperCosts, protective_exit_id
+from emp_pipeline.broker.paper import (
+    _PROTECTIVE_LEVELS,
+    BarFrameOpens,
+    PaperBroker,
+    PaperCosts,
+    protective_exit_id,
+)
 from emp_pipeline.domain.backtest import MarketArrays, simulate_strategy
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
 from emp_pipeline.registry import repository as registry
@@ -253,3 +259,6 @@ def test_an_exit_at_the_open_ends_the_protection_before_that_bars_stop(engine: E
     assert report.orders["flat"].fills[0].price == pytest.approx(100.0 * (1 - 5 / 10_000), rel=1e-12)
     assert report.orders[protective_exit_id("long")].status is OrderStatus.NOT_FOUND
     assert report.positions == ()
+    # The superseded levels are settled for good: nothing is left to rescan on later calls.
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(_PROTECTIVE_LEVELS)).scalar_one() == 0
