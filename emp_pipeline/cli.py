@@ -9,6 +9,7 @@ from typing import TextIO
 
 from emp_pipeline.auth.commands import add_token_commands
 from emp_pipeline.monitoring.commands import add_metrics_commands
+from emp_pipeline.parity.commands import add_parity_commands
 from emp_pipeline.settings import Settings
 
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_token_commands(commands)
     add_metrics_commands(commands)
+    add_parity_commands(commands)
 
     kill = commands.add_parser("kill-switch", help="on: no new live exposure; off: allow it; status: show it")
     kill.add_argument("action", choices=("on", "off", "status"))

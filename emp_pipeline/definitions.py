@@ -20,6 +20,7 @@ from emp_pipeline.defs.live import (
     live_execution_schedule,
     live_execution_sensor,
 )
+from emp_pipeline.defs.promotion_gates import PromotionGatesResource, promotion_gate_checks
 from emp_pipeline.defs.resources import (
     CTraderTokenResource,
     DatabaseResource,
@@ -69,6 +70,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             max_champions=settings.max_champions,
         ),
         # --- end walk-forward research ---
+        "promotion_gates": PromotionGatesResource(),
     }
     if settings.ctrader_client_id:
         resources[TOKEN_RESOURCE_KEY] = CTraderTokenResource(
@@ -95,7 +97,7 @@ def build_definitions(settings: Settings) -> Definitions:
         sensors.append(ctrader_token_sensor)
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
-        asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
+        asset_checks=[*load_asset_checks_from_modules(ASSET_MODULES), *promotion_gate_checks],
         jobs=jobs,
         sensors=sensors,
         schedules=schedules,

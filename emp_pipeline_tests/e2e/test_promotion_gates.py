@@ -2,8 +2,8 @@
 
 The registry holds two candidates of the study's newest period with out-of-sample records that pass every
 performance gate: a correct genome and one whose entry rule reads `what_future_return`. Materialising
-`champion_strategies` promotes both on their numbers; the look-ahead and parity checks then fail, name the
-culprit, and retire the biased one, while the correct one stays active.
+`champion_strategies` runs the look-ahead analysis first and rejects the biased one before promotion; a
+biased strategy that is already active is caught by the blocking checks, which fail the run and retire it.
 """
 
 from __future__ import annotations
@@ -112,14 +112,8 @@ def _seed_lake(root: Path, bars: pd.DataFrame, strategy_ids: Sequence[str]) -> N
     )
 
 
-def test_blocking_gates_retire_a_champion_that_looks_ahead(tmp_path: Path) -> None:
-    market = generate_market(n_instruments=2, n_bars=380, seed=5)
-    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
-    correct_id, biased_id = _seed_registry(url, market.instruments, [correct_genome(), biased_rule_genome()])
-    lake = tmp_path / "lake"
-    _seed_lake(lake, market.bars, [correct_id, biased_id])
-
-    result = materialize(
+def _materialize_champions(url: str, lake: Path):
+    return materialize(
         [champion_strategies, champions_free_of_lookahead, champions_live_parity],
         resources={
             "database": DatabaseResource(url=url),
@@ -138,6 +132,60 @@ def test_blocking_gates_retire_a_champion_that_looks_ahead(tmp_path: Path) -> No
         raise_on_error=False,
     )
 
+
+def _statuses(url: str, *strategy_ids: str) -> tuple[list[str], list]:
+    engine = registry.make_engine(url)
+    try:
+        with registry.session_scope(engine) as session:
+            statuses = [registry.get_strategy(session, i).status for i in strategy_ids]
+            history = registry.status_history(session, strategy_ids[-1])
+    finally:
+        engine.dispose()
+    return statuses, history
+
+
+def test_a_candidate_that_looks_ahead_is_rejected_before_promotion(tmp_path: Path) -> None:
+    market = generate_market(n_instruments=2, n_bars=380, seed=5)
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    correct_id, biased_id = _seed_registry(url, market.instruments, [correct_genome(), biased_rule_genome()])
+    lake = tmp_path / "lake"
+    _seed_lake(lake, market.bars, [correct_id, biased_id])
+
+    result = _materialize_champions(url, lake)
+
+    assert result.success
+    (materialization,) = [
+        e.step_materialization_data.materialization for e in result.get_asset_materialization_events()
+    ]
+    screened = materialization.metadata["rejected_for_lookahead"].value
+    assert list(screened) == [biased_id] and "what_future_return" in screened[biased_id]
+    (correct, biased), history = _statuses(url, correct_id, biased_id)
+    assert biased == "rejected" and correct == "active"
+    assert [entry.to_status for entry in history][-1] == "rejected"
+    assert "active" not in [entry.to_status for entry in history]
+    assert "look-ahead gate before promotion" in history[-1].reason
+    # With only honest champions active, nothing blocks (parity may warn on execution-only differences).
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evaluations["champions_free_of_lookahead"].passed
+    assert evaluations["champions_live_parity"].metadata["blocking_divergences"].value == {}
+
+
+def test_blocking_gates_retire_a_champion_that_looks_ahead(tmp_path: Path) -> None:
+    """A biased strategy made active by other means (by hand, an older release) is caught by the checks."""
+    market = generate_market(n_instruments=2, n_bars=380, seed=5)
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    correct_id, biased_id = _seed_registry(url, market.instruments, [correct_genome(), biased_rule_genome()])
+    lake = tmp_path / "lake"
+    _seed_lake(lake, market.bars, [correct_id, biased_id])
+    engine = registry.make_engine(url)
+    try:
+        with registry.session_scope(engine) as session:
+            registry.set_strategy_status(session, biased_id, "active", "activated by hand")
+    finally:
+        engine.dispose()
+
+    result = _materialize_champions(url, lake)
+
     # A blocking check failing with ERROR fails its step, and with it the run.
     assert not result.success
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -147,18 +195,10 @@ def test_blocking_gates_retire_a_champion_that_looks_ahead(tmp_path: Path) -> No
     assert list(culprits) == [biased_id]
     assert any("what_future_return" in line for line in culprits[biased_id])
     assert any("long_entry.all[1]" in line for line in culprits[biased_id])
-
-    engine = registry.make_engine(url)
-    try:
-        with registry.session_scope(engine) as session:
-            biased = registry.get_strategy(session, biased_id)
-            correct = registry.get_strategy(session, correct_id)
-            history = registry.status_history(session, biased_id)
-    finally:
-        engine.dispose()
-    assert biased.status == "retired"
+    (correct, biased), history = _statuses(url, correct_id, biased_id)
+    assert biased == "retired"
     assert "look-ahead" in history[-1].reason or "parity" in history[-1].reason
-    assert correct.status == "active"
+    assert correct == "active"
     # Whichever gate ran first retired it; the parity check, if it saw it, failed blocking on its inputs.
     parity = evaluations["champions_live_parity"]
     blocking = parity.metadata["blocking_divergences"].value

@@ -25,7 +25,14 @@ from dagster import (
 from sqlalchemy.orm import Session
 
 from emp_pipeline.defs.assets.strategies import FREQUENCY, GROUP, OWNERS
-from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource, WalkForwardResource
+from emp_pipeline.defs.promotion_gates import PromotionGatesResource
+from emp_pipeline.defs.resources import (
+    DatabaseResource,
+    DataLakeResource,
+    RegimeClassifierResource,
+    WalkForwardResource,
+)
+from emp_pipeline.domain.genome import genome_from_dict
 from emp_pipeline.domain.promotion import (
     ACTIVE,
     GATE_NAMES,
@@ -37,6 +44,7 @@ from emp_pipeline.domain.promotion import (
     plan_promotions,
 )
 from emp_pipeline.domain.walkforward import period_bounds
+from emp_pipeline.parity.gates import load_gate_data, lookahead_gate
 from emp_pipeline.registry.records import PerformanceRecord, StrategyRecord
 from emp_pipeline.registry.repository import (
     active_strategies,
@@ -119,6 +127,41 @@ def _contender_table(contenders: Sequence[Contender]) -> str:
     return pd.DataFrame(rows).to_markdown(index=False)
 
 
+def reject_lookahead(
+    context: AssetExecutionContext,
+    lake: DataLakeResource,
+    database: DatabaseResource,
+    promotion_gates: PromotionGatesResource,
+    regime_classifier: RegimeClassifierResource,
+    pool_ids: Sequence[str],
+) -> dict[str, str]:
+    """Run the look-ahead analysis on every promotable pool member before any promotion.
+
+    A candidate whose features, regimes or rules change when later bars are removed is rejected for good
+    (with the first finding as the reason); it never becomes active, so the live job never sees it.
+    Returns {strategy id: reason} of those screened out.
+    """
+    with database.session() as session:
+        records = [get_strategy(session, strategy_id) for strategy_id in pool_ids]
+    promotable = [record for record in records if record.status in PROMOTABLE_STATUSES]
+    if not promotable:
+        return {}
+    settings = promotion_gates.gate_settings(regime_classifier.kind)
+    data = load_gate_data(lake.base_dir, database.engine(), settings)
+    rejected: dict[str, str] = {}
+    for record in promotable:
+        report = lookahead_gate(genome_from_dict(record.genome), data, settings)
+        if report.passed:
+            continue
+        reason = f"look-ahead gate before promotion: {report.findings[0].describe()}"[:1000]
+        rejected[record.id] = reason
+        context.log.warning("%s: %s", record.id, reason)
+        if record.status == "candidate":
+            with database.session() as session:
+                set_strategy_status(session, record.id, "rejected", reason)
+    return rejected
+
+
 @asset(
     deps=["walk_forward_report"],
     group_name=GROUP,
@@ -134,9 +177,13 @@ def champion_strategies(
     lake: DataLakeResource,
     database: DatabaseResource,
     walk_forward: WalkForwardResource,
+    promotion_gates: PromotionGatesResource,
+    regime_classifier: RegimeClassifierResource,
 ) -> MaterializeResult:
     gates = walk_forward.gates()
     period, pool_ids = study_pool(lake)
+    screened_out = reject_lookahead(context, lake, database, promotion_gates, regime_classifier, pool_ids)
+    pool_ids = [strategy_id for strategy_id in pool_ids if strategy_id not in screened_out]
     with database.session() as session:
         current = active_strategies(session)
         active_ids = {record.id for record in current}
@@ -170,6 +217,7 @@ def champion_strategies(
             "study_period": period,
             "gates": MetadataValue.json(gates.describe()),
             "pool_size": len(pool),
+            "rejected_for_lookahead": MetadataValue.json(screened_out),
             "promoted": len(promoted),
             "retired": len(retired),
             "active_champions": len(champions),
