@@ -50,6 +50,7 @@ from emp_pipeline.broker.ctrader_client import CTraderConfig
 from emp_pipeline.broker.interface import Broker
 from emp_pipeline.broker.paper import BarFrameOpens, PaperBroker, PaperCosts
 from emp_pipeline.defs.resources import CTraderTokenResource
+from emp_pipeline.domain.bars import adjusted_ohlc
 from emp_pipeline.domain.execution import Costs
 from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.live.alerts import send_alert
@@ -104,11 +105,10 @@ class LiveBrokerResource(ConfigurableResource):
                     f"no stored market_bars under {data_dir}: materialise market_bars, features and regimes "
                     "before the live job runs"
                 )
-            # Adjusted opens, as the backtest fills (market_arrays scales open by adj_close / close).
-            adjusted = bars.assign(open=bars["open"] * bars["adj_close"] / bars["close"])
+            # Adjusted prices, as the backtest fills and checks stops (market_arrays uses the same scale).
             broker = PaperBroker(
                 engine,
-                BarFrameOpens(adjusted),
+                BarFrameOpens(adjusted_ohlc(bars)),
                 costs=PaperCosts(self.fee_bps, self.slippage_bps),
                 account_name=self.account_name,
                 currency=self.currency,

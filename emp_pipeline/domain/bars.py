@@ -94,3 +94,19 @@ def validate_bars(frame: pd.DataFrame) -> pd.DataFrame:
 def bars_for_symbol(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
     """One symbol's bars indexed by date (the shape per-instrument computations want)."""
     return frame.loc[frame["symbol"] == symbol].set_index("date").drop(columns="symbol")
+
+
+def adjusted_ohlc(frame: pd.DataFrame) -> pd.DataFrame:
+    """Open, high, low and close on the adjusted scale (each scaled by adj_close / close).
+
+    The backtest, the sensory cortex's ATR, the paper broker and the live marks all trade this one price
+    scale, so a split or dividend inside the history cannot make them disagree. On the newest bar the
+    factor is 1 for back-adjusted sources, so live orders still carry today's real prices.
+    """
+    factor = frame["adj_close"] / frame["close"]
+    return frame.assign(
+        open=frame["open"] * factor,
+        high=frame["high"] * factor,
+        low=frame["low"] * factor,
+        close=frame["adj_close"],
+    )

@@ -179,7 +179,9 @@ def load_market_view(data_dir: Path | str, start: pd.Timestamp | None = None) ->
     }
     bars = cut[BARS_DATASET]
     last = bars.loc[bars["date"] == bar_time]
-    closes = dict(zip(last["symbol"].astype(str), last["close"].astype(float), strict=True))
+    # Marks and sizing on the adjusted scale, as the kernel's (adj_close; equal to close on the newest bar
+    # of back-adjusted data).
+    closes = dict(zip(last["symbol"].astype(str), last["adj_close"].astype(float), strict=True))
     return MarketView(bars, cut[FEATURES_DATASET], cut[REGIMES_DATASET], bar_time, closes)
 
 
