@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import TextIO
+
+from dagster import BetaWarning, PreviewWarning
 
 from emp_pipeline.auth.commands import add_token_commands
 from emp_pipeline.monitoring.commands import add_metrics_commands
@@ -16,8 +19,8 @@ from emp_pipeline.settings import Settings
 def _cmd_demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from emp_pipeline.demo import run_demo
 
-    run_demo(settings, out=out, periods=args.periods)
-    return 0
+    steps = run_demo(settings, out=out, periods=args.periods, record_all=args.record_all)
+    return 0 if all(step.success for step in steps) else 1
 
 
 def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -40,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="materialize the whole pipeline on the embedded defaults")
     demo.add_argument("--periods", type=int, default=3, help="walk-forward periods to evolve and evaluate")
+    demo.add_argument(
+        "--record-all",
+        action="store_true",
+        help="record the whole daily history in the UI's Dagster instance too (several minutes longer)",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     database = commands.add_parser("db", help="registry database").add_subparsers(
@@ -63,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    # Dagster flags beta/preview parameters on every import; operators need the command's own output.
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", category=PreviewWarning)
     args = build_parser().parse_args(argv)
     return args.handler(args, Settings.from_env(), out)
 

@@ -1,7 +1,12 @@
 """`emp demo`: the whole pipeline on the embedded defaults, in-process, with a short printed summary.
 
-Runs go to a persistent SQLite Dagster instance under EMP_HOME, so `dagster dev` (with DAGSTER_HOME pointing
-there, as the README says) shows the demo's materializations and check results afterwards.
+Runs go to a persistent SQLite Dagster instance under EMP_HOME, so `make ui` (dagster dev with DAGSTER_HOME
+pointing there) shows the demo's materializations and check results afterwards. Dagster's SQLite event log
+costs about 10 ms per event and a single-run backfill writes two events per asset and day, so the long daily
+history (~3,100 days x 3 assets) would take minutes there; by default it is loaded through an in-memory
+instance into the same Parquet files and registry, and only the newest RECENT_DAYS days, the walk-forward,
+the report, the champions and the live tick are recorded in the persistent instance (`--record-all`
+records everything).
 """
 
 from __future__ import annotations
@@ -17,6 +22,17 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.settings import Settings
 
+RECENT_DAYS = 90
+# The demo's gates are lenient so a three-month study on three instruments yields champions to trade; the
+# production defaults (EMP_GATE_*) are stricter and are printed beside them.
+DEMO_GATES = {
+    "gate_min_sharpe": 0.0,
+    "gate_min_deflated_sharpe": 0.0,
+    "gate_max_drawdown": 0.5,
+    "gate_min_trades": 1,
+    "max_champions": 5,
+}
+
 # The summary is the demo's output; Dagster's per-event DEBUG lines would bury it.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -30,6 +46,8 @@ class StepSummary:
     rows: dict[str, int] = field(default_factory=dict)
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)
+    instance: str = "persistent"
+    success: bool = True
 
 
 def demo_instance(settings: Settings) -> DagsterInstance:
@@ -40,7 +58,12 @@ def demo_instance(settings: Settings) -> DagsterInstance:
 
 
 def _run_job(
-    defs, instance: DagsterInstance, job_name: str, partition_range: tuple[str, str] | None
+    defs: Definitions,
+    instance: DagsterInstance,
+    job_name: str,
+    partition_range: tuple[str, str] | None,
+    instance_label: str = "persistent",
+    op_config: dict[str, dict] | None = None,
 ) -> StepSummary:
     tags = (
         {
@@ -52,9 +75,17 @@ def _run_job(
     )
     started = time.perf_counter()
     result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, tags=tags, run_config=QUIET_LOGS
+        instance=instance,
+        tags=tags,
+        run_config={
+            **QUIET_LOGS,
+            "ops": {op: {"config": config} for op, config in (op_config or {}).items()},
+        },
+        raise_on_error=False,
     )
     summary = StepSummary(
+        instance=instance_label,
+        success=result.success,
         job=job_name,
         partitions=f"{partition_range[0]}..{partition_range[1]}" if partition_range else "unpartitioned",
         seconds=time.perf_counter() - started,
@@ -74,7 +105,9 @@ def _run_job(
     return summary
 
 
-def run_demo(settings: Settings, out: TextIO, periods: int = 3) -> list[StepSummary]:
+def run_demo(
+    settings: Settings, out: TextIO, periods: int = 3, record_all: bool = False
+) -> list[StepSummary]:
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade_database(settings.database_url)
     from emp_pipeline.definitions import defs
@@ -82,31 +115,106 @@ def run_demo(settings: Settings, out: TextIO, periods: int = 3) -> list[StepSumm
 
     instance = demo_instance(settings)
     keys = daily_bar_partitions.get_partition_keys(dynamic_partitions_store=instance)
-    steps = [
-        _run_job(defs, instance, "universe_job", None),
-        _run_job(defs, instance, "daily_update_job", (keys[0], keys[-1])),
-    ]
+    out.write("emp demo: embedded defaults (sample data, SQLite registry, Parquet files, paper broker)\n")
+    steps = [_report(out, _run_job(defs, instance, "universe_job", None))]
+    split = 0 if record_all or len(keys) <= RECENT_DAYS else len(keys) - RECENT_DAYS
+    if split:
+        with DagsterInstance.ephemeral() as history:
+            steps.append(
+                _report(
+                    out, _run_job(defs, history, "daily_update_job", (keys[0], keys[split - 1]), "in-memory")
+                )
+            )
+    steps.append(_report(out, _run_job(defs, instance, "daily_update_job", (keys[split], keys[-1]))))
     # --- walk-forward research: the last `periods` months evolved and measured, then report and champions ---
     walk_forward_keys = _walk_forward_keys(instance, periods)
     research_defs = _research_definitions(settings)
     for key in walk_forward_keys:
-        steps.append(_run_job(research_defs, instance, "evolution_job", (key, key)))
+        steps.append(_report(out, _run_job(research_defs, instance, "evolution_job", (key, key))))
     if walk_forward_keys:
-        steps.append(_run_job(research_defs, instance, "research_job", None))
+        steps.append(_report(out, _run_job(research_defs, instance, "research_job", None)))
     # --- end walk-forward research ---
-    out.write("emp demo: embedded defaults (sample data, SQLite registry, Parquet files, paper broker)\n")
-    for step in steps:
-        out.write(f"- {step.job} [{step.partitions}] in {step.seconds:.1f}s\n")
-        for key, count in sorted(step.materializations.items()):
-            rows = f", {step.rows[key]:,} rows" if key in step.rows else ""
-            out.write(f"    {key}: {count} materialization(s){rows}\n")
-        failed = f", FAILED: {', '.join(step.checks_failed)}" if step.checks_failed else ""
-        out.write(f"    checks: {step.checks_passed} passed{failed}\n")
+    steps.extend(_paper_trade_newest_period(out, defs, instance, settings, walk_forward_keys))
     _write_walk_forward_summary(out, instance, settings, walk_forward_keys)
+    _write_paper_tick_summary(out, settings)
     out.write(f"data files:    {settings.data_dir}\n")
     out.write(f"registry:      {settings.database_url}\n")
     out.write(f"dagster home:  {settings.home / 'dagster_home'} (make ui opens it in dagster dev)\n")
+    failed = [step.job for step in steps if not step.success]
+    if failed:
+        out.write(f"FAILED runs: {', '.join(failed)}\n")
     return steps
+
+
+def _paper_trade_newest_period(
+    out: TextIO, defs: Definitions, instance: DagsterInstance, settings: Settings, keys: list[str]
+) -> list[StepSummary]:
+    """Paper-trade the champions through the study's newest period, one live tick per stored bar.
+
+    The bundled history ends years before the champions were activated, so their live track record is taken
+    to start with that period; each tick decides on one day's close exactly as the scheduled job decides on
+    the newest bar, and the paper broker fills at the next tick's open.
+    """
+    if not keys:
+        return []
+    from emp_pipeline.storage.parquet_frames import DatedFrameStore
+
+    start = f"{keys[-1]}-01"
+    days = DatedFrameStore(settings.data_dir, "market_bars").read_window(start)["date"].drop_duplicates()
+    steps = []
+    started = time.perf_counter()
+    for day in sorted(days):
+        config = {"start_date": start, "as_of_date": f"{day:%Y-%m-%d}"}
+        step = _run_job(defs, instance, "live_execution_job", None, op_config={"execute_live_tick": config})
+        steps.append(step)
+        if not step.success:
+            return [_report(out, step)]
+    out.write(
+        f"- live_execution_job x {len(steps)} paper ticks [{start}..{max(days):%Y-%m-%d}] in "
+        f"{time.perf_counter() - started:.1f}s (persistent instance)\n"
+    )
+    return steps
+
+
+def _report(out: TextIO, step: StepSummary) -> StepSummary:
+    """Print a step as soon as it ends, so a long demo shows progress."""
+    status = "" if step.success else " FAILED"
+    out.write(f"- {step.job} [{step.partitions}] in {step.seconds:.1f}s ({step.instance} instance){status}\n")
+    for key, count in sorted(step.materializations.items()):
+        rows = f", {step.rows[key]:,} rows" if key in step.rows else ""
+        out.write(f"    {key}: {count} materialization(s){rows}\n")
+    failed = f", failed: {', '.join(step.checks_failed)}" if step.checks_failed else ""
+    out.write(f"    checks: {step.checks_passed} passed{failed}\n")
+    out.flush()
+    return step
+
+
+def _write_paper_tick_summary(out: TextIO, settings: Settings) -> None:
+    from emp_pipeline.registry import repository as registry
+
+    engine = registry.make_engine(settings.database_url)
+    try:
+        with registry.session_scope(engine) as session:
+            account = registry.get_or_create_paper_account(session)
+            orders = registry.orders_for_account(session, account.id)
+            positions = registry.positions_for_account(session, account.id)
+            champions = registry.active_strategies(session)
+    finally:
+        engine.dispose()
+    out.write(
+        f"paper-trading tick: {len(champions)} active champion(s), {len(orders)} order(s) in the registry\n"
+    )
+    for order in orders[-10:]:
+        out.write(
+            f"    {order.client_order_id} {order.side} {order.quantity:g} {order.symbol} "
+            f"(bar {order.bar_time:%Y-%m-%d}, strategy {order.strategy_id}): {order.status}\n"
+        )
+    if any(order.status == "accepted" for order in orders):
+        out.write(
+            "    accepted orders fill at the next bar's open, which the bundled history does not have\n"
+        )
+    for position in positions:
+        out.write(f"    position {position.symbol}: {position.quantity:g} @ {position.avg_price:.2f}\n")
 
 
 # --- walk-forward research (defs/assets/strategies.py, performance.py, champions.py) ---
@@ -128,6 +236,7 @@ def _research_definitions(settings: Settings) -> Definitions:
             settings,
             evolution_population=settings.demo_population,
             evolution_generations=settings.demo_generations,
+            **DEMO_GATES,
         )
     )
 

@@ -96,10 +96,16 @@ class LiveBrokerResource(ConfigurableResource):
     ctrader_token: CTraderTokenResource | None = None
 
     @contextmanager
-    def open(self, engine: Engine, data_dir: str) -> Iterator[tuple[Broker, int]]:
-        """(broker, registry account id) for one run; the broker is closed afterwards."""
+    def open(
+        self, engine: Engine, data_dir: str, as_of: dt.datetime | None = None
+    ) -> Iterator[tuple[Broker, int]]:
+        """(broker, registry account id) for one run; the broker is closed afterwards.
+
+        With ``as_of`` the paper exchange knows only the bars up to that day, so a replayed tick cannot fill
+        or stop out on a later bar."""
         if self.kind == BrokerKind.PAPER.value:
-            bars = DatedFrameStore(data_dir, BARS_DATASET).read_window()
+            end = pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1) if as_of else None
+            bars = DatedFrameStore(data_dir, BARS_DATASET).read_window(end=end)
             if bars.empty or "open" not in bars.columns:
                 raise LiveInputError(
                     f"no stored market_bars under {data_dir}: materialise market_bars, features and regimes "
@@ -116,6 +122,10 @@ class LiveBrokerResource(ConfigurableResource):
             )
             yield broker, broker.account_id
             return
+        if as_of is not None:
+            raise Failure(
+                "as_of_date replays stored history and works with the paper broker only, not cTrader"
+            )
         if self.kind != BrokerKind.CTRADER.value:
             raise Failure(f"live broker kind {self.kind!r} is neither paper nor ctrader: set EMP_BROKER")
         if self.ctrader_token is None:
@@ -166,6 +176,7 @@ class LiveExecutionConfig(Config):
     """Per-run knobs; risk limits left unset come from the settings (EMP_MAX_POSITION_FRACTION, ...)."""
 
     start_date: str | None = None  # anchor of the strategies' track record; None = their activation time
+    as_of_date: str | None = None  # decide on the newest stored bar at or before this day; None = newest
     capital_per_strategy: float | None = None
     stale_order_seconds: float = 120.0
     max_position_fraction: float | None = None
@@ -182,7 +193,9 @@ def live_config(
         daily_loss_limit=config.daily_loss_limit or settings.daily_loss_limit,
     )
     start = pd.Timestamp(config.start_date, tz="UTC").to_pydatetime() if config.start_date else None
+    as_of = pd.Timestamp(config.as_of_date, tz="UTC").to_pydatetime() if config.as_of_date else None
     return LiveConfig(
+        as_of=as_of,
         costs=Costs(fee_bps=fee_bps, slippage_bps=slippage_bps),
         limits=limits,
         start=start,
@@ -229,7 +242,7 @@ def execute_live_tick(context: OpExecutionContext, config: LiveExecutionConfig) 
     live_broker = context.resources.live_broker
     tick_config = live_config(config, settings, live_broker.fee_bps, live_broker.slippage_bps)
     try:
-        with live_broker.open(engine, data_dir) as (broker, account_id):
+        with live_broker.open(engine, data_dir, tick_config.as_of) as (broker, account_id):
             report = run_live_tick(
                 engine=engine,
                 data_dir=data_dir,

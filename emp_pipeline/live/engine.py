@@ -101,7 +101,9 @@ class LiveConfig:
     """How the live book trades; the costs must be those the strategies were measured with.
 
     `start` anchors each strategy's simulated track record (the kernel state is replayed from the first bar
-    on or after it); None uses the time the strategy became active. `capital_per_strategy` is the account
+    on or after it); None uses the time the strategy became active. `as_of` makes the tick decide on the
+    newest stored bar at or before it instead of the newest stored bar (paper-trading a stored history
+    day by day, as the demo does). `capital_per_strategy` is the account
     currency behind 1.0 of a strategy's kernel equity; None splits the account's initial cash equally.
     """
 
@@ -110,6 +112,7 @@ class LiveConfig:
     start: dt.datetime | None = None
     capital_per_strategy: float | None = None
     stale_order_seconds: float = 120.0
+    as_of: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -161,10 +164,14 @@ class LiveTickReport:
 # ------------------------------------------------------------------------------------------- inputs
 
 
-def load_market_view(data_dir: Path | str, start: pd.Timestamp | None = None) -> MarketView:
-    """Bars, features and regimes from the store, cut at the last bar time all three have."""
+def load_market_view(
+    data_dir: Path | str, start: pd.Timestamp | None = None, as_of: dt.datetime | None = None
+) -> MarketView:
+    """Bars, features and regimes from the store, cut at the last bar time all three have (at or before
+    ``as_of`` when given)."""
+    end = pd.Timestamp(as_of).tz_convert("UTC").normalize() + pd.Timedelta(days=1) if as_of else None
     frames = {
-        name: DatedFrameStore(data_dir, name).read_window(start)
+        name: DatedFrameStore(data_dir, name).read_window(start, end)
         for name in (BARS_DATASET, FEATURES_DATASET, REGIMES_DATASET)
     }
     empty = [name for name, frame in frames.items() if frame.empty or "symbol" not in frame.columns]
@@ -436,7 +443,7 @@ def run_live_tick(
     `instruments` defaults to the registry's instruments (volume steps and minimums).
     """
     config = config or LiveConfig()
-    market = load_market_view(data_dir)
+    market = load_market_view(data_dir, as_of=config.as_of)
     report = LiveTickReport(bar_time=market.bar_time)
     stale_after = dt.timedelta(seconds=config.stale_order_seconds)
     reconcile_open_orders(engine, broker, account_id, market.bar_time, now, stale_after, report)
