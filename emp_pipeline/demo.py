@@ -115,7 +115,10 @@ def run_demo(
 
     instance = demo_instance(settings)
     keys = daily_bar_partitions.get_partition_keys(dynamic_partitions_store=instance)
-    out.write("emp demo: embedded defaults (sample data, SQLite registry, Parquet files, paper broker)\n")
+    source = "bundled sample data" if settings.data_source == "sample" else f"{settings.data_source} data"
+    out.write(
+        f"emp demo: {source}, registry {settings.database_url.split(':')[0]}, Parquet files, paper broker\n"
+    )
     steps = [_report(out, _run_job(defs, instance, "universe_job", None))]
     split = 0 if record_all or len(keys) <= RECENT_DAYS else len(keys) - RECENT_DAYS
     if split:
@@ -128,6 +131,11 @@ def run_demo(
     steps.append(_report(out, _run_job(defs, instance, "daily_update_job", (keys[split], keys[-1]))))
     # --- walk-forward research: the last `periods` months evolved and measured, then report and champions ---
     walk_forward_keys = _walk_forward_keys(instance, periods)
+    if not walk_forward_keys:
+        out.write(
+            f"- walk-forward study skipped: the universe covers {keys[0]}..{keys[-1]}, and the first period "
+            "needs about three years of training history before it (see walk_forward_partitions)\n"
+        )
     research_defs = _research_definitions(settings)
     for key in walk_forward_keys:
         steps.append(_report(out, _run_job(research_defs, instance, "evolution_job", (key, key))))
