@@ -31,7 +31,12 @@ from emp_pipeline.defs.resources import (
     WalkForwardResource,
 )
 from emp_pipeline.defs.schedules import daily_update_schedule, evolution_schedule, freshness_schedule
-from emp_pipeline.defs.token_refresh import TOKEN_RESOURCE_KEY, ctrader_token_sensor, token_refresh_job
+from emp_pipeline.defs.token_refresh import (
+    TOKEN_RESOURCE_KEY,
+    ctrader_token_failure_sensor,
+    ctrader_token_sensor,
+    token_refresh_job,
+)
 from emp_pipeline.settings import Settings
 
 ASSET_MODULES = [market_data, perception, strategies, performance, champions]
@@ -94,7 +99,7 @@ def build_definitions(settings: Settings) -> Definitions:
     # The token lifecycle exists only where a cTrader app is configured: the paper broker needs no token.
     if settings.ctrader_client_id:
         jobs.append(token_refresh_job)
-        sensors.append(ctrader_token_sensor)
+        sensors.extend([ctrader_token_sensor, ctrader_token_failure_sensor])
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
         asset_checks=[*load_asset_checks_from_modules(ASSET_MODULES), *promotion_gate_checks],

@@ -11,6 +11,7 @@ import time
 
 from dagster import (
     Backoff,
+    DefaultSensorStatus,
     Failure,
     Jitter,
     JobDefinition,
@@ -18,12 +19,14 @@ from dagster import (
     OpExecutionContext,
     Output,
     RetryPolicy,
+    RunFailureSensorContext,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
     job,
     op,
+    run_failure_sensor,
     sensor,
 )
 
@@ -35,6 +38,8 @@ from emp_pipeline.auth.errors import (
 )
 from emp_pipeline.auth.token_store import TokenStatus
 from emp_pipeline.defs.resources import CTraderTokenResource
+from emp_pipeline.live.alerts import send_alert
+from emp_pipeline.settings import Settings
 
 TOKEN_RESOURCE_KEY = "ctrader_token"  # what the op and sensor parameter `ctrader_token` binds to
 SENSOR_INTERVAL_S = 300
@@ -132,4 +137,25 @@ def ctrader_token_sensor(
     return SensorResult(
         run_requests=[RunRequest(run_key=run_key, tags={"ctrader_token_version": str(state.version)})],
         cursor=run_key,
+    )
+
+
+@run_failure_sensor(
+    name="ctrader_token_failure_sensor",
+    monitored_jobs=[token_refresh_job],
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Alert (log + EMP_ALERT_WEBHOOK_URL) when a token refresh fails: after a terminal error "
+    "a person must run `emp token authorize` before the token expires.",
+)
+def ctrader_token_failure_sensor(context: RunFailureSensorContext) -> None:
+    failure = (context.failure_event.message or "run failed")[:2000]
+    send_alert(
+        "emp cTrader token refresh failed",
+        {
+            "run_id": context.dagster_run.run_id,
+            "job": context.dagster_run.job_name,
+            "error": failure,
+            "action": "run `emp token status`; if it says reauth_required, run `emp token authorize`",
+        },
+        Settings.from_env().alert_webhook_url,
     )

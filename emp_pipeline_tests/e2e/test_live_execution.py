@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import math
-import threading
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pandas as pd
@@ -206,31 +202,6 @@ def test_sensor_requests_one_run_per_new_regime_bar_and_champion_set():
         AssetMaterialization(AssetKey("market_regimes"), partition="2024-03-04")
     )
     assert live_run_key(instance).startswith("live-2024-03-04-c")
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict]]]:
-    """A local HTTP endpoint that records the JSON bodies POSTed to it."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers["Content-Length"])
-            received.append(json.loads(self.rfile.read(length)))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/hooks/secret-token", received
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_failed_live_run_raises_an_alert_through_the_webhook(tmp_path, webhook, monkeypatch, caplog):
