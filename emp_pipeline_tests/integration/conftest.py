@@ -1,4 +1,4 @@
-"""Fixtures for integration tests: real PostgreSQL and SQLite databases, one fresh database per test.
+"""Fixtures for integration tests: real PostgreSQL and SQLite databases, one fresh database per test; Redis.
 
 PostgreSQL runs at 127.0.0.1:5432 with trust auth (see DESIGN.md, "Services on the machines here"). Each test
 gets its own uniquely named database, dropped afterwards, so tests never see each other's rows and can run
@@ -13,11 +13,14 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import redis
 from psycopg2 import sql
 from sqlalchemy import Engine
 
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.repository import make_engine
+from emp_pipeline_tests.fakes.ctrader_token_server import FakeCTraderTokenServer
+from emp_pipeline_tests.integration.token_fixtures import CLIENT_ID, CLIENT_SECRET, REDIS_URL
 
 POSTGRES_HOST = "127.0.0.1"
 POSTGRES_PORT = 5432
@@ -130,3 +133,23 @@ def registry_engine(migrated_registry_url: str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+# --- cTrader token tests: a private Redis key prefix and a local token server (see token_fixtures) ---
+
+
+@pytest.fixture
+def key_prefix() -> Iterator[str]:
+    """A Redis key prefix no other test uses; every key under it is deleted afterwards."""
+    prefix = f"emp:test:{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+
+
+@pytest.fixture
+def token_server() -> Iterator[FakeCTraderTokenServer]:
+    """A local cTrader token endpoint over loopback HTTP that knows the shared test client."""
+    with FakeCTraderTokenServer(CLIENT_ID, CLIENT_SECRET) as server:
+        yield server

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,26 +13,9 @@ from cryptography.fernet import Fernet
 from emp_pipeline.auth.commands import add_token_commands, authorize, status
 from emp_pipeline.settings import Settings
 from emp_pipeline_tests.fakes.ctrader_token_server import FakeCTraderTokenServer
+from emp_pipeline_tests.integration.token_fixtures import CLIENT_ID, CLIENT_SECRET, REDIS_URL
 
 pytestmark = pytest.mark.redis
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-CLIENT_ID, CLIENT_SECRET = "cli-client", "cli-secret-value"
-
-
-@pytest.fixture
-def key_prefix() -> Iterator[str]:
-    prefix = f"emp:test:{uuid.uuid4().hex}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"{prefix}*"):
-        client.delete(key)
-
-
-@pytest.fixture
-def token_server() -> Iterator[FakeCTraderTokenServer]:
-    with FakeCTraderTokenServer(CLIENT_ID, CLIENT_SECRET) as server:
-        yield server
 
 
 def settings_for(server: FakeCTraderTokenServer, key_prefix: str, tmp_path: Path, **extra: str) -> Settings:

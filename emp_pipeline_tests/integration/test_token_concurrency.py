@@ -8,64 +8,40 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import redis
 
-from emp_pipeline.auth.build import build_token_manager
-from emp_pipeline.auth.token_manager import CTraderTokenManager, RetrySchedule
+from emp_pipeline.auth.token_manager import CTraderTokenManager
 from emp_pipeline_tests.fakes.ctrader_token_server import EXPIRES_IN_S, FakeCTraderTokenServer
+from emp_pipeline_tests.integration.token_fixtures import make_manager
 
 pytestmark = pytest.mark.redis
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-CLIENT_ID, CLIENT_SECRET = "concurrency-client", "concurrency-secret"
-
 
 @pytest.fixture
-def key_prefix() -> Iterator[str]:
-    prefix = f"emp:test:{uuid.uuid4().hex}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"{prefix}*"):
-        client.delete(key)
+def token_server(token_server: FakeCTraderTokenServer) -> FakeCTraderTokenServer:
+    """The shared server, slowed so the one refresh stays in flight while the others pile up on the lock."""
+    token_server.set_delay(0.2)
+    return token_server
 
 
-@pytest.fixture
-def token_server() -> Iterator[FakeCTraderTokenServer]:
-    with FakeCTraderTokenServer(CLIENT_ID, CLIENT_SECRET) as server:
-        server.set_delay(0.2)  # keep the one refresh in flight while the others pile up on the lock
-        yield server
-
-
-def make_manager(base_url: str, key_prefix: str) -> CTraderTokenManager:
-    return build_token_manager(
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        redis_url=REDIS_URL,
-        token_url=base_url,
-        key_prefix=key_prefix,
-        token_key=None,
-        refresh_margin_s=3600.0,
-        http_timeout_s=5.0,
-        retry=RetrySchedule(max_attempts=2, base_delay_s=0.01),
-    )
+def manager_for(base_url: str, key_prefix: str) -> CTraderTokenManager:
+    return make_manager(base_url, key_prefix, attempts=2, timeout_s=5.0)
 
 
 def authorize_expiring_soon(base_url: str, key_prefix: str, server: FakeCTraderTokenServer) -> str:
     server.state.expires_in = 600
-    make_manager(base_url, key_prefix).authorize_with_code(server.issue_code(), "http://127.0.0.1/cb")
+    manager_for(base_url, key_prefix).authorize_with_code(server.issue_code(), "http://127.0.0.1/cb")
     server.state.expires_in = EXPIRES_IN_S
     return server.state.issued[-1][0]
 
 
 def ask_at_once(base_url: str, key_prefix: str, threads: int, ready: Callable[[], None]) -> list[str]:
     """`threads` threads, each with its own manager (own Redis connection), released together."""
-    managers = [make_manager(base_url, key_prefix) for _ in range(threads)]
+    managers = [manager_for(base_url, key_prefix) for _ in range(threads)]
     ready()
     barrier = threading.Barrier(threads)
 

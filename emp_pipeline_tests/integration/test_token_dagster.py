@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
 from dagster import DagsterInstance, RunRequest, SensorResult, SkipReason, build_sensor_context
 
 from emp_pipeline.auth.build import build_token_store
 from emp_pipeline.defs.resources import CTraderTokenResource
 from emp_pipeline.defs.token_refresh import build_token_refresh_job, ctrader_token_sensor, token_refresh_job
 from emp_pipeline_tests.fakes.ctrader_token_server import EXPIRES_IN_S, FakeCTraderTokenServer
+from emp_pipeline_tests.integration.token_fixtures import CLIENT_ID, CLIENT_SECRET, REDIS_URL
 
 pytestmark = pytest.mark.redis
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-CLIENT_ID, CLIENT_SECRET = "dagster-client", "dagster-secret"
-
-
-@pytest.fixture
-def key_prefix() -> Iterator[str]:
-    prefix = f"emp:test:{uuid.uuid4().hex}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"{prefix}*"):
-        client.delete(key)
-
-
-@pytest.fixture
-def token_server() -> Iterator[FakeCTraderTokenServer]:
-    with FakeCTraderTokenServer(CLIENT_ID, CLIENT_SECRET) as server:
-        yield server
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import multiprocessing
 import os
 import signal
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -25,57 +23,18 @@ from emp_pipeline.auth.errors import (
 )
 from emp_pipeline.auth.oauth_client import CTraderOAuthClient, HttpMethod
 from emp_pipeline.auth.redaction import fingerprint
-from emp_pipeline.auth.redis_connection import connect_redis
-from emp_pipeline.auth.token_manager import CTraderTokenManager, RetrySchedule
-from emp_pipeline.auth.token_store import RedisTokenStore, TokenCipher, TokenStatus
+from emp_pipeline.auth.token_manager import CTraderTokenManager
+from emp_pipeline.auth.token_store import RedisTokenStore, TokenStatus
 from emp_pipeline_tests.fakes.ctrader_token_server import EXPIRES_IN_S, FakeCTraderTokenServer
+from emp_pipeline_tests.integration.token_fixtures import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    REDIRECT_URI,
+    REDIS_URL,
+    make_manager,
+)
 
 pytestmark = pytest.mark.redis
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-CLIENT_ID, CLIENT_SECRET = "test-client", "test-client-secret-value"
-REDIRECT_URI = "http://127.0.0.1/callback"
-
-
-@pytest.fixture
-def key_prefix() -> Iterator[str]:
-    prefix = f"emp:test:{uuid.uuid4().hex}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"{prefix}*"):
-        client.delete(key)
-
-
-@pytest.fixture
-def token_server() -> Iterator[FakeCTraderTokenServer]:
-    with FakeCTraderTokenServer(CLIENT_ID, CLIENT_SECRET) as server:
-        yield server
-
-
-def make_manager(
-    base_url: str,
-    key_prefix: str,
-    *,
-    margin_s: float = 3600.0,
-    attempts: int = 3,
-    timeout_s: float = 3.0,
-    token_key: str | None = None,
-    method: HttpMethod = "GET",
-    lock_ttl_s: float | None = None,
-    store_class: type[RedisTokenStore] = RedisTokenStore,
-) -> CTraderTokenManager:
-    cipher = TokenCipher(token_key) if token_key else None
-    store = store_class(connect_redis(REDIS_URL), CLIENT_ID, key_prefix=key_prefix, cipher=cipher)
-    oauth = CTraderOAuthClient(
-        CLIENT_ID, CLIENT_SECRET, base_url=base_url, timeout_s=timeout_s, method=method
-    )
-    return CTraderTokenManager(
-        store,
-        oauth,
-        refresh_margin_s=margin_s,
-        retry=RetrySchedule(max_attempts=attempts, base_delay_s=0.01, max_delay_s=0.05),
-        lock_ttl_s=lock_ttl_s,
-    )
 
 
 def authorize_expiring_soon(manager: CTraderTokenManager, server: FakeCTraderTokenServer) -> None:
