@@ -18,6 +18,7 @@ from dagster import (
     asset_check,
 )
 
+from emp_pipeline.defs.check_results import counted_check_result
 from emp_pipeline.defs.partitions import daily_bar_partitions
 from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource, MarketDataResource
 from emp_pipeline.domain.bar_quality import (
@@ -72,13 +73,13 @@ def instrument_universe(market_data: MarketDataResource, database: DatabaseResou
 def _check_result(
     outcome: BarCheckOutcome, severity: AssetCheckSeverity, check_name: str | None = None
 ) -> AssetCheckResult:
-    """``check_name`` is needed where an asset yields several checks; a standalone check knows its own."""
-    return AssetCheckResult(
-        check_name=check_name,
+    return counted_check_result(
         passed=outcome.passed,
-        severity=severity,
         description=outcome.description,
-        metadata={"failures": outcome.failures, "examples": MetadataValue.json(list(outcome.examples))},
+        failures=outcome.failures,
+        examples=outcome.examples,
+        severity=severity,
+        check_name=check_name,
     )
 
 

@@ -21,8 +21,6 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
@@ -35,6 +33,7 @@ from dagster import (
 )
 
 from emp_pipeline.data.sample import load_sample_macro_frame
+from emp_pipeline.defs.check_results import counted_check_result
 from emp_pipeline.defs.partitions import daily_bar_partitions
 from emp_pipeline.defs.resources import (
     DatabaseResource,
@@ -205,11 +204,9 @@ def regime_frame_problems(regimes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray
 # ------------------------------------------------------------------------------------------- metadata
 
 
-def _examples(frame: pd.DataFrame, mask: np.ndarray) -> MetadataValue:
+def _examples(frame: pd.DataFrame, mask: np.ndarray) -> list[dict[str, str]]:
     rows = frame.loc[mask, ["symbol", "date"]].head(EXAMPLES_SHOWN)
-    return MetadataValue.json(
-        [{"symbol": str(s), "date": str(d.date())} for s, d in rows.itertuples(index=False)]
-    )
+    return [{"symbol": str(s), "date": str(d.date())} for s, d in rows.itertuples(index=False)]
 
 
 def _window_metadata(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> dict[str, object]:
@@ -288,12 +285,12 @@ def sensory_features(
         features,
         metadata={**_window_metadata(features, start, end), "macro_source": macro_source},
     )
-    yield AssetCheckResult(
+    yield counted_check_result(
         check_name="features_complete_after_warmup",
         passed=not incomplete.any(),
-        severity=AssetCheckSeverity.ERROR,
         description=f"{int(incomplete.sum())} settled rows hold NaN features",
-        metadata={"failures": int(incomplete.sum()), "examples": _examples(features, incomplete)},
+        failures=int(incomplete.sum()),
+        examples=_examples(features, incomplete),
     )
 
 
@@ -359,17 +356,17 @@ def market_regimes(
         regimes,
         metadata={**_window_metadata(regimes, start, end), "classifier": kind, "registry_rows": upserted},
     )
-    yield AssetCheckResult(
+    yield counted_check_result(
         check_name="probabilities_sum_to_one",
         passed=not bad_sum.any(),
-        severity=AssetCheckSeverity.ERROR,
         description=f"{int(bad_sum.sum())} rows whose probabilities do not sum to 1",
-        metadata={"failures": int(bad_sum.sum()), "examples": _examples(regimes, bad_sum)},
+        failures=int(bad_sum.sum()),
+        examples=_examples(regimes, bad_sum),
     )
-    yield AssetCheckResult(
+    yield counted_check_result(
         check_name="labels_known",
         passed=not unknown.any(),
-        severity=AssetCheckSeverity.ERROR,
         description=f"{int(unknown.sum())} rows with a label outside {', '.join(REGIME_LABELS)}",
-        metadata={"failures": int(unknown.sum()), "examples": _examples(regimes, unknown)},
+        failures=int(unknown.sum()),
+        examples=_examples(regimes, unknown),
     )
