@@ -51,21 +51,29 @@ class SyntheticMarket:
     @property
     def instruments(self) -> tuple[InstrumentMeta, ...]:
         """Metadata for the synthetic symbols: index-like, quoted in USD, trading Monday to Friday."""
-        return tuple(
-            InstrumentMeta(
-                symbol=str(symbol),
-                name=f"synthetic {symbol}",
-                asset_class=AssetClass.INDEX,
-                quote_currency="USD",
-                tick_size=0.01,
-                pip_position=2,
-                lot_size=1.0,
-                min_volume=1.0,
-                step_volume=1.0,
-                calendar=CALENDAR_24X5,
-            )
-            for symbol in pd.unique(self.bars["symbol"])
-        )
+        return tuple(synthetic_instrument(str(symbol)) for symbol in pd.unique(self.bars["symbol"]))
+
+
+def synthetic_instrument(
+    symbol: str,
+    *,
+    name: str | None = None,
+    asset_class: AssetClass = AssetClass.INDEX,
+    calendar: str = CALENDAR_24X5,
+) -> InstrumentMeta:
+    """Plain contract terms (USD, cent ticks, one-unit lots) for a made-up symbol that no broker defines."""
+    return InstrumentMeta(
+        symbol=symbol,
+        name=f"synthetic {symbol}" if name is None else name,
+        asset_class=asset_class,
+        quote_currency="USD",
+        tick_size=0.01,
+        pip_position=2,
+        lot_size=1.0,
+        min_volume=1.0,
+        step_volume=1.0,
+        calendar=calendar,
+    )
 
 
 def transition_matrix(regimes: tuple[RegimeSpec, ...]) -> np.ndarray:

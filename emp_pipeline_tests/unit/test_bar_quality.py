@@ -11,21 +11,12 @@ from emp_pipeline.domain.bar_quality import (
 )
 from emp_pipeline.domain.bars import normalise_bars
 from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta
+from emp_pipeline.domain.synthetic import synthetic_instrument
 
 
 def _meta(symbol: str, calendar: str) -> InstrumentMeta:
-    return InstrumentMeta(
-        symbol=symbol,
-        name=symbol,
-        asset_class=AssetClass.EQUITY if calendar == "XNYS" else AssetClass.CRYPTO,
-        quote_currency="USD",
-        tick_size=0.01,
-        pip_position=2,
-        lot_size=1.0,
-        min_volume=1.0,
-        step_volume=1.0,
-        calendar=calendar,
-    )
+    asset_class = AssetClass.EQUITY if calendar == "XNYS" else AssetClass.CRYPTO
+    return synthetic_instrument(symbol, name=symbol, asset_class=asset_class, calendar=calendar)
 
 
 def _bars(rows: list[tuple[str, str, float, float, float, float]]) -> pd.DataFrame:

@@ -16,22 +16,11 @@ from emp_pipeline.domain.sensory import (
     SensoryError,
     macro_coverage,
 )
-from emp_pipeline.domain.synthetic import generate_market
+from emp_pipeline.domain.synthetic import generate_market, synthetic_instrument
 
 
 def _meta(symbol: str, calendar: str = "24x5", asset_class: AssetClass = AssetClass.INDEX) -> InstrumentMeta:
-    return InstrumentMeta(
-        symbol=symbol,
-        name=symbol,
-        asset_class=asset_class,
-        quote_currency="USD",
-        tick_size=0.01,
-        pip_position=2,
-        lot_size=1.0,
-        min_volume=1.0,
-        step_volume=1.0,
-        calendar=calendar,
-    )
+    return synthetic_instrument(symbol, name=symbol, asset_class=asset_class, calendar=calendar)
 
 
 def _bars(symbol: str, close: np.ndarray, dates: pd.DatetimeIndex, spread: float = 1.0, volume: float = 0.0):
