@@ -7,6 +7,7 @@ database, not a read-then-write race, decides what already exists. SQLite and Po
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -16,7 +17,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -75,6 +76,8 @@ from emp_pipeline.registry.records import (
     StatusChange,
     StrategyRecord,
 )
+
+RecordT = TypeVar("RecordT")
 
 KILL_SWITCH = "kill_switch"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -223,6 +226,27 @@ def _upsert(
     for start in range(0, len(rows), UPSERT_CHUNK_ROWS):
         session.execute(statement, list(rows[start : start + UPSERT_CHUNK_ROWS])).all()
     return len(rows)
+
+
+def _insert_once(session: Session, model: type[Any], row: Mapping[str, Any], key: str) -> tuple[Any, bool]:
+    """Insert `row` unless its unique `key` is taken; returns (the stored row, whether this call inserted it).
+
+    `ON CONFLICT DO NOTHING` makes a concurrent loser a no-op that then reads the winner's row, refreshed from
+    the database in case the session already held a stale copy.
+    """
+    statement = (
+        _insert(session, model).values(row).on_conflict_do_nothing(index_elements=[key]).returning(model.id)
+    )
+    created = session.execute(statement).scalar_one_or_none() is not None
+    stored = session.scalars(
+        select(model).where(getattr(model, key) == row[key]).execution_options(populate_existing=True)
+    ).one()
+    return stored, created
+
+
+def _record_from_row(record_type: type[RecordT], row: Any) -> RecordT:
+    """The plain record of an ORM row whose columns bear the record's field names (no session ties)."""
+    return record_type(**{field.name: getattr(row, field.name) for field in dataclasses.fields(record_type)})
 
 
 def _canonical_json(value: Any) -> str:
@@ -582,28 +606,13 @@ def _existing_strategy_ids(session: Session, strategy_ids: Iterable[str]) -> set
     return found
 
 
-def _strategy_record(row: Strategy) -> StrategyRecord:
-    return StrategyRecord(
-        id=row.id,
-        genome=row.genome,
-        genome_version=row.genome_version,
-        evolution_run_id=row.evolution_run_id,
-        period=row.period,
-        generation=row.generation,
-        operator=row.operator,
-        fitness=row.fitness,
-        status=row.status,
-        created_at=row.created_at,
-    )
-
-
 def get_strategy(session: Session, strategy_id: str) -> StrategyRecord:
     row = session.get(Strategy, strategy_id)
     if row is None:
         raise UnknownStrategyError(
             f"strategy {strategy_id!r} is not in the registry: check the id (see strategies)"
         )
-    return _strategy_record(row)
+    return _record_from_row(StrategyRecord, row)
 
 
 def strategies_for_run(session: Session, run_id: str) -> list[StrategyRecord]:
@@ -613,7 +622,7 @@ def strategies_for_run(session: Session, run_id: str) -> list[StrategyRecord]:
         .where(Strategy.evolution_run_id == run_id)
         .order_by(Strategy.fitness.desc().nulls_last(), Strategy.id)
     )
-    return [_strategy_record(row) for row in session.scalars(query)]
+    return [_record_from_row(StrategyRecord, row) for row in session.scalars(query)]
 
 
 def active_strategies(session: Session, period: str | None = None) -> list[StrategyRecord]:
@@ -622,7 +631,7 @@ def active_strategies(session: Session, period: str | None = None) -> list[Strat
     if period is not None:
         query = query.where(Strategy.period == period)
     query = query.order_by(Strategy.fitness.desc().nulls_last(), Strategy.id)
-    return [_strategy_record(row) for row in session.scalars(query)]
+    return [_record_from_row(StrategyRecord, row) for row in session.scalars(query)]
 
 
 def ancestry(session: Session, strategy_id: str) -> list[Ancestor]:
@@ -706,16 +715,7 @@ def status_history(session: Session, strategy_id: str) -> list[StatusChange]:
         .where(StrategyStatusChange.strategy_id == strategy_id)
         .order_by(StrategyStatusChange.at, StrategyStatusChange.id)
     )
-    return [
-        StatusChange(
-            strategy_id=row.strategy_id,
-            from_status=row.from_status,
-            to_status=row.to_status,
-            at=row.at,
-            reason=row.reason,
-        )
-        for row in session.scalars(query)
-    ]
+    return [_record_from_row(StatusChange, row) for row in session.scalars(query)]
 
 
 # ------------------------------------------------------------------------------------------- performance
@@ -799,17 +799,6 @@ def performance_records(
 # ------------------------------------------------------------------------------------------- accounts, orders
 
 
-def _account_record(row: Account) -> AccountRecord:
-    return AccountRecord(
-        id=row.id,
-        broker=row.broker,
-        name=row.name,
-        currency=row.currency,
-        initial_cash=row.initial_cash,
-        cash=row.cash,
-    )
-
-
 def get_or_create_account(
     session: Session, *, broker: str, name: str, currency: str, initial_cash: float
 ) -> AccountRecord:
@@ -827,7 +816,7 @@ def get_or_create_account(
         _insert(session, Account).on_conflict_do_nothing(index_elements=["broker", "name"]), [row]
     )
     account = session.scalars(select(Account).where(Account.broker == broker, Account.name == name)).one()
-    return _account_record(account)
+    return _record_from_row(AccountRecord, account)
 
 
 def get_or_create_paper_account(
@@ -843,27 +832,7 @@ def get_account(session: Session, account_id: int) -> AccountRecord:
     row = session.get(Account, account_id)
     if row is None:
         raise UnknownAccountError(f"account {account_id} is not in the registry: create it first")
-    return _account_record(row)
-
-
-def _order_record(row: Order) -> OrderRecord:
-    return OrderRecord(
-        id=row.id,
-        client_order_id=row.client_order_id,
-        account_id=row.account_id,
-        strategy_id=row.strategy_id,
-        symbol=row.symbol,
-        side=row.side,
-        quantity=row.quantity,
-        order_type=row.order_type,
-        bar_time=row.bar_time,
-        target_position=row.target_position,
-        status=row.status,
-        broker_order_id=row.broker_order_id,
-        error=row.error,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+    return _record_from_row(AccountRecord, row)
 
 
 def create_order_if_absent(
@@ -919,18 +888,7 @@ def create_order_if_absent(
         "created_at": now,
         "updated_at": now,
     }
-    statement = (
-        _insert(session, Order)
-        .values(row)
-        .on_conflict_do_nothing(index_elements=["client_order_id"])
-        .returning(Order.id)
-    )
-    created = session.execute(statement).scalar_one_or_none() is not None
-    order = session.scalars(
-        select(Order)
-        .where(Order.client_order_id == client_order_id)
-        .execution_options(populate_existing=True)
-    ).one()
+    order, created = _insert_once(session, Order, row, "client_order_id")
     if not created:
         requested = (account_id, symbol, str(side), float(quantity))
         stored = (order.account_id, order.symbol, order.side, order.quantity)
@@ -939,11 +897,11 @@ def create_order_if_absent(
                 f"client order id {client_order_id!r} already names order {stored} (account, symbol, side, "
                 f"quantity), not {requested}: client order ids must be derived from the order's identity"
             )
-    return _order_record(order), created
+    return _record_from_row(OrderRecord, order), created
 
 
 def get_order(session: Session, client_order_id: str) -> OrderRecord:
-    return _order_record(_locked_order(session, client_order_id, lock=False))
+    return _record_from_row(OrderRecord, _locked_order(session, client_order_id, lock=False))
 
 
 def _locked_order(session: Session, client_order_id: str, *, lock: bool = True) -> Order:
@@ -966,7 +924,10 @@ def orders_for_account(
     query = select(Order).where(Order.account_id == account_id)
     if statuses is not None:
         query = query.where(Order.status.in_([str(s) for s in statuses]))
-    return [_order_record(row) for row in session.scalars(query.order_by(Order.created_at, Order.id))]
+    return [
+        _record_from_row(OrderRecord, row)
+        for row in session.scalars(query.order_by(Order.created_at, Order.id))
+    ]
 
 
 def _check_order_transition(order: Order, new_status: str) -> None:
@@ -1008,19 +969,7 @@ def update_order_status(
         order.error = error
     order.updated_at = utc_now()
     session.flush()
-    return _order_record(order)
-
-
-def _fill_record(row: Fill) -> FillRecord:
-    return FillRecord(
-        id=row.id,
-        order_id=row.order_id,
-        broker_fill_id=row.broker_fill_id,
-        price=row.price,
-        quantity=row.quantity,
-        fee=row.fee,
-        filled_at=row.filled_at,
-    )
+    return _record_from_row(OrderRecord, order)
 
 
 def record_fill(
@@ -1054,14 +1003,7 @@ def record_fill(
         "fee": float(fee),
         "filled_at": filled_at,
     }
-    statement = (
-        _insert(session, Fill)
-        .values(row)
-        .on_conflict_do_nothing(index_elements=["broker_fill_id"])
-        .returning(Fill.id)
-    )
-    created = session.execute(statement).scalar_one_or_none() is not None
-    fill = session.scalars(select(Fill).where(Fill.broker_fill_id == broker_fill_id)).one()
+    fill, created = _insert_once(session, Fill, row, "broker_fill_id")
     if not created:
         if (fill.order_id, fill.price, fill.quantity, fill.fee) != (
             order.id,
@@ -1074,7 +1016,7 @@ def record_fill(
                 f"{fill.quantity} @ {fill.price} fee {fill.fee}, not order {order.id}, {quantity} @ {price} "
                 f"fee {fee}: check the broker feed for a reused fill id"
             )
-        return _fill_record(fill), False
+        return _record_from_row(FillRecord, fill), False
 
     signed_quantity = quantity if order.side == OrderSide.BUY else -quantity
     _apply_to_position(session, order.account_id, order.symbol, signed_quantity, price, fee)
@@ -1089,7 +1031,7 @@ def record_fill(
         order.status = OrderStatus.FILLED.value if complete else OrderStatus.PARTIALLY_FILLED.value
         order.updated_at = utc_now()
     session.flush()
-    return _fill_record(fill), True
+    return _record_from_row(FillRecord, fill), True
 
 
 def _apply_to_position(
@@ -1129,7 +1071,7 @@ def _apply_to_position(
 def fills_for_order(session: Session, client_order_id: str) -> list[FillRecord]:
     order = _locked_order(session, client_order_id, lock=False)
     query = select(Fill).where(Fill.order_id == order.id).order_by(Fill.filled_at, Fill.id)
-    return [_fill_record(row) for row in session.scalars(query)]
+    return [_record_from_row(FillRecord, row) for row in session.scalars(query)]
 
 
 def positions_for_account(
@@ -1139,17 +1081,7 @@ def positions_for_account(
     query = select(Position).where(Position.account_id == account_id)
     if not include_flat:
         query = query.where(Position.quantity != 0.0)
-    return [
-        PositionRecord(
-            account_id=row.account_id,
-            symbol=row.symbol,
-            quantity=row.quantity,
-            avg_price=row.avg_price,
-            realised_pnl=row.realised_pnl,
-            updated_at=row.updated_at,
-        )
-        for row in session.scalars(query.order_by(Position.symbol))
-    ]
+    return [_record_from_row(PositionRecord, row) for row in session.scalars(query.order_by(Position.symbol))]
 
 
 # ------------------------------------------------------------------------------------------- control flags
@@ -1176,10 +1108,4 @@ def get_flag(session: Session, name: str) -> FlagRecord | None:
     row = session.get(ControlFlag, name, populate_existing=True)
     if row is None:
         return None
-    return FlagRecord(
-        name=row.name,
-        enabled=row.enabled,
-        reason=row.reason,
-        updated_at=row.updated_at,
-        updated_by=row.updated_by,
-    )
+    return _record_from_row(FlagRecord, row)
