@@ -25,19 +25,19 @@ from dagster import (
     asset,
 )
 
-from emp_pipeline.defs.assets.strategies import FREQUENCY, GROUP, OWNERS, TRAINING_LOOKBACK_DAYS
-from emp_pipeline.defs.partitions import (
-    WALK_FORWARD_EMBARGO_BARS,
-    WALK_FORWARD_MIN_TRAIN_BARS,
-    WALK_FORWARD_TRAIN_BARS,
-    walk_forward_partitions,
+from emp_pipeline.defs.assets.strategies import (
+    FREQUENCY,
+    GROUP,
+    OWNERS,
+    TRAINING_LOOKBACK_DAYS,
+    walk_forward_grid,
 )
+from emp_pipeline.defs.partitions import walk_forward_partitions
 from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource
-from emp_pipeline.domain.backtest import market_arrays
 from emp_pipeline.domain.evolution import EvolutionConfig, backtest_fold
-from emp_pipeline.domain.genome import feature_panel, genome_from_json
+from emp_pipeline.domain.genome import genome_from_json
 from emp_pipeline.domain.metrics import performance_metrics
-from emp_pipeline.domain.walkforward import build_fold, period_bounds
+from emp_pipeline.domain.walkforward import period_bounds
 from emp_pipeline.domain.walkforward_study import (
     OOS_COLUMNS,
     out_of_sample_metrics,
@@ -113,16 +113,7 @@ def strategy_performance(
     bars, features, regimes = _read(
         lake, period_start - pd.Timedelta(days=TRAINING_LOOKBACK_DAYS), period_end
     )
-    panel = feature_panel(features, regimes)
-    market = market_arrays(bars, features, dates=panel.dates, symbols=panel.symbols)
-    fold = build_fold(
-        panel.dates,
-        period,
-        FREQUENCY,
-        train_bars=WALK_FORWARD_TRAIN_BARS,
-        embargo_bars=WALK_FORWARD_EMBARGO_BARS,
-        min_train_bars=WALK_FORWARD_MIN_TRAIN_BARS,
-    )
+    panel, market, fold = walk_forward_grid(bars, features, regimes, period)
     if fold.n_test_bars < 1:
         raise MissingEvaluationDataError(
             f"no feature rows dated in {period}: materialize daily_update_job for "

@@ -35,9 +35,15 @@ from emp_pipeline.defs.partitions import (
     walk_forward_partitions,
 )
 from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource, WalkForwardResource
-from emp_pipeline.domain.backtest import market_arrays
+from emp_pipeline.domain.backtest import MarketArrays, market_arrays
 from emp_pipeline.domain.evolution import EvolutionResult, StrategyRecord, evolve_fold
-from emp_pipeline.domain.genome import GENOME_VERSION, feature_panel, genome_to_dict, genome_to_json
+from emp_pipeline.domain.genome import (
+    GENOME_VERSION,
+    FeaturePanel,
+    feature_panel,
+    genome_to_dict,
+    genome_to_json,
+)
 from emp_pipeline.domain.walkforward import WalkForwardFold, build_fold, period_bounds
 from emp_pipeline.domain.walkforward_study import lineage_closure, period_seed, training_lookback_days
 from emp_pipeline.registry.records import NewStrategy, PerformanceEntry
@@ -120,6 +126,26 @@ def read_training_frames(
                 f"{name} rows up to {latest.date()} were read to train period starting {period_start.date()}"
             )
     return frames["market_bars"], frames["sensory_features"], frames["market_regimes"]
+
+
+def walk_forward_grid(
+    bars: pd.DataFrame, features: pd.DataFrame, regimes: pd.DataFrame, period: str
+) -> tuple[FeaturePanel, MarketArrays, WalkForwardFold]:
+    """Signals, prices and the period's fold on one date x symbol grid.
+
+    Training and out-of-sample measurement both cut the fold here, so they agree on where the period starts.
+    """
+    panel = feature_panel(features, regimes)
+    market = market_arrays(bars, features, dates=panel.dates, symbols=panel.symbols)
+    fold = build_fold(
+        panel.dates,
+        period,
+        FREQUENCY,
+        train_bars=WALK_FORWARD_TRAIN_BARS,
+        embargo_bars=WALK_FORWARD_EMBARGO_BARS,
+        min_train_bars=WALK_FORWARD_MIN_TRAIN_BARS,
+    )
+    return panel, market, fold
 
 
 def _history_frame(result: EvolutionResult) -> pd.DataFrame:
@@ -236,16 +262,7 @@ def evolved_strategies(
     period = context.partition_key
     period_start, _ = period_bounds(period, FREQUENCY)
     bars, features, regimes = read_training_frames(lake, period_start)
-    panel = feature_panel(features, regimes)
-    market = market_arrays(bars, features, dates=panel.dates, symbols=panel.symbols)
-    fold = build_fold(
-        panel.dates,
-        period,
-        FREQUENCY,
-        train_bars=WALK_FORWARD_TRAIN_BARS,
-        embargo_bars=WALK_FORWARD_EMBARGO_BARS,
-        min_train_bars=WALK_FORWARD_MIN_TRAIN_BARS,
-    )
+    panel, market, fold = walk_forward_grid(bars, features, regimes, period)
     training_days = panel.dates[(panel.dates >= fold.train_start) & (panel.dates < fold.train_end)]
     last_training_day = training_days[-1]
     config = walk_forward.evolution_config()
