@@ -148,7 +148,12 @@ def ctrader_token_sensor(
     "a person must run `emp token authorize` before the token expires.",
 )
 def ctrader_token_failure_sensor(context: RunFailureSensorContext) -> None:
-    failure = (context.failure_event.message or "run failed")[:2000]
+    step_errors = [
+        event.step_failure_data.error.message
+        for event in context.get_step_failure_events()
+        if event.step_failure_data and event.step_failure_data.error
+    ]
+    failure = ("; ".join(step_errors) or context.failure_event.message or "run failed")[:2000]
     send_alert(
         "emp cTrader token refresh failed",
         {

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
 import pytest
-from dagster import DagsterInstance, RunRequest, SensorResult, SkipReason, build_sensor_context
+from dagster import (
+    DagsterInstance,
+    RunRequest,
+    SensorResult,
+    SkipReason,
+    build_run_status_sensor_context,
+    build_sensor_context,
+)
 
 from emp_pipeline.auth.build import build_token_store
 from emp_pipeline.defs.resources import CTraderTokenResource
-from emp_pipeline.defs.token_refresh import build_token_refresh_job, ctrader_token_sensor, token_refresh_job
+from emp_pipeline.defs.token_refresh import (
+    build_token_refresh_job,
+    ctrader_token_failure_sensor,
+    ctrader_token_sensor,
+    token_refresh_job,
+)
 from emp_pipeline_tests.fakes.ctrader_token_server import EXPIRES_IN_S, FakeCTraderTokenServer
 from emp_pipeline_tests.integration.token_fixtures import CLIENT_ID, CLIENT_SECRET, REDIS_URL
 
@@ -170,3 +183,39 @@ def test_transient_failure_is_retried_by_the_job(
     assert token_server.count("injected_failures") == 2 and token_server.count("refreshes") == 1
     restarts = [event for event in result.all_events if event.event_type_value == "STEP_RESTARTED"]
     assert len(restarts) == 1
+
+
+def test_a_terminal_refresh_failure_alerts_with_the_authorize_instruction(
+    token_server: FakeCTraderTokenServer,
+    key_prefix: str,
+    instance: DagsterInstance,
+    webhook: tuple[str, list[dict]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, received = webhook
+    monkeypatch.setenv("EMP_ALERT_WEBHOOK_URL", url)
+    resource = make_resource(token_server.base_url, key_prefix)
+    authorize(resource, token_server, expires_in=600)
+    token_server.refuse_next("ACCESS_DENIED")
+    result = token_refresh_job.execute_in_process(
+        instance=instance, resources={"ctrader_token": resource}, raise_on_error=False
+    )
+    assert not result.success
+
+    context = build_run_status_sensor_context(
+        sensor_name="ctrader_token_failure_sensor",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+    ).for_run_failure()
+    ctrader_token_failure_sensor(context)
+
+    (alert,) = received
+    assert alert["title"] == "emp cTrader token refresh failed"
+    assert "emp token authorize" in alert["details"]["action"]
+    assert "ACCESS_DENIED" in alert["details"]["error"]  # the step's own reason, not just "run failed"
+    stored = build_token_store(
+        client_id=CLIENT_ID, redis_url=REDIS_URL, key_prefix=key_prefix, token_key=None
+    ).read()
+    assert stored is not None
+    assert stored.access_token not in json.dumps(alert) and stored.refresh_token not in json.dumps(alert)
