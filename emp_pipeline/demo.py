@@ -110,8 +110,10 @@ def run_demo(
 ) -> list[StepSummary]:
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade_database(settings.database_url)
-    from emp_pipeline.definitions import defs
+    from emp_pipeline.definitions import build_definitions
     from emp_pipeline.defs.partitions import daily_bar_partitions
+
+    defs = build_definitions(settings)
 
     instance = demo_instance(settings)
     keys = daily_bar_partitions.get_partition_keys(dynamic_partitions_store=instance)

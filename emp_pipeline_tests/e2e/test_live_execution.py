@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, EnvVar, build_run_status_sensor_context
+from dagster import DagsterInstance, EnvVar, Failure, build_run_status_sensor_context
 
 from emp_pipeline.defs.live import (
     LIVE_POOL,
@@ -427,3 +427,12 @@ def test_a_missed_entry_tick_is_caught_up_to_the_kernels_position(book, market):
         close = bars.loc[(previous_bar, order.symbol), "adj_close"]
         assert order.target_position == round_to_step(0.4 * 0.5 / close * INITIAL_CASH, 1.0)
         assert order.side == "buy" and order.status == "accepted"
+
+
+def test_replaying_history_is_refused_for_the_ctrader_broker(tmp_path):
+    resource = LiveBrokerResource(kind="ctrader")
+    with (
+        pytest.raises(Failure, match="paper broker only"),
+        resource.open(None, str(tmp_path), dt.datetime(2013, 2, 1, tzinfo=dt.UTC)),
+    ):
+        pass

@@ -102,7 +102,8 @@ class LocalCTraderBroker:
         return cls(server.url, FakeTokenProvider(server), **hooks)
 
     @contextmanager
-    def open(self, engine, data_dir) -> Iterator[tuple[DelegatingBroker, int]]:
+    def open(self, engine, data_dir, as_of=None) -> Iterator[tuple[DelegatingBroker, int]]:
+        assert as_of is None  # the live job replays no history against a real broker
         config = CTraderConfig(
             url=self.url,
             client_id=CLIENT_ID,
