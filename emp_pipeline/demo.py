@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import TextIO
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Definitions
+from dagster import AssetCheckSeverity, AssetKey, AssetRecordsFilter, DagsterInstance, Definitions
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from emp_pipeline.registry.migrate import upgrade_database
@@ -46,6 +46,7 @@ class StepSummary:
     rows: dict[str, int] = field(default_factory=dict)
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)
+    checks_warned: list[str] = field(default_factory=list)
     instance: str = "persistent"
     success: bool = True
 
@@ -100,6 +101,8 @@ def _run_job(
     for evaluation in result.get_asset_check_evaluations():
         if evaluation.passed:
             summary.checks_passed += 1
+        elif evaluation.severity == AssetCheckSeverity.WARN:
+            summary.checks_warned.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
         else:
             summary.checks_failed.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
     return summary
@@ -194,7 +197,8 @@ def _report(out: TextIO, step: StepSummary) -> StepSummary:
         rows = f", {step.rows[key]:,} rows" if key in step.rows else ""
         out.write(f"    {key}: {count} materialization(s){rows}\n")
     failed = f", failed: {', '.join(step.checks_failed)}" if step.checks_failed else ""
-    out.write(f"    checks: {step.checks_passed} passed{failed}\n")
+    warned = f", warned: {', '.join(step.checks_warned)}" if step.checks_warned else ""
+    out.write(f"    checks: {step.checks_passed} passed{warned}{failed}\n")
     out.flush()
     return step
 
