@@ -214,6 +214,55 @@ def _log_trade(
 
 
 @njit(cache=True)
+def _close_trade(
+    stats: np.ndarray,
+    trade_log: np.ndarray,
+    n_logged: int,
+    strategy: int,
+    instrument: int,
+    entry_bar: int,
+    exit_bar: int,
+    direction: int,
+    entry_price: float,
+    exit_price: float,
+    units: float,
+    entry_notional: float,
+    cash: float,
+    cash_before_entry: float,
+    fee_bps: float,
+    reason: int,
+) -> tuple[float, int]:
+    """Book an exit fill (at an open or at a stop/take-profit trigger): cash, turnover, trade statistics and
+    the trade log. Returns (cash after the exit, trades logged)."""
+    value = units * exit_price
+    cash += value - fee_cost(value, fee_bps)
+    stats[strategy, _STAT_TURNOVER] += abs(value)
+    pnl = cash - cash_before_entry
+    stats[strategy, _STAT_TRADES] += 1.0
+    if pnl > 0:
+        stats[strategy, _STAT_WINS] += 1.0
+        stats[strategy, _STAT_PROFIT] += pnl
+    else:
+        stats[strategy, _STAT_LOSS] -= pnl
+    n_logged = _log_trade(
+        trade_log,
+        n_logged,
+        strategy,
+        instrument,
+        entry_bar,
+        exit_bar,
+        direction,
+        entry_price,
+        exit_price,
+        units,
+        entry_notional,
+        pnl,
+        reason,
+    )
+    return cash, n_logged
+
+
+@njit(cache=True)
 def _population_kernel(
     signals: np.ndarray,
     open_: np.ndarray,
@@ -275,17 +324,8 @@ def _population_kernel(
                 # 1. Orders decided at the previous close fill at this open: exit first, then entry.
                 if pending_exit and direction != 0:
                     price = exit_fill_price(o, direction, slippage_bps)
-                    value = units * price
-                    cash += value - fee_cost(value, fee_bps)
-                    stats[s, _STAT_TURNOVER] += abs(value)
-                    pnl = cash - cash_before_entry
-                    stats[s, _STAT_TRADES] += 1.0
-                    if pnl > 0:
-                        stats[s, _STAT_WINS] += 1.0
-                        stats[s, _STAT_PROFIT] += pnl
-                    else:
-                        stats[s, _STAT_LOSS] -= pnl
-                    n_logged = _log_trade(
+                    cash, n_logged = _close_trade(
+                        stats,
                         trade_log,
                         n_logged,
                         s,
@@ -297,7 +337,9 @@ def _population_kernel(
                         price,
                         units,
                         entry_notional,
-                        pnl,
+                        cash,
+                        cash_before_entry,
+                        fee_bps,
                         pending_reason,
                     )
                     units = 0.0
@@ -328,17 +370,8 @@ def _population_kernel(
                     )
                     if reason >= 0:
                         price = exit_fill_price(trigger, direction, slippage_bps)
-                        value = units * price
-                        cash += value - fee_cost(value, fee_bps)
-                        stats[s, _STAT_TURNOVER] += abs(value)
-                        pnl = cash - cash_before_entry
-                        stats[s, _STAT_TRADES] += 1.0
-                        if pnl > 0:
-                            stats[s, _STAT_WINS] += 1.0
-                            stats[s, _STAT_PROFIT] += pnl
-                        else:
-                            stats[s, _STAT_LOSS] -= pnl
-                        n_logged = _log_trade(
+                        cash, n_logged = _close_trade(
+                            stats,
                             trade_log,
                             n_logged,
                             s,
@@ -350,7 +383,9 @@ def _population_kernel(
                             price,
                             units,
                             entry_notional,
-                            pnl,
+                            cash,
+                            cash_before_entry,
+                            fee_bps,
                             reason,
                         )
                         blocked = direction
