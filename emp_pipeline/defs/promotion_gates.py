@@ -70,14 +70,18 @@ def _retire(database: DatabaseResource, strategy_id: str, reason: str) -> None:
         set_strategy_status(session, strategy_id, RETIRED, reason[:1000])
 
 
-def _inputs(
+def _gate_run(
     database: DatabaseResource,
     lake: DataLakeResource,
     gates: PromotionGatesResource,
     regimes: RegimeClassifierResource,
-) -> tuple[GateData, GateSettings]:
+) -> tuple[list[str], GateData, GateSettings] | AssetCheckResult:
+    """The active champions and the gate inputs, or the passing result when no champion is active."""
+    champions = _champions(database)
+    if not champions:
+        return AssetCheckResult(passed=True, description="no active champion", metadata={"champions": 0})
     settings = gates.gate_settings(regimes.kind)
-    return load_gate_data(lake.base_dir, database.engine(), settings), settings
+    return champions, load_gate_data(lake.base_dir, database.engine(), settings), settings
 
 
 @asset_check(
@@ -92,10 +96,10 @@ def champions_free_of_lookahead(
     promotion_gates: PromotionGatesResource,
     regime_classifier: RegimeClassifierResource,
 ) -> AssetCheckResult:
-    champions = _champions(database)
-    if not champions:
-        return AssetCheckResult(passed=True, description="no active champion", metadata={"champions": 0})
-    data, settings = _inputs(database, lake, promotion_gates, regime_classifier)
+    run = _gate_run(database, lake, promotion_gates, regime_classifier)
+    if isinstance(run, AssetCheckResult):
+        return run
+    champions, data, settings = run
     findings: dict[str, Any] = {}
     for strategy_id in champions:
         report = lookahead_gate(strategy_genome(database.engine(), strategy_id), data, settings)
@@ -131,10 +135,10 @@ def champions_live_parity(
     promotion_gates: PromotionGatesResource,
     regime_classifier: RegimeClassifierResource,
 ) -> AssetCheckResult:
-    champions = _champions(database)
-    if not champions:
-        return AssetCheckResult(passed=True, description="no active champion", metadata={"champions": 0})
-    data, settings = _inputs(database, lake, promotion_gates, regime_classifier)
+    run = _gate_run(database, lake, promotion_gates, regime_classifier)
+    if isinstance(run, AssetCheckResult):
+        return run
+    champions, data, settings = run
     env = Settings.from_env()
     limits = RiskLimits(env.max_position_fraction, env.max_gross_exposure, env.daily_loss_limit)
     blocking: dict[str, list[str]] = {}
