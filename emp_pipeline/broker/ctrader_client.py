@@ -15,7 +15,9 @@ import ipaddress
 import itertools
 import logging
 import ssl
+import statistics
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,6 +89,7 @@ class CTraderConfig:
     request_timeout_s: float = 10.0
     fill_timeout_s: float = 15.0
     max_requests_per_second: float = 40.0  # the server allows 50/s per connection
+    max_history_requests_per_second: float = 4.0  # historical data (trendbars): the server allows 5/s
     max_rate_limit_retries: int = 5
     reconnect_initial_delay_s: float = 0.5
     reconnect_max_delay_s: float = 30.0
@@ -119,6 +122,8 @@ class CTraderConfig:
             )
         if self.max_requests_per_second <= 0:
             raise CTraderConfigError("max_requests_per_second must be > 0")
+        if self.max_history_requests_per_second <= 0:
+            raise CTraderConfigError("max_history_requests_per_second must be > 0")
 
 
 def _is_loopback(host: str) -> bool:
@@ -140,6 +145,10 @@ class CTraderSymbol:
     min_volume: int | None
     max_volume: int | None
     step_volume: int | None
+    swap_long: float | None = None  # per lot per night, in the unit swap_calculation_type names
+    swap_short: float | None = None
+    swap_rollover_3days: proto.DayOfWeek | None = None  # the weekday charged three nights
+    swap_calculation_type: int | None = None  # ProtoOASwapCalculationType: 0 pips, 1 percent a year
 
 
 @dataclass
@@ -153,6 +162,108 @@ class CTraderClientStats:
     orders_sent: int = 0
     orders_found_after_disconnect: int = 0
     orders_resent_after_proof_of_absence: int = 0
+    trendbar_requests: int = 0
+
+
+@dataclass(frozen=True)
+class SpotQuote:
+    """Bid and ask of one symbol at one moment, from a SpotEvent."""
+
+    bid: float
+    ask: float
+    time: datetime
+
+    @property
+    def spread(self) -> float:
+        return self.ask - self.bid
+
+
+@dataclass(frozen=True)
+class SpreadSample:
+    """Quotes of one symbol seen while sampling: the latest is the price now, all give the typical spread."""
+
+    symbol: str
+    digits: int
+    pip_position: int
+    quotes: tuple[SpotQuote, ...]
+
+    @property
+    def latest(self) -> SpotQuote:
+        return self.quotes[-1]
+
+    @property
+    def bid(self) -> float:
+        return self.latest.bid
+
+    @property
+    def ask(self) -> float:
+        return self.latest.ask
+
+    @property
+    def spread(self) -> float:
+        return round(self.latest.spread, self.digits)
+
+    @property
+    def median_spread(self) -> float:
+        return round(statistics.median(quote.spread for quote in self.quotes), self.digits)
+
+    @property
+    def max_spread(self) -> float:
+        return round(max(quote.spread for quote in self.quotes), self.digits)
+
+    @property
+    def spread_pips(self) -> float:
+        return self.spread * 10**self.pip_position
+
+
+class _SpotCollector:
+    """Accumulates SpotEvents of some symbols; an event may carry only the side that changed."""
+
+    def __init__(self, symbol_ids: Iterable[int], digits: Mapping[int, int]) -> None:
+        self._digits = dict(digits)
+        self._last: dict[int, dict[str, int]] = {symbol_id: {} for symbol_id in symbol_ids}
+        self.quotes: dict[int, list[SpotQuote]] = {symbol_id: [] for symbol_id in self._last}
+        self.complete = asyncio.Event()
+
+    def on_spot(self, payload: Mapping[str, Any]) -> None:
+        symbol_id = int(payload.get("symbolId", 0))
+        last = self._last.get(symbol_id)
+        if last is None:
+            return
+        for side in ("bid", "ask"):
+            if payload.get(side) is not None:
+                last[side] = int(payload[side])
+        if "bid" not in last or "ask" not in last:
+            return
+        digits = self._digits[symbol_id]
+        stamp = payload.get("timestamp")
+        self.quotes[symbol_id].append(
+            SpotQuote(
+                bid=proto.price_from_protocol(last["bid"], digits),
+                ask=proto.price_from_protocol(last["ask"], digits),
+                time=_timestamp(int(stamp)) if stamp is not None else datetime.now(UTC),
+            )
+        )
+        if all(self.quotes.values()):
+            self.complete.set()
+
+
+class _Pacer:
+    """Spaces sends to a rate, and holds them all while the server says a payload type is blocked."""
+
+    def __init__(self, per_second: float) -> None:
+        self._interval = 1.0 / per_second
+        self._next_at = 0.0
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        wait = self._next_at - now
+        self._next_at = max(now, self._next_at) + self._interval
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def hold(self, seconds: float) -> None:
+        self._next_at = max(self._next_at, time.monotonic() + seconds)
 
 
 def _now_ms() -> int:
@@ -161,6 +272,14 @@ def _now_ms() -> int:
 
 def _timestamp(ms: int | None) -> datetime:
     return datetime.fromtimestamp((ms or 0) / 1000, tz=UTC)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _optional_weekday(value: Any) -> proto.DayOfWeek | None:
+    return None if value is None else proto.DayOfWeek(int(value))
 
 
 _PROTO_ORDER_STATUS = {
@@ -322,7 +441,9 @@ class CTraderClient:
         self._account_token: str | None = None  # the token the current account session was authorised with
         self._account_authorized = False
         self._message_ids = itertools.count(1)
-        self._next_send_at = 0.0
+        self._pacer = _Pacer(config.max_requests_per_second)
+        self._history_pacer = _Pacer(config.max_history_requests_per_second)
+        self._spot_collectors: set[_SpotCollector] = set()
         self._symbol_ids: dict[str, int] | None = None
         self._symbol_names: dict[int, str] = {}
         self._symbols: dict[str, CTraderSymbol] = {}
@@ -467,6 +588,10 @@ class CTraderClient:
         payload_type, payload, msg_id = frame.payload_type, frame.payload, frame.client_msg_id
         if payload_type == proto.PayloadType.HEARTBEAT_EVENT:
             return
+        if payload_type == proto.PayloadType.SPOT_EVENT:
+            for collector in self._spot_collectors:
+                collector.on_spot(payload)
+            return
         if payload_type == proto.PayloadType.EXECUTION_EVENT:
             client_order_id = (payload.get("order") or {}).get("clientOrderId")
             tracker = self._orders.get(client_order_id) if client_order_id else None
@@ -514,11 +639,9 @@ class CTraderClient:
 
     # ----- sending ----
     async def _send(self, payload_type: int, payload: dict[str, Any], msg_id: str | None) -> None:
-        now = time.monotonic()
-        wait = self._next_send_at - now
-        self._next_send_at = max(now, self._next_send_at) + 1.0 / self.config.max_requests_per_second
-        if wait > 0:
-            await asyncio.sleep(wait)
+        if payload_type == proto.PayloadType.GET_TRENDBARS_REQ:
+            await self._history_pacer.wait()
+        await self._pacer.wait()
         ws = self._ws
         if ws is None:
             raise _ConnectionLostError("not connected to cTrader")
@@ -552,7 +675,7 @@ class CTraderClient:
         """BLOCKED_PAYLOAD_TYPE: stop sending anything until the server's retryAfter has passed."""
         self.stats.rate_limit_backoffs += 1
         pause = error.retry_after_s if error.retry_after_s is not None else 1.0
-        self._next_send_at = max(self._next_send_at, time.monotonic() + pause)
+        self._pacer.hold(pause)
         log.warning("cTrader rate limit hit; pausing requests for %.1f s", pause)
 
     async def _call(self, payload_type: int, payload: dict[str, Any]) -> proto.Frame:
@@ -691,9 +814,112 @@ class CTraderClient:
             min_volume=detail.get("minVolume"),
             max_volume=detail.get("maxVolume"),
             step_volume=detail.get("stepVolume"),
+            swap_long=_optional_float(detail.get("swapLong")),
+            swap_short=_optional_float(detail.get("swapShort")),
+            swap_rollover_3days=_optional_weekday(detail.get("swapRollover3Days")),
+            swap_calculation_type=detail.get("swapCalculationType"),
         )
         self._symbols[name] = symbol
         return symbol
+
+    # ----- market data ----
+    async def trendbars(
+        self, name: str, period: proto.TrendbarPeriod, from_ms: int, to_ms: int
+    ) -> tuple[proto.Trendbar, ...]:
+        """Every bar of `name` that opened in from_ms..to_ms (inclusive, Unix ms), oldest first, each once.
+
+        The range is cut into the widest windows the server accepts; a window answered with `hasMore` is
+        split around the bars that came back and the parts not yet covered are asked for next, whichever
+        end of the window the server chose to send. The request queue and the bars received live here,
+        outside the connection, so a disconnect (repaired by `_call`: reconnect, application and account
+        auth) resumes with the window that was cut off; bars are keyed by open time, so none repeats.
+        """
+        symbol = await self.symbol(name)
+        spacing = proto.MIN_BAR_SPACING_MS[period]
+        pending = deque(proto.trendbar_windows(period, from_ms, to_ms))
+        bars: dict[int, proto.Trendbar] = {}
+        while pending:
+            low, high = pending.popleft()
+            self.stats.trendbar_requests += 1
+            frame = await self._call(
+                proto.PayloadType.GET_TRENDBARS_REQ,
+                {
+                    "ctidTraderAccountId": self.config.account_id,
+                    "symbolId": symbol.symbol_id,
+                    "period": int(period),
+                    "fromTimestamp": low,
+                    "toTimestamp": high,
+                },
+            )
+            decoded = (proto.decode_trendbar(raw, symbol.digits) for raw in frame.payload.get("trendbar", []))
+            page = [bar for bar in decoded if low <= bar.open_time_ms <= high]
+            bars.update((bar.open_time_ms, bar) for bar in page)
+            if not frame.payload.get("hasMore"):
+                continue
+            if not page:
+                raise CTraderApiError(
+                    "EMPTY_PAGE", f"{name} {period.name}: hasMore but no bar in {low}..{high}; cannot page on"
+                )
+            first = min(bar.open_time_ms for bar in page)
+            last = max(bar.open_time_ms for bar in page)
+            rest = []
+            if first - low >= spacing:
+                rest.append((low, first - 1))
+            if high - last >= spacing:
+                rest.append((last + 1, high))
+            pending.extendleft(reversed(rest))
+        return tuple(bars[open_time] for open_time in sorted(bars))
+
+    async def sample_spreads(
+        self, names: Sequence[str], *, duration_s: float = 0.0, timeout_s: float = 10.0
+    ) -> dict[str, SpreadSample]:
+        """Subscribe to the symbols' spot prices, collect quotes, unsubscribe.
+
+        Returns as soon as every symbol has a bid and an ask (the server sends the latest prices right after
+        subscribing, even with the market closed), or after `duration_s` to see the spread move.
+        """
+        symbols = [await self.symbol(name) for name in dict.fromkeys(names)]
+        by_id = {symbol.symbol_id: symbol for symbol in symbols}
+        collector = _SpotCollector(by_id, {symbol_id: s.digits for symbol_id, s in by_id.items()})
+        account = {"ctidTraderAccountId": self.config.account_id, "symbolId": list(by_id)}
+        self._spot_collectors.add(collector)
+        try:
+            await self._call_tolerating(
+                proto.PayloadType.SUBSCRIBE_SPOTS_REQ,
+                {**account, "subscribeToSpotTimestamp": True},
+                proto.ALREADY_SUBSCRIBED,
+            )
+            try:
+                await asyncio.wait_for(collector.complete.wait(), timeout_s)
+            except TimeoutError:
+                silent = [by_id[sid].name for sid, quotes in collector.quotes.items() if not quotes]
+                raise BrokerError(
+                    f"no bid and ask from cTrader within {timeout_s} s for {', '.join(silent)}; "
+                    "the symbol may be disabled for this account"
+                ) from None
+            if duration_s > 0:
+                await asyncio.sleep(duration_s)
+        finally:
+            self._spot_collectors.discard(collector)
+            if self.is_connected:
+                with contextlib.suppress(BrokerError):
+                    await self._call_tolerating(
+                        proto.PayloadType.UNSUBSCRIBE_SPOTS_REQ, account, proto.NOT_SUBSCRIBED_TO_SPOTS
+                    )
+        return {
+            symbol.name: SpreadSample(
+                symbol.name, symbol.digits, symbol.pip_position, tuple(collector.quotes[symbol.symbol_id])
+            )
+            for symbol in symbols
+        }
+
+    async def _call_tolerating(self, payload_type: int, payload: dict[str, Any], harmless: str) -> None:
+        """A call whose one error code means the wanted state already holds (e.g. already subscribed)."""
+        try:
+            await self._call(payload_type, payload)
+        except CTraderApiError as exc:
+            if exc.code != harmless:
+                raise
 
     # ----- orders ----
     async def submit_order(self, request: OrderRequest) -> OrderResult:

@@ -44,6 +44,14 @@ class PayloadType(IntEnum):
     ACCOUNT_DISCONNECT_EVENT = 2164
     ORDER_LIST_REQ = 2175
     ORDER_LIST_RES = 2176
+    # market data
+    SUBSCRIBE_SPOTS_REQ = 2127
+    SUBSCRIBE_SPOTS_RES = 2128
+    UNSUBSCRIBE_SPOTS_REQ = 2129
+    UNSUBSCRIBE_SPOTS_RES = 2130
+    SPOT_EVENT = 2131
+    GET_TRENDBARS_REQ = 2137
+    GET_TRENDBARS_RES = 2138
 
 
 class ExecutionType(IntEnum):
@@ -90,6 +98,80 @@ class PositionStatus(IntEnum):
     ERROR = 4
 
 
+class TrendbarPeriod(IntEnum):
+    """ProtoOATrendbarPeriod: the bar sizes the venue keeps history for."""
+
+    M1 = 1
+    M2 = 2
+    M3 = 3
+    M4 = 4
+    M5 = 5
+    M10 = 6
+    M15 = 7
+    M30 = 8
+    H1 = 9
+    H4 = 10
+    H12 = 11
+    D1 = 12
+    W1 = 13
+    MN1 = 14
+
+
+class DayOfWeek(IntEnum):
+    """ProtoOADayOfWeek, as in `swapRollover3Days` (the weekday a position is charged three nights)."""
+
+    NONE = 0
+    MONDAY = 1
+    TUESDAY = 2
+    WEDNESDAY = 3
+    THURSDAY = 4
+    FRIDAY = 5
+    SATURDAY = 6
+    SUNDAY = 7
+
+
+_MINUTE_MS = 60_000
+_HOUR_MS = 60 * _MINUTE_MS
+_DAY_MS = 24 * _HOUR_MS
+_FIXED_PERIOD_MINUTES = {
+    "M1": 1,
+    "M2": 2,
+    "M3": 3,
+    "M4": 4,
+    "M5": 5,
+    "M10": 10,
+    "M15": 15,
+    "M30": 30,
+    "H1": 60,
+}
+
+# The widest fromTimestamp..toTimestamp the server accepts per request (wider gets INCORRECT_BOUNDARIES).
+# Figures as Spotware's proto comments and SDKs give them; the M1-M5 limit is described there as "5 weeks"
+# but written as 302,400,000 ms (3.5 days): the smaller reading is used, it is always accepted.
+_M5_WINDOW_MS = 302_400_000
+_H1_WINDOW_MS = 21_168_000_000
+_D1_WINDOW_MS = 31_622_400_000
+_MN1_WINDOW_MS = 158_112_000_000
+MAX_TRENDBAR_WINDOW_MS: dict[TrendbarPeriod, int] = {
+    **{TrendbarPeriod[name]: _M5_WINDOW_MS for name in ("M1", "M2", "M3", "M4", "M5")},
+    **{TrendbarPeriod[name]: _H1_WINDOW_MS for name in ("M10", "M15", "M30", "H1")},
+    **{TrendbarPeriod[name]: _D1_WINDOW_MS for name in ("H4", "H12", "D1")},
+    **{TrendbarPeriod[name]: _MN1_WINDOW_MS for name in ("W1", "MN1")},
+}
+
+# The least time between two bars' open times. Bars from H4 up follow the broker's day boundary, which moves
+# with daylight saving (a "day" can be 23 hours), and months are as short as 28 days: one hour is taken off
+# those, so a gap shorter than this provably holds no bar and need not be asked for.
+MIN_BAR_SPACING_MS: dict[TrendbarPeriod, int] = {
+    **{TrendbarPeriod[name]: minutes * _MINUTE_MS for name, minutes in _FIXED_PERIOD_MINUTES.items()},
+    TrendbarPeriod.H4: 3 * _HOUR_MS,
+    TrendbarPeriod.H12: 11 * _HOUR_MS,
+    TrendbarPeriod.D1: 23 * _HOUR_MS,
+    TrendbarPeriod.W1: 7 * _DAY_MS - _HOUR_MS,
+    TrendbarPeriod.MN1: 28 * _DAY_MS - _HOUR_MS,
+}
+
+
 # Error codes (strings on the wire).
 BLOCKED_PAYLOAD_TYPE = "BLOCKED_PAYLOAD_TYPE"
 CH_CLIENT_AUTH_FAILURE = "CH_CLIENT_AUTH_FAILURE"
@@ -98,6 +180,8 @@ CH_ACCESS_TOKEN_INVALID = "CH_ACCESS_TOKEN_INVALID"
 OA_AUTH_TOKEN_EXPIRED = "OA_AUTH_TOKEN_EXPIRED"
 ALREADY_LOGGED_IN = "ALREADY_LOGGED_IN"
 ACCOUNT_NOT_AUTHORIZED = "ACCOUNT_NOT_AUTHORIZED"
+ALREADY_SUBSCRIBED = "ALREADY_SUBSCRIBED"
+NOT_SUBSCRIBED_TO_SPOTS = "NOT_SUBSCRIBED_TO_SPOTS"
 TOKEN_ERROR_CODES = frozenset({CH_ACCESS_TOKEN_INVALID, OA_AUTH_TOKEN_EXPIRED})
 
 
@@ -161,3 +245,62 @@ def money_from_protocol(amount: int | None, money_digits: int | None) -> float:
     if amount is None:
         return 0.0
     return amount / 10 ** (2 if money_digits is None else money_digits)
+
+
+def price_from_protocol(points: int, digits: int) -> float:
+    """An integer in 1/100000 of a price unit -> the price, rounded to the symbol's quoted digits."""
+    return round(points / RELATIVE_PRICE_SCALE, digits)
+
+
+@dataclass(frozen=True)
+class Trendbar:
+    """One historical bar on BID prices; `open_time_ms` is the bar's open time (Unix ms, UTC)."""
+
+    open_time_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int  # ticks
+
+
+def decode_trendbar(raw: dict[str, Any], digits: int) -> Trendbar:
+    """ProtoOATrendbar -> prices. `low` is absolute; open, close and high are unsigned deltas above it.
+
+    Fields equal to zero may be left out of a JSON frame, so an absent delta or volume reads as 0; an absent
+    `low` or time, or a delta above `deltaHigh`, is a malformed bar.
+    """
+    try:
+        low = int(raw["low"])
+        minutes = int(raw["utcTimestampInMinutes"])
+        delta_open, delta_close, delta_high = (
+            int(raw.get(key) or 0) for key in ("deltaOpen", "deltaClose", "deltaHigh")
+        )
+        volume = int(raw.get("volume") or 0)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedFrameError(f"trendbar without a usable low/utcTimestampInMinutes: {raw!r}") from exc
+    deltas = (delta_open, delta_close, delta_high)
+    if low <= 0 or min(*deltas, volume) < 0 or max(delta_open, delta_close) > delta_high:
+        raise MalformedFrameError(f"trendbar breaks low <= open, close <= high: {raw!r}")
+    return Trendbar(
+        open_time_ms=minutes * _MINUTE_MS,
+        open=price_from_protocol(low + delta_open, digits),
+        high=price_from_protocol(low + delta_high, digits),
+        low=price_from_protocol(low, digits),
+        close=price_from_protocol(low + delta_close, digits),
+        volume=volume,
+    )
+
+
+def trendbar_windows(period: TrendbarPeriod, from_ms: int, to_ms: int) -> list[tuple[int, int]]:
+    """Consecutive non-overlapping inclusive windows over from_ms..to_ms, as wide as the server allows."""
+    if to_ms < from_ms:
+        raise ValueError(f"toTimestamp {to_ms} is before fromTimestamp {from_ms}")
+    width = MAX_TRENDBAR_WINDOW_MS[period]
+    windows = []
+    start = from_ms
+    while start <= to_ms:
+        end = min(start + width, to_ms)
+        windows.append((start, end))
+        start = end + 1
+    return windows

@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -39,9 +41,38 @@ ERROR_RES = 2142
 TOKEN_INVALIDATED_EVENT = 2147
 ACCOUNTS_BY_TOKEN_REQ, ACCOUNTS_BY_TOKEN_RES = 2149, 2150
 ORDER_LIST_REQ, ORDER_LIST_RES = 2175, 2176
+SUBSCRIBE_SPOTS_REQ, SUBSCRIBE_SPOTS_RES = 2127, 2128
+UNSUBSCRIBE_SPOTS_REQ, UNSUBSCRIBE_SPOTS_RES = 2129, 2130
+SPOT_EVENT = 2131
+GET_TRENDBARS_REQ, GET_TRENDBARS_RES = 2137, 2138
 ACCOUNT_REQUESTS = frozenset(
-    {NEW_ORDER_REQ, SYMBOLS_LIST_REQ, SYMBOL_BY_ID_REQ, RECONCILE_REQ, DEAL_LIST_REQ, ORDER_LIST_REQ}
+    {
+        NEW_ORDER_REQ,
+        SYMBOLS_LIST_REQ,
+        SYMBOL_BY_ID_REQ,
+        RECONCILE_REQ,
+        DEAL_LIST_REQ,
+        ORDER_LIST_REQ,
+        SUBSCRIBE_SPOTS_REQ,
+        UNSUBSCRIBE_SPOTS_REQ,
+        GET_TRENDBARS_REQ,
+    }
 )
+HISTORY_REQUESTS = frozenset({GET_TRENDBARS_REQ})  # rate limited apart, at 5/s per connection
+
+# ProtoOATrendbarPeriod code -> bar length in minutes (MN1 is a calendar month; 28 days is its shortest).
+PERIOD_MINUTES = {
+    1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 10, 7: 15, 8: 30, 9: 60,
+    10: 240, 11: 720, 12: 1440, 13: 10080, 14: 40320,
+}  # fmt: skip
+# Widest toTimestamp - fromTimestamp per period code (ms); wider is INCORRECT_BOUNDARIES.
+MAX_WINDOW_MS = {
+    **dict.fromkeys((1, 2, 3, 4, 5), 302_400_000),
+    **dict.fromkeys((6, 7, 8, 9), 21_168_000_000),
+    **dict.fromkeys((10, 11, 12), 31_622_400_000),
+    **dict.fromkeys((13, 14), 158_112_000_000),
+}
+PRICE_SCALE = 100_000  # spot prices and trendbar values: integers in 1/100000 of a price unit
 
 # Enums (integers on the wire).
 EXEC_ACCEPTED, EXEC_FILLED, EXEC_REJECTED = 2, 3, 7
@@ -69,6 +100,9 @@ class FakeSymbol:
     max_volume: int = 10_000_000_000
     step_volume: int = 100_000
     market_open: bool = True
+    swap_long: float = -6.87  # pips per lot per night (swapCalculationType 0)
+    swap_short: float = 2.1
+    swap_rollover_3days: int = 3  # WEDNESDAY
 
 
 def default_symbols() -> list[FakeSymbol]:
@@ -96,7 +130,9 @@ class _Session:
     account_tokens: dict[int, str] = field(default_factory=dict)  # authorised account -> token used
     last_received: float = field(default_factory=time.monotonic)
     recent_requests: deque[float] = field(default_factory=deque)
+    recent_history_requests: deque[float] = field(default_factory=deque)
     blocked_until: dict[int, float] = field(default_factory=dict)
+    spot_subscriptions: set[int] = field(default_factory=set)
 
 
 def _now_ms() -> int:
@@ -122,6 +158,9 @@ class FakeCTraderServer:
         rejection_path: str = "order_error_event",
         send_heartbeats_every_s: float | None = None,
         expired_token_code: str = "CH_ACCESS_TOKEN_INVALID",
+        max_history_requests_per_second: int = 5,
+        max_trendbars_per_response: int = 5_000,
+        trendbar_page_from: str = "oldest",
     ) -> None:
         if rejection_path not in REJECTION_PATHS:
             raise ValueError(f"rejection_path must be one of {REJECTION_PATHS}")
@@ -138,6 +177,11 @@ class FakeCTraderServer:
         self.rejection_path = rejection_path
         self.send_heartbeats_every_s = send_heartbeats_every_s
         self.expired_token_code = expired_token_code  # the notes allow OA_AUTH_TOKEN_EXPIRED too
+        if trendbar_page_from not in ("oldest", "newest"):
+            raise ValueError("trendbar_page_from must be 'oldest' or 'newest'")
+        self.max_history_requests_per_second = max_history_requests_per_second
+        self.max_trendbars_per_response = max_trendbars_per_response
+        self.trendbar_page_from = trendbar_page_from  # which end of a capped window an answer holds
 
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[int, ...]] = {}  # valid access token -> accounts it grants
@@ -152,6 +196,11 @@ class FakeCTraderServer:
         self.connections_opened = 0
         self.heartbeats_received = 0
         self._drop_next_order: str | None = None
+        # (symbol id, period code) -> utcTimestampInMinutes -> raw bar
+        self.trendbars: dict[tuple[int, int], dict[int, dict[str, int]]] = {}
+        self.history_requests_answered = 0
+        self._history_blocks_pending = 0
+        self._history_drop: tuple[int, bool] | None = None  # (requests still to let through, answer first)
         self._sessions: set[_Session] = set()
 
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -250,6 +299,71 @@ class FakeCTraderServer:
     def drop_all_connections(self) -> None:
         self._run(self._abort_all())
 
+    def add_trendbars(self, symbol_name: str, period: int, bars: Iterable[dict[str, int]]) -> None:
+        """Store history as raw ProtoOATrendbar dicts (low, deltas, volume, utcTimestampInMinutes)."""
+        with self._lock:
+            series = self.trendbars.setdefault((self._symbol_by_name(symbol_name).symbol_id, period), {})
+            for bar in bars:
+                series[int(bar["utcTimestampInMinutes"])] = dict(bar)
+
+    def generate_trendbars(
+        self, symbol_name: str, period: int, start: datetime, end: datetime, seed: int = 1
+    ) -> list[dict[str, int]]:
+        """A seeded random walk of bars opening in [start, end), FX hours (closed Fri 22:00 - Sun 22:00 UTC).
+
+        Returns the raw bars stored, so a test can compare what the client decodes with what was served.
+        """
+        symbol = self._symbol_by_name(symbol_name)
+        rng = random.Random(seed)
+        grid = PRICE_SCALE // 10**symbol.digits if symbol.digits <= 5 else 1
+        level = round(symbol.bid * PRICE_SCALE / grid)
+        step = PERIOD_MINUTES[period]
+        minute = int(start.timestamp()) // 60 // step * step
+        last = int(end.timestamp()) // 60
+        bars = []
+        while minute < last:
+            opened = datetime.fromtimestamp(minute * 60, tz=UTC)
+            weekday, hour = opened.weekday(), opened.hour
+            closed = weekday == 5 or (weekday == 4 and hour >= 22) or (weekday == 6 and hour < 22)
+            if not closed:
+                moves = [level + rng.randint(-20, 20) for _ in range(3)]
+                low, high = min(level, *moves), max(level, *moves)
+                close = moves[-1]
+                bars.append(
+                    {
+                        "utcTimestampInMinutes": minute,
+                        "low": low * grid,
+                        "deltaOpen": (level - low) * grid,
+                        "deltaClose": (close - low) * grid,
+                        "deltaHigh": (high - low) * grid,
+                        "volume": rng.randint(1, 900),
+                    }
+                )
+                level = close
+            minute += step
+        self.add_trendbars(symbol_name, period, bars)
+        return bars
+
+    def block_next_history_requests(self, count: int) -> None:
+        """The next `count` trendbar requests get BLOCKED_PAYLOAD_TYPE with retryAfter, as if rate limited."""
+        with self._lock:
+            self._history_blocks_pending = count
+
+    def drop_connection_on_history_request(self, after: int, *, answer_first: bool = False) -> None:
+        """Let `after` trendbar requests through, then abort the socket on the next (answered or not)."""
+        with self._lock:
+            self._history_drop = (after, answer_first)
+
+    def push_spot(self, symbol_name: str, *, bid: float | None = None, ask: float | None = None) -> None:
+        """New prices; subscribed sessions get a SpotEvent carrying only the sides that changed."""
+        with self._lock:
+            symbol = self._symbol_by_name(symbol_name)
+            if bid is not None:
+                symbol.bid = bid
+            if ask is not None:
+                symbol.ask = ask
+        self._run(self._broadcast_spot(symbol, bid is not None, ask is not None))
+
     def set_market_open(self, symbol_name: str, is_open: bool) -> None:
         with self._lock:
             self._symbol_by_name(symbol_name).market_open = is_open
@@ -286,6 +400,21 @@ class FakeCTraderServer:
                 await self._send(
                     session, TOKEN_INVALIDATED_EVENT, {"ctidTraderAccountIds": affected, "reason": reason}
                 )
+
+    async def _broadcast_spot(self, symbol: FakeSymbol, with_bid: bool, with_ask: bool) -> None:
+        for session in list(self._sessions):
+            if symbol.symbol_id in session.spot_subscriptions:
+                await self._send_spot(session, symbol, with_bid, with_ask)
+
+    async def _send_spot(self, session: _Session, symbol: FakeSymbol, with_bid: bool, with_ask: bool) -> None:
+        account_id = next(iter(session.account_tokens), 0)
+        event: dict[str, Any] = {"ctidTraderAccountId": account_id, "symbolId": symbol.symbol_id}
+        if with_bid:
+            event["bid"] = round(symbol.bid * PRICE_SCALE)
+        if with_ask:
+            event["ask"] = round(symbol.ask * PRICE_SCALE)
+        event["timestamp"] = _now_ms()
+        await self._send(session, SPOT_EVENT, event)
 
     async def _abort_all(self) -> None:
         for session in list(self._sessions):
@@ -355,13 +484,25 @@ class FakeCTraderServer:
         now = time.monotonic()
         if session.blocked_until.get(payload_type, 0.0) > now:
             return True
-        window = session.recent_requests
-        while window and now - window[0] >= 1.0:
-            window.popleft()
-        if len(window) >= self.max_requests_per_second:
-            session.blocked_until[payload_type] = now + self.retry_after_s
-            return True
-        window.append(now)
+        windows = [(session.recent_requests, self.max_requests_per_second)]
+        if payload_type in HISTORY_REQUESTS:
+            windows.append((session.recent_history_requests, self.max_history_requests_per_second))
+            with self._lock:
+                injected, self._history_blocks_pending = (
+                    self._history_blocks_pending > 0,
+                    max(self._history_blocks_pending - 1, 0),
+                )
+            if injected:
+                session.blocked_until[payload_type] = now + self.retry_after_s
+                return True
+        for window, limit in windows:
+            while window and now - window[0] >= 1.0:
+                window.popleft()
+            if len(window) >= limit:
+                session.blocked_until[payload_type] = now + self.retry_after_s
+                return True
+        for window, _ in windows:
+            window.append(now)
         return False
 
     async def _dispatch(
@@ -413,6 +554,9 @@ class FakeCTraderServer:
                 RECONCILE_REQ: self._reconcile,
                 ORDER_LIST_REQ: self._order_list,
                 DEAL_LIST_REQ: self._deal_list,
+                SUBSCRIBE_SPOTS_REQ: self._subscribe_spots,
+                UNSUBSCRIBE_SPOTS_REQ: self._unsubscribe_spots,
+                GET_TRENDBARS_REQ: self._get_trendbars,
             }[payload_type]
             await handler(session, account_id, payload, msg_id)
         else:
@@ -500,6 +644,10 @@ class FakeCTraderServer:
                 "maxVolume": symbol.max_volume,
                 "stepVolume": symbol.step_volume,
                 "enableShortSelling": True,
+                "swapLong": symbol.swap_long,
+                "swapShort": symbol.swap_short,
+                "swapRollover3Days": symbol.swap_rollover_3days,
+                "swapCalculationType": 0,
             }
             for symbol in (self.symbols[symbol_id] for symbol_id in wanted)
         ]
@@ -695,6 +843,96 @@ class FakeCTraderServer:
             {"ctidTraderAccountId": account_id, "deal": deals, "hasMore": False},
             msg_id,
         )
+
+    # ----- market data ----
+    async def _subscribe_spots(
+        self, session: _Session, account_id: int, payload: dict[str, Any], msg_id: str | None
+    ) -> None:
+        wanted = [int(symbol_id) for symbol_id in payload.get("symbolId", [])]
+        unknown = [symbol_id for symbol_id in wanted if symbol_id not in self.symbols]
+        if unknown:
+            await self._error(session, msg_id, "SYMBOL_NOT_FOUND", f"Symbols {unknown} not found")
+            return
+        already = [symbol_id for symbol_id in wanted if symbol_id in session.spot_subscriptions]
+        if already:
+            await self._error(session, msg_id, "ALREADY_SUBSCRIBED", f"Already subscribed to {already}")
+            return
+        session.spot_subscriptions.update(wanted)
+        await self._send(session, SUBSCRIBE_SPOTS_RES, {"ctidTraderAccountId": account_id}, msg_id)
+        for symbol_id in wanted:  # the "technical" first event: latest prices, even with the market closed
+            await self._send_spot(session, self.symbols[symbol_id], True, True)
+
+    async def _unsubscribe_spots(
+        self, session: _Session, account_id: int, payload: dict[str, Any], msg_id: str | None
+    ) -> None:
+        wanted = {int(symbol_id) for symbol_id in payload.get("symbolId", [])}
+        if not wanted <= session.spot_subscriptions:
+            missing = sorted(wanted - session.spot_subscriptions)
+            await self._error(session, msg_id, "NOT_SUBSCRIBED_TO_SPOTS", f"Not subscribed to {missing}")
+            return
+        session.spot_subscriptions -= wanted
+        await self._send(session, UNSUBSCRIBE_SPOTS_RES, {"ctidTraderAccountId": account_id}, msg_id)
+
+    def _history_drop_due(self) -> bool | None:
+        """None to answer normally; else whether to answer before the socket is aborted."""
+        with self._lock:
+            if self._history_drop is None:
+                return None
+            remaining, answer_first = self._history_drop
+            if remaining > 0:
+                self._history_drop = (remaining - 1, answer_first)
+                return None
+            self._history_drop = None
+            return answer_first
+
+    async def _get_trendbars(
+        self, session: _Session, account_id: int, payload: dict[str, Any], msg_id: str | None
+    ) -> None:
+        drop = self._history_drop_due()
+        if drop is False:
+            session.websocket.transport.abort()
+            return
+        symbol_id, period = int(payload.get("symbolId", 0)), int(payload.get("period", 0))
+        if symbol_id not in self.symbols:
+            await self._error(session, msg_id, "SYMBOL_NOT_FOUND", f"Symbol {symbol_id} not found")
+            return
+        if period not in PERIOD_MINUTES:
+            await self._error(session, msg_id, "INVALID_REQUEST", f"Unknown period {period}")
+            return
+        start, end = payload.get("fromTimestamp"), payload.get("toTimestamp")
+        if start is None or end is None or not 0 <= int(start) <= int(end) <= 2147483646000:
+            await self._error(session, msg_id, "INCORRECT_BOUNDARIES", "fromTimestamp/toTimestamp invalid")
+            return
+        if int(end) - int(start) > MAX_WINDOW_MS[period]:
+            await self._error(
+                session, msg_id, "INCORRECT_BOUNDARIES", f"Period is too large for {period}: {start}..{end}"
+            )
+            return
+        with self._lock:
+            series = self.trendbars.get((symbol_id, period), {})
+            bars = [series[minute] for minute in sorted(series) if int(start) <= minute * 60_000 <= int(end)]
+        if payload.get("count"):
+            bars = bars[-int(payload["count"]) :]
+        cap = self.max_trendbars_per_response
+        has_more = len(bars) > cap
+        if has_more:
+            bars = bars[:cap] if self.trendbar_page_from == "oldest" else bars[-cap:]
+        self.history_requests_answered += 1
+        wire = [{key: value for key, value in bar.items() if value != 0} | {"period": period} for bar in bars]
+        await self._send(
+            session,
+            GET_TRENDBARS_RES,
+            {
+                "ctidTraderAccountId": account_id,
+                "period": period,
+                "trendbar": wire,
+                "symbolId": symbol_id,
+                "hasMore": has_more,
+            },
+            msg_id,
+        )
+        if drop:
+            session.websocket.transport.abort()
 
 
 class FakeTokenProvider:

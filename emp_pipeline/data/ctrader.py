@@ -1,0 +1,249 @@
+"""Bars, instrument terms and spreads from the venue the live job trades: the cTrader Open API.
+
+Research and live decisions then see the prices the orders meet. Everything goes through the project's one
+asyncio client (broker/ctrader_client.py: auth, heartbeats, reconnects, token refresh, rate limits); this
+module only turns its answers into the project's shapes. Each public call opens one session, does its work
+and closes it, so a Dagster op or the CLI can call it without owning an event loop.
+
+What the venue sends, and what becomes of it:
+- Trendbars are BID prices, delta-encoded in 1/100000 of a price unit and decoded to the symbol's digits.
+  A bar's time is its open time (UTC). Volume is a tick count, not traded units.
+- A D1 bar opens at the broker's day boundary (often 17:00 New York, i.e. 21:00/22:00 UTC the evening
+  before); it is labelled with the FX trading day it belongs to, the one that ends at 17:00 New York.
+- Symbol details give digits, pip position, lot size and volumes in cents of a unit (divided by 100 here),
+  and the overnight swaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
+
+import pandas as pd
+
+from emp_pipeline.broker import ctrader_protocol as proto
+from emp_pipeline.broker.ctrader_client import (
+    CTraderApiError,
+    CTraderClient,
+    CTraderClientStats,
+    CTraderConfig,
+    CTraderSymbol,
+    SpreadSample,
+)
+from emp_pipeline.broker.interface import (
+    AccessTokenProvider,
+    BrokerAuthError,
+    BrokerConnectionError,
+    BrokerError,
+    SymbolNotFoundError,
+)
+from emp_pipeline.data.source import (
+    MalformedDataError,
+    MarketDataError,
+    MarketDataSource,
+    NoDataError,
+    SourceUnavailableError,
+    UnknownSymbolError,
+    concat_bars,
+)
+from emp_pipeline.domain.instruments import InstrumentMeta, UniverseError
+
+T = TypeVar("T")
+
+TRENDBAR_COLUMNS = ("time", "open", "high", "low", "close", "volume")
+_NEW_YORK = "America/New_York"
+_ROLLOVER_TO_MIDNIGHT = pd.Timedelta(hours=7)  # 17:00 New York + 7 h = the next trading day's midnight
+
+
+def trendbar_frame(bars: Sequence[proto.Trendbar]) -> pd.DataFrame:
+    """Decoded bars as a frame: `time` is the open time (UTC), prices are bid, volume is ticks."""
+    return pd.DataFrame(
+        {
+            "time": pd.to_datetime([bar.open_time_ms for bar in bars], unit="ms", utc=True).astype(
+                "datetime64[ns, UTC]"
+            ),
+            "open": [bar.open for bar in bars],
+            "high": [bar.high for bar in bars],
+            "low": [bar.low for bar in bars],
+            "close": [bar.close for bar in bars],
+            "volume": [float(bar.volume) for bar in bars],
+        },
+        columns=list(TRENDBAR_COLUMNS),
+    )
+
+
+def fx_trading_day(open_times: pd.Series) -> pd.Series:
+    """The FX trading day (as midnight UTC) that a bar opening at each time belongs to: it ends 17:00 NY."""
+    local = open_times.dt.tz_convert(_NEW_YORK).dt.tz_localize(None) + _ROLLOVER_TO_MIDNIGHT
+    return local.dt.normalize().dt.tz_localize("UTC")
+
+
+def apply_venue_terms(meta: InstrumentMeta, symbol: CTraderSymbol) -> InstrumentMeta:
+    """The instrument with the venue's trading terms in place of the universe's (volumes cents -> units).
+
+    Terms the venue leaves out keep the universe's value; the asset class, quote currency and calendar
+    always come from the universe, since the venue names them in its own, broker-specific words.
+    """
+
+    def units(volume: int | None, current: float) -> float:
+        return current if volume is None else proto.volume_to_units(int(volume))
+
+    try:
+        return replace(
+            meta,
+            tick_size=10.0 ** (-symbol.digits),
+            pip_position=symbol.pip_position,
+            lot_size=units(symbol.lot_size, meta.lot_size),
+            min_volume=units(symbol.min_volume, meta.min_volume),
+            step_volume=units(symbol.step_volume, meta.step_volume),
+        )
+    except UniverseError as error:
+        raise MalformedDataError(
+            f"cTrader symbol {symbol.name!r} has terms the project cannot use: {error}", symbol=meta.symbol
+        ) from error
+
+
+class CTraderSource(MarketDataSource):
+    """Daily or intraday bars, instrument terms and spreads of one cTrader account.
+
+    `symbol_map` maps the project's symbols to the broker's names where they differ (e.g. GOLD -> XAUUSD).
+    `period` is the bar size `fetch` returns; `trendbars` takes any period.
+    """
+
+    name = "ctrader"
+
+    def __init__(
+        self,
+        config: CTraderConfig,
+        token_provider: AccessTokenProvider,
+        *,
+        period: proto.TrendbarPeriod = proto.TrendbarPeriod.D1,
+        symbol_map: Mapping[str, str] | None = None,
+        session_timeout_s: float = 3_600.0,
+    ) -> None:
+        self.config = config
+        self.period = period
+        self.stats = CTraderClientStats()  # of the latest session: requests, reconnects, rate-limit waits
+        self._tokens = token_provider
+        self._to_broker = dict(symbol_map or {})
+        self._session_timeout_s = session_timeout_s
+
+    def broker_symbol(self, symbol: str) -> str:
+        return self._to_broker.get(symbol, symbol)
+
+    # ----- bars ----
+    def _fetch_raw(self, symbols: list[str], start: date, end: date) -> pd.DataFrame:
+        if self.period is not proto.TrendbarPeriod.D1:
+            raise MarketDataError(
+                f"{self.name}: the canonical bar frame holds daily bars; {self.period.name} bars come from "
+                "CTraderSource.trendbars()"
+            )
+        # A D1 bar may open the evening before the trading day it is labelled with: ask from a day earlier.
+        first = datetime(start.year, start.month, start.day, tzinfo=UTC) - timedelta(days=1)
+        last = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
+        per_symbol = self._run(lambda client: self._trendbars_of(client, symbols, first, last))
+        return concat_bars(
+            [
+                bars.drop(columns="time").assign(
+                    date=fx_trading_day(bars["time"]), symbol=symbol, adj_close=bars["close"]
+                )
+                for symbol, bars in per_symbol.items()
+            ]
+        )
+
+    def trendbars(
+        self, symbol: str, start: datetime, end: datetime, period: proto.TrendbarPeriod | None = None
+    ) -> pd.DataFrame:
+        """Bars of one symbol opening in [start, end) (aware datetimes), oldest first, one per open time."""
+        result = self._run(lambda client: self._trendbars_of(client, [symbol], start, end, period))
+        return result[symbol]
+
+    async def _trendbars_of(
+        self,
+        client: CTraderClient,
+        symbols: Sequence[str],
+        start: datetime,
+        end: datetime,
+        period: proto.TrendbarPeriod | None = None,
+    ) -> dict[str, pd.DataFrame]:
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError(f"start and end must be timezone-aware, got {start!r} and {end!r}")
+        if end <= start:
+            raise ValueError(f"end {end.isoformat()} is not after start {start.isoformat()}")
+        period = period or self.period
+        from_ms, to_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000) - 1
+        frames = {}
+        for symbol in symbols:
+            bars = await client.trendbars(self.broker_symbol(symbol), period, from_ms, to_ms)
+            if not bars:
+                raise NoDataError(
+                    f"cTrader has no {period.name} bars of {symbol!r} (broker symbol "
+                    f"{self.broker_symbol(symbol)!r}) opening in {start.isoformat()} .. {end.isoformat()}; "
+                    "the market was closed, or the account's history does not reach back that far",
+                    symbol=symbol,
+                )
+            frames[symbol] = trendbar_frame(bars)
+        return frames
+
+    # ----- instrument terms ----
+    def symbol_details(self, symbols: Sequence[str]) -> dict[str, CTraderSymbol]:
+        """The venue's own terms per symbol (volumes still in cents of a unit, as the protocol gives them)."""
+
+        async def details(client: CTraderClient) -> dict[str, CTraderSymbol]:
+            return {symbol: await client.symbol(self.broker_symbol(symbol)) for symbol in symbols}
+
+        return self._run(details)
+
+    def instruments(self, instruments: Sequence[InstrumentMeta]) -> tuple[InstrumentMeta, ...]:
+        """Each instrument with the venue's current trading terms (see `apply_venue_terms`)."""
+        details = self.symbol_details([meta.symbol for meta in instruments])
+        return tuple(apply_venue_terms(meta, details[meta.symbol]) for meta in instruments)
+
+    # ----- spreads ----
+    def sample_spreads(
+        self, symbols: Sequence[str], *, duration_s: float = 0.0, timeout_s: float = 10.0
+    ) -> dict[str, SpreadSample]:
+        """Bid, ask and spread per symbol from spot events (the latest; over `duration_s` also typical)."""
+
+        async def sample(client: CTraderClient) -> dict[str, SpreadSample]:
+            names = {symbol: self.broker_symbol(symbol) for symbol in symbols}
+            by_broker = await client.sample_spreads(
+                list(names.values()), duration_s=duration_s, timeout_s=timeout_s
+            )
+            return {symbol: replace(by_broker[name], symbol=symbol) for symbol, name in names.items()}
+
+        return self._run(sample)
+
+    # ----- one session per call ----
+    def _run(self, work: Callable[[CTraderClient], Awaitable[T]]) -> T:
+        async def session() -> T:
+            client = CTraderClient(self.config, self._tokens)
+            self.stats = client.stats
+            try:
+                return await asyncio.wait_for(work(client), self._session_timeout_s)
+            finally:
+                await client.close()
+
+        try:
+            return asyncio.run(session())
+        except SymbolNotFoundError as error:
+            raise UnknownSymbolError(f"{self.name}: {error}") from error
+        except BrokerAuthError as error:
+            raise MarketDataError(f"{self.name}: {error}") from error
+        except proto.MalformedFrameError as error:
+            raise MalformedDataError(f"{self.name}: {error}") from error
+        except CTraderApiError as error:
+            if error.code == proto.BLOCKED_PAYLOAD_TYPE:
+                raise SourceUnavailableError(
+                    f"{self.name}: rate limited after {self.config.max_rate_limit_retries} waits: {error}"
+                ) from error
+            raise MarketDataError(f"{self.name}: {error}") from error
+        except (BrokerConnectionError, TimeoutError) as error:
+            raise SourceUnavailableError(
+                f"{self.name}: {error or f'no result within {self._session_timeout_s} s'}"
+            ) from error
+        except BrokerError as error:
+            raise MarketDataError(f"{self.name}: {error}") from error
