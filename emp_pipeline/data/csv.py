@@ -39,14 +39,8 @@ from emp_pipeline.data.source import (
     concat_bars,
 )
 from emp_pipeline.domain.bars import BAR_COLUMNS
-from emp_pipeline.domain.instruments import (
-    CALENDAR_24X5,
-    CALENDAR_24X7,
-    AssetClass,
-    InstrumentMeta,
-    Universe,
-    trading_days,
-)
+from emp_pipeline.domain.calendars import CALENDAR_24X5, CALENDAR_24X7, trading_days
+from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta, Universe
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from datetime import date
 import pandas as pd
 
 from emp_pipeline.domain.bars import PRICE_COLUMNS
-from emp_pipeline.domain.instruments import InstrumentMeta, trading_days
+from emp_pipeline.domain.calendars import trading_days
+from emp_pipeline.domain.instruments import InstrumentMeta
 
 EXAMPLES_SHOWN = 5
 

@@ -1,9 +1,11 @@
-"""What the pipeline trades: instrument metadata, universes loaded from YAML, and trading calendars.
+"""What the pipeline trades: instrument terms, and universes loaded from YAML.
 
-The metadata is what sizing, rounding and order submission need (tick size, pip position, lot size,
-minimum and step volume) and what calendar checks need (which days a bar is expected). Universe files are
-validated strictly at load time, so a typo fails at startup with the entry and field named, not as a bad
-order or a silent gap weeks later.
+The terms are what sizing, rounding, order submission and costs need (tick size, pip position, lot size,
+minimum and step volume, overnight swaps) and what calendar checks need (the instrument's trading calendar,
+see `domain/calendars.py`). They come from a universe file or from the venue, never from the bars: a price
+series cannot tell a lot size, and guessing one silently mis-sizes every order. Universe files are validated
+strictly at load time, so a typo fails at startup with the entry and field named, not as a bad order or a
+silent gap weeks later.
 
 Volumes are in units of the instrument (base currency for FX, ounces for metals, shares for equities and
 ETFs, contracts for indices and energy, coins for crypto); `lot_size` is how many units make one lot.
@@ -12,20 +14,17 @@ ETFs, contracts for indices and energy, coins for crypto); `lot_size` is how man
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
-from enum import StrEnum
-from functools import lru_cache
+from enum import IntEnum, StrEnum
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import exchange_calendars
-import pandas as pd
 import yaml
 
-CALENDAR_24X5 = "24x5"
-CALENDAR_24X7 = "24x7"
-ROUND_THE_CLOCK_CALENDARS = (CALENDAR_24X5, CALENDAR_24X7)
+from emp_pipeline.domain.calendars import CALENDAR_24X5, is_known_calendar
+from emp_pipeline.domain.timeframes import Timeframe, TimeframeError
 
 
 class UniverseError(ValueError):
@@ -42,18 +41,36 @@ class AssetClass(StrEnum):
     CRYPTO = "crypto"
 
 
-def is_known_calendar(calendar: str) -> bool:
-    return calendar in ROUND_THE_CLOCK_CALENDARS or calendar in _exchange_calendar_names()
+class SwapType(StrEnum):
+    """How `swap_long` / `swap_short` are expressed (cTrader's `swapCalculationType`)."""
+
+    PIPS = "pips"  # pips per lot per night
+    PERCENT = "percent"  # annual interest in percent of the position's notional, charged per night
 
 
-@lru_cache(maxsize=1)
-def _exchange_calendar_names() -> frozenset[str]:
-    return frozenset(exchange_calendars.get_calendar_names(include_aliases=True))
+class Weekday(IntEnum):
+    """A day of the week, numbered as `datetime.weekday()` and pandas' `dayofweek` number them."""
+
+    MONDAY = 0
+    TUESDAY = 1
+    WEDNESDAY = 2
+    THURSDAY = 3
+    FRIDAY = 4
+    SATURDAY = 5
+    SUNDAY = 6
 
 
 @dataclass(frozen=True)
 class InstrumentMeta:
-    """One tradable instrument; construction validates values so no invalid instance exists."""
+    """One tradable instrument; construction validates values so no invalid instance exists.
+
+    Overnight financing: a position held across a rollover of its calendar (17:00 New York for '24x5', see
+    `calendars.rollover_times`) is credited `swap_long` / `swap_short` per lot (negative = charged), in the
+    unit `swap_type` names, and three times that on the rollover of `swap_triple_weekday` (Wednesday for
+    spot FX: its value date jumps the weekend). Zero swaps (the default) mean no financing is booked: right
+    for cash equities and ETFs, a real omission for FX and CFDs, whose swaps the broker publishes
+    (cTrader's symbol details carry them).
+    """
 
     symbol: str
     name: str
@@ -65,6 +82,10 @@ class InstrumentMeta:
     min_volume: float
     step_volume: float
     calendar: str
+    swap_long: float = 0.0
+    swap_short: float = 0.0
+    swap_type: SwapType = SwapType.PIPS
+    swap_triple_weekday: Weekday = Weekday.WEDNESDAY
 
     def __post_init__(self) -> None:
         if not isinstance(self.symbol, str) or not self.symbol.strip() or self.symbol != self.symbol.strip():
@@ -98,6 +119,21 @@ class InstrumentMeta:
                 f"field 'calendar': unknown calendar {self.calendar!r}; use '24x5', '24x7' or an "
                 "exchange_calendars code such as 'XNYS', 'XNAS', 'XLON'"
             )
+        for field_name in ("swap_long", "swap_short"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise UniverseError(f"field {field_name!r}: must be a finite number, got {value!r}")
+        if not isinstance(self.swap_type, SwapType):
+            raise UniverseError(f"field 'swap_type': must be a SwapType, got {self.swap_type!r}")
+        if not isinstance(self.swap_triple_weekday, Weekday):
+            raise UniverseError(
+                f"field 'swap_triple_weekday': must be a Weekday, got {self.swap_triple_weekday!r}"
+            )
+        if self.calendar == CALENDAR_24X5 and self.swap_triple_weekday >= Weekday.SATURDAY:
+            raise UniverseError(
+                f"field 'swap_triple_weekday': {self.swap_triple_weekday.name.lower()} has no rollover on "
+                "the '24x5' calendar (Monday..Friday); FX brokers triple Wednesday's"
+            )
 
     @property
     def pip_size(self) -> float:
@@ -106,16 +142,32 @@ class InstrumentMeta:
 
 @dataclass(frozen=True)
 class Universe:
-    """A named set of instruments and the date range the pipeline covers for them."""
+    """A named set of instruments, the date range the pipeline covers for them and the bars it works on.
+
+    `timeframe` is the bar size of every data set read for this universe (a source delivering another size
+    is refused). `timezone` is how naive timestamps in its data files are read (UTC unless a file was
+    exported in local time); timestamps with an offset or a zone are exact whatever it says.
+    """
 
     name: str
     instruments: tuple[InstrumentMeta, ...]
     start_date: date
     end_date: date | None = None
+    timeframe: Timeframe = Timeframe.D1
+    timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         if not self.instruments:
             raise UniverseError(f"universe {self.name!r} has no instruments")
+        if not isinstance(self.timeframe, Timeframe):
+            raise UniverseError(
+                f"universe {self.name!r}: timeframe must be a Timeframe, got {self.timeframe!r}"
+            )
+        if not is_known_timezone(self.timezone):
+            raise UniverseError(
+                f"universe {self.name!r}: field 'timezone': unknown timezone {self.timezone!r}; use an IANA "
+                "name such as 'UTC', 'America/New_York' or 'Europe/London'"
+            )
         if self.end_date is not None and self.end_date < self.start_date:
             raise UniverseError(
                 f"universe {self.name!r}: end_date {self.end_date} is before start_date {self.start_date}"
@@ -137,9 +189,22 @@ class Universe:
         raise KeyError(f"symbol {symbol!r} is not in universe {self.name!r} ({', '.join(self.symbols)})")
 
 
-_REQUIRED_FIELDS = tuple(f.name for f in fields(InstrumentMeta) if f.name != "name")
+def is_known_timezone(name: object) -> bool:
+    if not isinstance(name, str) or not name.strip():
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+_OPTIONAL_FIELDS = frozenset({"name", "swap_long", "swap_short", "swap_type", "swap_triple_weekday"})
+_REQUIRED_FIELDS = tuple(f.name for f in fields(InstrumentMeta) if f.name not in _OPTIONAL_FIELDS)
 _KNOWN_FIELDS = frozenset(f.name for f in fields(InstrumentMeta))
 _FLOAT_FIELDS = ("tick_size", "lot_size", "min_volume", "step_volume")
+_SWAP_FIELDS = ("swap_long", "swap_short")
+_UNIVERSE_FIELDS = frozenset({"name", "start_date", "end_date", "timeframe", "timezone", "instruments"})
 
 
 def _as_date(value: object, what: str) -> date:
@@ -168,6 +233,33 @@ def _as_int(value: object, field_name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise UniverseError(f"field {field_name!r}: expected an integer, got {value!r}")
     return value
+
+
+def _as_choice(value: object, field_name: str, choices: Mapping[str, object]) -> object:
+    key = value.strip().lower() if isinstance(value, str) else None
+    if key not in choices:
+        raise UniverseError(f"field {field_name!r}: {value!r} is not one of {', '.join(choices)}")
+    return choices[key]
+
+
+_SWAP_TYPES = {member.value: member for member in SwapType}
+_WEEKDAYS = {member.name.lower(): member for member in Weekday}
+
+
+def _swap_terms(entry: Mapping) -> dict[str, object]:
+    """The optional overnight-financing fields present in an entry, converted (absent ones keep defaults)."""
+    terms: dict[str, object] = {
+        field_name: _as_float(entry[field_name], field_name)
+        for field_name in _SWAP_FIELDS
+        if entry.get(field_name) is not None
+    }
+    if entry.get("swap_type") is not None:
+        terms["swap_type"] = _as_choice(entry["swap_type"], "swap_type", _SWAP_TYPES)
+    if entry.get("swap_triple_weekday") is not None:
+        terms["swap_triple_weekday"] = _as_choice(
+            entry["swap_triple_weekday"], "swap_triple_weekday", _WEEKDAYS
+        )
+    return terms
 
 
 def _parse_instrument(entry: object) -> InstrumentMeta:
@@ -204,6 +296,7 @@ def _parse_instrument(entry: object) -> InstrumentMeta:
         pip_position=_as_int(entry["pip_position"], "pip_position"),
         calendar=entry["calendar"],
         **numbers,
+        **_swap_terms(entry),
     )
 
 
@@ -214,11 +307,11 @@ def parse_universe(document: object, origin: str = "<universe>") -> Universe:
             f"{origin}: expected a mapping with name, start_date and instruments, "
             f"got {type(document).__name__}"
         )
-    unknown = sorted(
-        str(key) for key in document if key not in {"name", "start_date", "end_date", "instruments"}
-    )
+    unknown = sorted(str(key) for key in document if key not in _UNIVERSE_FIELDS)
     if unknown:
-        raise UniverseError(f"{origin}: unknown top-level field(s) {unknown}")
+        raise UniverseError(
+            f"{origin}: unknown top-level field(s) {unknown}; allowed: {sorted(_UNIVERSE_FIELDS)}"
+        )
     name = document.get("name")
     if not isinstance(name, str) or not name.strip():
         raise UniverseError(f"{origin}: field 'name' must be a non-empty string, got {name!r}")
@@ -227,6 +320,11 @@ def parse_universe(document: object, origin: str = "<universe>") -> Universe:
     start_date = _as_date(document["start_date"], f"{origin}: field 'start_date'")
     end_raw = document.get("end_date")
     end_date = None if end_raw is None else _as_date(end_raw, f"{origin}: field 'end_date'")
+    try:
+        timeframe = Timeframe.parse(document.get("timeframe") or Timeframe.D1)
+    except TimeframeError as error:
+        raise UniverseError(f"{origin}: field 'timeframe': {error}") from None
+    timezone = document.get("timezone") or "UTC"
     entries = document.get("instruments")
     if not isinstance(entries, list) or not entries:
         raise UniverseError(f"{origin}: field 'instruments' must be a non-empty list of mappings")
@@ -247,7 +345,14 @@ def parse_universe(document: object, origin: str = "<universe>") -> Universe:
         seen[instrument.symbol] = index
         instruments.append(instrument)
     try:
-        return Universe(name=name, instruments=tuple(instruments), start_date=start_date, end_date=end_date)
+        return Universe(
+            name=name,
+            instruments=tuple(instruments),
+            start_date=start_date,
+            end_date=end_date,
+            timeframe=timeframe,
+            timezone=timezone,
+        )
     except UniverseError as error:
         raise UniverseError(f"{origin}: {error}") from None
 
@@ -266,62 +371,47 @@ def load_universe(path: str | Path) -> Universe:
     return parse_universe(document, origin=str(path))
 
 
-def _as_timestamp(day: date | str | pd.Timestamp) -> pd.Timestamp:
-    stamp = pd.Timestamp(day)
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_localize(None)
-    return stamp.normalize()
+_TERM_HINTS: tuple[tuple[str, str], ...] = (
+    ("asset_class", ", ".join(member.value for member in AssetClass)),
+    ("quote_currency", "3 letters, e.g. USD (JPY for USDJPY)"),
+    ("tick_size", "smallest price step, e.g. 0.00001 for EURUSD, 0.01 for a US share"),
+    ("pip_position", "e.g. 4 for EURUSD, 2 for USDJPY and for shares"),
+    ("lot_size", "units in one lot, e.g. 100000 for FX, 1 for shares"),
+    ("min_volume", "smallest order, in units"),
+    ("step_volume", "order size increment, in units"),
+    ("calendar", "24x5 (FX), 24x7 (crypto) or an exchange code such as XNYS"),
+)
 
 
-@lru_cache(maxsize=32)
-def _exchange_sessions(calendar: str, first_year: int, last_year: int) -> pd.DatetimeIndex:
-    """Sessions of an exchange over whole years; cached because building a calendar takes ~0.1 s."""
-    exchange = exchange_calendars.get_calendar(
-        calendar, start=f"{first_year}-01-01", end=f"{last_year}-12-31"
-    )
-    return pd.DatetimeIndex(exchange.sessions).tz_localize(None)
+class InstrumentTermsMissingError(UniverseError):
+    """Bars exist for symbols that no universe file (or venue) gives terms for; the run cannot size orders.
 
-
-def _sessions_covering(calendar: str, first: pd.Timestamp, last: pd.Timestamp) -> pd.DatetimeIndex:
-    """Sessions over whole years around [first, last].
-
-    Decade-aligned years first, so callers walking partitions day by day share one cached calendar; then
-    exactly the years asked for, since some calendars start late or record holidays only a year ahead.
+    The message lists the symbols and a universe file to complete (`universe_template`), because terms are
+    never guessed from prices.
     """
-    last_year = max(last.year, pd.Timestamp.now().year)
-    spans = dict.fromkeys([(first.year - first.year % 10, last_year), (first.year, last.year)])
-    failure: Exception | None = None
-    for first_year, through_year in spans:
-        try:
-            return _exchange_sessions(calendar, first_year, through_year)
-        except Exception as error:  # exchange_calendars raises several unrelated types for bad ranges
-            failure = error
-    raise UniverseError(
-        f"calendar {calendar!r} cannot cover {first.date()}..{last.date()}: {failure}; "
-        "use '24x5' or another exchange code for this range"
-    ) from failure
+
+    def __init__(self, message: str, symbols: Sequence[str]) -> None:
+        super().__init__(message)
+        self.symbols = tuple(symbols)
 
 
-def trading_days(
-    calendar: str, start: date | str | pd.Timestamp, end: date | str | pd.Timestamp
-) -> pd.DatetimeIndex:
-    """Days in [start, end] (inclusive) on which a daily bar is expected, as UTC-midnight timestamps.
+def universe_template(
+    name: str, symbols: Sequence[str], timeframe: Timeframe, start_date: date, end_date: date | None
+) -> str:
+    """A universe file for `symbols` with every term left null for a person to fill in.
 
-    '24x5' is Monday to Friday (FX, futures on Globex), '24x7' every day (crypto), anything else an
-    exchange_calendars code ('XNYS', 'XNAS', ...) whose sessions are used, holidays excluded.
+    What the data can say honestly (date range, timeframe) is filled; each term carries a hint. Loading the
+    file unchanged fails naming the first missing term, so nothing runs on a half-filled file.
     """
-    first, last = _as_timestamp(start), _as_timestamp(end)
-    if last < first:
-        return pd.DatetimeIndex([], dtype="datetime64[ns, UTC]")
-    if calendar == CALENDAR_24X7:
-        days = pd.date_range(first, last, freq="D")
-    elif calendar == CALENDAR_24X5:
-        days = pd.bdate_range(first, last)
-    elif calendar in _exchange_calendar_names():
-        sessions = _sessions_covering(calendar, first, last)
-        days = sessions[(sessions >= first) & (sessions <= last)]
-    else:
-        raise UniverseError(
-            f"unknown calendar {calendar!r}; use '24x5', '24x7' or an exchange_calendars code"
-        )
-    return pd.DatetimeIndex(days).tz_localize("UTC").astype("datetime64[ns, UTC]").rename(None)
+    width = max(len(field_name) for field_name, _ in _TERM_HINTS) + len(": null")
+    lines = [
+        f"name: {name}",
+        f"timeframe: {timeframe}",
+        f"start_date: {start_date.isoformat()}",
+        *([f"end_date: {end_date.isoformat()}"] if end_date else []),
+        "instruments:",
+    ]
+    for symbol in symbols:
+        lines.append(f"  - symbol: {yaml.safe_dump(symbol, default_style=None).splitlines()[0]}")
+        lines.extend(f"    {f'{field_name}: null':<{width}}  # {hint}" for field_name, hint in _TERM_HINTS)
+    return "\n".join(lines) + "\n"

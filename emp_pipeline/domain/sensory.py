@@ -22,7 +22,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from emp_pipeline.domain.bars import BAR_COLUMNS
-from emp_pipeline.domain.instruments import CALENDAR_24X7, ROUND_THE_CLOCK_CALENDARS, trading_days
+from emp_pipeline.domain.calendars import CALENDAR_24X7, ROUND_THE_CLOCK_CALENDARS, trading_days
 
 if TYPE_CHECKING:
     from emp_pipeline.domain.instruments import InstrumentMeta

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from emp_pipeline.domain.bars import normalise_bars
-from emp_pipeline.domain.instruments import CALENDAR_24X5, AssetClass, InstrumentMeta
+from emp_pipeline.domain.calendars import CALENDAR_24X5
+from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta
 from emp_pipeline.domain.regimes import REGIME_LABELS
 
 

@@ -5,19 +5,21 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
 from emp_pipeline.domain.instruments import (
     AssetClass,
     InstrumentMeta,
+    SwapType,
     Universe,
     UniverseError,
+    Weekday,
     load_universe,
     parse_universe,
-    trading_days,
+    universe_template,
 )
+from emp_pipeline.domain.timeframes import Timeframe
 from emp_pipeline.settings import DEFAULT_UNIVERSE_FILE, SAMPLE_UNIVERSE_FILE
 
 EURUSD = {
@@ -104,6 +106,11 @@ def test_loads_a_valid_file_with_date_objects_or_strings(tmp_path: Path) -> None
         ({"quote_currency": "usd"}, r"instruments\[1\].*'quote_currency'"),
         ({"colour": "red"}, r"instruments\[1\].*unknown field.*colour"),
         ({"symbol": "EURUSD=X"}, r"instruments\[1\] \(symbol 'EURUSD=X'\).*duplicate.*instruments\[0\]"),
+        ({"swap_long": "cheap"}, r"instruments\[1\].*'swap_long'.*expected a number"),
+        ({"swap_short": float("nan")}, r"instruments\[1\].*'swap_short'.*finite"),
+        ({"swap_type": "points"}, r"instruments\[1\].*'swap_type': 'points' is not one of pips, percent"),
+        ({"swap_triple_weekday": "funday"}, r"instruments\[1\].*'swap_triple_weekday'.*monday, tuesday"),
+        ({"swap_triple_weekday": 3}, r"instruments\[1\].*'swap_triple_weekday': 3 is not one of"),
     ],
 )
 def test_broken_instrument_names_entry_and_field(tmp_path: Path, change: dict, expected: str) -> None:
@@ -130,6 +137,11 @@ def test_missing_field_is_named(tmp_path: Path, field: str) -> None:
         ({**_document(EURUSD), "instruments": ["EURUSD=X"]}, r"instruments\[0\].*expected a mapping"),
         ({**_document(EURUSD), "universe": 1}, r"unknown top-level field.*universe"),
         ({**_document(EURUSD), "name": ""}, r"'name' must be a non-empty string"),
+        (
+            {**_document(EURUSD), "timeframe": "H2"},
+            r"field 'timeframe': unknown timeframe 'H2'; use one of M1",
+        ),
+        ({**_document(EURUSD), "timezone": "Mars/Olympus"}, r"'timezone': unknown timezone 'Mars/Olympus'"),
     ],
 )
 def test_broken_file_structure(tmp_path: Path, document: object, expected: str) -> None:
@@ -158,43 +170,46 @@ def test_instrument_and_universe_validate_on_direct_construction() -> None:
         parse_universe("text")
 
 
-def _days(index: pd.DatetimeIndex) -> list[str]:
-    return [stamp.strftime("%Y-%m-%d") for stamp in index]
+def test_swap_terms_timeframe_and_timezone_are_read_from_the_file(tmp_path: Path) -> None:
+    swaps = {"swap_long": -6.5, "swap_short": 1.2, "swap_type": "Pips", "swap_triple_weekday": "Wednesday"}
+    document = {**_document({**EURUSD, **swaps}, SPY), "timeframe": "h1", "timezone": "America/New_York"}
+    universe = load_universe(_write(tmp_path, document))
+    eurusd, spy = universe.instrument("EURUSD=X"), universe.instrument("SPY")
+    assert (eurusd.swap_long, eurusd.swap_short) == (-6.5, 1.2)
+    assert (eurusd.swap_type, eurusd.swap_triple_weekday) == (SwapType.PIPS, Weekday.WEDNESDAY)
+    assert (spy.swap_long, spy.swap_short, spy.swap_type) == (0.0, 0.0, SwapType.PIPS)  # no financing
+    assert (universe.timeframe, universe.timezone) == (Timeframe.H1, "America/New_York")
+    plain = load_universe(_write(tmp_path, _document(EURUSD)))
+    assert (plain.timeframe, plain.timezone) == (Timeframe.D1, "UTC")
 
 
-def test_exchange_calendar_skips_weekends_and_holidays() -> None:
-    days = trading_days("XNYS", date(2024, 12, 20), date(2025, 1, 2))
-    assert str(days.dtype) == "datetime64[ns, UTC]"
-    assert _days(days) == [
-        "2024-12-20", "2024-12-23", "2024-12-24", "2024-12-26", "2024-12-27", "2024-12-30", "2024-12-31",
-        "2025-01-02",
-    ]  # fmt: skip
-    assert (days == days.normalize()).all()
+def test_fx_triple_swap_must_fall_on_a_rollover_weekday() -> None:
+    with pytest.raises(UniverseError, match="saturday has no rollover on the '24x5' calendar"):
+        InstrumentMeta("EURUSD", "e", AssetClass.FX, "USD", 1e-5, 4, 1e5, 1e3, 1e3, "24x5",
+                       swap_triple_weekday=Weekday.SATURDAY)  # fmt: skip
+    crypto = InstrumentMeta("BTCUSD", "b", AssetClass.CRYPTO, "USD", 0.01, 2, 1, 0.01, 0.01, "24x7",
+                            swap_triple_weekday=Weekday.FRIDAY)  # fmt: skip
+    assert crypto.swap_triple_weekday == Weekday.FRIDAY
 
 
-def test_exchange_calendar_covers_old_sample_years_inclusively() -> None:
-    days = trading_days("XNYS", "1999-01-04", "2018-12-31")
-    assert len(days) == 5031  # the bundled S&P 500 file has exactly one bar per session
-    assert days[0] == pd.Timestamp("1999-01-04", tz="UTC") and days[-1] == pd.Timestamp(
-        "2018-12-31", tz="UTC"
+def test_universe_template_fills_what_data_can_say_and_leaves_every_term_to_a_person(tmp_path: Path) -> None:
+    text = universe_template(
+        "csv:ticks", ["EURUSD", "^GSPC"], Timeframe.H1, date(2017, 1, 2), date(2017, 12, 29)
     )
-
-
-def test_round_the_clock_calendars() -> None:
-    assert _days(trading_days("24x5", date(2024, 12, 20), date(2024, 12, 25))) == [
-        "2024-12-20", "2024-12-23", "2024-12-24", "2024-12-25",
-    ]  # fmt: skip
-    assert len(trading_days("24x7", date(2024, 12, 20), date(2024, 12, 26))) == 7
-    assert str(trading_days("24x7", date(2024, 1, 1), date(2024, 1, 2)).dtype) == "datetime64[ns, UTC]"
-
-
-def test_trading_days_edge_cases() -> None:
-    assert len(trading_days("XNYS", date(2024, 1, 5), date(2024, 1, 1))) == 0
-    assert len(trading_days("XNYS", date(2024, 12, 25), date(2024, 12, 25))) == 0
-    assert _days(
-        trading_days("XNYS", pd.Timestamp("2024-07-05 15:00", tz="America/New_York"), "2024-07-05")
-    ) == ["2024-07-05"]
-    with pytest.raises(UniverseError, match="unknown calendar 'MOON'"):
-        trading_days("MOON", date(2024, 1, 1), date(2024, 1, 5))
-    with pytest.raises(UniverseError, match=r"calendar 'AIXK' cannot cover 2005-01-03\.\.2005-01-31"):
-        trading_days("AIXK", date(2005, 1, 3), date(2005, 1, 31))  # the exchange opened in 2017
+    document = yaml.safe_load(text)
+    assert (document["timeframe"], document["start_date"], document["end_date"]) == (
+        "H1",
+        date(2017, 1, 2),
+        date(2017, 12, 29),
+    )
+    assert [entry["symbol"] for entry in document["instruments"]] == ["EURUSD", "^GSPC"]
+    assert all(
+        value is None for entry in document["instruments"] for key, value in entry.items() if key != "symbol"
+    )
+    assert "# 24x5 (FX), 24x7 (crypto) or an exchange code" in text
+    path = tmp_path / "template.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(
+        UniverseError, match=r"instruments\[0\] \(symbol 'EURUSD'\): missing field\(s\) \['asset_class'"
+    ):
+        load_universe(path)

@@ -14,7 +14,8 @@ import pytest
 from emp_pipeline.data.csv import CsvSource, infer_instrument
 from emp_pipeline.data.source import MalformedDataError, MarketDataError, NoDataError, UnknownSymbolError
 from emp_pipeline.domain.bars import BAR_COLUMNS, validate_bars
-from emp_pipeline.domain.instruments import AssetClass, trading_days
+from emp_pipeline.domain.calendars import trading_days
+from emp_pipeline.domain.instruments import AssetClass
 
 YAHOO_HEADER = "Date,Open,High,Low,Close,Adj Close,Volume"
 THREE_DAYS = [

@@ -16,7 +16,8 @@ from emp_pipeline.data.sample import (
 )
 from emp_pipeline.data.source import UnknownSymbolError
 from emp_pipeline.domain.bars import BAR_COLUMNS, validate_bars
-from emp_pipeline.domain.instruments import load_universe, trading_days
+from emp_pipeline.domain.calendars import trading_days
+from emp_pipeline.domain.instruments import load_universe
 from emp_pipeline.settings import SAMPLE_UNIVERSE_FILE
 
 

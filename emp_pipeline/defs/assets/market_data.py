@@ -28,7 +28,7 @@ from emp_pipeline.domain.bar_quality import (
     check_freshness,
 )
 from emp_pipeline.domain.bars import empty_bars, normalise_bars
-from emp_pipeline.domain.instruments import trading_days
+from emp_pipeline.domain.calendars import trading_days
 from emp_pipeline.registry.repository import upsert_instruments
 
 GROUP = "market_data"
