@@ -626,13 +626,22 @@ class FakeCTraderServer:
             session, SYMBOLS_LIST_RES, {"ctidTraderAccountId": account_id, "symbol": light}, msg_id
         )
 
-    async def _symbol_by_id(
-        self, session: _Session, account_id: int, payload: dict[str, Any], msg_id: str | None
-    ) -> None:
+    async def _known_symbol_ids(
+        self, session: _Session, payload: dict[str, Any], msg_id: str | None
+    ) -> list[int] | None:
+        """The request's symbol ids, or None after answering SYMBOL_NOT_FOUND for the unknown ones."""
         wanted = [int(symbol_id) for symbol_id in payload.get("symbolId", [])]
         unknown = [symbol_id for symbol_id in wanted if symbol_id not in self.symbols]
         if unknown:
             await self._error(session, msg_id, "SYMBOL_NOT_FOUND", f"Symbols {unknown} not found")
+            return None
+        return wanted
+
+    async def _symbol_by_id(
+        self, session: _Session, account_id: int, payload: dict[str, Any], msg_id: str | None
+    ) -> None:
+        wanted = await self._known_symbol_ids(session, payload, msg_id)
+        if wanted is None:
             return
         full = [
             {
@@ -848,10 +857,8 @@ class FakeCTraderServer:
     async def _subscribe_spots(
         self, session: _Session, account_id: int, payload: dict[str, Any], msg_id: str | None
     ) -> None:
-        wanted = [int(symbol_id) for symbol_id in payload.get("symbolId", [])]
-        unknown = [symbol_id for symbol_id in wanted if symbol_id not in self.symbols]
-        if unknown:
-            await self._error(session, msg_id, "SYMBOL_NOT_FOUND", f"Symbols {unknown} not found")
+        wanted = await self._known_symbol_ids(session, payload, msg_id)
+        if wanted is None:
             return
         already = [symbol_id for symbol_id in wanted if symbol_id in session.spot_subscriptions]
         if already:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 
 from emp_pipeline.broker.ctrader_broker import CTraderBroker
-from emp_pipeline.broker.ctrader_client import CTraderConfig
 from emp_pipeline.broker.interface import BrokerAuthError, BrokerConnectionError, OrderRequest, OrderStatus
 from emp_pipeline_tests.fakes.ctrader_server import (
     ACCOUNT_AUTH_REQ,
@@ -20,26 +18,7 @@ from emp_pipeline_tests.fakes.ctrader_server import (
     FakeCTraderServer,
     FakeTokenProvider,
 )
-
-ACCOUNT = 4242
-
-
-def fast_config(server: FakeCTraderServer, **overrides: object) -> CTraderConfig:
-    config = CTraderConfig(
-        url=server.url,
-        client_id=server.client_id,
-        client_secret=server.client_secret,
-        account_id=ACCOUNT,
-        allow_plaintext_loopback=True,
-        heartbeat_interval_s=0.2,
-        request_timeout_s=2.0,
-        fill_timeout_s=2.0,
-        reconnect_initial_delay_s=0.05,
-        reconnect_max_delay_s=0.2,
-        max_reconnect_attempts=3,
-        reconcile_settle_s=0.0,
-    )
-    return replace(config, **overrides)
+from emp_pipeline_tests.integration.ctrader_fixtures import ACCOUNT, fast_config
 
 
 @pytest.fixture

@@ -5,14 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
 
 from emp_pipeline.broker import ctrader_protocol as proto
-from emp_pipeline.broker.ctrader_client import CTraderConfig
 from emp_pipeline.data.ctrader import CTraderSource
 from emp_pipeline.data.source import MarketDataError, NoDataError, UnknownSymbolError
 from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta
@@ -24,28 +22,17 @@ from emp_pipeline_tests.fakes.ctrader_server import (
     FakeCTraderServer,
     FakeTokenProvider,
 )
+from emp_pipeline_tests.integration.ctrader_fixtures import ACCOUNT, fast_config
 
-ACCOUNT = 4242
 M5 = proto.TrendbarPeriod.M5
 START = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday
 END = START + timedelta(days=14)
 
 
 def source_for(server: FakeCTraderServer, tokens: FakeTokenProvider, **config: object) -> CTraderSource:
-    settings = CTraderConfig(
-        url=server.url,
-        client_id=server.client_id,
-        client_secret=server.client_secret,
-        account_id=ACCOUNT,
-        allow_plaintext_loopback=True,
-        heartbeat_interval_s=0.5,
-        request_timeout_s=2.0,
-        reconnect_initial_delay_s=0.05,
-        reconnect_max_delay_s=0.2,
-        max_reconnect_attempts=3,
-        max_history_requests_per_second=1_000.0,
-    )
-    return CTraderSource(replace(settings, **config), tokens)
+    """A source that does not pace its own history requests unless a test asks: the server limit is tested."""
+    config = {"max_history_requests_per_second": 1_000.0, **config}
+    return CTraderSource(fast_config(server, **config), tokens)
 
 
 def served_frame(raw_bars: list[dict[str, int]], digits: int = 5) -> pd.DataFrame:

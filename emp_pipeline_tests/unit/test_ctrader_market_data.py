@@ -13,6 +13,7 @@ from emp_pipeline.broker.ctrader_client import CTraderSymbol, SpotQuote, SpreadS
 from emp_pipeline.data.ctrader import apply_venue_terms, fx_trading_day, trendbar_frame
 from emp_pipeline.data.source import MalformedDataError
 from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta
+from emp_pipeline.domain.synthetic import synthetic_instrument
 
 NEW_YEAR_2024_MINUTES = 28_401_120  # 2024-01-01T00:00:00Z = 1,704,067,200 s / 60
 
@@ -126,35 +127,16 @@ def test_daily_bars_are_labelled_with_the_fx_trading_day_ending_at_17_new_york(
 
 
 def _eurusd_from_universe() -> InstrumentMeta:
-    return InstrumentMeta(
-        symbol="EURUSD",
-        name="Euro / US dollar",
-        asset_class=AssetClass.FX,
-        quote_currency="USD",
-        tick_size=0.0001,
-        pip_position=4,
-        lot_size=1.0,
-        min_volume=1.0,
-        step_volume=1.0,
-        calendar="24x5",
-    )
+    """Terms a universe file might carry before the venue is asked: cent ticks, one-unit lots."""
+    return synthetic_instrument("EURUSD", name="Euro / US dollar", asset_class=AssetClass.FX)
 
 
 def test_venue_terms_replace_the_universes_in_units_not_cents() -> None:
-    venue = CTraderSymbol(
-        symbol_id=1,
-        name="EURUSD",
-        digits=5,
-        pip_position=4,
-        lot_size=10_000_000,
-        min_volume=100_000,
-        max_volume=10_000_000_000,
-        step_volume=100_000,
-    )
+    venue = CTraderSymbol(1, "EURUSD", 5, 4, 10_000_000, 100_000, 10_000_000_000, 100_000)  # volumes in cents
     meta = apply_venue_terms(_eurusd_from_universe(), venue)
     assert (meta.tick_size, meta.pip_position) == (pytest.approx(0.00001), 4)
     assert (meta.lot_size, meta.min_volume, meta.step_volume) == (100_000.0, 1_000.0, 1_000.0)
-    assert (meta.asset_class, meta.quote_currency, meta.calendar) == (AssetClass.FX, "USD", "24x5")
+    assert (meta.asset_class, meta.name, meta.calendar) == (AssetClass.FX, "Euro / US dollar", "24x5")
 
     partial = apply_venue_terms(
         _eurusd_from_universe(), CTraderSymbol(1, "EURUSD", 5, 4, None, None, None, None)
