@@ -8,10 +8,12 @@ and closes it, so a Dagster op or the CLI can call it without owning an event lo
 What the venue sends, and what becomes of it:
 - Trendbars are BID prices, delta-encoded in 1/100000 of a price unit and decoded to the symbol's digits.
   A bar's time is its open time (UTC). Volume is a tick count, not traded units.
-- A D1 bar opens at the broker's day boundary (often 17:00 New York, i.e. 21:00/22:00 UTC the evening
-  before); it is labelled with the FX trading day it belongs to, the one that ends at 17:00 New York.
+- A D1 bar opens at the broker's day boundary: 17:00 New York (21:00/22:00 UTC the evening before) or,
+  with some brokers, midnight UTC. Either way it is labelled with the FX trading day its open falls in (the
+  day ending 17:00 New York, `calendars.trading_day_of`); a short bar opening on the weekend (a Sunday
+  evening stub of a midnight-UTC broker) is folded into the next trading day's bar.
 - Symbol details give digits, pip position, lot size and volumes in cents of a unit (divided by 100 here),
-  and the overnight swaps.
+  and the overnight swaps with their unit and triple weekday.
 """
 
 from __future__ import annotations
@@ -49,13 +51,14 @@ from emp_pipeline.data.source import (
     UnknownSymbolError,
     concat_bars,
 )
-from emp_pipeline.domain.instruments import InstrumentMeta, UniverseError
+from emp_pipeline.domain.calendars import CALENDAR_24X5, trading_day_of
+from emp_pipeline.domain.instruments import InstrumentMeta, SwapType, UniverseError, Weekday
+from emp_pipeline.domain.timeframes import Timeframe
 
 T = TypeVar("T")
 
 TRENDBAR_COLUMNS = ("time", "open", "high", "low", "close", "volume")
-_NEW_YORK = "America/New_York"
-_ROLLOVER_TO_MIDNIGHT = pd.Timedelta(hours=7)  # 17:00 New York + 7 h = the next trading day's midnight
+_SWAP_TYPES = {0: SwapType.PIPS, 1: SwapType.PERCENT}  # ProtoOASwapCalculationType
 
 
 def trendbar_frame(bars: Sequence[proto.Trendbar]) -> pd.DataFrame:
@@ -75,10 +78,26 @@ def trendbar_frame(bars: Sequence[proto.Trendbar]) -> pd.DataFrame:
     )
 
 
-def fx_trading_day(open_times: pd.Series) -> pd.Series:
-    """The FX trading day (as midnight UTC) that a bar opening at each time belongs to: it ends 17:00 NY."""
-    local = open_times.dt.tz_convert(_NEW_YORK).dt.tz_localize(None) + _ROLLOVER_TO_MIDNIGHT
-    return local.dt.normalize().dt.tz_localize("UTC")
+def daily_bars(bars: pd.DataFrame) -> pd.DataFrame:
+    """D1 trendbars (`trendbar_frame`) -> one bar per FX trading day, `date` its midnight-UTC label.
+
+    A weekend bar has no trading day of its own: it is folded into the next one (open from the first bar,
+    high and low over both, close from the last, volumes added). One left at the very end is dropped until
+    its trading day's bar exists.
+    """
+    days = pd.Series(trading_day_of(CALENDAR_24X5, bars["time"]), index=bars.index).bfill()
+    labelled = bars.assign(date=days).dropna(subset=["date"])
+    return (
+        labelled.groupby("date", sort=True)
+        .agg(
+            open=("open", "first"),
+            high=("high", "max"),
+            low=("low", "min"),
+            close=("close", "last"),
+            volume=("volume", "sum"),
+        )
+        .reset_index()
+    )
 
 
 def apply_venue_terms(meta: InstrumentMeta, symbol: CTraderSymbol) -> InstrumentMeta:
@@ -91,6 +110,17 @@ def apply_venue_terms(meta: InstrumentMeta, symbol: CTraderSymbol) -> Instrument
     def units(volume: int | None, current: float) -> float:
         return current if volume is None else proto.volume_to_units(int(volume))
 
+    swap_type = meta.swap_type
+    if symbol.swap_calculation_type is not None:
+        if symbol.swap_calculation_type not in _SWAP_TYPES:
+            raise MalformedDataError(
+                f"cTrader symbol {symbol.name!r}: unknown swapCalculationType {symbol.swap_calculation_type}",
+                symbol=meta.symbol,
+            )
+        swap_type = _SWAP_TYPES[symbol.swap_calculation_type]
+    triple = meta.swap_triple_weekday
+    if symbol.swap_rollover_3days not in (None, proto.DayOfWeek.NONE):
+        triple = Weekday(symbol.swap_rollover_3days - 1)  # the protocol counts Monday as 1
     try:
         return replace(
             meta,
@@ -99,6 +129,10 @@ def apply_venue_terms(meta: InstrumentMeta, symbol: CTraderSymbol) -> Instrument
             lot_size=units(symbol.lot_size, meta.lot_size),
             min_volume=units(symbol.min_volume, meta.min_volume),
             step_volume=units(symbol.step_volume, meta.step_volume),
+            swap_long=meta.swap_long if symbol.swap_long is None else symbol.swap_long,
+            swap_short=meta.swap_short if symbol.swap_short is None else symbol.swap_short,
+            swap_type=swap_type,
+            swap_triple_weekday=triple,
         )
     except UniverseError as error:
         raise MalformedDataError(
@@ -107,10 +141,10 @@ def apply_venue_terms(meta: InstrumentMeta, symbol: CTraderSymbol) -> Instrument
 
 
 class CTraderSource(MarketDataSource):
-    """Daily or intraday bars, instrument terms and spreads of one cTrader account.
+    """Bars, instrument terms and spreads of one cTrader account.
 
     `symbol_map` maps the project's symbols to the broker's names where they differ (e.g. GOLD -> XAUUSD).
-    `period` is the bar size `fetch` returns; `trendbars` takes any period.
+    `timeframe` is the bar size `fetch` returns (the canonical frame holds D1 bars); `trendbars` takes any.
     """
 
     name = "ctrader"
@@ -120,12 +154,12 @@ class CTraderSource(MarketDataSource):
         config: CTraderConfig,
         token_provider: AccessTokenProvider,
         *,
-        period: proto.TrendbarPeriod = proto.TrendbarPeriod.D1,
+        timeframe: Timeframe = Timeframe.D1,
         symbol_map: Mapping[str, str] | None = None,
         session_timeout_s: float = 3_600.0,
     ) -> None:
         self.config = config
-        self.period = period
+        self.timeframe = timeframe
         self.stats = CTraderClientStats()  # of the latest session: requests, reconnects, rate-limit waits
         self._tokens = token_provider
         self._to_broker = dict(symbol_map or {})
@@ -136,30 +170,28 @@ class CTraderSource(MarketDataSource):
 
     # ----- bars ----
     def _fetch_raw(self, symbols: list[str], start: date, end: date) -> pd.DataFrame:
-        if self.period is not proto.TrendbarPeriod.D1:
+        if self.timeframe is not Timeframe.D1:
             raise MarketDataError(
-                f"{self.name}: the canonical bar frame holds daily bars; {self.period.name} bars come from "
+                f"{self.name}: the canonical bar frame holds D1 bars; {self.timeframe} bars come from "
                 "CTraderSource.trendbars()"
             )
         # A D1 bar may open the evening before the trading day it is labelled with: ask from a day earlier.
         first = datetime(start.year, start.month, start.day, tzinfo=UTC) - timedelta(days=1)
         last = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
-        per_symbol = self._run(lambda client: self._trendbars_of(client, symbols, first, last))
+        per_symbol = self._run(lambda client: self._trendbars_of(client, symbols, first, last, Timeframe.D1))
         return concat_bars(
             [
-                bars.drop(columns="time").assign(
-                    date=fx_trading_day(bars["time"]), symbol=symbol, adj_close=bars["close"]
-                )
+                daily_bars(bars).assign(symbol=symbol, adj_close=lambda frame: frame["close"])
                 for symbol, bars in per_symbol.items()
             ]
         )
 
     def trendbars(
-        self, symbol: str, start: datetime, end: datetime, period: proto.TrendbarPeriod | None = None
+        self, symbol: str, start: datetime, end: datetime, timeframe: Timeframe | None = None
     ) -> pd.DataFrame:
         """Bars of one symbol opening in [start, end) (aware datetimes), oldest first, one per open time."""
-        result = self._run(lambda client: self._trendbars_of(client, [symbol], start, end, period))
-        return result[symbol]
+        wanted = timeframe or self.timeframe
+        return self._run(lambda client: self._trendbars_of(client, [symbol], start, end, wanted))[symbol]
 
     async def _trendbars_of(
         self,
@@ -167,20 +199,20 @@ class CTraderSource(MarketDataSource):
         symbols: Sequence[str],
         start: datetime,
         end: datetime,
-        period: proto.TrendbarPeriod | None = None,
+        timeframe: Timeframe,
     ) -> dict[str, pd.DataFrame]:
         if start.tzinfo is None or end.tzinfo is None:
             raise ValueError(f"start and end must be timezone-aware, got {start!r} and {end!r}")
         if end <= start:
             raise ValueError(f"end {end.isoformat()} is not after start {start.isoformat()}")
-        period = period or self.period
+        period = proto.TrendbarPeriod(timeframe.trendbar_period)
         from_ms, to_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000) - 1
         frames = {}
         for symbol in symbols:
             bars = await client.trendbars(self.broker_symbol(symbol), period, from_ms, to_ms)
             if not bars:
                 raise NoDataError(
-                    f"cTrader has no {period.name} bars of {symbol!r} (broker symbol "
+                    f"cTrader has no {timeframe} bars of {symbol!r} (broker symbol "
                     f"{self.broker_symbol(symbol)!r}) opening in {start.isoformat()} .. {end.isoformat()}; "
                     "the market was closed, or the account's history does not reach back that far",
                     symbol=symbol,

@@ -13,7 +13,8 @@ import pytest
 from emp_pipeline.broker import ctrader_protocol as proto
 from emp_pipeline.data.ctrader import CTraderSource
 from emp_pipeline.data.source import MarketDataError, NoDataError, UnknownSymbolError
-from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta
+from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta, SwapType, Weekday
+from emp_pipeline.domain.timeframes import Timeframe
 from emp_pipeline_tests.fakes.ctrader_server import (
     ACCOUNT_AUTH_REQ,
     APP_AUTH_REQ,
@@ -24,7 +25,8 @@ from emp_pipeline_tests.fakes.ctrader_server import (
 )
 from emp_pipeline_tests.integration.ctrader_fixtures import ACCOUNT, fast_config
 
-M5 = proto.TrendbarPeriod.M5
+M5 = Timeframe.M5
+M5_CODE = 5  # ProtoOATrendbarPeriod.M5, as the server stores it
 START = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday
 END = START + timedelta(days=14)
 
@@ -74,7 +76,7 @@ def test_history_is_paged_over_windows_and_capped_answers_to_every_bar_once(
     page_from: str, tokens: FakeTokenProvider, server: FakeCTraderServer
 ) -> None:
     server.trendbar_page_from = page_from  # the docs do not say which end of a capped window is sent
-    served = server.generate_trendbars("EURUSD", M5, START, END)
+    served = server.generate_trendbars("EURUSD", M5_CODE, START, END)
 
     bars = source_for(server, tokens).trendbars("EURUSD", START, END, M5)
 
@@ -82,14 +84,15 @@ def test_history_is_paged_over_windows_and_capped_answers_to_every_bar_once(
     assert bars["time"].is_monotonic_increasing and bars["time"].is_unique
     windows = requested_windows(server)
     assert all(high - low <= 302_400_000 for low, high in windows)  # M5: 3.5 days per request at most
-    assert len(windows) > len(proto.trendbar_windows(M5, 0, int((END - START).total_seconds() * 1000)))
+    span_ms = int((END - START).total_seconds() * 1000)
+    assert len(windows) > len(proto.trendbar_windows(proto.TrendbarPeriod.M5, 0, span_ms))  # capped answers
     assert server.history_requests_answered == len(windows)
 
 
 def test_a_disconnect_mid_history_resumes_with_the_window_cut_off_without_gaps_or_duplicates(
     tokens: FakeTokenProvider, server: FakeCTraderServer
 ) -> None:
-    served = server.generate_trendbars("EURUSD", M5, START, END)
+    served = server.generate_trendbars("EURUSD", M5_CODE, START, END)
     server.drop_connection_on_history_request(after=5)
     source = source_for(server, tokens)
 
@@ -107,7 +110,7 @@ def test_a_disconnect_mid_history_resumes_with_the_window_cut_off_without_gaps_o
 def test_a_disconnect_right_after_an_answer_continues_after_the_last_bar_received(
     tokens: FakeTokenProvider, server: FakeCTraderServer
 ) -> None:
-    served = server.generate_trendbars("EURUSD", M5, START, END)
+    served = server.generate_trendbars("EURUSD", M5_CODE, START, END)
     server.drop_connection_on_history_request(after=2, answer_first=True)
     source = source_for(server, tokens)
 
@@ -124,7 +127,7 @@ def test_a_disconnect_right_after_an_answer_continues_after_the_last_bar_receive
 def test_history_requests_are_paced_under_five_a_second(tokens: FakeTokenProvider) -> None:
     with FakeCTraderServer(account_ids=(ACCOUNT,), max_trendbars_per_response=200) as server:  # 5/s
         provider = FakeTokenProvider(server)
-        server.generate_trendbars("EURUSD", M5, START, START + timedelta(days=7))
+        server.generate_trendbars("EURUSD", M5_CODE, START, START + timedelta(days=7))
         source = source_for(server, provider, max_history_requests_per_second=4.0)  # the default
 
         started = time.monotonic()
@@ -142,7 +145,7 @@ def test_a_client_faster_than_the_limit_waits_out_retry_after_and_still_gets_eve
 ) -> None:
     with FakeCTraderServer(account_ids=(ACCOUNT,), max_trendbars_per_response=300, retry_after_s=1) as server:
         provider = FakeTokenProvider(server)
-        served = server.generate_trendbars("EURUSD", M5, START, START + timedelta(days=7))
+        served = server.generate_trendbars("EURUSD", M5_CODE, START, START + timedelta(days=7))
         source = source_for(server, provider, max_history_requests_per_second=100.0)
 
         bars = source.trendbars("EURUSD", START, START + timedelta(days=7), M5)
@@ -155,7 +158,7 @@ def test_a_rate_limit_answer_is_retried_only_after_retry_after(
     tokens: FakeTokenProvider, server: FakeCTraderServer
 ) -> None:
     server.retry_after_s = 1
-    served = server.generate_trendbars("EURUSD", M5, START, START + timedelta(days=3))
+    served = server.generate_trendbars("EURUSD", M5_CODE, START, START + timedelta(days=3))
     server.block_next_history_requests(1)
     source = source_for(server, tokens)
 
@@ -213,6 +216,8 @@ def test_symbol_details_become_the_instruments_trading_terms(
     assert (gold.tick_size, gold.pip_position) == (pytest.approx(0.01), 1)
     assert (gold.lot_size, gold.min_volume, gold.step_volume) == (100.0, 1.0, 1.0)
     assert (gold.asset_class, gold.name) == (AssetClass.METAL, "Gold")
+    assert (eurusd.swap_long, eurusd.swap_short, eurusd.swap_type) == (-6.87, 2.1, SwapType.PIPS)
+    assert eurusd.swap_triple_weekday is Weekday.WEDNESDAY
     assert (details.swap_long, details.swap_short) == (-6.87, 2.1)
     assert details.swap_rollover_3days is proto.DayOfWeek.WEDNESDAY
     assert details.max_volume == 10_000_000_000

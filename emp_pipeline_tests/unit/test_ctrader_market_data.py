@@ -10,9 +10,9 @@ import pytest
 
 from emp_pipeline.broker import ctrader_protocol as proto
 from emp_pipeline.broker.ctrader_client import CTraderSymbol, SpotQuote, SpreadSample
-from emp_pipeline.data.ctrader import apply_venue_terms, fx_trading_day, trendbar_frame
+from emp_pipeline.data.ctrader import apply_venue_terms, daily_bars, trendbar_frame
 from emp_pipeline.data.source import MalformedDataError
-from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta
+from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta, SwapType, Weekday
 from emp_pipeline.domain.synthetic import synthetic_instrument
 
 NEW_YEAR_2024_MINUTES = 28_401_120  # 2024-01-01T00:00:00Z = 1,704,067,200 s / 60
@@ -109,21 +109,30 @@ def test_trendbar_frame_labels_each_bar_with_its_open_time_in_utc() -> None:
     assert list(frame["low"]) == [1.08, 1.08001, 1.08002]
 
 
-@pytest.mark.parametrize(
-    ("open_time", "trading_day"),
-    [
-        ("2024-01-07 22:00", "2024-01-08"),  # Sunday 17:00 New York (EST) opens Monday
-        ("2024-07-07 21:00", "2024-07-08"),  # Sunday 17:00 New York (EDT) opens Monday
-        ("2024-01-08 00:00", "2024-01-08"),  # a broker whose day starts at midnight UTC
-        ("2024-03-10 21:00", "2024-03-11"),  # the Sunday New York moves to daylight saving
-        ("2024-01-12 21:59", "2024-01-12"),  # Friday, just before the 17:00 NY rollover
-    ],
-)
-def test_daily_bars_are_labelled_with_the_fx_trading_day_ending_at_17_new_york(
-    open_time: str, trading_day: str
-) -> None:
-    label = fx_trading_day(pd.Series([pd.Timestamp(open_time, tz="UTC")]))
-    assert label.iloc[0] == pd.Timestamp(trading_day, tz="UTC")
+def _daily(open_times: list[str]) -> pd.DataFrame:
+    raws = [
+        {"low": 108_000 + 10 * i, "deltaOpen": 1, "deltaClose": 2, "deltaHigh": 3, "volume": 100 + i,
+         "utcTimestampInMinutes": int(pd.Timestamp(opened, tz="UTC").timestamp()) // 60}
+        for i, opened in enumerate(open_times)
+    ]  # fmt: skip
+    return daily_bars(trendbar_frame([proto.decode_trendbar(raw, 5) for raw in raws]))
+
+
+def test_daily_bars_opening_at_17_new_york_are_labelled_with_the_next_trading_day() -> None:
+    bars = _daily(["2024-01-07 22:00", "2024-03-10 21:00", "2024-07-11 21:00"])  # EST, first EDT day, EDT
+    assert list(bars["date"]) == [
+        pd.Timestamp(day, tz="UTC") for day in ("2024-01-08", "2024-03-11", "2024-07-12")
+    ]
+    assert list(bars["close"]) == [1.08002, 1.08012, 1.08022]
+
+
+def test_a_weekend_stub_of_a_midnight_utc_broker_is_folded_into_the_next_trading_day() -> None:
+    # Friday, the Sunday-evening stub (opens Sunday 00:00 UTC), Monday
+    bars = _daily(["2024-01-05 00:00", "2024-01-07 00:00", "2024-01-08 00:00"])
+    assert list(bars["date"]) == [pd.Timestamp(day, tz="UTC") for day in ("2024-01-05", "2024-01-08")]
+    monday = bars.iloc[1]
+    assert (monday["open"], monday["close"]) == (1.08011, 1.08022)  # stub's open, Monday's close
+    assert (monday["low"], monday["high"], monday["volume"]) == (1.0801, 1.08023, 101.0 + 102.0)
 
 
 def _eurusd_from_universe() -> InstrumentMeta:
@@ -132,19 +141,24 @@ def _eurusd_from_universe() -> InstrumentMeta:
 
 
 def test_venue_terms_replace_the_universes_in_units_not_cents() -> None:
-    venue = CTraderSymbol(1, "EURUSD", 5, 4, 10_000_000, 100_000, 10_000_000_000, 100_000)  # volumes in cents
+    venue = CTraderSymbol(
+        1, "EURUSD", 5, 4, 10_000_000, 100_000, 10_000_000_000, 100_000,  # volumes in cents
+        swap_long=-6.87, swap_short=2.1, swap_rollover_3days=proto.DayOfWeek.THURSDAY,
+        swap_calculation_type=1,
+    )  # fmt: skip
     meta = apply_venue_terms(_eurusd_from_universe(), venue)
     assert (meta.tick_size, meta.pip_position) == (pytest.approx(0.00001), 4)
     assert (meta.lot_size, meta.min_volume, meta.step_volume) == (100_000.0, 1_000.0, 1_000.0)
     assert (meta.asset_class, meta.name, meta.calendar) == (AssetClass.FX, "Euro / US dollar", "24x5")
+    assert (meta.swap_long, meta.swap_short) == (-6.87, 2.1)
+    assert (meta.swap_type, meta.swap_triple_weekday) == (SwapType.PERCENT, Weekday.THURSDAY)
 
+    silent = CTraderSymbol(1, "EURUSD", 5, 4, None, None, None, None)
     partial = apply_venue_terms(
-        _eurusd_from_universe(), CTraderSymbol(1, "EURUSD", 5, 4, None, None, None, None)
-    )
-    assert (partial.lot_size, partial.min_volume) == (
-        1.0,
-        1.0,
+        _eurusd_from_universe(), silent
     )  # the venue left them out: the universe's stay
+    assert (partial.lot_size, partial.min_volume, partial.swap_long) == (1.0, 1.0, 0.0)
+    assert (partial.swap_type, partial.swap_triple_weekday) == (SwapType.PIPS, Weekday.WEDNESDAY)
 
 
 def test_venue_terms_the_project_cannot_use_are_refused_by_name() -> None:
