@@ -204,15 +204,18 @@ def _report(out: TextIO, step: StepSummary) -> StepSummary:
 
 
 def _write_paper_tick_summary(out: TextIO, settings: Settings) -> None:
-    from emp_pipeline.registry import repository as registry
+    from emp_pipeline.registry.engine import make_engine, session_scope
+    from emp_pipeline.registry.orders import orders_for_account
+    from emp_pipeline.registry.positions import get_or_create_paper_account, positions_for_account
+    from emp_pipeline.registry.research import active_strategies
 
-    engine = registry.make_engine(settings.database_url)
+    engine = make_engine(settings.database_url)
     try:
-        with registry.session_scope(engine) as session:
-            account = registry.get_or_create_paper_account(session)
-            orders = registry.orders_for_account(session, account.id)
-            positions = registry.positions_for_account(session, account.id)
-            champions = registry.active_strategies(session)
+        with session_scope(engine) as session:
+            account = get_or_create_paper_account(session)
+            orders = orders_for_account(session, account.id)
+            positions = positions_for_account(session, account.id)
+            champions = active_strategies(session)
     finally:
         engine.dispose()
     out.write(
@@ -231,11 +234,11 @@ def _write_paper_tick_summary(out: TextIO, settings: Settings) -> None:
         out.write(f"    position {position.symbol}: {position.quantity:g} @ {position.avg_price:.2f}\n")
 
 
-# --- walk-forward research (defs/assets/strategies.py, performance.py, champions.py) ---
+# --- walk-forward research (defs/research/) ---
 
 
 def _walk_forward_keys(instance: DagsterInstance, periods: int) -> list[str]:
-    from emp_pipeline.defs.partitions import walk_forward_partitions
+    from emp_pipeline.defs.research.partitions import walk_forward_partitions
 
     keys = walk_forward_partitions.get_partition_keys(dynamic_partitions_store=instance)
     return keys[-periods:] if periods > 0 else []

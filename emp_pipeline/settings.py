@@ -42,7 +42,7 @@ class Settings:
     emp_token_key: str | None = field(default=None, repr=False)
     token_key_prefix: str = "emp:"
     # --- end cTrader OAuth token ---
-    # --- live execution (emp_pipeline/live, defs/live.py): risk limits as fractions of account equity ---
+    # --- live execution (emp_pipeline/live, defs/live/): risk limits as fractions of account equity ---
     max_position_fraction: float = 0.25
     max_gross_exposure: float = 1.0
     daily_loss_limit: float = 0.05
@@ -50,11 +50,11 @@ class Settings:
     ctrader_account_id: int = 0  # the ctidTraderAccountId the live job trades (broker=ctrader)
     ctrader_api_url: str = "wss://demo.ctraderapi.com:5036"
     # --- end live execution ---
-    # --- perception (defs/assets/perception.py): macro source for WHY and the regime classifier ---
+    # --- perception (defs/perception/): macro source for WHY and the regime classifier ---
     fred_api_key: str | None = field(default=None, repr=False)
     regime_classifier: str = "rules"
     # --- end perception ---
-    # --- walk-forward research (defs/assets/strategies.py, performance.py, champions.py) ---
+    # --- walk-forward research (defs/research/) ---
     evolution_seed: int = 7
     evolution_population: int = 200
     evolution_generations: int = 50

@@ -17,9 +17,11 @@ from emp_pipeline.domain.instruments import InstrumentMeta
 from emp_pipeline.domain.regimes import REGIME_LABELS, make_classifier
 from emp_pipeline.domain.sensory import SensoryCortex
 from emp_pipeline.domain.synthetic import generate_market
-from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.engine import session_scope, shared_engine
+from emp_pipeline.registry.instruments import upsert_instruments
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.records import NewStrategy
+from emp_pipeline.registry.research import record_evolution_run, record_strategies, set_strategy_status
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
 N_BARS = 290  # the sensory cortex warms up for 252 bars
@@ -75,10 +77,10 @@ def write_frames(data_dir: Path, market: LiveMarket, until: pd.Timestamp) -> Non
 def prepare_registry(database_url: str, market: LiveMarket, genome: Genome = ALWAYS_LONG) -> str:
     """Migrate, store the instruments and one active strategy; returns the strategy id."""
     upgrade_database(database_url)
-    engine = registry.shared_engine(database_url)
-    with registry.session_scope(engine) as session:
-        registry.upsert_instruments(session, market.instruments)
-        run_id = registry.record_evolution_run(
+    engine = shared_engine(database_url)
+    with session_scope(engine) as session:
+        upsert_instruments(session, market.instruments)
+        run_id = record_evolution_run(
             session,
             period="2001-01",
             train_start=dt.date(2000, 1, 3),
@@ -87,8 +89,8 @@ def prepare_registry(database_url: str, market: LiveMarket, genome: Genome = ALW
             seed=1,
             config={"test": True},
         )
-        (strategy_id,) = registry.record_strategies(
+        (strategy_id,) = record_strategies(
             session, run_id, [NewStrategy(genome_to_dict(genome), 1, 0, "seed", 1.0)]
         )
-        registry.set_strategy_status(session, strategy_id, "active", reason="test champion")
+        set_strategy_status(session, strategy_id, "active", reason="test champion")
     return strategy_id

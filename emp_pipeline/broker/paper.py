@@ -59,8 +59,17 @@ from emp_pipeline.domain.backtest import (
     levels_at_distances,
 )
 from emp_pipeline.registry import models
-from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.errors import ClientOrderIdConflictError, UnknownOrderError
+from emp_pipeline.registry.orders import (
+    create_order_if_absent,
+    fills_for_order,
+    get_order,
+    orders_for_account,
+    record_fill,
+    update_order_status,
+)
+from emp_pipeline.registry.positions import get_or_create_paper_account, positions_for_account
 from emp_pipeline.registry.records import OrderRecord
 
 PROTECTIVE_EXIT_PREFIX = "paper-exit-"
@@ -215,8 +224,8 @@ class PaperBroker:
         self._prices = prices
         self.costs = costs or PaperCosts()
         _create_protective_table(engine)
-        with registry.session_scope(engine) as session:
-            account = registry.get_or_create_paper_account(session, account_name, currency, initial_cash)
+        with session_scope(engine) as session:
+            account = get_or_create_paper_account(session, account_name, currency, initial_cash)
         self.account_id = account.id
 
     def submit_order(self, request: OrderRequest) -> OrderResult:
@@ -226,10 +235,10 @@ class PaperBroker:
         after; otherwise the order reacts to the latest bar known now. A repeated id returns that order.
         Relative stop loss and take profit rest at the exchange once the order has filled (module docstring).
         """
-        with registry.session_scope(self._engine) as session:
+        with session_scope(self._engine) as session:
             order = self._record(session, request)
             if order.status == OrderStatus.PENDING.value:
-                registry.update_order_status(
+                update_order_status(
                     session,
                     order.client_order_id,
                     OrderStatus.ACCEPTED.value,
@@ -241,7 +250,7 @@ class PaperBroker:
 
     def _record(self, session: Session, request: OrderRequest) -> OrderRecord:
         try:
-            existing = registry.get_order(session, request.client_order_id)
+            existing = get_order(session, request.client_order_id)
         except UnknownOrderError:
             existing = None
         if existing is not None:
@@ -258,11 +267,9 @@ class PaperBroker:
                 f"paper broker has no bars for {request.symbol!r}: load market bars for it before trading it"
             )
         held = sum(
-            p.quantity
-            for p in registry.positions_for_account(session, self.account_id)
-            if p.symbol == request.symbol
+            p.quantity for p in positions_for_account(session, self.account_id) if p.symbol == request.symbol
         )
-        order, _ = registry.create_order_if_absent(
+        order, _ = create_order_if_absent(
             session,
             client_order_id=request.client_order_id,
             account_id=self.account_id,
@@ -295,8 +302,8 @@ class PaperBroker:
 
     def _catch_up(self) -> None:
         """Bring the exchange up to the latest bar: due fills at their opens, then protective exits."""
-        with registry.session_scope(self._engine) as session:
-            for order in registry.orders_for_account(session, self.account_id, _OPEN_STATUSES):
+        with session_scope(self._engine) as session:
+            for order in orders_for_account(session, self.account_id, _OPEN_STATUSES):
                 self._fill_if_priced(session, order)
             self._apply_protective_exits(session)
 
@@ -306,9 +313,9 @@ class PaperBroker:
         return self._current(client_order_id)
 
     def _current(self, client_order_id: str) -> OrderResult:
-        with registry.session_scope(self._engine) as session:
+        with session_scope(self._engine) as session:
             try:
-                order = registry.get_order(session, client_order_id)
+                order = get_order(session, client_order_id)
             except UnknownOrderError:
                 return OrderResult(client_order_id, OrderStatus.NOT_FOUND)
             return self._result(session, order)
@@ -319,7 +326,7 @@ class PaperBroker:
             return
         bar_time, next_open = bar
         if not (math.isfinite(next_open) and next_open > 0):
-            registry.update_order_status(
+            update_order_status(
                 session,
                 order.client_order_id,
                 OrderStatus.REJECTED.value,
@@ -327,17 +334,17 @@ class PaperBroker:
             )
             return
         side = OrderSide(order.side)
-        filled = sum(fill.quantity for fill in registry.fills_for_order(session, order.client_order_id))
+        filled = sum(fill.quantity for fill in fills_for_order(session, order.client_order_id))
         remaining = order.quantity - filled
         price, fee = paper_fill(side, remaining, next_open, self.costs)
         if order.status == OrderStatus.PENDING.value:
-            registry.update_order_status(
+            update_order_status(
                 session,
                 order.client_order_id,
                 OrderStatus.ACCEPTED.value,
                 broker_order_id=f"paper-{order.id}",
             )
-        registry.record_fill(
+        record_fill(
             session,
             client_order_id=order.client_order_id,
             broker_fill_id=f"paper-{order.client_order_id}",
@@ -352,11 +359,11 @@ class PaperBroker:
         table = _PROTECTIVE_LEVELS
         resting = session.execute(select(table).where(table.c.account_id == self.account_id)).all()
         for row in resting:
-            order = registry.get_order(session, row.client_order_id)
+            order = get_order(session, row.client_order_id)
             if order.status in _OPEN_STATUSES:
                 continue  # not filled yet: nothing to protect so far
             done = delete(table).where(table.c.client_order_id == row.client_order_id)
-            fills = registry.fills_for_order(session, order.client_order_id)
+            fills = fills_for_order(session, order.client_order_id)
             if order.status != OrderStatus.FILLED.value or not fills:
                 session.execute(done)  # rejected or cancelled: no position was opened
                 continue
@@ -418,7 +425,7 @@ class PaperBroker:
         quantity = abs(entry.target_position)
         price = float(exit_fill_price(trigger, direction, self.costs.slippage_bps))
         exit_id = protective_exit_id(entry.client_order_id)
-        _, created = registry.create_order_if_absent(
+        _, created = create_order_if_absent(
             session,
             client_order_id=exit_id,
             account_id=entry.account_id,
@@ -431,13 +438,13 @@ class PaperBroker:
         )
         if not created:
             return  # another process recorded this exit first
-        registry.update_order_status(
+        update_order_status(
             session,
             exit_id,
             OrderStatus.ACCEPTED.value,
             broker_order_id=f"paper-{EXIT_REASONS[reason]}-{entry.id}",
         )
-        registry.record_fill(
+        record_fill(
             session,
             client_order_id=exit_id,
             broker_fill_id=f"paper-{exit_id}",
@@ -460,7 +467,7 @@ class PaperBroker:
                 fee=fill.fee,
                 filled_at=fill.filled_at,
             )
-            for fill in registry.fills_for_order(session, order.client_order_id)
+            for fill in fills_for_order(session, order.client_order_id)
         )
         return OrderResult(
             order.client_order_id, OrderStatus(order.status), order.broker_order_id, fills, order.error
@@ -471,19 +478,19 @@ class PaperBroker:
 
     def settle_open_orders(self) -> tuple[OrderResult, ...]:
         """Catch up with the bars (call it on every bar); returns what became of the orders that were open."""
-        with registry.session_scope(self._engine) as session:
+        with session_scope(self._engine) as session:
             open_ids = [
                 order.client_order_id
-                for order in registry.orders_for_account(session, self.account_id, _OPEN_STATUSES)
+                for order in orders_for_account(session, self.account_id, _OPEN_STATUSES)
             ]
         self._catch_up()
         return tuple(self._current(client_order_id) for client_order_id in open_ids)
 
     def positions(self) -> tuple[Position, ...]:
-        with registry.session_scope(self._engine) as session:
+        with session_scope(self._engine) as session:
             return tuple(
                 Position(p.symbol, p.quantity, p.avg_price)
-                for p in registry.positions_for_account(session, self.account_id)
+                for p in positions_for_account(session, self.account_id)
             )
 
     def reconcile(self, client_order_ids: Sequence[str] = ()) -> ReconcileReport:

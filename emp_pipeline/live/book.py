@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from emp_pipeline.registry.models import Fill, Order, OrderSide, OrderStatus, StrategyStatus
-from emp_pipeline.registry.repository import status_history
+from emp_pipeline.registry.research import status_history
 
 OPEN_ORDER_STATUSES = (
     OrderStatus.PENDING.value,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import getpass
 from typing import TextIO
 
-from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.control import KILL_SWITCH, get_flag, set_flag
+from emp_pipeline.registry.engine import session_scope, shared_engine
 from emp_pipeline.registry.migrate import upgrade_database
 
 
@@ -21,17 +22,17 @@ def kill_switch_command(
         out.write(f"unknown kill-switch action {action!r}: use on, off or status\n")
         return 2
     upgrade_database(database_url)
-    engine = registry.shared_engine(database_url)
-    with registry.session_scope(engine) as session:
+    engine = shared_engine(database_url)
+    with session_scope(engine) as session:
         if action != "status":
-            registry.set_flag(
+            set_flag(
                 session,
-                registry.KILL_SWITCH,
+                KILL_SWITCH,
                 action == "on",
                 reason=reason,
                 updated_by=updated_by if updated_by is not None else _user(),
             )
-        flag = registry.get_flag(session, registry.KILL_SWITCH)
+        flag = get_flag(session, KILL_SWITCH)
     if flag is None:
         out.write("kill switch: off (never set)\n")
         return 0

@@ -70,9 +70,20 @@ from emp_pipeline.domain.risk import (
 )
 from emp_pipeline.live.book import OPEN_ORDER_STATUSES, activation_time, strategy_positions
 from emp_pipeline.live.journal import LiveJournal
-from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.control import KILL_SWITCH, flag_enabled
+from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.errors import ClientOrderIdConflictError, InvalidOrderTransitionError
+from emp_pipeline.registry.instruments import load_instruments
 from emp_pipeline.registry.models import OrderStatus as RegistryStatus
+from emp_pipeline.registry.orders import (
+    create_order_if_absent,
+    get_order,
+    orders_for_account,
+    record_fill,
+    update_order_status,
+)
+from emp_pipeline.registry.positions import get_account, positions_for_account
+from emp_pipeline.registry.research import active_strategies
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
 log = logging.getLogger(__name__)
@@ -253,9 +264,9 @@ def decide_orders(
 
 def record_result(engine: Engine, result: OrderResult) -> str:
     """Write a broker answer into the registry (fills first: they move positions and cash); returns status."""
-    with registry.session_scope(engine) as session:
+    with session_scope(engine) as session:
         for fill in result.fills:
-            registry.record_fill(
+            record_fill(
                 session,
                 client_order_id=result.client_order_id,
                 broker_fill_id=fill.broker_fill_id,
@@ -264,14 +275,14 @@ def record_result(engine: Engine, result: OrderResult) -> str:
                 filled_at=fill.filled_at,
                 fee=fill.fee,
             )
-        order = registry.get_order(session, result.client_order_id)
+        order = get_order(session, result.client_order_id)
         new_status = _REGISTRY_STATUS.get(result.status)
         if new_status is RegistryStatus.FILLED and order.status != RegistryStatus.FILLED.value:
             new_status = RegistryStatus.ACCEPTED  # filled per the broker, not all fills reported yet
         if new_status is None:
             return order.status
         try:
-            order = registry.update_order_status(
+            order = update_order_status(
                 session,
                 result.client_order_id,
                 new_status.value,
@@ -313,8 +324,8 @@ def reconcile_open_orders(
     same id). A stale one from an earlier bar never reached the broker: its decision lapsed with its bar, so
     it is cancelled rather than sent late, and no longer counts as in flight.
     """
-    with registry.session_scope(engine) as session:
-        open_orders = registry.orders_for_account(session, account_id, OPEN_ORDER_STATUSES)
+    with session_scope(engine) as session:
+        open_orders = orders_for_account(session, account_id, OPEN_ORDER_STATUSES)
     try:
         broker.reconcile()  # the broker catches up first; what it did to these orders is recorded below
     except BrokerError as exc:
@@ -332,8 +343,8 @@ def reconcile_open_orders(
         if not lapsed:
             report.reconciled[order.client_order_id] = "not_found"
             continue
-        with registry.session_scope(engine) as session:
-            registry.update_order_status(
+        with session_scope(engine) as session:
+            update_order_status(
                 session,
                 order.client_order_id,
                 RegistryStatus.CANCELLED.value,
@@ -347,8 +358,8 @@ def reconcile_open_orders(
 
 def _active_books(engine: Engine, config: LiveConfig) -> list[StrategyBook]:
     books = []
-    with registry.session_scope(engine) as session:
-        for record in registry.active_strategies(session):
+    with session_scope(engine) as session:
+        for record in active_strategies(session):
             start = config.start or activation_time(session, record.id)
             if start is None:
                 continue
@@ -360,10 +371,10 @@ def _active_books(engine: Engine, config: LiveConfig) -> list[StrategyBook]:
 def _snapshot(
     engine: Engine, account_id: int, market: MarketView, journal: LiveJournal
 ) -> tuple[AccountSnapshot, float, float]:
-    with registry.session_scope(engine) as session:
-        account = registry.get_account(session, account_id)
-        positions = {p.symbol: p.quantity for p in registry.positions_for_account(session, account_id)}
-        kill_switch = registry.flag_enabled(session, registry.KILL_SWITCH)
+    with session_scope(engine) as session:
+        account = get_account(session, account_id)
+        positions = {p.symbol: p.quantity for p in positions_for_account(session, account_id)}
+        kill_switch = flag_enabled(session, KILL_SWITCH)
     equity = account_equity(account.cash, positions, market.closes)
     day_start = journal.day_start_equity(market.bar_time)
     snapshot = AccountSnapshot(
@@ -389,8 +400,8 @@ def _submit(
     side = "buy" if decision.approved_quantity > 0 else "sell"
     quantity = abs(decision.approved_quantity)
     try:
-        with registry.session_scope(engine) as session:
-            order, created = registry.create_order_if_absent(
+        with session_scope(engine) as session:
+            order, created = create_order_if_absent(
                 session,
                 client_order_id=intent.client_order_id,
                 account_id=account_id,
@@ -418,8 +429,8 @@ def _submit(
     try:
         result = broker.submit_order(order_request(intent, side, quantity))
     except BrokerError as exc:
-        with registry.session_scope(engine) as session:
-            registry.update_order_status(
+        with session_scope(engine) as session:
+            update_order_status(
                 session, intent.client_order_id, RegistryStatus.UNKNOWN.value, error=f"submit failed: {exc}"
             )
         report.errors.append(f"submit {intent.client_order_id}: {exc}")
@@ -450,8 +461,8 @@ def run_live_tick(
 
     books = _active_books(engine, config)
     report.strategies = len(books)
-    with registry.session_scope(engine) as session:
-        metas = list(instruments) if instruments is not None else registry.load_instruments(session)
+    with session_scope(engine) as session:
+        metas = list(instruments) if instruments is not None else load_instruments(session)
         held = strategy_positions(session, account_id)
     journal = LiveJournal(data_dir, account_id)
     snapshot, _, initial_cash = _snapshot(engine, account_id, market, journal)

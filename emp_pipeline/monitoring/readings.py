@@ -17,6 +17,8 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from emp_pipeline.auth.redis_connection import connect_redis
 from emp_pipeline.auth.token_store import RedisTokenStore, TokenState, TokenStatus
+from emp_pipeline.registry.control import KILL_SWITCH
+from emp_pipeline.registry.engine import make_engine
 from emp_pipeline.registry.models import (
     Account,
     BrokerKind,
@@ -29,7 +31,6 @@ from emp_pipeline.registry.models import (
     Strategy,
     StrategyStatus,
 )
-from emp_pipeline.registry.repository import KILL_SWITCH, make_engine
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
 BARS_DATASET = "market_bars"

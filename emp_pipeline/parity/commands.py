@@ -18,8 +18,9 @@ from emp_pipeline.parity.gates import (
     parity_gate,
     strategy_genome,
 )
-from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.errors import RegistryError
+from emp_pipeline.registry.research import active_strategies
 from emp_pipeline.settings import Settings
 
 
@@ -35,7 +36,7 @@ def _gate_settings(args: argparse.Namespace) -> GateSettings:
 
 
 def _cmd_lookahead(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    engine = registry.make_engine(settings.database_url)
+    engine = make_engine(settings.database_url)
     try:
         genome = strategy_genome(engine, args.genome_id)
         gate = _gate_settings(args)
@@ -51,10 +52,10 @@ def _cmd_lookahead(args: argparse.Namespace, settings: Settings, out: TextIO) ->
 
 
 def _cmd_parity(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    engine = registry.make_engine(settings.database_url)
+    engine = make_engine(settings.database_url)
     try:
-        with registry.session_scope(engine) as session:
-            ids = args.strategy or [record.id for record in registry.active_strategies(session)]
+        with session_scope(engine) as session:
+            ids = args.strategy or [record.id for record in active_strategies(session)]
         if not ids:
             out.write("no active strategy to replay: name one with --strategy\n")
             return 2

@@ -26,7 +26,9 @@ from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.domain.sensory import SensoryCortex
 from emp_pipeline.live.engine import BARS_DATASET
 from emp_pipeline.parity.replay import ParityConfig, ParityReport, run_parity
-from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.engine import session_scope
+from emp_pipeline.registry.instruments import load_instruments
+from emp_pipeline.registry.research import get_strategy
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
 
@@ -75,8 +77,8 @@ def load_gate_data(data_dir: Path | str, engine: Engine, settings: GateSettings)
     bars = DatedFrameStore(data_dir, BARS_DATASET).read_window()
     if bars.empty or "symbol" not in bars.columns:
         raise GateInputError(f"no market_bars under {data_dir}: materialise market_bars before promoting")
-    with registry.session_scope(engine) as session:
-        instruments = tuple(registry.load_instruments(session))
+    with session_scope(engine) as session:
+        instruments = tuple(load_instruments(session))
     known = {meta.symbol for meta in instruments}
     bars = bars.loc[bars["symbol"].isin(known)].reset_index(drop=True)
     if bars.empty:
@@ -97,8 +99,8 @@ def load_gate_data(data_dir: Path | str, engine: Engine, settings: GateSettings)
 
 
 def strategy_genome(engine: Engine, strategy_id: str) -> Genome:
-    with registry.session_scope(engine) as session:
-        return genome_from_dict(registry.get_strategy(session, strategy_id).genome)
+    with session_scope(engine) as session:
+        return genome_from_dict(get_strategy(session, strategy_id).genome)
 
 
 def _regimes(kind: str) -> RegimeFunction:

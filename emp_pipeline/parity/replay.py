@@ -84,8 +84,10 @@ from emp_pipeline.parity.report import (
     compare_trades,
     empty_trades,
 )
-from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.registry.orders import fills_for_order, orders_for_account
+from emp_pipeline.registry.positions import get_account, positions_for_account
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
 ONE_DAY = pd.Timedelta(days=1)
@@ -240,13 +242,13 @@ def _read(root: Path, start: pd.Timestamp | None, end: pd.Timestamp) -> dict[str
 def _registry(root: Path) -> Engine:
     url = f"sqlite:///{root / 'registry.sqlite'}"
     upgrade_database(url)
-    return registry.make_engine(url)
+    return make_engine(url)
 
 
 def _account(engine: Engine, account_id: int) -> tuple[float, dict[str, float]]:
-    with registry.session_scope(engine) as session:
-        cash = registry.get_account(session, account_id).cash
-        positions = {p.symbol: p.quantity for p in registry.positions_for_account(session, account_id)}
+    with session_scope(engine) as session:
+        cash = get_account(session, account_id).cash
+        positions = {p.symbol: p.quantity for p in positions_for_account(session, account_id)}
     return cash, positions
 
 
@@ -460,11 +462,11 @@ def _live_trades(
     engine: Engine, account_id: int, closes: Mapping[str, tuple[pd.Timestamp, float]], capital: float
 ) -> pd.DataFrame:
     """Round trips rebuilt from the paper fills (a reversal's one fill closes a trade and opens the next)."""
-    with registry.session_scope(engine) as session:
+    with session_scope(engine) as session:
         fills = []
-        for order in registry.orders_for_account(session, account_id):
+        for order in orders_for_account(session, account_id):
             sign = OrderSide(order.side).sign
-            for fill in registry.fills_for_order(session, order.client_order_id):
+            for fill in fills_for_order(session, order.client_order_id):
                 fills.append(
                     (pd.Timestamp(fill.filled_at), order.symbol, sign * fill.quantity, fill.price, fill.fee)
                 )

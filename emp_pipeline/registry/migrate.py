@@ -17,9 +17,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
+from emp_pipeline.registry.engine import make_engine
 from emp_pipeline.registry.errors import RegistryError
 from emp_pipeline.registry.models import Base
-from emp_pipeline.registry.repository import make_engine
 
 ALEMBIC_INI = Path(__file__).resolve().parent / "alembic.ini"
 

@@ -1,4 +1,4 @@
-"""Plain, immutable values that go into and come out of the registry repository.
+"""Plain, immutable values that go into and come out of the registry's aggregate modules.
 
 Callers (Dagster assets, the broker, the CLI) never hold ORM objects: sessions end, rows detach, and a frozen
 dataclass says exactly which fields a caller may rely on.
@@ -16,7 +16,7 @@ from typing import Any
 class NewStrategy:
     """One strategy produced by an evolution run, as handed to `record_strategies`.
 
-    `parent_ids` are registry ids (see `repository.strategy_content_id`) of strategies recorded earlier or in
+    `parent_ids` are registry ids (see `research.strategy_content_id`) of strategies recorded earlier or in
     the same batch; seeds and immigrants have none.
     """
 

@@ -4,7 +4,6 @@ import sys
 from dagster import build_resources
 
 from emp_pipeline.definitions import build_definitions
-from emp_pipeline.definitions import build_resources as project_resources
 
 
 def test_definitions_load_and_validate(embedded_settings):
@@ -17,7 +16,7 @@ def test_definitions_load_and_validate(embedded_settings):
 
 
 def test_every_resource_initialises_from_its_defaults(embedded_settings):
-    resources = project_resources(embedded_settings)
+    resources = build_definitions(embedded_settings).resources
     with build_resources(resources) as initialised:
         for name in resources:
             assert getattr(initialised, name) is not None, name

@@ -3,7 +3,10 @@
 import io
 
 from emp_pipeline.cli import main
-from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.engine import make_engine, session_scope
+from emp_pipeline.registry.orders import fills_for_order, orders_for_account
+from emp_pipeline.registry.positions import get_or_create_paper_account
+from emp_pipeline.registry.research import active_strategies
 
 
 def test_demo_runs_every_step_and_paper_trades_the_champions(embedded_settings, monkeypatch):
@@ -17,13 +20,13 @@ def test_demo_runs_every_step_and_paper_trades_the_champions(embedded_settings, 
     assert "market_bars: 3027 materialization(s)" in text  # the history, in the in-memory instance
     assert "market_bars: 90 materialization(s)" in text  # the newest 90 days, recorded for the UI
     assert "walk-forward study: 1 monthly period(s) 2013-02..2013-02" in text
-    engine = registry.make_engine(embedded_settings.database_url)
+    engine = make_engine(embedded_settings.database_url)
     try:
-        with registry.session_scope(engine) as session:
-            champions = registry.active_strategies(session)
-            account = registry.get_or_create_paper_account(session)
-            orders = registry.orders_for_account(session, account.id)
-            fills = {o.client_order_id: registry.fills_for_order(session, o.client_order_id) for o in orders}
+        with session_scope(engine) as session:
+            champions = active_strategies(session)
+            account = get_or_create_paper_account(session)
+            orders = orders_for_account(session, account.id)
+            fills = {o.client_order_id: fills_for_order(session, o.client_order_id) for o in orders}
     finally:
         engine.dispose()
     assert champions, text

@@ -18,17 +18,10 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, EnvVar, Failure, build_run_status_sensor_context
 
-from emp_pipeline.defs.live import (
-    LIVE_POOL,
-    LIVE_RUN_TAG,
-    LiveBrokerResource,
-    live_broker_resource,
-    live_execution_failure_sensor,
-    live_execution_job,
-    live_execution_sensor,
-    live_run_key,
-)
-from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource
+from emp_pipeline.defs.live.broker import LiveBrokerResource, live_broker_resource
+from emp_pipeline.defs.live.job import LIVE_POOL, LIVE_RUN_TAG, live_execution_job
+from emp_pipeline.defs.live.triggers import live_execution_failure_sensor, live_execution_sensor, live_run_key
+from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.backtest import entry_fill_price, fee_cost, market_arrays, simulate_strategy
 from emp_pipeline.domain.execution import Costs, round_to_step
 from emp_pipeline.domain.genome import Condition, RiskGenes, genome_signals
@@ -43,7 +36,9 @@ from emp_pipeline.live.engine import (
     run_live_tick,
 )
 from emp_pipeline.live.journal import LiveJournal
-from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.engine import session_scope, shared_engine
+from emp_pipeline.registry.orders import create_order_if_absent, fills_for_order, orders_for_account
+from emp_pipeline.registry.positions import get_or_create_paper_account, positions_for_account
 from emp_pipeline.settings import Settings
 from emp_pipeline_tests.live_setup import ALWAYS_LONG, make_market, prepare_registry, write_frames
 
@@ -86,13 +81,13 @@ def _run(database_url, data_dir, decision_bar, **config):
 
 
 def _orders(database_url):
-    engine = registry.shared_engine(database_url)
-    with registry.session_scope(engine) as session:
-        account = registry.get_or_create_paper_account(session)
+    engine = shared_engine(database_url)
+    with session_scope(engine) as session:
+        account = get_or_create_paper_account(session)
         return (
             account,
-            registry.orders_for_account(session, account.id),
-            {p.symbol: p for p in registry.positions_for_account(session, account.id)},
+            orders_for_account(session, account.id),
+            {p.symbol: p for p in positions_for_account(session, account.id)},
         )
 
 
@@ -257,7 +252,7 @@ def test_live_ticks_bar_by_bar_trade_when_and_at_the_prices_the_backtest_does(tm
     database_url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
     data_dir = tmp_path / "data"
     prepare_registry(database_url, market, genome)
-    engine = registry.shared_engine(database_url)
+    engine = shared_engine(database_url)
     dates = market.dates
     first = len(dates) - 25
     config = LiveConfig(start=dates[first].to_pydatetime(), limits=RiskLimits(1.0, 2.0, 0.5))
@@ -286,11 +281,11 @@ def test_live_ticks_bar_by_bar_trade_when_and_at_the_prices_the_backtest_does(tm
             expected.add((trade.symbol, trade.exit_date, round(trade.exit_price, 9), -int(trade.direction)))
     assert len(kernel) >= 4 and set(kernel["exit_reason"]) <= {"signal", "max_holding", "end_of_data"}
 
-    with registry.session_scope(engine) as session:
-        account = registry.get_or_create_paper_account(session)
+    with session_scope(engine) as session:
+        account = get_or_create_paper_account(session)
         live = set()
-        for order in registry.orders_for_account(session, account.id):
-            for fill in registry.fills_for_order(session, order.client_order_id):
+        for order in orders_for_account(session, account.id):
+            for fill in fills_for_order(session, order.client_order_id):
                 side = 1 if order.side == "buy" else -1
                 live.add((order.symbol, pd.Timestamp(fill.filled_at), round(fill.price, 9), side))
     # A reversal is one live order; the kernel's exit and re-entry at that open are one tuple in the set.
@@ -319,7 +314,7 @@ def test_live_ticks_follow_the_kernel_through_stops_and_take_profits_to_1e_9(tmp
     database_url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
     data_dir = tmp_path / "data"
     prepare_registry(database_url, fine, genome)
-    engine = registry.shared_engine(database_url)
+    engine = shared_engine(database_url)
     dates = fine.dates
     first = len(dates) - 25
     config = LiveConfig(start=dates[first].to_pydatetime(), limits=RiskLimits(1.0, 2.0, 0.5))
@@ -356,11 +351,11 @@ def test_live_ticks_follow_the_kernel_through_stops_and_take_profits_to_1e_9(tmp
         if trade.exit_reason != "end_of_data":
             expected[(trade.symbol, trade.exit_date, round(trade.exit_price, 9))] -= units
     live: dict[tuple[str, pd.Timestamp, float], float] = defaultdict(float)
-    with registry.session_scope(engine) as session:
-        account = registry.get_or_create_paper_account(session)
-        for order in registry.orders_for_account(session, account.id):
+    with session_scope(engine) as session:
+        account = get_or_create_paper_account(session)
+        for order in orders_for_account(session, account.id):
             sign = 1 if order.side == "buy" else -1
-            for fill in registry.fills_for_order(session, order.client_order_id):
+            for fill in fills_for_order(session, order.client_order_id):
                 key = (order.symbol, pd.Timestamp(fill.filled_at), round(fill.price, 9))
                 live[key] += sign * fill.quantity
     assert live.keys() == expected.keys()
@@ -389,11 +384,11 @@ def test_an_order_another_run_recorded_a_moment_ago_is_left_to_it(book, market):
     instruments = {meta.symbol: meta for meta in market.instruments}
     intents, _ = decide_orders(strategy_book, view, {}, instruments, Costs(), INITIAL_CASH)
     assert len(intents) == 2
-    engine = registry.shared_engine(database_url)
-    with registry.session_scope(engine) as session:
-        account = registry.get_or_create_paper_account(session)
+    engine = shared_engine(database_url)
+    with session_scope(engine) as session:
+        account = get_or_create_paper_account(session)
         for intent in intents:  # recorded by the other run, which has not sent them yet
-            registry.create_order_if_absent(
+            create_order_if_absent(
                 session,
                 client_order_id=intent.client_order_id,
                 account_id=account.id,

@@ -22,20 +22,20 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from sqlalchemy import func, select
 
 from emp_pipeline.data.sample import load_sample_macro_frame
-from emp_pipeline.definitions import build_definitions, build_resources
-from emp_pipeline.defs.assets.perception import (
+from emp_pipeline.definitions import build_definitions
+from emp_pipeline.defs.perception.assets import (
     compute_features_by_year,
     regime_frame_problems,
     settled_rows_with_nan,
 )
-from emp_pipeline.defs.resources import FredResource
+from emp_pipeline.defs.perception.resources import FredResource
 from emp_pipeline.domain.bars import normalise_bars
 from emp_pipeline.domain.regimes import REGIME_LABELS
 from emp_pipeline.domain.sensory import SensoryCortex
 from emp_pipeline.environment import configured_source, configured_universe
+from emp_pipeline.registry.engine import session_scope, shared_engine
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.models import MarketRegime
-from emp_pipeline.registry.repository import session_scope, shared_engine
 from emp_pipeline.settings import Settings
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
@@ -244,7 +244,7 @@ def fake_fred() -> Iterator[str]:
 def test_features_read_fred_when_a_key_is_configured(tmp_path, sample_bars, earlier_features, fake_fred):
     settings = _home(tmp_path, "home", sample_bars, earlier_features)
     plain = build_definitions(settings)
-    resources = {**build_resources(settings), "fred": FredResource(api_key="test-key", base_url=fake_fred)}
+    resources = {**plain.resources, "fred": FredResource(api_key="test-key", base_url=fake_fred)}
     defs = Definitions(
         assets=plain.assets, asset_checks=plain.asset_checks, jobs=plain.jobs, resources=resources
     )

@@ -18,26 +18,32 @@ import numpy as np
 import pandas as pd
 from dagster import AssetCheckSeverity, DagsterInstance, materialize
 
-from emp_pipeline.defs.assets.champions import champion_strategies
-from emp_pipeline.defs.promotion_gates import (
+from emp_pipeline.defs.perception.resources import RegimeClassifierResource
+from emp_pipeline.defs.research.champions import champion_strategies
+from emp_pipeline.defs.research.promotion_gates import (
     PromotionGatesResource,
     champions_free_of_lookahead,
     champions_live_parity,
 )
-from emp_pipeline.defs.resources import (
-    DatabaseResource,
-    DataLakeResource,
-    RegimeClassifierResource,
-    WalkForwardResource,
-)
+from emp_pipeline.defs.research.resources import WalkForwardResource
+from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.genome import Genome, genome_to_dict
 from emp_pipeline.domain.instruments import InstrumentMeta
 from emp_pipeline.domain.sensory import SensoryCortex
 from emp_pipeline.domain.synthetic import generate_market
 from emp_pipeline.parity.commands import add_parity_commands
-from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.engine import make_engine, session_scope
+from emp_pipeline.registry.instruments import upsert_instruments
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.records import NewStrategy, PerformanceEntry
+from emp_pipeline.registry.research import (
+    get_strategy,
+    record_evolution_run,
+    record_performance,
+    record_strategies,
+    set_strategy_status,
+    status_history,
+)
 from emp_pipeline.settings import Settings
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 from emp_pipeline_tests.unit.test_lookahead import biased_rule_genome, correct_genome
@@ -61,11 +67,11 @@ def biased_features(instruments: Sequence[InstrumentMeta]) -> Callable[[pd.DataF
 
 def _seed_registry(url: str, instruments: Sequence[InstrumentMeta], genomes: Sequence[Genome]) -> list[str]:
     upgrade_database(url)
-    engine = registry.make_engine(url)
+    engine = make_engine(url)
     try:
-        with registry.session_scope(engine) as session:
-            registry.upsert_instruments(session, instruments)
-            run_id = registry.record_evolution_run(
+        with session_scope(engine) as session:
+            upsert_instruments(session, instruments)
+            run_id = record_evolution_run(
                 session,
                 period=PERIOD,
                 train_start=dt.date(2000, 1, 3),
@@ -74,12 +80,12 @@ def _seed_registry(url: str, instruments: Sequence[InstrumentMeta], genomes: Seq
                 seed=1,
                 config={"test": "promotion gates"},
             )
-            ids = registry.record_strategies(
+            ids = record_strategies(
                 session,
                 run_id,
                 [NewStrategy(genome_to_dict(g), 1, 0, "seed", 1.0 - k / 10) for k, g in enumerate(genomes)],
             )
-            registry.record_performance(
+            record_performance(
                 session,
                 [
                     PerformanceEntry(
@@ -134,11 +140,11 @@ def _materialize_champions(url: str, lake: Path):
 
 
 def _statuses(url: str, *strategy_ids: str) -> tuple[list[str], list]:
-    engine = registry.make_engine(url)
+    engine = make_engine(url)
     try:
-        with registry.session_scope(engine) as session:
-            statuses = [registry.get_strategy(session, i).status for i in strategy_ids]
-            history = registry.status_history(session, strategy_ids[-1])
+        with session_scope(engine) as session:
+            statuses = [get_strategy(session, i).status for i in strategy_ids]
+            history = status_history(session, strategy_ids[-1])
     finally:
         engine.dispose()
     return statuses, history
@@ -177,10 +183,10 @@ def test_blocking_gates_retire_a_champion_that_looks_ahead(tmp_path: Path) -> No
     correct_id, biased_id = _seed_registry(url, market.instruments, [correct_genome(), biased_rule_genome()])
     lake = tmp_path / "lake"
     _seed_lake(lake, market.bars, [correct_id, biased_id])
-    engine = registry.make_engine(url)
+    engine = make_engine(url)
     try:
-        with registry.session_scope(engine) as session:
-            registry.set_strategy_status(session, biased_id, "active", "activated by hand")
+        with session_scope(engine) as session:
+            set_strategy_status(session, biased_id, "active", "activated by hand")
     finally:
         engine.dispose()
 

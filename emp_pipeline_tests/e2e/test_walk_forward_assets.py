@@ -14,17 +14,16 @@ from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, DagsterInstance
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from emp_pipeline.definitions import build_definitions
-from emp_pipeline.defs.assets.champions import PROMOTION_POOL_SIZE
+from emp_pipeline.defs.research.champions import PROMOTION_POOL_SIZE
 from emp_pipeline.domain.promotion import GATE_NAMES
+from emp_pipeline.registry.engine import session_scope, shared_engine
 from emp_pipeline.registry.migrate import upgrade_database
-from emp_pipeline.registry.repository import (
+from emp_pipeline.registry.research import (
     active_strategies,
     ancestry,
     get_strategy,
     performance_records,
-    session_scope,
     set_strategy_status,
-    shared_engine,
     status_history,
     strategies_for_run,
 )

@@ -17,8 +17,8 @@ import redis
 from psycopg2 import sql
 from sqlalchemy import Engine
 
+from emp_pipeline.registry.engine import make_engine
 from emp_pipeline.registry.migrate import upgrade_database
-from emp_pipeline.registry.repository import make_engine
 from emp_pipeline_tests.fakes.ctrader_token_server import FakeCTraderTokenServer
 from emp_pipeline_tests.integration.token_fixtures import CLIENT_ID, CLIENT_SECRET, REDIS_URL
 

@@ -29,11 +29,14 @@ from emp_pipeline.broker.interface import (
     Position,
     ReconcileReport,
 )
-from emp_pipeline.defs.live import live_execution_job
-from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource
+from emp_pipeline.defs.live.job import live_execution_job
+from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.live.commands import kill_switch_command
 from emp_pipeline.live.journal import LiveJournal
-from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.engine import session_scope, shared_engine
+from emp_pipeline.registry.orders import create_order_if_absent, get_order, orders_for_account
+from emp_pipeline.registry.positions import get_or_create_account, positions_for_account
+from emp_pipeline.registry.research import active_strategies
 from emp_pipeline_tests.fakes.ctrader_server import FakeCTraderServer, FakeTokenProvider
 from emp_pipeline_tests.live_setup import make_market, prepare_registry, write_frames
 
@@ -115,8 +118,8 @@ class LocalCTraderBroker:
             fill_timeout_s=5.0,
             reconcile_settle_s=0.0,
         )
-        with registry.session_scope(engine) as session:
-            account = registry.get_or_create_account(
+        with session_scope(engine) as session:
+            account = get_or_create_account(
                 session, broker="ctrader", name=str(ACCOUNT), currency="USD", initial_cash=100_000.0
             )
         with CTraderBroker(config, self.tokens) as broker:
@@ -159,13 +162,13 @@ def _run(book, live_broker, **config):
 
 
 def _registry_orders(database_url):
-    engine = registry.shared_engine(database_url)
-    with registry.session_scope(engine) as session:
-        account = registry.get_or_create_account(
+    engine = shared_engine(database_url)
+    with session_scope(engine) as session:
+        account = get_or_create_account(
             session, broker="ctrader", name=str(ACCOUNT), currency="USD", initial_cash=100_000.0
         )
-        orders = registry.orders_for_account(session, account.id)
-        positions = {p.symbol: p.quantity for p in registry.positions_for_account(session, account.id)}
+        orders = orders_for_account(session, account.id)
+        positions = {p.symbol: p.quantity for p in positions_for_account(session, account.id)}
     return account, orders, positions
 
 
@@ -288,11 +291,11 @@ if __name__ == "__main__":
 
 def test_an_order_of_an_earlier_bar_that_never_reached_the_broker_lapses(book, server):
     database_url, _, decision_bar = book
-    engine = registry.shared_engine(database_url)
+    engine = shared_engine(database_url)
     account = _registry_orders(database_url)[0]
-    with registry.session_scope(engine) as session:
-        (strategy,) = registry.active_strategies(session)
-        registry.create_order_if_absent(  # recorded, then the process died before sending it
+    with session_scope(engine) as session:
+        (strategy,) = active_strategies(session)
+        create_order_if_absent(  # recorded, then the process died before sending it
             session,
             client_order_id="emp-crashed-before-send",
             account_id=account.id,
@@ -305,8 +308,8 @@ def test_an_order_of_an_earlier_bar_that_never_reached_the_broker_lapses(book, s
         )
     result = _run(book, LocalCTraderBroker.for_server(server), stale_order_seconds=0.0)
     assert result.success
-    with registry.session_scope(engine) as session:
-        lapsed = registry.get_order(session, "emp-crashed-before-send")
+    with session_scope(engine) as session:
+        lapsed = get_order(session, "emp-crashed-before-send")
     assert lapsed.status == "cancelled" and "never reached the broker" in lapsed.error
     assert "emp-crashed-before-send" not in _server_order_ids(server)
     # No longer counted as in flight: the current bar's entries go out for both symbols.

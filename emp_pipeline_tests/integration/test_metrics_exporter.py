@@ -24,19 +24,13 @@ from sqlalchemy import create_engine
 
 from emp_pipeline.auth.token_store import RedisTokenStore
 from emp_pipeline.monitoring import start_metrics_server
+from emp_pipeline.registry.control import KILL_SWITCH, set_flag
+from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.models import Base, StrategyStatus
+from emp_pipeline.registry.orders import create_order_if_absent, record_fill
+from emp_pipeline.registry.positions import get_or_create_paper_account
 from emp_pipeline.registry.records import NewStrategy
-from emp_pipeline.registry.repository import (
-    KILL_SWITCH,
-    create_order_if_absent,
-    get_or_create_paper_account,
-    record_evolution_run,
-    record_fill,
-    record_strategies,
-    session_scope,
-    set_flag,
-    set_strategy_status,
-)
+from emp_pipeline.registry.research import record_evolution_run, record_strategies, set_strategy_status
 from emp_pipeline.settings import Settings
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 

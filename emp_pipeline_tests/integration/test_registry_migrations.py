@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import inspect, text
 
+from emp_pipeline.registry.engine import make_engine
 from emp_pipeline.registry.migrate import (
     current_revision,
     downgrade_database,
@@ -12,7 +13,6 @@ from emp_pipeline.registry.migrate import (
     upgrade_database,
 )
 from emp_pipeline.registry.models import Base
-from emp_pipeline.registry.repository import make_engine
 
 
 def test_upgrade_reaches_head_and_schema_matches_models(registry_url: str) -> None:

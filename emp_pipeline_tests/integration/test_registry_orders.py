@@ -10,6 +10,7 @@ from multiprocessing.synchronize import Barrier
 import pytest
 from sqlalchemy import Engine, func, select
 
+from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.errors import (
     ClientOrderIdConflictError,
     FillConflictError,
@@ -20,19 +21,15 @@ from emp_pipeline.registry.errors import (
     UnknownStrategyError,
 )
 from emp_pipeline.registry.models import Fill, Order
-from emp_pipeline.registry.repository import (
+from emp_pipeline.registry.orders import (
     create_order_if_absent,
     fills_for_order,
-    get_account,
-    get_or_create_paper_account,
     get_order,
-    make_engine,
     orders_for_account,
-    positions_for_account,
     record_fill,
-    session_scope,
     update_order_status,
 )
+from emp_pipeline.registry.positions import get_account, get_or_create_paper_account, positions_for_account
 
 BAR = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
 AT = dt.datetime(2024, 3, 1, 21, 0, tzinfo=dt.UTC)

@@ -11,19 +11,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from emp_pipeline.domain.instruments import load_universe
+from emp_pipeline.registry.control import KILL_SWITCH, flag_enabled, get_flag, set_flag
+from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.errors import InvalidRegistryInputError
+from emp_pipeline.registry.instruments import load_instruments, upsert_instruments
 from emp_pipeline.registry.models import Instrument, MarketRegime
-from emp_pipeline.registry.repository import (
-    KILL_SWITCH,
-    flag_enabled,
-    get_flag,
-    load_instruments,
-    load_market_regimes,
-    session_scope,
-    set_flag,
-    upsert_instruments,
-    upsert_market_regimes,
-)
+from emp_pipeline.registry.regimes import load_market_regimes, upsert_market_regimes
 from emp_pipeline.settings import SAMPLE_UNIVERSE_FILE
 
 LABELS = ("bull_trend", "bear_trend", "range", "high_volatility")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from emp_pipeline.defs.resources import DatabaseResource
+from emp_pipeline.defs.storage import DatabaseResource
+from emp_pipeline.registry.control import KILL_SWITCH, flag_enabled, set_flag
 from emp_pipeline.registry.migrate import current_revision, head_revision
-from emp_pipeline.registry.repository import KILL_SWITCH, flag_enabled, set_flag
 
 
 def test_database_resource_upgrades_and_opens_sessions(registry_url: str) -> None:

@@ -9,6 +9,7 @@ import random
 import pytest
 from sqlalchemy import Engine, func, select
 
+from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.errors import (
     InvalidRegistryInputError,
     InvalidStatusTransitionError,
@@ -23,7 +24,7 @@ from emp_pipeline.registry.models import (
     StrategyStatusChange,
 )
 from emp_pipeline.registry.records import NewStrategy, PerformanceEntry
-from emp_pipeline.registry.repository import (
+from emp_pipeline.registry.research import (
     active_strategies,
     ancestry,
     finish_evolution_run,
@@ -32,7 +33,6 @@ from emp_pipeline.registry.repository import (
     record_evolution_run,
     record_performance,
     record_strategies,
-    session_scope,
     set_strategy_status,
     status_history,
     strategies_for_run,

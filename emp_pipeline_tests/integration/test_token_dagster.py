@@ -17,13 +17,13 @@ from dagster import (
 )
 
 from emp_pipeline.auth.build import build_token_store
-from emp_pipeline.defs.resources import CTraderTokenResource
-from emp_pipeline.defs.token_refresh import (
+from emp_pipeline.defs.token.refresh import (
     build_token_refresh_job,
     ctrader_token_failure_sensor,
     ctrader_token_sensor,
     token_refresh_job,
 )
+from emp_pipeline.defs.token.resources import CTraderTokenResource
 from emp_pipeline_tests.fakes.ctrader_token_server import EXPIRES_IN_S, FakeCTraderTokenServer
 from emp_pipeline_tests.integration.token_fixtures import CLIENT_ID, CLIENT_SECRET, REDIS_URL
 

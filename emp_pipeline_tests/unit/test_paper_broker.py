@@ -22,9 +22,11 @@ from emp_pipeline.broker.paper import (
 )
 from emp_pipeline.domain.backtest import MarketArrays, simulate_strategy
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
-from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.errors import ClientOrderIdConflictError
 from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.registry.orders import create_order_if_absent
+from emp_pipeline.registry.positions import get_account
 
 DAYS = pd.date_range("2024-03-04", periods=4, freq="D", tz="UTC")
 OPENS = {"EURUSD": [1.0800, 1.0900, 1.1000, 1.1100], "SPY": [500.0, np.nan, 510.0, 520.0]}
@@ -59,14 +61,14 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def engine(migrated_template: Path, tmp_path: Path) -> Iterator[Engine]:
     path = tmp_path / "registry.sqlite"
     path.write_bytes(migrated_template.read_bytes())
-    engine = registry.make_engine(f"sqlite:///{path}")
+    engine = make_engine(f"sqlite:///{path}")
     yield engine
     engine.dispose()
 
 
 def account_cash(engine: Engine, broker: PaperBroker) -> float:
-    with registry.session_scope(engine) as session:
-        return registry.get_account(session, broker.account_id).cash
+    with session_scope(engine) as session:
+        return get_account(session, broker.account_id).cash
 
 
 def test_an_order_waits_for_the_next_bar_then_fills_at_its_open_with_slippage_and_fee(engine: Engine) -> None:
@@ -92,8 +94,8 @@ def test_an_order_recorded_by_the_caller_fills_after_its_own_bar_and_sells_recei
     engine: Engine,
 ) -> None:
     broker = PaperBroker(engine, BarFrameOpens(bars()), costs=COSTS)
-    with registry.session_scope(engine) as session:
-        registry.create_order_if_absent(
+    with session_scope(engine) as session:
+        create_order_if_absent(
             session, client_order_id="eu-short", account_id=broker.account_id, symbol="EURUSD", side="sell",
             quantity=5_000, bar_time=DAYS[0].to_pydatetime(), target_position=-5_000,
         )  # fmt: skip

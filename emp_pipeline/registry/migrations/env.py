@@ -13,8 +13,8 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
 
+from emp_pipeline.registry.engine import make_engine
 from emp_pipeline.registry.models import Base, UtcDateTime
-from emp_pipeline.registry.repository import make_engine
 from emp_pipeline.settings import Settings
 
 config = context.config

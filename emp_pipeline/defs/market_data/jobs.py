@@ -1,4 +1,4 @@
-"""Asset jobs: named selections the schedules, sensors, CLI and UI launch."""
+"""Market-data jobs: the universe, the daily update (bars, then features and regimes), freshness."""
 
 from __future__ import annotations
 
@@ -26,21 +26,3 @@ freshness_job = define_asset_job(
     selection=AssetSelection.checks(MARKET_BARS_FRESH),
     description="Is the newest stored bar of every symbol current? Scheduled apart from backfills.",
 )
-
-# --- walk-forward research (defs/assets/strategies.py, performance.py, champions.py) ---
-
-evolution_job = define_asset_job(
-    "evolution_job",
-    selection=AssetSelection.assets("evolved_strategies", "strategy_performance"),
-    description="One walk-forward period: evolve on the history before it, then measure out of sample on it. "
-    "A backfill over N periods is an N-period walk-forward study (one run per period).",
-)
-
-research_job = define_asset_job(
-    "research_job",
-    selection=AssetSelection.assets("walk_forward_report", "champion_strategies"),
-    description="Stitch the measured periods into the walk-forward report (equity, drawdown, PBO), then "
-    "promote or retire champions through the gates; the gate checks block on a failing champion set.",
-)
-
-# --- end walk-forward research ---

@@ -34,13 +34,10 @@ from dagster import (
 
 from emp_pipeline.data.sample import load_sample_macro_frame
 from emp_pipeline.defs.check_results import counted_check_result
+from emp_pipeline.defs.market_data.resources import MarketDataResource
 from emp_pipeline.defs.partitions import daily_bar_partitions
-from emp_pipeline.defs.resources import (
-    DatabaseResource,
-    FredResource,
-    MarketDataResource,
-    RegimeClassifierResource,
-)
+from emp_pipeline.defs.perception.resources import FredResource, RegimeClassifierResource
+from emp_pipeline.defs.storage import DatabaseResource
 from emp_pipeline.domain.regimes import (
     NEUTRAL_LABEL,
     PROBABILITY_COLUMNS,
@@ -55,7 +52,7 @@ from emp_pipeline.domain.sensory import (
     empty_features,
     macro_coverage,
 )
-from emp_pipeline.registry.repository import upsert_market_regimes
+from emp_pipeline.registry.regimes import upsert_market_regimes
 from emp_pipeline.reporting.regime_chart import regime_chart_png
 
 GROUP = "perception"

@@ -1,17 +1,12 @@
-"""Schedules: the daily update after the US close, the monthly walk-forward period, and data freshness."""
+"""Market-data schedules: the daily update after the US close, and the freshness check on weekday evenings."""
 
 from dagster import DefaultScheduleStatus, ScheduleDefinition, build_schedule_from_partitioned_job
 
-from emp_pipeline.defs.jobs import daily_update_job, evolution_job, freshness_job
+from emp_pipeline.defs.market_data.jobs import daily_update_job, freshness_job
 
 # 22:30 UTC is after the US cash close in both summer and winter time; each tick runs yesterday's partition.
 daily_update_schedule = build_schedule_from_partitioned_job(
     daily_update_job, hour_of_day=22, minute_of_hour=30, name="daily_update_schedule"
-)
-
-# The first day of a month closes the previous monthly period: evolve and measure it.
-evolution_schedule = build_schedule_from_partitioned_job(
-    evolution_job, day_of_month=1, hour_of_day=23, name="evolution_schedule"
 )
 
 freshness_schedule = ScheduleDefinition(

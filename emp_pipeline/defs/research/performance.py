@@ -25,15 +25,15 @@ from dagster import (
     asset,
 )
 
-from emp_pipeline.defs.assets.strategies import (
+from emp_pipeline.defs.research.partitions import walk_forward_partitions
+from emp_pipeline.defs.research.strategies import (
     FREQUENCY,
     GROUP,
     OWNERS,
     TRAINING_LOOKBACK_DAYS,
     walk_forward_grid,
 )
-from emp_pipeline.defs.partitions import walk_forward_partitions
-from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource
+from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.evolution import EvolutionConfig, backtest_fold
 from emp_pipeline.domain.genome import genome_from_json
 from emp_pipeline.domain.metrics import performance_metrics
@@ -46,7 +46,7 @@ from emp_pipeline.domain.walkforward_study import (
     trial_matrix,
 )
 from emp_pipeline.registry.records import PerformanceEntry
-from emp_pipeline.registry.repository import record_performance
+from emp_pipeline.registry.research import record_performance
 from emp_pipeline.reporting.walk_forward_plots import equity_drawdown_png, png_markdown
 
 PBO_MAX_BLOCKS = 16

@@ -37,7 +37,7 @@ from emp_pipeline.auth.errors import (
     TokenStoreUnavailableError,
 )
 from emp_pipeline.auth.token_store import TokenStatus
-from emp_pipeline.defs.resources import CTraderTokenResource
+from emp_pipeline.defs.token.resources import CTraderTokenResource
 from emp_pipeline.live.alerts import send_alert
 from emp_pipeline.settings import Settings
 

@@ -24,14 +24,11 @@ from dagster import (
 )
 from sqlalchemy.orm import Session
 
-from emp_pipeline.defs.assets.strategies import FREQUENCY, GROUP, OWNERS
-from emp_pipeline.defs.promotion_gates import PromotionGatesResource
-from emp_pipeline.defs.resources import (
-    DatabaseResource,
-    DataLakeResource,
-    RegimeClassifierResource,
-    WalkForwardResource,
-)
+from emp_pipeline.defs.perception.resources import RegimeClassifierResource
+from emp_pipeline.defs.research.promotion_gates import PromotionGatesResource
+from emp_pipeline.defs.research.resources import WalkForwardResource
+from emp_pipeline.defs.research.strategies import FREQUENCY, GROUP, OWNERS
+from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.genome import genome_from_dict
 from emp_pipeline.domain.promotion import (
     ACTIVE,
@@ -46,7 +43,7 @@ from emp_pipeline.domain.promotion import (
 from emp_pipeline.domain.walkforward import period_bounds
 from emp_pipeline.parity.gates import load_gate_data, lookahead_gate
 from emp_pipeline.registry.records import PerformanceRecord, StrategyRecord
-from emp_pipeline.registry.repository import (
+from emp_pipeline.registry.research import (
     active_strategies,
     get_strategy,
     performance_records,

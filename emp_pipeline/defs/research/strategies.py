@@ -28,13 +28,14 @@ from dagster import (
     asset,
 )
 
-from emp_pipeline.defs.partitions import (
+from emp_pipeline.defs.research.partitions import (
     WALK_FORWARD_EMBARGO_BARS,
     WALK_FORWARD_MIN_TRAIN_BARS,
     WALK_FORWARD_TRAIN_BARS,
     walk_forward_partitions,
 )
-from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource, WalkForwardResource
+from emp_pipeline.defs.research.resources import WalkForwardResource
+from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.backtest import MarketArrays, market_arrays
 from emp_pipeline.domain.evolution import EvolutionResult, StrategyRecord, evolve_fold
 from emp_pipeline.domain.genome import (
@@ -47,7 +48,7 @@ from emp_pipeline.domain.genome import (
 from emp_pipeline.domain.walkforward import WalkForwardFold, build_fold, period_bounds
 from emp_pipeline.domain.walkforward_study import lineage_closure, period_seed, training_lookback_days
 from emp_pipeline.registry.records import NewStrategy, PerformanceEntry
-from emp_pipeline.registry.repository import (
+from emp_pipeline.registry.research import (
     finish_evolution_run,
     record_evolution_run,
     record_performance,

@@ -14,7 +14,8 @@ from typing import Any
 
 from dagster import AssetCheckResult, AssetCheckSeverity, ConfigurableResource, MetadataValue, asset_check
 
-from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource, RegimeClassifierResource
+from emp_pipeline.defs.perception.resources import RegimeClassifierResource
+from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.parity.gates import (
     GateData,
@@ -24,7 +25,7 @@ from emp_pipeline.parity.gates import (
     parity_gate,
     strategy_genome,
 )
-from emp_pipeline.registry.repository import active_strategies, set_strategy_status
+from emp_pipeline.registry.research import active_strategies, set_strategy_status
 from emp_pipeline.settings import Settings
 
 CHAMPIONS = "champion_strategies"

@@ -19,8 +19,9 @@ from dagster import (
 )
 
 from emp_pipeline.defs.check_results import counted_check_result
+from emp_pipeline.defs.market_data.resources import MarketDataResource
 from emp_pipeline.defs.partitions import daily_bar_partitions
-from emp_pipeline.defs.resources import DatabaseResource, DataLakeResource, MarketDataResource
+from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.bar_quality import (
     BLOCKING_CHECKS,
     BarCheckOutcome,
@@ -29,7 +30,7 @@ from emp_pipeline.domain.bar_quality import (
 )
 from emp_pipeline.domain.bars import empty_bars, normalise_bars
 from emp_pipeline.domain.calendars import trading_days
-from emp_pipeline.registry.repository import upsert_instruments
+from emp_pipeline.registry.instruments import upsert_instruments
 
 GROUP = "market_data"
 OWNERS = ["team:research"]

@@ -1,0 +1,1 @@
+"""Live: the execution job, what triggers it, and the broker it trades through."""

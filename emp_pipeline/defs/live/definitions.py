@@ -1,0 +1,25 @@
+"""The live concern: the execution job, its sensor, fallback schedule and failure alert, and the broker."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from emp_pipeline.defs.live.broker import live_broker_resource
+from emp_pipeline.defs.live.job import live_execution_job
+from emp_pipeline.defs.live.triggers import (
+    live_execution_failure_sensor,
+    live_execution_schedule,
+    live_execution_sensor,
+)
+from emp_pipeline.defs.token.resources import CTraderTokenResource
+from emp_pipeline.settings import Settings
+
+
+def live_definitions(settings: Settings, ctrader_token: CTraderTokenResource | None) -> Definitions:
+    """`ctrader_token` is the token concern's resource (the same object), which the cTrader broker uses."""
+    return Definitions(
+        jobs=[live_execution_job],
+        sensors=[live_execution_sensor, live_execution_failure_sensor],
+        schedules=[live_execution_schedule],
+        resources={"live_broker": live_broker_resource(settings, ctrader_token=ctrader_token)},
+    )

@@ -1,0 +1,130 @@
+"""The live execution job: one op around `run_live_tick`. Thin: the tick itself is live.engine.
+
+* `live_execution_job`: one op that runs `run_live_tick` against the broker resource.
+* `live_execution_sensor` (triggers.py, like the two below): fires on new `market_regimes` partitions or a
+  new `champion_strategies` materialization; the run key is (latest regime bar, champion materialization),
+  so each new bar (and each new champion set) launches one run, and a re-evaluation launches none.
+* `live_execution_schedule`: a fallback after the close on weekdays, in case the sensor is off or a
+  materialization was missed; a tick on a bar already traded changes nothing (client order ids).
+* `live_execution_failure_sensor`: a failed live run raises an alert (log + optional webhook).
+* One live run at a time: every run carries the tag `emp/live-execution` (the queued run coordinator's
+  tag_concurrency_limits hold it to 1, see dagster.yaml), and the op runs in the `emp_live_execution`
+  concurrency pool (limit 1 via `dagster instance concurrency set emp_live_execution 1`, or the instance's
+  concurrency.pools settings). Neither makes orders exactly-once (client order ids do); they keep two runs
+  from racing at all.
+"""
+# No `from __future__ import annotations` here: Dagster resolves the op's Config annotation at decoration.
+
+import datetime as dt
+from typing import Any
+
+import pandas as pd
+from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
+
+from emp_pipeline.domain.execution import Costs
+from emp_pipeline.domain.risk import RiskLimits
+from emp_pipeline.live.engine import LiveConfig, LiveExecutionError, LiveTickReport, run_live_tick
+from emp_pipeline.settings import Settings
+
+LIVE_JOB_NAME = "live_execution_job"
+LIVE_RUN_TAG = "emp/live-execution"
+LIVE_POOL = "emp_live_execution"
+
+
+class LiveExecutionConfig(Config):
+    """Per-run knobs; risk limits left unset come from the settings (EMP_MAX_POSITION_FRACTION, ...)."""
+
+    start_date: str | None = None  # anchor of the strategies' track record; None = their activation time
+    as_of_date: str | None = None  # decide on the newest stored bar at or before this day; None = newest
+    capital_per_strategy: float | None = None
+    stale_order_seconds: float = 120.0
+    max_position_fraction: float | None = None
+    max_gross_exposure: float | None = None
+    daily_loss_limit: float | None = None
+
+
+def live_config(
+    config: LiveExecutionConfig, settings: Settings, fee_bps: float, slippage_bps: float
+) -> LiveConfig:
+    limits = RiskLimits(
+        max_position_fraction=config.max_position_fraction or settings.max_position_fraction,
+        max_gross_exposure=config.max_gross_exposure or settings.max_gross_exposure,
+        daily_loss_limit=config.daily_loss_limit or settings.daily_loss_limit,
+    )
+    start = pd.Timestamp(config.start_date, tz="UTC").to_pydatetime() if config.start_date else None
+    as_of = pd.Timestamp(config.as_of_date, tz="UTC").to_pydatetime() if config.as_of_date else None
+    return LiveConfig(
+        as_of=as_of,
+        costs=Costs(fee_bps=fee_bps, slippage_bps=slippage_bps),
+        limits=limits,
+        start=start,
+        capital_per_strategy=config.capital_per_strategy,
+        stale_order_seconds=config.stale_order_seconds,
+    )
+
+
+def _report_metadata(report: LiveTickReport) -> dict[str, Any]:
+    rows = "\n".join(
+        f"| {d['strategy_id']} | {d['symbol']} | {d['decision']} | {d['current']:g} | {d['target']:g} | "
+        f"{d['verdict']} | {d['reason']} |"
+        for d in report.decisions
+    )
+    header = "| strategy | symbol | decision | current | target | verdict | reason |\n" + "|---" * 7 + "|\n"
+    table = header + rows
+    return {
+        "bar_time": str(report.bar_time),
+        "active_strategies": report.strategies,
+        "orders_decided": len(report.decisions),
+        "orders_sent_or_found": len(report.submitted),
+        "orders_rejected_by_risk": len(report.rejected),
+        "orders_left_to_other_run": len(report.left_to_other_run),
+        "orders_reconciled": len(report.reconciled),
+        "kill_switch": report.kill_switch,
+        "equity": float(report.equity) if report.equity is not None else None,
+        "day_start_equity": float(report.day_start_equity) if report.day_start_equity is not None else None,
+        "decisions": MetadataValue.md(table if report.decisions else "no order needed at this bar"),
+    }
+
+
+@op(
+    name="execute_live_tick",
+    description="Champions' signals on the latest bar -> targets -> risk checks -> exactly-once orders.",
+    required_resource_keys={"database", "lake", "live_broker"},
+    pool=LIVE_POOL,
+    tags={"kind": "broker"},
+)
+def execute_live_tick(context: OpExecutionContext, config: LiveExecutionConfig) -> Output[None]:
+    settings = Settings.from_env()
+    database = context.resources.database
+    data_dir = context.resources.lake.base_dir
+    engine = database.engine()
+    live_broker = context.resources.live_broker
+    tick_config = live_config(config, settings, live_broker.fee_bps, live_broker.slippage_bps)
+    try:
+        with live_broker.open(engine, data_dir, tick_config.as_of) as (broker, account_id):
+            report = run_live_tick(
+                engine=engine,
+                data_dir=data_dir,
+                broker=broker,
+                account_id=account_id,
+                now=dt.datetime.now(dt.UTC),
+                config=tick_config,
+            )
+    except LiveExecutionError as exc:
+        # Retrying the same inputs cannot help; the failure sensor alerts a person instead.
+        raise Failure(description=str(exc), allow_retries=False) from exc
+    for decision in report.rejected:
+        context.log.warning(
+            f"risk {decision['verdict']}: {decision['strategy_id']} {decision['symbol']} "
+            f"{decision['requested_quantity']:g} ({decision['reason']})"
+        )
+    return Output(None, metadata=_report_metadata(report))
+
+
+@job(
+    name=LIVE_JOB_NAME,
+    description="Trade the active champions on the latest bar (paper broker or cTrader), exactly once.",
+    tags={LIVE_RUN_TAG: "true"},
+)
+def live_execution_job() -> None:
+    execute_live_tick()

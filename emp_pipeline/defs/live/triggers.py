@@ -1,0 +1,85 @@
+"""What starts the live job (a sensor per new bar or champion set, a fallback schedule) and watches it."""
+
+from typing import Any
+
+from dagster import (
+    AssetKey,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SkipReason,
+    run_failure_sensor,
+    schedule,
+    sensor,
+)
+
+from emp_pipeline.defs.live.job import LIVE_RUN_TAG, live_execution_job
+from emp_pipeline.live.alerts import send_alert
+from emp_pipeline.settings import Settings
+
+REGIMES_KEY = AssetKey("market_regimes")
+CHAMPIONS_KEY = AssetKey("champion_strategies")
+SENSOR_INTERVAL_S = 60
+
+
+def live_run_key(instance: Any) -> str | None:
+    """(latest regime bar, latest champion materialization) as a run key, or None before any regimes."""
+    partitions = instance.get_materialized_partitions(REGIMES_KEY)
+    if partitions:
+        bar = max(partitions)
+    else:
+        records = instance.fetch_materializations(REGIMES_KEY, limit=1).records
+        if not records:
+            return None
+        bar = f"m{records[0].storage_id}"  # an unpartitioned regimes asset: each materialization is news
+    champions = instance.fetch_materializations(CHAMPIONS_KEY, limit=1).records
+    champion_part = f"c{champions[0].storage_id}" if champions else "c0"
+    return f"live-{bar}-{champion_part}"
+
+
+@sensor(
+    name="live_execution_sensor",
+    job=live_execution_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    default_status=DefaultSensorStatus.STOPPED,
+    description="One live run per new regime bar or new champion set (run key = bar + champion event).",
+)
+def live_execution_sensor(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+    run_key = live_run_key(context.instance)
+    if run_key is None:
+        return SkipReason("market_regimes has never been materialized: nothing to trade on yet")
+    if run_key == context.cursor:
+        return SkipReason(f"no new regime bar or champion set since {run_key}")
+    context.update_cursor(run_key)
+    return RunRequest(run_key=run_key, tags={LIVE_RUN_TAG: "true", "emp/trigger": "sensor"})
+
+
+@schedule(
+    name="live_execution_schedule",
+    job=live_execution_job,
+    cron_schedule="45 22 * * 1-5",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.STOPPED,
+    description="Fallback tick after the US close: harmless if the sensor already traded the bar.",
+)
+def live_execution_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    return RunRequest(tags={LIVE_RUN_TAG: "true", "emp/trigger": "schedule"})
+
+
+@run_failure_sensor(
+    name="live_execution_failure_sensor",
+    monitored_jobs=[live_execution_job],
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Alert (log + EMP_ALERT_WEBHOOK_URL) when a live run fails: orders may need a look.",
+)
+def live_execution_failure_sensor(context: RunFailureSensorContext) -> None:
+    settings = Settings.from_env()
+    failure = context.failure_event.message or "run failed"
+    send_alert(
+        "emp live execution run failed",
+        {"run_id": context.dagster_run.run_id, "job": context.dagster_run.job_name, "error": failure[:2000]},
+        settings.alert_webhook_url,
+    )

@@ -1,0 +1,1 @@
+"""Market data: the instrument universe and daily bars (assets, checks, jobs, schedules, resource)."""

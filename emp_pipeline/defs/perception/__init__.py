@@ -1,0 +1,1 @@
+"""Perception: sensory features and market regimes."""

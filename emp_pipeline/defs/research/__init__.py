@@ -1,0 +1,1 @@
+"""Research: the walk-forward study, its report, and the gated champions."""

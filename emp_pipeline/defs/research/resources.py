@@ -1,0 +1,32 @@
+"""The walk-forward research resource: how each period's GA runs and the gates a champion must pass."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+
+from emp_pipeline.domain.evolution import EvolutionConfig
+from emp_pipeline.domain.promotion import PromotionGates
+
+
+class WalkForwardResource(ConfigurableResource):
+    """How each period's GA runs and the gates a champion must pass out of sample (from Settings)."""
+
+    seed: int = 7
+    population_size: int = 200
+    generations: int = 50
+    gate_min_sharpe: float = 0.5
+    gate_min_deflated_sharpe: float = 0.5
+    gate_max_drawdown: float = 0.15
+    gate_min_trades: int = 2
+    max_champions: int = 3
+
+    def evolution_config(self) -> EvolutionConfig:
+        return EvolutionConfig(population_size=self.population_size, generations=self.generations).validate()
+
+    def gates(self) -> PromotionGates:
+        return PromotionGates(
+            min_sharpe=self.gate_min_sharpe,
+            min_deflated_sharpe=self.gate_min_deflated_sharpe,
+            max_drawdown=self.gate_max_drawdown,
+            min_trades=self.gate_min_trades,
+        ).validate()

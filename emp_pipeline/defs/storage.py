@@ -1,0 +1,44 @@
+"""Storage every concern shares: the registry database and the Parquet data lake."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from emp_pipeline.registry.engine import session_scope, shared_engine
+from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.storage.parquet_frames import DatedFrameStore
+
+
+class DataLakeResource(ConfigurableResource):
+    """The Parquet datasets the IO manager writes, for checks and jobs that read them directly."""
+
+    base_dir: str
+
+    def store(self, name: str) -> DatedFrameStore:
+        return DatedFrameStore(Path(self.base_dir), name)
+
+
+class DatabaseResource(ConfigurableResource):
+    """The strategy registry: a SQLite file in the embedded mode, PostgreSQL in production (same schema)."""
+
+    url: str
+
+    def engine(self) -> Engine:
+        """One pooled engine per process and URL, shared by every asset op running in that process."""
+        return shared_engine(self.url)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work that commits when the block succeeds and rolls back when it raises."""
+        with session_scope(self.engine()) as session:
+            yield session
+
+    def upgrade(self, revision: str = "head") -> str | None:
+        """Apply the Alembic migrations up to `revision`; returns the revision the database is now at."""
+        return upgrade_database(self.url, revision)

@@ -1,0 +1,1 @@
+"""Token: the cTrader OAuth token lifecycle (resource, refresh job, sensors)."""
