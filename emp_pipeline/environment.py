@@ -6,7 +6,7 @@ Kept apart from the Dagster layer so the CLI, the live job and the tests make th
 from __future__ import annotations
 
 from emp_pipeline.data.csv import CsvSource
-from emp_pipeline.data.sample import SampleSource
+from emp_pipeline.data.sample import SAMPLE_DIR, SampleSource
 from emp_pipeline.data.source import MarketDataSource
 from emp_pipeline.data.yahoo import YahooFinanceSource
 from emp_pipeline.domain.instruments import Universe, load_universe
@@ -18,22 +18,26 @@ class ConfigurationError(ValueError):
 
 
 def configured_source(settings: Settings) -> MarketDataSource:
+    """The source of the configured kind, reading the universe's timeframe (and, for files, its timezone
+    and calendars) when a universe file is configured."""
+    universe = load_universe(settings.universe_file) if settings.universe_file is not None else None
     if settings.data_source == "sample":
-        return SampleSource()
+        return SampleSource.for_universe(SAMPLE_DIR, universe) if universe else SampleSource()
     if settings.data_source == "csv":
         if settings.csv_dir is None:
             raise ConfigurationError(
                 "EMP_DATA_SOURCE=csv needs EMP_CSV_DIR, the folder of <SYMBOL>.csv files"
             )
-        return CsvSource(settings.csv_dir)
+        return CsvSource.for_universe(settings.csv_dir, universe) if universe else CsvSource(settings.csv_dir)
     return YahooFinanceSource()
 
 
 def configured_universe(settings: Settings) -> Universe:
-    """The universe file if one is configured, else (CSV only) a universe inferred from the CSV folder."""
+    """The universe file. Without one a CSV folder stops the run with the universe file to write (its
+    instruments' terms cannot come from the bars); other sources need EMP_UNIVERSE_FILE."""
     if settings.universe_file is not None:
         return load_universe(settings.universe_file)
     source = configured_source(settings)
     if not isinstance(source, CsvSource):
         raise ConfigurationError(f"EMP_DATA_SOURCE={settings.data_source} needs EMP_UNIVERSE_FILE")
-    return source.infer_universe(name=f"csv:{settings.csv_dir.name if settings.csv_dir else 'folder'}")
+    raise source.terms_missing(name=f"csv-{settings.csv_dir.name if settings.csv_dir else 'folder'}")

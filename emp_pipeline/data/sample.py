@@ -1,7 +1,9 @@
-"""The bundled offline sample: real daily bars and macro series shipped with the package.
+"""The bundled offline sample: real bars and macro series shipped with the package.
 
-It lets the whole pipeline run with no network (the embedded default). The files under `sample/` were
-extracted by `scripts/extract_sample_data.py`; `sample/ORIGIN.md` records where each one came from.
+It lets the whole pipeline run with no network (the embedded default): daily ^GSPC, ^IXIC and GOOG
+(universe `universes/sample.yaml`) and hourly EURUSD for 2017 (universe `universes/sample_fx_h1.yaml`). The
+files under `sample/` were extracted by `scripts/extract_sample_data.py` and
+`scripts/extract_intraday_sample.py`; `sample/ORIGIN.md` records where each one came from.
 
 Macro series and when a value may be used (its release date, `available_from`):
 - VIX (CBOE volatility index close) and WTI (crude oil spot close): daily market prices, known at that
@@ -13,6 +15,7 @@ Macro series and when a value may be used (its release date, `available_from`):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import pandas as pd
 
 from emp_pipeline.data.csv import CsvSource
 from emp_pipeline.data.source import UnknownSymbolError
+from emp_pipeline.domain.timeframes import Timeframe
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 MACRO_DIR = SAMPLE_DIR / "macro"
@@ -29,12 +33,20 @@ MONTHLY_MACRO_SERIES = ("AAA", "BAA")
 
 
 class SampleSource(CsvSource):
-    """The bundled bar files (^GSPC, ^IXIC, GOOG), read by the same strict reader as any CSV folder."""
+    """The bundled bar files (daily ^GSPC, ^IXIC, GOOG; hourly EURUSD), read by the same strict reader as
+    any CSV folder."""
 
     name = "sample"
 
-    def __init__(self, directory: Path = SAMPLE_DIR) -> None:
-        super().__init__(directory)
+    def __init__(
+        self,
+        directory: Path = SAMPLE_DIR,
+        *,
+        timeframe: Timeframe = Timeframe.D1,
+        timezone: str = "UTC",
+        calendars: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(directory, timeframe=timeframe, timezone=timezone, calendars=calendars)
 
     def _fetch_raw(self, symbols: list[str], start: date, end: date) -> pd.DataFrame:
         available = self.available_symbols()

@@ -3,6 +3,10 @@
 `fetch` is a template method: argument checks, date-range filtering, canonical normalisation and
 validation live here once, so every source returns the same canonical bar frame and reports bad data the
 same way. Sources implement only `_fetch_raw`.
+
+A source delivers one timeframe (`timeframe`, D1 unless the source was built for another): daily bars are
+fetched by inclusive day range, intraday bars by the half-open window [start, end) of their open times,
+the way Dagster time partitions are windows.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from emp_pipeline.domain.bars import (
     normalise_bars,
     validate_bars,
 )
+from emp_pipeline.domain.calendars import as_utc
+from emp_pipeline.domain.timeframes import Timeframe
 
 
 class MarketDataError(RuntimeError):
@@ -54,33 +60,51 @@ def _as_date(value: date | str | pd.Timestamp, what: str) -> date:
     return stamp.date()
 
 
+def _as_instant(value: date | str | pd.Timestamp, what: str) -> pd.Timestamp:
+    try:
+        return as_utc(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{what} must be a date or a time, got {value!r}") from error
+
+
 class MarketDataSource(ABC):
-    """Daily bars for a set of symbols over an inclusive date range, as a canonical bar frame."""
+    """Bars of one timeframe for a set of symbols over a range, as a canonical bar frame."""
 
     name: str = "source"
+    timeframe: Timeframe = Timeframe.D1
 
     def fetch(
         self, symbols: Sequence[str], start: date | str | pd.Timestamp, end: date | str | pd.Timestamp
     ) -> pd.DataFrame:
-        """Bars of `symbols` dated start..end inclusive, normalised and validated (see domain/bars.py)."""
+        """Bars of `symbols` in the range, normalised and validated (see domain/bars.py).
+
+        Daily and weekly: bars dated start..end, inclusive days. Intraday: bars opening in [start, end),
+        instants in UTC (a date or a naive time means UTC; 2024-01-02 is its midnight).
+        """
         if isinstance(symbols, str):
             raise TypeError(f"symbols must be a sequence of symbols, got the string {symbols!r}")
         wanted = list(dict.fromkeys(symbols))
-        first, last = _as_date(start, "start"), _as_date(end, "end")
-        if last < first:
-            raise ValueError(f"end {last} is before start {first}")
+        if self.timeframe.is_intraday:
+            window_start, window_end = _as_instant(start, "start"), _as_instant(end, "end")
+            if window_end <= window_start:
+                raise ValueError(f"end {window_end} is not after start {window_start}")
+            first, last = window_start.date(), (window_end - pd.Timedelta(1)).date()
+        else:
+            first, last = _as_date(start, "start"), _as_date(end, "end")
+            if last < first:
+                raise ValueError(f"end {last} is before start {first}")
+            window_start = pd.Timestamp(first, tz="UTC")
+            window_end = pd.Timestamp(last, tz="UTC") + pd.Timedelta(days=1)
         if not wanted:
             return empty_bars()
         raw = self._fetch_raw(wanted, first, last)
         if raw.empty:
             return empty_bars()
         try:
-            bars = normalise_bars(raw)
+            bars = normalise_bars(raw, self.timeframe)
         except BarValidationError as error:
             raise MalformedDataError(f"{self.name}: {error}") from error
-        in_range = (bars["date"] >= pd.Timestamp(first, tz="UTC")) & (
-            bars["date"] <= pd.Timestamp(last, tz="UTC")
-        )
+        in_range = (bars["date"] >= window_start) & (bars["date"] < window_end)
         bars = bars.loc[in_range].reset_index(drop=True)
         if bars.empty:
             return empty_bars()
@@ -91,7 +115,8 @@ class MarketDataSource(ABC):
 
     @abstractmethod
     def _fetch_raw(self, symbols: list[str], start: date, end: date) -> pd.DataFrame:
-        """A long frame with the canonical columns (any dtypes, any order) covering at least start..end."""
+        """A long frame with the canonical columns (any dtypes, any order) covering at least the UTC days
+        start..end (inclusive); `fetch` cuts it to the exact range."""
 
 
 def concat_bars(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:

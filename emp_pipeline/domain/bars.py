@@ -1,14 +1,17 @@
 """The canonical bar frame: the one shape every source returns and every consumer reads.
 
-Long format, one row per (symbol, date): ``date`` is a timezone-aware UTC timestamp at midnight of the
-bar's trading day, prices are float64, ``adj_close`` is the split/dividend adjusted close (equal to ``close``
-where a source has no adjustment). Rows are sorted by symbol then date.
+Long format, one row per (symbol, date): ``date`` is the bar's label, a timezone-aware UTC timestamp:
+midnight of the bar's trading day for daily (and weekly) bars, the bar's open time for intraday bars (see
+`domain/timeframes.py`). Prices are float64, ``adj_close`` is the split/dividend adjusted close (equal to
+``close`` where a source has no adjustment). Rows are sorted by symbol then date.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from emp_pipeline.domain.timeframes import Timeframe
 
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "adj_close")
 BAR_COLUMNS: tuple[str, ...] = ("date", "symbol", *PRICE_COLUMNS, "volume")
@@ -26,20 +29,25 @@ def empty_bars() -> pd.DataFrame:
     return frame[list(BAR_COLUMNS)]
 
 
-def normalise_bars(frame: pd.DataFrame) -> pd.DataFrame:
+def normalise_bars(frame: pd.DataFrame, timeframe: Timeframe = Timeframe.D1) -> pd.DataFrame:
     """Coerce a frame that already has the canonical columns into canonical dtypes, order and sorting.
 
-    Dates become midnight UTC (a date with a time of day or another timezone is floored to its calendar
-    day in that timezone first, so an exchange's local trading day is kept).
+    Daily and weekly dates become midnight UTC (a date with a time of day or another timezone is floored to
+    its calendar day in that timezone first, so an exchange's local trading day is kept). Intraday dates
+    are open times, kept to the instant: converted to UTC, a naive one read as UTC.
     """
     missing = [column for column in BAR_COLUMNS if column not in frame.columns]
     if missing:
         raise BarValidationError(f"bar frame is missing columns {missing}; expected {list(BAR_COLUMNS)}")
     out = frame.loc[:, list(BAR_COLUMNS)].copy()
     dates = pd.to_datetime(out["date"])
-    if getattr(dates.dt, "tz", None) is not None:
-        dates = dates.dt.tz_localize(None)
-    out["date"] = dates.dt.normalize().dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+    if timeframe.is_intraday:
+        dates = dates.dt.tz_localize("UTC") if dates.dt.tz is None else dates.dt.tz_convert("UTC")
+        out["date"] = dates.astype("datetime64[ns, UTC]")
+    else:
+        if dates.dt.tz is not None:
+            dates = dates.dt.tz_localize(None)
+        out["date"] = dates.dt.normalize().dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
     out["symbol"] = out["symbol"].astype(str)
     for column in (*PRICE_COLUMNS, "volume"):
         out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")

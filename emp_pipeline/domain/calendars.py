@@ -128,9 +128,10 @@ def trading_days(
 def _fx_weeks(first: pd.Timestamp, last: pd.Timestamp) -> tuple[pd.DatetimeIndex, pd.DatetimeIndex]:
     """(opens, closes) in UTC of the FX trading weeks that overlap [first, last]."""
     sundays = pd.date_range(
-        (first.tz_convert(NEW_YORK).normalize() - pd.Timedelta(days=7)).tz_localize(None),
+        first.tz_convert(NEW_YORK).tz_localize(None).normalize() - pd.Timedelta(days=7),
         last.tz_convert(NEW_YORK).tz_localize(None).normalize() + pd.Timedelta(days=1),
         freq="W-SUN",
+        normalize=True,
     )
     local_open = sundays + pd.Timedelta(hours=FX_DAY_END.hour, minutes=FX_DAY_END.minute)
     opens = _utc_index(local_open.tz_localize(NEW_YORK))

@@ -89,8 +89,8 @@ class Timeframe(StrEnum):
             if timeframe.duration == duration:
                 return timeframe
         raise TimeframeError(
-            f"bars {_describe(duration)} apart match no timeframe; accepted: "
-            + ", ".join(f"{timeframe} ({_describe(timeframe.duration)})" for timeframe in cls)
+            f"bars {describe_duration(duration)} apart match no timeframe; accepted: "
+            + ", ".join(f"{timeframe} ({describe_duration(timeframe.duration)})" for timeframe in cls)
         )
 
     @classmethod
@@ -105,12 +105,16 @@ class Timeframe(StrEnum):
         )
 
 
-def _describe(duration: timedelta) -> str:
+def describe_duration(duration: timedelta) -> str:
+    """'30 minutes', '1 hour', '4 hours', '7 days': how messages name a spacing."""
     minutes = duration / timedelta(minutes=1)
     if minutes < 60 or minutes % 60:
-        return f"{minutes:g} minutes"
-    hours = minutes / 60
-    return f"{hours:g} hours" if hours < 24 or hours % 24 else f"{hours / 24:g} days"
+        amount, unit = minutes, "minute"
+    elif minutes < 24 * 60 or minutes % (24 * 60):
+        amount, unit = minutes / 60, "hour"
+    else:
+        amount, unit = minutes / (24 * 60), "day"
+    return f"{amount:g} {unit}{'' if amount == 1 else 's'}"
 
 
 _DURATIONS: dict[Timeframe, timedelta] = {
@@ -178,6 +182,19 @@ def periods_per_year(timeframe: Timeframe, calendar: str) -> int:
     return days * (timedelta(days=1) // timeframe.duration) if timeframe.is_intraday else days
 
 
+def _overlaps(
+    stretches: list[tuple[pd.Timestamp, pd.Timestamp]], opens: pd.DatetimeIndex, step: pd.Timedelta
+) -> np.ndarray:
+    """For each bar [open, open + step), whether it shares any time with the (sorted) trading stretches."""
+    starts = opens.as_unit("ns").asi8
+    stretch_opens = np.array([open_.value for open_, _ in stretches], dtype="int64")
+    stretch_closes = np.array([close.value for _, close in stretches], dtype="int64")
+    following = np.searchsorted(stretch_closes, starts, side="right")
+    overlaps = following < len(stretches)
+    overlaps[overlaps] = stretch_opens[following[overlaps]] < starts[overlaps] + step.value
+    return overlaps
+
+
 def bar_open_times(
     calendar: str,
     timeframe: Timeframe,
@@ -207,11 +224,87 @@ def bar_open_times(
         labels = opens[0].append(opens[1:]) if len(opens) > 1 else opens[0]
     else:
         grid = pd.date_range(first.floor(step), last, freq=step, inclusive="left").as_unit("ns")
-        stretch_opens = np.array([open_.value for open_, _ in stretches], dtype="int64")
-        stretch_closes = np.array([close.value for _, close in stretches], dtype="int64")
-        following = np.searchsorted(stretch_closes, grid.asi8, side="right")
-        overlaps = following < len(stretches)
-        overlaps[overlaps] = stretch_opens[following[overlaps]] < grid.asi8[overlaps] + step.value
-        labels = grid[overlaps]
+        labels = grid[_overlaps(stretches, grid, step)]
     labels = pd.DatetimeIndex(labels).astype(UTC_DTYPE)
     return labels[(labels >= first) & (labels < last)]
+
+
+# Daily bars stamped in local time are 23 to 25 hours apart around DST changes, intraday ones at most 4 hours.
+_DAY_LEVEL_SPACING = timedelta(hours=20)
+_WEEK_LEVEL_SPACING = timedelta(days=6)
+# Three steps in a row at a coarser bar size inside finer data are taken for a second timeframe, not gaps.
+COARSER_RUN_STEPS = 3
+
+
+class BarSpacingError(ValueError):
+    """Bar times no single timeframe explains; `positions` index the bars the message is about."""
+
+    def __init__(self, message: str, positions: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.positions = positions
+
+
+def detect_timeframe(open_times: pd.DatetimeIndex) -> Timeframe | None:
+    """The timeframe bars at these (sorted, unique) open times have, read from their spacing.
+
+    The closest two bars give the bar size; longer steps are gaps (a weekend, a night, a missing bar).
+    Day-level spacing gives D1 (W1 when no two bars are under six days apart). None for fewer than two
+    bars. BarSpacingError when the closest spacing is no timeframe's, or when runs of a coarser timeframe
+    sit inside finer data (a file that mixes timeframes).
+    """
+    if len(open_times) < 2:
+        return None
+    steps = np.diff(pd.DatetimeIndex(open_times).as_unit("ns").asi8)
+    if (steps <= 0).any():
+        raise ValueError("detect_timeframe needs sorted, unique open times")
+    closest = int(np.argmin(steps))
+    shortest = pd.Timedelta(int(steps[closest]), unit="ns").to_pytimedelta()
+    if shortest >= _DAY_LEVEL_SPACING:
+        return Timeframe.W1 if shortest >= _WEEK_LEVEL_SPACING else Timeframe.D1
+    try:
+        timeframe = Timeframe.from_duration(shortest)
+    except TimeframeError:
+        sizes = ", ".join(f"{tf} = {describe_duration(tf.duration)}" for tf in Timeframe if tf.is_intraday)
+        raise BarSpacingError(
+            f"bars {describe_duration(shortest)} apart, a spacing no timeframe has ({sizes})",
+            (closest, closest + 1),
+        ) from None
+    for coarser in Timeframe:
+        if not timeframe.duration < coarser.duration < _DAY_LEVEL_SPACING:
+            continue
+        at_coarser = np.concatenate([[False], steps == pd.Timedelta(coarser.duration).value, [False]])
+        edges = np.flatnonzero(np.diff(at_coarser.astype(np.int8)))
+        for run_start, run_end in zip(edges[::2], edges[1::2], strict=True):
+            if run_end - run_start >= COARSER_RUN_STEPS:
+                raise BarSpacingError(
+                    f"{run_end - run_start + 1} bars in a row {describe_duration(coarser.duration)} apart "
+                    f"({coarser} bars) among bars {describe_duration(timeframe.duration)} apart "
+                    f"({timeframe}): the data mixes timeframes",
+                    (int(run_start), int(run_end)),
+                )
+    return timeframe
+
+
+def outside_trading_time(calendar: str, timeframe: Timeframe, open_times: pd.DatetimeIndex) -> np.ndarray:
+    """True for each intraday bar none of whose time lies in the calendar's trading time.
+
+    Such a bar cannot exist (a Saturday FX bar, a 03:00 New York bar of an NYSE stock): most often the
+    times are local time read as UTC. Daily and weekly labels are never flagged here.
+    """
+    times = pd.DatetimeIndex(open_times).as_unit("ns")
+    if not timeframe.is_intraday or len(times) == 0:
+        return np.zeros(len(times), dtype=bool)
+    step = pd.Timedelta(timeframe.duration)
+    return ~_overlaps(trading_intervals(calendar, times.min(), times.max() + step), times, step)
+
+
+def off_bar_grid(calendar: str, timeframe: Timeframe, open_times: pd.DatetimeIndex) -> np.ndarray:
+    """True for each intraday bar of a round-the-clock calendar that does not open on the UTC bar grid.
+
+    FX and crypto bars open on whole multiples of their duration since midnight UTC (see the module doc);
+    an H1 bar at 10:30 is off the grid. Exchange bars follow each session's open, so none is flagged.
+    """
+    times = pd.DatetimeIndex(open_times).as_unit("ns")
+    if not timeframe.is_intraday or is_exchange_calendar(calendar):
+        return np.zeros(len(times), dtype=bool)
+    return times.asi8 % pd.Timedelta(timeframe.duration).value != 0

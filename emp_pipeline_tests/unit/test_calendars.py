@@ -82,6 +82,14 @@ def test_fx_week_opens_sunday_and_closes_friday_at_17_new_york_across_dst(
     assert opened.tz_convert("America/New_York").hour == 17 == closed.tz_convert("America/New_York").hour
 
 
+def test_fx_week_is_found_from_any_time_inside_it() -> None:
+    for text in ("2017-03-13 10:00", "2017-03-17 20:59", "2017-11-06 23:30"):
+        start = pd.Timestamp(text, tz="UTC")
+        [(opened, closed)] = trading_intervals("24x5", start, start + pd.Timedelta(minutes=1))
+        assert opened <= start < closed
+        assert opened.day_of_week == 6 and closed.day_of_week == 4
+
+
 def test_fx_weekend_is_closed_time_not_a_trading_day() -> None:
     friday_close, sunday_open = _utc("2017-01-06 22:00", "2017-01-08 22:00")
     weekend = pd.date_range(friday_close, sunday_open, freq="1h", inclusive="left")

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from emp_pipeline.data.csv import CsvSource, infer_instrument
+from emp_pipeline.data.csv import CsvSource
 from emp_pipeline.data.source import MalformedDataError, MarketDataError, NoDataError, UnknownSymbolError
 from emp_pipeline.domain.bars import BAR_COLUMNS, validate_bars
 from emp_pipeline.domain.calendars import trading_days
-from emp_pipeline.domain.instruments import AssetClass
+from emp_pipeline.domain.instruments import InstrumentTermsMissingError
 
 YAHOO_HEADER = "Date,Open,High,Low,Close,Adj Close,Volume"
 THREE_DAYS = [
@@ -180,13 +181,27 @@ def test_bad_content_is_rejected_with_file_line_and_column(
         _fetch(tmp_path)
 
 
-def test_unreadable_files_are_rejected(tmp_path: Path) -> None:
-    _write(tmp_path, "SPY.csv.gz", YAHOO_HEADER, *THREE_DAYS)  # named .gz but not compressed
-    (tmp_path / "QQQ.csv").write_bytes(b"Date,Open\n\xff\xfe\x00garbage")
-    with pytest.raises(MalformedDataError, match=r"SPY\.csv\.gz: cannot read as CSV"):
-        _fetch(tmp_path)
-    with pytest.raises(MalformedDataError, match=r"QQQ\.csv: cannot read as CSV"):
+def test_files_are_read_by_their_content_not_their_name(tmp_path: Path) -> None:
+    _write(tmp_path, "SPY.csv.gz", YAHOO_HEADER, *THREE_DAYS)  # named .gz but plain text
+    (tmp_path / "QQQ.csv").write_bytes(
+        gzip.compress(("\n".join([YAHOO_HEADER, *THREE_DAYS]) + "\n").encode())
+    )
+    expected = _fetch(tmp_path)
+    assert len(expected) == 3
+    qqq = _fetch(tmp_path, "QQQ")  # gzip named .csv: its first bytes say gzip, so it is gunzipped
+    pd.testing.assert_frame_equal(qqq.drop(columns="symbol"), expected.drop(columns="symbol"))
+
+
+def test_unreadable_files_are_rejected_with_what_they_are(tmp_path: Path) -> None:
+    (tmp_path / "QQQ.csv").write_bytes(b"Date,Open\n2024-01-02,1\n\xff\xfe\x00garbage")
+    with pytest.raises(MalformedDataError, match=r"QQQ\.csv line 3: byte b'\\xff' at offset 23 is not UTF-8"):
         _fetch(tmp_path, "QQQ")
+    (tmp_path / "ZIP.csv").write_bytes(b"PK\x03\x04" + b"\x00" * 30)
+    with pytest.raises(MalformedDataError, match=r"ZIP\.csv: this is a zip archive, not CSV text"):
+        _fetch(tmp_path, "ZIP")
+    (tmp_path / "CUT.csv").write_bytes(gzip.compress(b"Date,Open,High,Low,Close\n" * 50)[:30])
+    with pytest.raises(MalformedDataError, match=r"CUT\.csv: gzip-compressed but unreadable"):
+        _fetch(tmp_path, "CUT")
 
 
 def test_partly_missing_adjusted_close_is_rejected(tmp_path: Path) -> None:
@@ -255,37 +270,29 @@ def _synthetic_file(folder: Path, symbol: str, days: pd.DatetimeIndex, price: fl
     _write(folder, f"{symbol}.csv", YAHOO_HEADER, *lines)
 
 
-def test_infer_universe_guesses_calendar_and_class_from_the_days_traded(tmp_path: Path) -> None:
+def test_terms_are_never_guessed_from_dates_the_run_asks_for_them_by_name(tmp_path: Path) -> None:
     start, end = date(2023, 1, 2), date(2023, 12, 29)
-    _synthetic_file(tmp_path, "BTC-USD", trading_days("24x7", start, end), 30_000.0)
-    _synthetic_file(tmp_path, "EURUSD=X", trading_days("24x5", start, end), 1.09)
-    _synthetic_file(tmp_path, "USDJPY=X", trading_days("24x5", start, end), 140.0)
+    weekdays = trading_days("24x5", start, end)
+    _synthetic_file(
+        tmp_path, "EURUSD", weekdays.append(pd.DatetimeIndex([pd.Timestamp("2023-06-10", tz="UTC")])), 1.09
+    )
     _synthetic_file(tmp_path, "AAPL", trading_days("XNYS", date(2023, 3, 1), end), 180.0)
-    universe = CsvSource(tmp_path).infer_universe("folder")
-    assert universe.name == "folder"
-    assert (universe.start_date, universe.end_date) == (start, end)
-    btc, eurusd, usdjpy, aapl = (universe.instrument(s) for s in ("BTC-USD", "EURUSD=X", "USDJPY=X", "AAPL"))
-    assert (btc.asset_class, btc.calendar, btc.quote_currency) == (AssetClass.CRYPTO, "24x7", "USD")
-    assert (eurusd.asset_class, eurusd.calendar, eurusd.pip_position, eurusd.lot_size) == (
-        AssetClass.FX, "24x5", 4, 100_000,
-    )  # fmt: skip
-    assert eurusd.tick_size == pytest.approx(1e-5)
-    assert (usdjpy.pip_position, usdjpy.quote_currency) == (2, "JPY")
-    assert (aapl.asset_class, aapl.calendar, aapl.tick_size) == (AssetClass.EQUITY, "XNYS", 0.01)
+    error = CsvSource(tmp_path).terms_missing("csv-folder")
+    assert isinstance(error, InstrumentTermsMissingError) and error.symbols == ("AAPL", "EURUSD")
+    message = str(error)
+    assert "no instrument terms for AAPL, EURUSD" in message and "EMP_UNIVERSE_FILE" in message
+    assert "crypto" not in message.split("instruments:")[0]  # one Saturday bar is not an asset class
+    template = yaml.safe_load(message.split("\n\n", 1)[1])
+    assert (template["timeframe"], template["start_date"], template["end_date"]) == ("D1", start, end)
+    assert {entry["symbol"]: entry["tick_size"] for entry in template["instruments"]} == {
+        "AAPL": None,
+        "EURUSD": None,
+    }
 
 
-def test_infer_instrument_marks_caret_symbols_as_indices_and_prices_below_one() -> None:
-    days = trading_days("XNYS", date(2023, 1, 2), date(2023, 3, 31))
-    bars = pd.DataFrame({"date": days, "close": 0.25})
-    meta = infer_instrument("^TINY", bars)
-    assert (meta.asset_class, meta.calendar, meta.tick_size, meta.pip_position) == (
-        AssetClass.INDEX, "XNYS", pytest.approx(1e-4), 4,
-    )  # fmt: skip
-
-
-def test_infer_universe_of_an_empty_folder_is_an_error(tmp_path: Path) -> None:
+def test_terms_request_of_an_empty_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(UnknownSymbolError, match=r"holds no <SYMBOL>\.csv"):
-        CsvSource(tmp_path).infer_universe("empty")
+        CsvSource(tmp_path).terms_missing("empty")
 
 
 # Exactly what `yf.download(...).to_csv(path)` writes with yfinance >= 0.2.51 (MultiIndex columns).

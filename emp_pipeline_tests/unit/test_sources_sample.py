@@ -27,8 +27,8 @@ def sample_universe_bars() -> pd.DataFrame:
     return SampleSource().fetch(universe.symbols, universe.start_date, universe.end_date)
 
 
-def test_sample_holds_the_three_real_instruments() -> None:
-    assert set(SampleSource().available_symbols()) == {"^GSPC", "^IXIC", "GOOG"}
+def test_sample_holds_three_daily_instruments_and_hourly_eurusd() -> None:
+    assert set(SampleSource().available_symbols()) == {"^GSPC", "^IXIC", "GOOG", "EURUSD"}
 
 
 def test_known_real_prices_come_back() -> None:
@@ -72,11 +72,12 @@ def test_unknown_symbol_names_what_the_sample_holds() -> None:
 
 def test_bundle_is_small_and_every_file_has_its_origin_recorded() -> None:
     files = sorted(SAMPLE_DIR.rglob("*.csv.gz"))
-    assert sum(path.stat().st_size for path in files) < 400_000
+    assert sum(path.stat().st_size for path in files) < 550_000  # daily ~310 KB + hourly EURUSD ~110 KB
     origin = (SAMPLE_DIR / "ORIGIN.md").read_text(encoding="utf-8")
     for path in files:
         assert f"`{path.relative_to(SAMPLE_DIR).as_posix()}`" in origin
     assert "arch.data.sp500.load()" in origin and "backtesting.test.GOOG" in origin
+    assert "`gym-anytrading` 2.0.0 (MIT license)" in origin and "ASK prices" in origin
 
 
 def test_macro_series_and_their_release_dates() -> None:

@@ -42,7 +42,8 @@ def test_parse_accepts_names_in_any_case_and_refuses_the_rest_clearly() -> None:
         ):
             Timeframe.parse(bad)
     with pytest.raises(
-        TimeframeError, match=r"bars 2 hours apart match no timeframe; accepted: M1 \(1 minutes\)"
+        TimeframeError,
+        match=r"bars 2 hours apart match no timeframe; accepted: M1 \(1 minute\), M5 \(5 minutes\)",
     ):
         Timeframe.from_duration(timedelta(hours=2))
     with pytest.raises(TimeframeError, match="trendbar period 11 is not one we use"):
