@@ -23,8 +23,9 @@ RUN mkdir emp_pipeline && touch emp_pipeline/__init__.py \
 COPY emp_pipeline ./emp_pipeline
 RUN pip install --no-deps . && rm -rf build *.egg-info
 
-COPY dagster.yaml ${DAGSTER_HOME}/dagster.yaml
-COPY workspace.yaml /opt/dagster/app/workspace.yaml
+# Production's instance and workspace (deploy/); the root dagster.yaml and workspace.yaml are the local ones.
+COPY deploy/dagster.yaml ${DAGSTER_HOME}/dagster.yaml
+COPY deploy/workspace.yaml /opt/dagster/app/workspace.yaml
 
 # Services run as an unprivileged user; only the daemon runs as root (it talks to the Docker socket).
 RUN useradd --system --uid 10001 --home-dir /var/lib/emp emp \

@@ -26,8 +26,10 @@ lint: $(BIN)/emp
 	$(BIN)/ruff check emp_pipeline emp_pipeline_tests benchmarks scripts
 	$(BIN)/ruff format --check emp_pipeline emp_pipeline_tests benchmarks scripts
 
+# `dagster dev` on the root dagster.yaml (the local instance) and workspace.yaml (location emp_pipeline).
+# Ctrl-C or SIGTERM stops it and every process it started within seconds. Options: UI_ARGS="-p 3001".
 ui: $(BIN)/emp
-	DAGSTER_HOME=$(CURDIR)/.emp/dagster_home $(BIN)/dagster dev -m emp_pipeline.definitions
+	exec $(BIN)/python -m emp_pipeline.instance.dagster_dev $(UI_ARGS)
 
 bench: $(BIN)/emp
 	$(BIN)/pip install --quiet -e '.[bench]'

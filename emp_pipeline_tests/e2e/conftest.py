@@ -1,9 +1,9 @@
 """A production rehearsal: the Dagster services of docker-compose.yml, as local processes on PostgreSQL.
 
 The code server, webserver and daemon are started with the commands written in docker-compose.yml (only
-hosts, ports and file paths are swapped for local ones), against a fresh PostgreSQL database and the
-project's dagster.yaml. One deployment serves every e2e test that asks for it (session scope), and every
-process is stopped by process group at the end, also when a test fails.
+hosts, ports and file paths are swapped for local ones), against a fresh PostgreSQL database and
+production's deploy/dagster.yaml. One deployment serves every e2e test that asks for it (session scope), and
+every process is stopped by process group at the end, also when a test fails.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+# Production's instance and workspace (the image copies them); the root ones are the local instance's.
+PRODUCTION_INSTANCE_FILE = REPO_ROOT / "deploy" / "dagster.yaml"
+PRODUCTION_WORKSPACE_FILE = REPO_ROOT / "deploy" / "workspace.yaml"
+LOCAL_INSTANCE_FILE = REPO_ROOT / "dagster.yaml"
 # The compose services the rehearsal runs as processes, in start order; the one-shot migration runs first.
 REHEARSED_SERVICES = ("emp_user_code", "dagster_webserver", "dagster_daemon")
 REHEARSED_ONE_SHOT = "emp_migrate"
@@ -174,9 +178,11 @@ def command_succeeds(command: list[str], env: dict[str, str]) -> bool:
 
 
 def rehearsal_instance_config() -> dict[str, Any]:
-    """The project's dagster.yaml with only the run launcher swapped: no Docker engine runs here."""
-    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-    config["run_launcher"] = {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"}
+    """Production's deploy/dagster.yaml with only the run launcher swapped: no Docker engine runs here, so
+    runs are local processes, started by the local instance's launcher (whose workers run monitoring can
+    check, as the Docker launcher's containers)."""
+    config = yaml.safe_load(PRODUCTION_INSTANCE_FILE.read_text())
+    config["run_launcher"] = yaml.safe_load(LOCAL_INSTANCE_FILE.read_text())["run_launcher"]
     return config
 
 
@@ -310,7 +316,8 @@ def _start(command: list[str], env: dict[str, str], log: Path, cwd: Path) -> sub
         handle.close()
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM the process's group, SIGKILL it if it lingers, and sweep what is left of the group."""
     if process.poll() is not None:
         return
     group = os.getpgid(process.pid)
@@ -372,7 +379,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     user_code = commands["emp_user_code"]
     location_name = user_code[user_code.index("--location-name") + 1]
     grpc_port, webserver_port = free_port(), free_port()
-    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
+    workspace = yaml.safe_load(PRODUCTION_WORKSPACE_FILE.read_text())
     workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=grpc_port)
     (root / "rehearsal_probe.py").write_text(PROBE_DEFINITIONS)
     workspace["load_from"].append(
@@ -466,7 +473,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     finally:
         for service in reversed(REHEARSED_SERVICES):
             if service in deployment.processes:
-                _stop(deployment.processes[service])
+                stop_process_group(deployment.processes[service])
         _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         _admin(f'DROP DATABASE IF EXISTS "{registry_database}" WITH (FORCE)')
         client = redis.Redis(host="127.0.0.1", port=6379)

@@ -2,11 +2,11 @@
 
 What runs (see conftest.py): the registry migration (`emp db upgrade`), then `dagster code-server start`,
 `dagster-webserver` and `dagster-daemon run`, all with the commands of docker-compose.yml, on fresh PostgreSQL
-databases (Dagster's and the registry's), with the project's dagster.yaml
-(PostgreSQL storage, queued run coordinator with its `emp/live-execution` limit, compute logs). The one
-change: the rehearsal's instance yaml swaps the Docker run launcher for Dagster's DefaultRunLauncher,
-because no Docker engine runs here; runs are started by the code server as local processes instead of
-containers.
+databases (Dagster's and the registry's), with production's deploy/dagster.yaml
+(PostgreSQL storage, queued run coordinator with its `emp/live-execution` limit, compute logs, run
+monitoring). The one change: the rehearsal's instance yaml swaps the Docker run launcher for the local
+instance's launcher (Dagster's default one plus a worker health check), because no Docker engine runs here;
+runs are started by the code server as local processes instead of containers.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def started_instigators(deployment: Deployment) -> float:
 def test_runs_launched_through_graphql_queue_and_succeed_one_live_execution_at_a_time(
     deployment: Deployment, started_instigators: float, materialized_bars: Materialization
 ):
-    # launchRun answers QUEUED: the queued run coordinator of dagster.yaml is in charge, the daemon dequeues.
+    # launchRun answers QUEUED: deploy/dagster.yaml's queued run coordinator decides, the daemon dequeues.
     assert [run["status"] for run in materialized_bars.launched] == ["QUEUED", "QUEUED"]
     for run in materialized_bars.runs:
         assert run["status"] == "SUCCESS", deployment.run_errors(run["runId"])

@@ -1,4 +1,5 @@
-"""docker-compose.yml, dagster.yaml, the Dockerfile and Prometheus's files agree with each other.
+"""docker-compose.yml, deploy/dagster.yaml, the Dockerfile and Prometheus's files agree with each other,
+and the root dagster.yaml is the embedded local instance.
 
 No Docker engine runs here, so the deployment is checked by reading it; the e2e production rehearsal then
 starts the Dagster services with the commands read from this same compose file.
@@ -12,9 +13,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emp_pipeline_tests.e2e.conftest import COMPOSE_FILE, REHEARSED_ONE_SHOT, REHEARSED_SERVICES, REPO_ROOT
+from emp_pipeline_tests.e2e.conftest import (
+    COMPOSE_FILE,
+    LOCAL_INSTANCE_FILE,
+    PRODUCTION_INSTANCE_FILE,
+    PRODUCTION_WORKSPACE_FILE,
+    REHEARSED_ONE_SHOT,
+    REHEARSED_SERVICES,
+    REPO_ROOT,
+)
 
-DAGSTER_YAML = REPO_ROOT / "dagster.yaml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN_KEY|API_KEY")
 SUBSTITUTION = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
@@ -31,7 +39,12 @@ def compose() -> dict:
 
 @pytest.fixture(scope="module")
 def instance() -> dict:
-    return _load(DAGSTER_YAML)
+    return _load(PRODUCTION_INSTANCE_FILE)
+
+
+@pytest.fixture(scope="module")
+def local_instance() -> dict:
+    return _load(LOCAL_INSTANCE_FILE)
 
 
 def _env_example() -> dict[str, str]:
@@ -135,10 +148,42 @@ def test_instance_storage_reads_every_connection_setting_from_the_environment(in
     }
 
 
-def test_queued_runs_allow_one_live_execution_at_a_time(instance):
-    coordinator = instance["run_coordinator"]
+@pytest.mark.parametrize("config", ["instance", "local_instance"])
+def test_queued_runs_allow_one_live_execution_at_a_time(config, request):
+    coordinator = request.getfixturevalue(config)["run_coordinator"]
     assert coordinator["class"] == "QueuedRunCoordinator"
     assert {"key": "emp/live-execution", "limit": 1} in coordinator["config"]["tag_concurrency_limits"]
+
+
+@pytest.mark.parametrize("config", ["instance", "local_instance"])
+def test_run_monitoring_marks_dead_runs_failed_and_telemetry_is_off(config, request):
+    settings = request.getfixturevalue(config)
+    assert settings["run_monitoring"]["enabled"] is True
+    assert settings["run_monitoring"]["start_timeout_seconds"] > 0
+    assert settings["telemetry"] == {"enabled": False}
+
+
+def test_the_local_instance_needs_no_server_and_no_environment_variable(local_instance):
+    """`dagster dev` in the root must just work: SQLite under .emp, nothing read from the environment."""
+    assert local_instance["storage"] == {"sqlite": {"base_dir": ".emp/dagster_home"}}
+    for key in ("local_artifact_storage", "compute_logs"):
+        assert local_instance[key]["config"]["base_dir"].startswith(".emp/dagster_home"), key
+    assert "env:" not in LOCAL_INSTANCE_FILE.read_text()
+    launcher = local_instance["run_launcher"]
+    assert (launcher["module"], launcher["class"]) == (
+        "emp_pipeline.instance.run_launcher",
+        "LocalProcessRunLauncher",
+    )
+
+
+def test_the_local_workspace_names_the_code_location_emp_pipeline():
+    (entry,) = _load(REPO_ROOT / "workspace.yaml")["load_from"]
+    assert entry == {
+        "python_module": {"module_name": "emp_pipeline.definitions", "location_name": "emp_pipeline"}
+    }
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    assert 'module_name = "emp_pipeline.definitions"' in pyproject
+    assert 'code_location_name = "emp_pipeline"' in pyproject
 
 
 def test_docker_run_launcher_matches_the_compose_network_volumes_and_image(compose, instance):
@@ -173,7 +218,7 @@ def test_run_containers_get_every_setting_the_pipeline_reads(compose, instance):
 
 
 def test_workspace_points_at_the_code_server_service(compose):
-    workspace = _load(REPO_ROOT / "workspace.yaml")
+    workspace = _load(PRODUCTION_WORKSPACE_FILE)
     (entry,) = workspace["load_from"]
     command = compose["services"]["emp_user_code"]["command"]
     assert entry["grpc_server"]["host"] == "emp_user_code"
@@ -184,11 +229,15 @@ def test_workspace_points_at_the_code_server_service(compose):
 def test_the_image_installs_the_instance_and_workspace_files_the_services_use(compose):
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert re.search(r"DAGSTER_HOME=/\S+", dockerfile)
-    assert "COPY dagster.yaml ${DAGSTER_HOME}/dagster.yaml" in dockerfile
+    assert "COPY deploy/dagster.yaml ${DAGSTER_HOME}/dagster.yaml" in dockerfile
     for name in ("dagster_webserver", "dagster_daemon"):
         command = compose["services"][name]["command"]
         workspace = command[command.index("-w") + 1]
-        assert f"COPY workspace.yaml {workspace}" in dockerfile, name
+        assert f"COPY deploy/workspace.yaml {workspace}" in dockerfile, name
+    # deploy/ is kept out of the build context but for the two files the image copies.
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert "deploy" in ignored
+    assert {"!deploy/dagster.yaml", "!deploy/workspace.yaml"} <= set(ignored)
     assert "dagster-docker" in dockerfile and "prometheus-client" in dockerfile
 
 

@@ -1,0 +1,1 @@
+"""The local Dagster instance: the run launcher the root dagster.yaml names, and `make ui`'s `dagster dev`."""
