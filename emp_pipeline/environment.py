@@ -29,7 +29,9 @@ def configured_source(settings: Settings) -> MarketDataSource:
                 "EMP_DATA_SOURCE=csv needs EMP_CSV_DIR, the folder of <SYMBOL>.csv files"
             )
         return CsvSource.for_universe(settings.csv_dir, universe) if universe else CsvSource(settings.csv_dir)
-    return YahooFinanceSource()
+    if universe is None:
+        return YahooFinanceSource()
+    return YahooFinanceSource(timeframe=universe.timeframe, calendars=universe.calendars)
 
 
 def configured_universe(settings: Settings) -> Universe:

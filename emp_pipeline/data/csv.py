@@ -537,7 +537,7 @@ class CsvSource(MarketDataSource):
             directory,
             timeframe=universe.timeframe,
             timezone=universe.timezone,
-            calendars={meta.symbol: meta.calendar for meta in universe.instruments},
+            calendars=universe.calendars,
         )
 
     def _files(self) -> dict[str, Path]:

@@ -1,9 +1,18 @@
-"""Daily bars from Yahoo Finance through yfinance, batched, throttled and retried.
+"""Bars from Yahoo Finance through yfinance, batched, throttled and retried: daily, and intraday where Yahoo
+offers it (1m for the last 30 days, 7 days per request; 5m, 15m and 30m for the last 60 days; 60m for the
+last 730 days; no 4-hour or weekly bars here). A window older than that is refused before any request.
 
 yfinance's `download` swallows per-ticker failures: it logs "['TICKER']: SomeError('...')" on the
 `yfinance` logger and returns an all-NaN column for that ticker. So this source listens to that logger for
 the duration of each call to tell a transient failure (rate limit, network), which is retried with
 exponential backoff, from an unknown ticker or an empty range, which is reported at once without retrying.
+Without a network yfinance's summary line says "possibly delisted; no timezone found"; the cause is in the
+line its worker thread logged first ("Failed to get ticker 'X' reason: ... Could not resolve host ..."), so
+that line is read too, and a network failure is reported as one, never as an unknown ticker.
+
+Intraday bars are labelled by their open time in UTC and go through the checks CSV files get (the
+timeframe read from their spacing must be the one asked for); bars still forming (open + length after now)
+are left out, and bars in the instrument calendar's closed time or off its bar grid are dropped and counted.
 
 Layouts handled: a single ticker with flat columns, several tickers with MultiIndex columns in either
 (Price, Ticker) or (Ticker, Price) order, with or without "Adj Close" (auto_adjust False/True), and a
@@ -19,11 +28,13 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from itertools import pairwise
 
+import numpy as np
 import pandas as pd
 
 from emp_pipeline.data.source import (
@@ -35,6 +46,13 @@ from emp_pipeline.data.source import (
     concat_bars,
 )
 from emp_pipeline.domain.bars import BAR_COLUMNS
+from emp_pipeline.domain.timeframes import (
+    BarSpacingError,
+    Timeframe,
+    detect_timeframe,
+    off_bar_grid,
+    outside_trading_time,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +91,38 @@ _TRANSIENT_MARKERS = (
     "gateway time",
     "yahoo! finance is currently down",
 )
+_NETWORK_MARKERS = (
+    "curl: (",
+    "could not resolve",
+    "connection",
+    "timed out",
+    "timeout",
+    "network",
+    "sslerror",
+    "name or service not known",
+)
 _FAILURE_LINE = re.compile(r"^\s*(\[.*?\])\s*:\s*(.*)$", re.DOTALL)
+_CAUSE_LINE = re.compile(r"^Failed to get ticker '(?P<ticker>[^']+)' reason: (?P<reason>.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class YahooInterval:
+    """How Yahoo serves one timeframe: its interval name, how far back it reaches, how much one request may
+    span (None: no limit)."""
+
+    name: str
+    lookback: timedelta | None
+    request_span: timedelta | None
+
+
+YAHOO_INTERVALS: dict[Timeframe, YahooInterval] = {
+    Timeframe.M1: YahooInterval("1m", timedelta(days=30), timedelta(days=7)),
+    Timeframe.M5: YahooInterval("5m", timedelta(days=60), None),
+    Timeframe.M15: YahooInterval("15m", timedelta(days=60), None),
+    Timeframe.M30: YahooInterval("30m", timedelta(days=60), None),
+    Timeframe.H1: YahooInterval("1h", timedelta(days=730), None),
+    Timeframe.D1: YahooInterval("1d", None, None),
+}
 
 
 def _field_key(name: object) -> str:
@@ -83,6 +132,12 @@ def _field_key(name: object) -> str:
 def is_transient_message(text: str) -> bool:
     lowered = text.lower()
     return any(marker in lowered for marker in _TRANSIENT_MARKERS)
+
+
+def is_network_message(text: str) -> bool:
+    """The failure is this machine not reaching Yahoo (DNS, connection, TLS, timeout), not Yahoo's answer."""
+    lowered = text.lower()
+    return any(marker in lowered for marker in _NETWORK_MARKERS)
 
 
 def is_transient_exception(error: BaseException) -> bool:
@@ -102,20 +157,30 @@ class YahooTickerReport:
     incomplete_rows_dropped: int
     ohlc_rows_widened: int
     attempts: int
+    forming_rows_dropped: int = 0
+    closed_time_rows_dropped: int = 0
 
 
 class _FailureCapture(logging.Handler):
-    """Collects yfinance's per-ticker failure lines logged from the calling thread."""
+    """Collects yfinance's per-ticker failure lines: the summary from the calling thread, and the cause
+    each worker thread logged for the tickers of this call."""
 
-    def __init__(self) -> None:
+    def __init__(self, tickers: list[str]) -> None:
         super().__init__(level=logging.ERROR)
         self.thread_id = threading.get_ident()
+        self.tickers = {ticker.upper() for ticker in tickers}
         self.failures: dict[str, str] = {}
+        self.causes: dict[str, str] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        cause = _CAUSE_LINE.match(message)
+        if cause and cause.group("ticker").upper() in self.tickers:
+            self.causes[cause.group("ticker").upper()] = cause.group("reason").strip()
+            return
         if record.thread != self.thread_id:
             return
-        match = _FAILURE_LINE.match(record.getMessage())
+        match = _FAILURE_LINE.match(message)
         if not match:
             return
         try:
@@ -126,10 +191,18 @@ class _FailureCapture(logging.Handler):
             for ticker in tickers:
                 self.failures[str(ticker).upper()] = match.group(2).strip()
 
+    def reasons(self) -> dict[str, str]:
+        """Per ticker, why it has no bars: a network cause outranks the summary's "possibly delisted"."""
+        reasons = dict(self.failures)
+        for ticker, cause in self.causes.items():
+            if is_transient_message(cause) or ticker not in reasons:
+                reasons[ticker] = cause
+        return reasons
+
 
 @contextmanager
-def _capture_yfinance_failures() -> Iterator[_FailureCapture]:
-    capture = _FailureCapture()
+def _capture_yfinance_failures(tickers: list[str]) -> Iterator[_FailureCapture]:
+    capture = _FailureCapture(tickers)
     yf_logger = logging.getLogger(YFINANCE_LOGGER)
     yf_logger.addHandler(capture)
     try:
@@ -178,10 +251,52 @@ def _ticker_frames(frame: pd.DataFrame | None, tickers: Sequence[str]) -> dict[s
     return out
 
 
+def _bar_labels(index: pd.DatetimeIndex, timeframe: Timeframe) -> pd.DatetimeIndex:
+    """Daily: the exchange-local trading day as written. Intraday: the open time, in UTC (naive = UTC)."""
+    if timeframe.is_intraday:
+        return (index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")).as_unit("ns")
+    if index.tz is not None:
+        index = index.tz_localize(None)  # keep the exchange-local trading day
+    return index.normalize()
+
+
+def _check_intraday(
+    symbol: str, bars: pd.DataFrame, timeframe: Timeframe, calendar: str | None, now: pd.Timestamp
+) -> tuple[pd.DataFrame, int, int]:
+    """Closed bars of the asked timeframe only: (bars, forming bars dropped, closed-time bars dropped)."""
+    forming = bars.index + pd.Timedelta(timeframe.duration) > now
+    bars = bars.loc[~forming]
+    try:
+        detected = detect_timeframe(bars.index)
+    except BarSpacingError as error:
+        shown = [f"{bars.index[position]:%Y-%m-%d %H:%M}" for position in error.positions]
+        raise MalformedDataError(f"yahoo {symbol}: bars at {shown} UTC: {error}", symbol=symbol) from None
+    if detected is not None and detected is not timeframe:
+        raise MalformedDataError(
+            f"yahoo {symbol}: asked for {timeframe} bars, got {detected} bars", symbol=symbol
+        )
+    misplaced = np.zeros(len(bars), dtype=bool)
+    if calendar is not None:
+        misplaced = outside_trading_time(calendar, timeframe, bars.index) | off_bar_grid(
+            calendar, timeframe, bars.index
+        )
+    return bars.loc[~misplaced], int(forming.sum()), int(misplaced.sum())
+
+
 def normalise_ticker_frame(
-    symbol: str, frame: pd.DataFrame, attempts: int = 1
+    symbol: str,
+    frame: pd.DataFrame,
+    attempts: int = 1,
+    *,
+    timeframe: Timeframe = Timeframe.D1,
+    calendar: str | None = None,
+    now: pd.Timestamp | None = None,
 ) -> tuple[pd.DataFrame, YahooTickerReport]:
-    """One ticker's Yahoo fields (Open, High, Low, Close[, Adj Close], Volume) as canonical bar columns."""
+    """One ticker's Yahoo fields (Open, High, Low, Close[, Adj Close], Volume) as canonical bar columns.
+
+    Intraday bars also go through `_check_intraday` (`calendar` is the instrument's, `now` the cut-off for
+    bars still forming).
+    """
     renamed: dict[str, pd.Series] = {}
     for column in frame.columns:
         canonical = _FIELD_BY_KEY.get(_field_key(column))
@@ -194,10 +309,7 @@ def normalise_ticker_frame(
             symbol=symbol,
         )
     bars = pd.DataFrame(renamed, index=frame.index)
-    index = pd.DatetimeIndex(frame.index)
-    if index.tz is not None:
-        index = index.tz_localize(None)  # keep the exchange-local trading day
-    bars.index = index.normalize()
+    bars.index = _bar_labels(pd.DatetimeIndex(frame.index), timeframe)
     ohlc = bars[["open", "high", "low", "close"]]
     all_missing = ohlc.isna().all(axis=1)  # rows another ticker's calendar added
     bars = bars.loc[~all_missing]
@@ -209,6 +321,10 @@ def normalise_ticker_frame(
     bars["adj_close"] = bars["adj_close"].where(bars["adj_close"] > 0, bars["close"])
     bars["volume"] = bars["volume"].fillna(0.0).clip(lower=0.0) if "volume" in bars.columns else 0.0
     bars = bars.loc[~bars.index.duplicated(keep="last")]
+    forming = closed_time = 0
+    if timeframe.is_intraday:
+        moment = now if now is not None else pd.Timestamp.now(tz="UTC")
+        bars, forming, closed_time = _check_intraday(symbol, bars, timeframe, calendar, moment)
     envelope_high = bars[["open", "high", "close"]].max(axis=1)
     envelope_low = bars[["open", "low", "close"]].min(axis=1)
     widened = (envelope_high != bars["high"]) | (envelope_low != bars["low"])
@@ -219,12 +335,16 @@ def normalise_ticker_frame(
         incomplete_rows_dropped=int(unusable.sum()),
         ohlc_rows_widened=int(widened.sum()),
         attempts=attempts,
+        forming_rows_dropped=forming,
+        closed_time_rows_dropped=closed_time,
     )
-    if report.incomplete_rows_dropped or report.ohlc_rows_widened:
+    if report.incomplete_rows_dropped or report.ohlc_rows_widened or report.closed_time_rows_dropped:
         logger.warning(
-            "yahoo %s: dropped %d rows with a missing/non-positive price, widened [low, high] on %d rows",
+            "yahoo %s: dropped %d rows with a missing/non-positive price and %d in closed time or off the "
+            "bar grid, widened [low, high] on %d rows",
             symbol,
             report.incomplete_rows_dropped,
+            report.closed_time_rows_dropped,
             report.ohlc_rows_widened,
         )
     out = bars.rename_axis("date").reset_index()
@@ -239,14 +359,38 @@ def _yfinance_download(**kwargs: object) -> pd.DataFrame | None:
     return yfinance.download(**kwargs)
 
 
+def _unavailable(tickers: list[str], attempts: int, reasons: str) -> SourceUnavailableError:
+    """Retries exhausted: say whether this machine could not reach Yahoo or Yahoo kept refusing."""
+    if is_network_message(reasons):
+        cause = (
+            "this machine could not reach Yahoo Finance: a network problem (DNS, connection or TLS), not an "
+            "unknown ticker. Check the internet access or proxy of the machine running the pipeline"
+        )
+    else:
+        cause = (
+            "Yahoo Finance kept refusing (rate limit or server error). Try again later or raise max_attempts"
+        )
+    return SourceUnavailableError(
+        f"Yahoo Finance still failing for {tickers} after {attempts} attempts ({reasons}): {cause}.",
+        symbol=tickers[0] if len(tickers) == 1 else None,
+    )
+
+
 class YahooFinanceSource(MarketDataSource):
-    """yfinance `download` in chunks of tickers, with a throttle between calls and retries with backoff."""
+    """yfinance `download` in chunks of tickers, with a throttle between calls and retries with backoff.
+
+    `timeframe` is the bar size fetched (see `YAHOO_INTERVALS`); `calendars` (symbol -> trading calendar)
+    lets intraday bars in closed time be dropped; `now` is the clock that decides which bars are closed and
+    how far back Yahoo reaches.
+    """
 
     name = "yahoo"
 
     def __init__(
         self,
         *,
+        timeframe: Timeframe = Timeframe.D1,
+        calendars: Mapping[str, str] | None = None,
         chunk_size: int = 20,
         max_attempts: int = 4,
         initial_backoff_seconds: float = 2.0,
@@ -258,11 +402,17 @@ class YahooFinanceSource(MarketDataSource):
         download: DownloadFunction | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], pd.Timestamp] = lambda: pd.Timestamp.now(tz="UTC"),
     ) -> None:
+        if timeframe not in YAHOO_INTERVALS:
+            offered = ", ".join(str(tf) for tf in YAHOO_INTERVALS)
+            raise MarketDataError(f"Yahoo Finance has no {timeframe} bars; it offers {offered}")
         if chunk_size < 1 or max_attempts < 1:
             raise ValueError(f"chunk_size and max_attempts must be >= 1, got {chunk_size}, {max_attempts}")
         if min(initial_backoff_seconds, throttle_seconds, timeout_seconds) < 0 or backoff_multiplier < 1:
             raise ValueError("backoff, throttle and timeout must be >= 0 and backoff_multiplier >= 1")
+        self.timeframe = timeframe
+        self.calendars = dict(calendars or {})
         self.chunk_size = chunk_size
         self.max_attempts = max_attempts
         self.initial_backoff_seconds = initial_backoff_seconds
@@ -274,6 +424,7 @@ class YahooFinanceSource(MarketDataSource):
         self._download = download or _yfinance_download
         self._sleep = sleep
         self._clock = clock
+        self._now = now
         self._last_call: float | None = None
         self.last_report: dict[str, YahooTickerReport] = {}
 
@@ -290,24 +441,58 @@ class YahooFinanceSource(MarketDataSource):
             self._sleep(wait)
         self._last_call = now + max(wait, 0.0)
 
-    def _call(self, tickers: list[str], start: date, end: date) -> tuple[pd.DataFrame | None, dict[str, str]]:
+    def _requests(self, start: date, end: date) -> list[tuple[str | datetime, str | datetime]]:
+        """The (start, end) pairs to ask yfinance for, end exclusive: whole days for daily bars; for
+        intraday bars UTC instants covering the days, cut to Yahoo's span per request, refused when
+        older than Yahoo keeps."""
+        if not self.timeframe.is_intraday:
+            return [(start.isoformat(), (end + timedelta(days=1)).isoformat())]  # yfinance's end is exclusive
+        interval = YAHOO_INTERVALS[self.timeframe]
+        first = pd.Timestamp(start, tz="UTC")
+        last = pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
+        earliest = self._now() - pd.Timedelta(interval.lookback)
+        if first < earliest:
+            raise MarketDataError(
+                f"Yahoo Finance serves {interval.name} bars for the last {interval.lookback.days} days only "
+                f"(from {earliest:%Y-%m-%d %H:%M} UTC); the requested range starts {start}. Older "
+                f"{self.timeframe} history: a CSV folder or the cTrader source"
+            )
+        span = pd.Timedelta(interval.request_span) if interval.request_span else last - first
+        edges = [*pd.date_range(first, last, freq=span, inclusive="left"), last]
+        return [(a.to_pydatetime(), b.to_pydatetime()) for a, b in pairwise(edges)]
+
+    def _call(
+        self, tickers: list[str], start: str | datetime, end: str | datetime
+    ) -> tuple[pd.DataFrame | None, dict[str, str]]:
         self._throttle()
-        with _capture_yfinance_failures() as capture:
+        with _capture_yfinance_failures(tickers) as capture:
             frame = self._download(
                 tickers=tickers,
-                start=start.isoformat(),
-                end=(end + timedelta(days=1)).isoformat(),  # yfinance's end is exclusive
-                interval="1d",
+                start=start,
+                end=end,
+                interval=YAHOO_INTERVALS[self.timeframe].name,
                 auto_adjust=self.auto_adjust,
                 actions=False,
                 group_by="column",
                 progress=False,
                 timeout=self.timeout_seconds,
             )
-        return frame, capture.failures
+        return frame, capture.reasons()
+
+    def _normalise(
+        self, ticker: str, raw: pd.DataFrame, attempt: int
+    ) -> tuple[pd.DataFrame, YahooTickerReport]:
+        return normalise_ticker_frame(
+            ticker,
+            raw,
+            attempt,
+            timeframe=self.timeframe,
+            calendar=self.calendars.get(ticker),
+            now=self._now(),
+        )
 
     def _fetch_chunk(
-        self, tickers: list[str], start: date, end: date
+        self, tickers: list[str], start: str | datetime, end: str | datetime
     ) -> tuple[list[pd.DataFrame], dict[str, str]]:
         """Bars of one chunk and {ticker: reason} for tickers that have none (not retried)."""
         pending = list(tickers)
@@ -325,11 +510,7 @@ class YahooFinanceSource(MarketDataSource):
                         symbol=pending[0] if len(pending) == 1 else None,
                     ) from error
                 if attempt >= self.max_attempts:
-                    raise SourceUnavailableError(
-                        f"Yahoo Finance still failing for {pending} after {attempt} attempts: "
-                        f"{type(error).__name__}: {error}. Try again later or raise max_attempts.",
-                        symbol=pending[0] if len(pending) == 1 else None,
-                    ) from error
+                    raise _unavailable(pending, attempt, f"{type(error).__name__}: {error}") from error
                 logger.warning("yahoo attempt %d for %s failed (%s); retrying", attempt, pending, error)
                 self._sleep(self.backoff_seconds(attempt))
                 continue
@@ -338,7 +519,7 @@ class YahooFinanceSource(MarketDataSource):
             for ticker in pending:
                 reason = failures.get(ticker.upper(), "")
                 raw = per_ticker.get(ticker)
-                bars, report = (None, None) if raw is None else normalise_ticker_frame(ticker, raw, attempt)
+                bars, report = (None, None) if raw is None else self._normalise(ticker, raw, attempt)
                 if bars is not None and not bars.empty:
                     frames.append(bars)
                     self.last_report[ticker] = report
@@ -347,11 +528,8 @@ class YahooFinanceSource(MarketDataSource):
                 else:
                     empty[ticker] = reason
             if retry and attempt >= self.max_attempts:
-                reasons = "; ".join(f"{t}: {failures.get(t.upper(), '')}" for t in retry)
-                raise SourceUnavailableError(
-                    f"Yahoo Finance still failing for {retry} after {attempt} attempts ({reasons}). "
-                    "Try again later or raise max_attempts.",
-                    symbol=retry[0] if len(retry) == 1 else None,
+                raise _unavailable(
+                    retry, attempt, "; ".join(f"{t}: {failures.get(t.upper(), '')}" for t in retry)
                 )
             if retry:
                 logger.warning("yahoo attempt %d: transient failure for %s; retrying", attempt, retry)
@@ -363,12 +541,15 @@ class YahooFinanceSource(MarketDataSource):
         self.last_report = {}
         frames: list[pd.DataFrame] = []
         empty: dict[str, str] = {}
-        for offset in range(0, len(symbols), self.chunk_size):
-            chunk_frames, chunk_empty = self._fetch_chunk(
-                symbols[offset : offset + self.chunk_size], start, end
-            )
-            frames.extend(chunk_frames)
-            empty.update(chunk_empty)
+        for request_start, request_end in self._requests(start, end):
+            for offset in range(0, len(symbols), self.chunk_size):
+                chunk_frames, chunk_empty = self._fetch_chunk(
+                    symbols[offset : offset + self.chunk_size], request_start, request_end
+                )
+                frames.extend(chunk_frames)
+                empty.update(chunk_empty)
+        returned = {str(frame["symbol"].iloc[0]) for frame in frames}
+        empty = {ticker: reason for ticker, reason in empty.items() if ticker not in returned}
         if empty:
             details = "; ".join(
                 f"{ticker!r} ({reason or 'no rows, no reason given'})" for ticker, reason in empty.items()

@@ -182,6 +182,11 @@ class Universe:
     def symbols(self) -> tuple[str, ...]:
         return tuple(instrument.symbol for instrument in self.instruments)
 
+    @property
+    def calendars(self) -> dict[str, str]:
+        """symbol -> trading calendar, what sources need to tell closed time from a gap."""
+        return {instrument.symbol: instrument.calendar for instrument in self.instruments}
+
     def instrument(self, symbol: str) -> InstrumentMeta:
         for candidate in self.instruments:
             if candidate.symbol == symbol:

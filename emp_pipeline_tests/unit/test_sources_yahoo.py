@@ -9,21 +9,26 @@ the installed yfinance.download returns, by running the real download with its p
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 
 import numpy as np
 import pandas as pd
 import pytest
 import yfinance
+import yfinance.cache
+import yfinance.data
 import yfinance.multi
 from curl_cffi.requests.exceptions import ConnectionError as CurlConnectionError
+from curl_cffi.requests.exceptions import DNSError as CurlDNSError
 from yfinance.exceptions import YFPricesMissingError, YFRateLimitError
 
-from emp_pipeline.data.source import MarketDataError, NoDataError, SourceUnavailableError
+from emp_pipeline.data.source import MalformedDataError, MarketDataError, NoDataError, SourceUnavailableError
 from emp_pipeline.data.yahoo import YahooFinanceSource, normalise_ticker_frame
 from emp_pipeline.domain.bars import BAR_COLUMNS, validate_bars
+from emp_pipeline.domain.timeframes import Timeframe
 
 YAHOO_FIELDS = ["Open", "High", "Low", "Close", "Adj Close", "Volume"]
 NOT_FOUND = "YFPricesMissingError('possibly delisted; no price data found  (1d 2024-01-01 -> 2024-01-06)')"
@@ -397,3 +402,205 @@ def test_failure_lines_logged_by_the_installed_yfinance_are_understood(
     with pytest.raises(NoDataError, match=r"'NOPE' \(YFPricesMissingError\('possibly delisted"):
         source.fetch(["SPY", "NOPE"], date(2024, 1, 1), date(2024, 1, 5))
     assert calls == [["SPY", "NOPE"]]
+
+
+# ----- intraday and network failures through the installed yfinance's own request and parsing code -----
+
+
+class _YahooResponse:
+    """What yfinance reads from an HTTP response of Yahoo's chart endpoint."""
+
+    def __init__(self, body: dict, url: str) -> None:
+        self._body = body
+        self.text = json.dumps(body)
+        self.status_code = 200
+        self.url = url
+
+    def json(self) -> dict:
+        return self._body
+
+
+def _chart_body(symbol: str, opens: pd.DatetimeIndex, interval: str, tz: str) -> dict:
+    """A constructed answer of query2.finance.yahoo.com/v8/finance/chart/<symbol>, shaped like Yahoo's."""
+    stamps = [int(stamp.timestamp()) for stamp in opens]
+    close = [round(1.08 + 0.0001 * step, 5) for step in range(len(stamps))]
+    days = sorted({stamp.tz_convert(tz).normalize() for stamp in opens})
+    offset = int(days[0].utcoffset().total_seconds()) if days else 0
+    meta = {
+        "currency": "USD", "symbol": symbol, "exchangeName": "CCY", "instrumentType": "CURRENCY",
+        "firstTradeDate": 1070236800, "regularMarketTime": stamps[-1] if stamps else 0, "gmtoffset": offset,
+        "timezone": "BST", "exchangeTimezoneName": tz, "priceHint": 4, "dataGranularity": interval,
+        "range": "", "validRanges": ["1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "10y", "ytd", "max"],
+        "tradingPeriods": [
+            [{"timezone": "BST", "start": int(day.timestamp()), "end": int(day.timestamp()) + 86340,
+              "gmtoffset": offset}]
+            for day in days
+        ],
+    }  # fmt: skip
+    quote = {
+        "open": close, "high": [price + 0.0002 for price in close],
+        "low": [price - 0.0002 for price in close], "close": close, "volume": [0] * len(close),
+    }  # fmt: skip
+    return {
+        "chart": {
+            "result": [{"meta": meta, "timestamp": stamps, "indicators": {"quote": [quote]}}],
+            "error": None,
+        }
+    }
+
+
+class RecordedYahoo:
+    """Stands in for Yahoo's servers at yfinance's HTTP edge (YfData.get): chart answers built from `bars`
+    (open times per ticker), or the error a machine without network gets. Everything above that edge -- the
+    timezone lookup, PriceHistory's parsing, download's assembly and failure logging -- is the installed
+    yfinance."""
+
+    def __init__(
+        self, bars: dict[str, pd.DatetimeIndex], tz: str = "Europe/London", network: bool = True
+    ) -> None:
+        self.bars = bars
+        self.tz = tz
+        self.network = network
+        self.requests: list[dict] = []
+
+    def get(self, url: str, params: dict | None = None) -> _YahooResponse:
+        if not self.network:
+            raise CurlDNSError(
+                "Failed to perform, curl: (6) Could not resolve host: query2.finance.yahoo.com. "
+                "See https://curl.se/libcurl/c/libcurl-errors.html first for more details.",
+                6,
+            )
+        symbol = url.rsplit("/", 1)[1]
+        params = dict(params or {})
+        self.requests.append({"symbol": symbol, **params})
+        opens = self.bars.get(symbol, pd.DatetimeIndex([], tz="UTC"))
+        if "period1" in params:
+            seconds = opens.as_unit("s").asi8
+            opens = opens[(seconds >= params["period1"]) & (seconds < params["period2"])]
+        else:  # the timezone lookup asks for range=1d
+            opens = opens[-1:]
+        return _YahooResponse(_chart_body(symbol, opens, params.get("interval", "1d"), self.tz), url)
+
+
+@pytest.fixture
+def recorded_yahoo(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., RecordedYahoo]]:
+    def install(bars: dict[str, pd.DatetimeIndex], **options: object) -> RecordedYahoo:
+        server = RecordedYahoo(bars, **options)
+        monkeypatch.setattr(
+            yfinance.data.YfData, "get", lambda data, url, params=None, timeout=30: server.get(url, params)
+        )
+        monkeypatch.setattr(yfinance.cache, "get_tz_cache", yfinance.cache._TzCacheDummy)
+        yfinance.data.YfData.cache_get.cache_clear()
+        return server
+
+    yield install
+    yfinance.data.YfData.cache_get.cache_clear()
+
+
+NOW = pd.Timestamp("2025-06-10 12:34", tz="UTC")
+
+
+def _hourly_source(**options: object) -> YahooFinanceSource:
+    return YahooFinanceSource(timeframe=Timeframe.H1, throttle_seconds=0, sleep=lambda seconds: None,
+                              now=lambda: NOW, **options)  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore::Warning")
+def test_hourly_bars_through_the_installed_yfinance_are_labelled_by_open_time_in_utc(
+    recorded_yahoo: Callable[..., RecordedYahoo],
+) -> None:
+    hours = pd.date_range("2025-06-02 00:00", "2025-06-04 00:00", freq="1h", tz="UTC", inclusive="left")
+    server = recorded_yahoo({"EURUSD=X": hours})
+    bars = _hourly_source().fetch(["EURUSD=X"], "2025-06-02 10:00", "2025-06-02 13:00")
+    assert bars["date"].tolist() == [pd.Timestamp(f"2025-06-02 {hour}:00", tz="UTC") for hour in (10, 11, 12)]
+    assert str(bars["date"].dtype) == "datetime64[ns, UTC]"
+    assert bars["close"].tolist() == [1.081, 1.0811, 1.0812]  # bar 10 of the day: 1.08 + 10 pips
+    [chart] = [request for request in server.requests if "period1" in request]
+    day = int(pd.Timestamp("2025-06-02", tz="UTC").timestamp())
+    assert (chart["interval"], chart["period1"], chart["period2"]) == ("1h", day, day + 86400)
+
+
+@pytest.mark.filterwarnings("ignore::Warning")
+def test_closed_time_and_forming_bars_are_dropped_and_counted(
+    recorded_yahoo: Callable[..., RecordedYahoo],
+) -> None:
+    # Saturday 2025-06-07 has no FX market; 12:00 on 2025-06-10 is still forming at NOW (12:34).
+    saturday = pd.date_range("2025-06-07 10:00", periods=2, freq="1h", tz="UTC")
+    tuesday = pd.date_range("2025-06-10 10:00", periods=3, freq="1h", tz="UTC")
+    recorded_yahoo({"EURUSD=X": saturday.append(tuesday)})
+    source = _hourly_source(calendars={"EURUSD=X": "24x5"})
+    bars = source.fetch(["EURUSD=X"], "2025-06-07", "2025-06-11")
+    assert bars["date"].tolist() == [
+        pd.Timestamp("2025-06-10 10:00", tz="UTC"),
+        pd.Timestamp("2025-06-10 11:00", tz="UTC"),
+    ]
+    report = source.last_report["EURUSD=X"]
+    assert (report.closed_time_rows_dropped, report.forming_rows_dropped, report.rows) == (2, 1, 2)
+
+
+@pytest.mark.filterwarnings("ignore::Warning")
+def test_bars_of_another_timeframe_are_refused(recorded_yahoo: Callable[..., RecordedYahoo]) -> None:
+    recorded_yahoo({"EURUSD=X": pd.date_range("2025-06-02 10:00", periods=6, freq="30min", tz="UTC")})
+    with pytest.raises(MalformedDataError, match="yahoo EURUSD=X: asked for H1 bars, got M30 bars"):
+        _hourly_source().fetch(["EURUSD=X"], "2025-06-02", "2025-06-03")
+
+
+@pytest.mark.filterwarnings("ignore::Warning")
+@pytest.mark.parametrize("tickers", [["SPY"], ["SPY", "QQQ"]])
+def test_no_network_is_reported_as_a_network_problem_not_an_unknown_ticker(
+    recorded_yahoo: Callable[..., RecordedYahoo], tickers: list[str]
+) -> None:
+    recorded_yahoo({}, network=False)
+    sleeps = Sleeps()
+    source = YahooFinanceSource(max_attempts=3, throttle_seconds=0, sleep=sleeps)
+    with pytest.raises(SourceUnavailableError) as caught:
+        source.fetch(tickers, date(2024, 1, 2), date(2024, 1, 5))
+    message = str(caught.value)
+    assert "could not reach Yahoo Finance: a network problem" in message
+    assert "Could not resolve host" in message and "after 3 attempts" in message
+    assert "delisted" not in message
+    assert sleeps.seconds == [2.0, 4.0]  # retried with backoff before giving up
+
+
+def test_intraday_windows_older_than_yahoo_keeps_are_refused_before_any_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeDownload(lambda tickers: (pd.DataFrame(), {}))
+    monkeypatch.setattr(yfinance, "download", fake)
+    with pytest.raises(
+        MarketDataError, match=r"serves 1h bars for the last 730 days only \(from 2023-06-11 12:34 UTC\)"
+    ):
+        _hourly_source().fetch(["EURUSD=X"], "2017-01-02", "2017-01-03")
+    assert fake.calls == []
+    for timeframe in (Timeframe.H4, Timeframe.W1):
+        with pytest.raises(
+            MarketDataError, match=rf"Yahoo Finance has no {timeframe} bars; it offers M1, M5"
+        ):
+            YahooFinanceSource(timeframe=timeframe)
+
+
+def test_minute_bars_are_asked_for_seven_days_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    minutes = pd.date_range("2025-05-26", "2025-06-09", freq="1min", tz="UTC", inclusive="left")
+
+    def respond(tickers: list[str]) -> tuple[pd.DataFrame, dict[str, str]]:
+        start, end = fake.calls[-1]["start"], fake.calls[-1]["end"]
+        opens = minutes[(minutes >= start) & (minutes < end)]
+        frame = pd.DataFrame({"Open": 1.1, "High": 1.2, "Low": 1.0, "Close": 1.1, "Volume": 0}, index=opens)
+        return download_frame({"BTC-USD": frame.rename_axis("Datetime")}, ignore_tz=False), {}
+
+    fake = FakeDownload(respond)
+    monkeypatch.setattr(yfinance, "download", fake)
+    source = YahooFinanceSource(timeframe=Timeframe.M1, throttle_seconds=0, now=lambda: NOW)
+    bars = source.fetch(["BTC-USD"], "2025-05-26", "2025-06-09")
+    spans = [(call["start"], call["end"]) for call in fake.calls]
+    assert spans == [
+        (
+            pd.Timestamp("2025-05-26", tz="UTC").to_pydatetime(),
+            pd.Timestamp("2025-06-02", tz="UTC").to_pydatetime(),
+        ),
+        (
+            pd.Timestamp("2025-06-02", tz="UTC").to_pydatetime(),
+            pd.Timestamp("2025-06-09", tz="UTC").to_pydatetime(),
+        ),
+    ]
+    assert fake.calls[0]["interval"] == "1m" and len(bars) == len(minutes)
