@@ -6,22 +6,24 @@ arrived yet the order waits as `accepted`; `order_status`, `reconcile` and `sett
 the bar is there. State lives only in the registry's database, so any process (or a re-run) sees the same
 orders.
 
-Protective exits. An order that opens a position with a relative stop loss and/or take profit leaves those
-levels resting at the simulated exchange, ``fill price -/+ distance`` (`backtest.levels_at_distances`, the
-kernel's own arithmetic). Every time the broker catches up with the bars it checks them exactly as the
-backtest kernel does (`backtest.intrabar_exit`): on the entry bar from the open on (no gap check: the open
-is the fill), then on every later bar with a price, a gap through a level filling at the open and a bar
-touching both assumed to hit the stop; the exit fills at the trigger price with the kernel's slippage and
-fee (`exit_fill_price`, `fee_cost`). The exit is recorded as a filled order of the same strategy (client
-order id ``paper-exit-<hash of the entry's id>``, broker order id ``paper-<stop|take_profit>-<entry id>``),
-so positions and cash follow the kernel through stop-outs. The levels end at the first later fill of the
-same strategy in the symbol (an exit or reversal at an open comes before that bar's intrabar check, as in
-the kernel). The resting levels are kept in the broker's own table `paper_protective_levels` in the registry
-database (created on first use): the registry's order schema has no place for them.
+Fills and protective exits come from the backtest kernel's own step (`sleeve.step_sleeve`, run without its
+decision phase): for each book (one strategy's position in one symbol) the broker walks the bars, hands the
+step the orders due at each open as its pending order and the book's resting levels as its stop and take
+profit, and records the legs it fills. So an order fills at the next open with the kernel's slippage and fee
+(a reversal is the kernel's exit and entry legs at one price, recorded as one fill with both fees), and an
+order that opens a position with a relative stop loss and/or take profit leaves those levels resting at
+``fill price -/+ distance``, checked on the entry bar from the open on (no gap check: the open is the fill),
+then on every later bar with a price, a gap through a level filling at the open and a bar touching both
+assumed to hit the stop. A protective exit is recorded as a filled order of the same strategy (client order
+id ``paper-exit-<hash of the entry's id>``, broker order id ``paper-<stop|take_profit>-<entry id>``), so
+positions and cash follow the kernel through stop-outs. The levels end at the next fill of the book (an
+exit or reversal at an open comes before that bar's intrabar check, as in the kernel). The resting levels
+are kept in the broker's own table `paper_protective_levels` in the registry database (created on first
+use): the registry's order schema has no place for them.
 
-Catching up means, in this order: fill every open order whose next bar has arrived (fills happen at the
-open), then run the protective checks up to the latest bar. Every call that asks the broker anything
-(`submit_order`, `order_status`, `settle_open_orders`, `reconcile`) catches up first.
+Catching up means walking each book with open orders whose next bar has arrived or resting levels, bar by
+bar up to the latest bar: the orders due at a bar's open, then that bar's protective check. Every call that
+asks the broker anything (`submit_order`, `order_status`, `settle_open_orders`, `reconcile`) catches up first.
 """
 
 from __future__ import annotations
@@ -35,7 +37,21 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Column, Double, Engine, Integer, MetaData, String, Table, delete, func, inspect, select
+from sqlalchemy import (
+    Column,
+    Double,
+    Engine,
+    Integer,
+    MetaData,
+    Row,
+    String,
+    Table,
+    case,
+    delete,
+    func,
+    inspect,
+    select,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -50,18 +66,24 @@ from emp_pipeline.broker.interface import (
     Position,
     ReconcileReport,
 )
-from emp_pipeline.domain.backtest import (
+from emp_pipeline.domain.sleeve import (
+    ENTRY_LEG,
+    EXIT_LEG,
     EXIT_REASONS,
-    entry_fill_price,
-    exit_fill_price,
-    fee_cost,
-    intrabar_exit,
+    FILL,
+    PROTECT,
+    PROTECTIVE_LEG,
+    FillCosts,
+    SleeveRules,
+    SleeveState,
     levels_at_distances,
+    new_fills,
+    start_sleeve,
+    step_sleeve,
 )
-from emp_pipeline.registry import models
-from emp_pipeline.registry.engine import session_scope
-from emp_pipeline.registry.errors import ClientOrderIdConflictError, UnknownOrderError
-from emp_pipeline.registry.orders import (
+from emp_pipeline.engine import session_scope
+from emp_pipeline.errors import ClientOrderIdConflictError, UnknownOrderError
+from emp_pipeline.orders import (
     create_order_if_absent,
     fills_for_order,
     get_order,
@@ -69,8 +91,9 @@ from emp_pipeline.registry.orders import (
     record_fill,
     update_order_status,
 )
-from emp_pipeline.registry.positions import get_or_create_paper_account, positions_for_account
-from emp_pipeline.registry.records import OrderRecord
+from emp_pipeline.positions import get_or_create_paper_account, positions_for_account
+from emp_pipeline.records import OrderRecord
+from emp_pipeline.registry import models
 
 PROTECTIVE_EXIT_PREFIX = "paper-exit-"
 _PROTECTIVE_LEVELS = Table(
@@ -91,6 +114,14 @@ _OPEN_STATUSES = tuple(
         OrderStatus.PARTIALLY_FILLED,
     )
 )
+
+
+_NO_RULES = SleeveRules(math.nan, math.nan, math.nan, 0)  # the broker never runs the decision phase
+
+
+def _bar_key(time: dt.datetime) -> int:
+    """The step's bar key of a bar time: nanoseconds since the epoch (increasing with time)."""
+    return int(pd.Timestamp(time).value)
 
 
 @dataclass(frozen=True)
@@ -185,11 +216,9 @@ class PaperCosts:
         if not (self.fee_bps >= 0 and self.slippage_bps >= 0):
             raise ValueError(f"paper costs must be >= 0 bps, got {self}")
 
-
-def paper_fill(side: OrderSide, quantity: float, next_open: float, costs: PaperCosts) -> tuple[float, float]:
-    """(price, fee) of a paper fill: the backtest's slippage against the trader, fee on the fill notional."""
-    price = float(entry_fill_price(next_open, side.sign, costs.slippage_bps))
-    return price, float(fee_cost(quantity * price, costs.fee_bps))
+    def fill_costs(self) -> FillCosts:
+        """The costs in the types the compiled step reads."""
+        return FillCosts(float(self.fee_bps), float(self.slippage_bps))
 
 
 def protective_exit_id(entry_client_order_id: str) -> str:
@@ -208,7 +237,7 @@ def _create_protective_table(engine: Engine) -> None:
 
 
 class PaperBroker:
-    """Broker whose exchange is the bar history: deterministic, offline, and backed by the registry."""
+    """Broker whose exchange is the bar history: deterministic, offline, and backed by the"""
 
     def __init__(
         self,
@@ -301,11 +330,202 @@ class PaperBroker:
             )
 
     def _catch_up(self) -> None:
-        """Bring the exchange up to the latest bar: due fills at their opens, then protective exits."""
+        """Bring the exchange up to the latest bar, book by book (module docstring)."""
         with session_scope(self._engine) as session:
+            due: dict[tuple[str | None, str], list[tuple[dt.datetime, OrderRecord]]] = {}
             for order in orders_for_account(session, self.account_id, _OPEN_STATUSES):
-                self._fill_if_priced(session, order)
-            self._apply_protective_exits(session)
+                bar = self._due_bar(session, order)
+                if bar is not None:
+                    due.setdefault((order.strategy_id, order.symbol), []).append((bar, order))
+            resting = {row.client_order_id: row for row in self._resting_rows(session)}
+            protected: dict[tuple[str | None, str], OrderRecord] = {}
+            for client_order_id in resting:
+                entry = get_order(session, client_order_id)
+                if entry.status in _OPEN_STATUSES:
+                    continue  # not filled yet: its levels rest once it fills
+                book = (entry.strategy_id, entry.symbol)
+                if self._protects(session, entry):
+                    protected[book] = entry
+                else:  # refused, or superseded by a later fill of its book
+                    self._drop_levels(session, client_order_id)
+            for book in sorted(set(due) | set(protected), key=lambda b: (b[0] or "", b[1])):
+                self._walk_book(session, book, due.get(book, []), protected.get(book), resting)
+
+    def _due_bar(self, session: Session, order: OrderRecord) -> dt.datetime | None:
+        """The bar whose open fills the order, or None while it has not arrived (a bad open rejects it)."""
+        bar = self._prices.next_open(order.symbol, order.bar_time)
+        if bar is None:
+            return None
+        bar_time, next_open = bar
+        if not (math.isfinite(next_open) and next_open > 0):
+            update_order_status(
+                session,
+                order.client_order_id,
+                OrderStatus.REJECTED.value,
+                error=f"no valid open at {bar_time}",
+            )
+            return None
+        return bar_time
+
+    def _resting_rows(self, session: Session) -> Sequence[Row]:
+        table = _PROTECTIVE_LEVELS
+        return session.execute(select(table).where(table.c.account_id == self.account_id)).all()
+
+    def _drop_levels(self, session: Session, client_order_id: str) -> None:
+        table = _PROTECTIVE_LEVELS
+        session.execute(delete(table).where(table.c.client_order_id == client_order_id))
+
+    def _protects(self, session: Session, entry: OrderRecord) -> bool:
+        """Whether a filled entry's levels still rest: it opened a position, its book has not filled since."""
+        fills = fills_for_order(session, entry.client_order_id)
+        if entry.status != OrderStatus.FILLED.value or not fills or entry.target_position == 0:
+            return False
+        return self._next_fill_time(session, entry, fills[0].filled_at) is None
+
+    def _walk_book(
+        self,
+        session: Session,
+        book: tuple[str | None, str],
+        due: list[tuple[dt.datetime, OrderRecord]],
+        protected: OrderRecord | None,
+        resting: dict[str, Row],
+    ) -> None:
+        """Step the book through the bars from its earliest due order or resting entry; record the fills."""
+        strategy_id, symbol = book
+        state = start_sleeve(0.0)._replace(units=self._book_position(session, strategy_id, symbol))
+        state = state._replace(direction=int(np.sign(state.units)))
+        starts = [bar for bar, _ in due]
+        if protected is not None:
+            entry_fill = fills_for_order(session, protected.client_order_id)[0]
+            state = self._with_levels(
+                state, resting[protected.client_order_id], entry_fill.price, entry_fill.filled_at
+            )
+            starts.append(entry_fill.filled_at)
+        active = protected
+        fills, costs = new_fills(), self.costs.fill_costs()
+        for bar in self._prices.bars_since(symbol, min(starts)):
+            orders = sorted((order for when, order in due if when == bar.time), key=lambda order: order.id)
+            key = _bar_key(bar.time)
+            for k, order in enumerate(orders):
+                remaining = order.quantity - sum(
+                    fill.quantity for fill in fills_for_order(session, order.client_order_id)
+                )
+                state = self._with_order(state, order, remaining, resting.get(order.client_order_id))
+                last = k == len(orders) - 1
+                phases = FILL | (PROTECT if last and key >= state.entry_bar else 0)
+                state, legs = self._step(state, key, bar, costs, phases, fills[0])
+                if legs & (EXIT_LEG | ENTRY_LEG):
+                    self._record_order_fill(session, order, remaining, fills[0], legs, bar.time)
+                    active = order if legs & ENTRY_LEG and order.client_order_id in resting else None
+                if legs & PROTECTIVE_LEG:
+                    self._record_protective_exit(
+                        session, order if active is order else active, fills[0], bar.time
+                    )
+                    active = None
+            if not orders and state.direction != 0 and key >= state.entry_bar:
+                state, legs = self._step(state, key, bar, costs, PROTECT, fills[0])
+                if legs & PROTECTIVE_LEG and active is not None:
+                    self._record_protective_exit(session, active, fills[0], bar.time)
+                    active = None
+        for _, order in due:
+            if order.client_order_id in resting and order is not active:
+                self._drop_levels(session, order.client_order_id)
+        if protected is not None and protected is not active:
+            self._drop_levels(session, protected.client_order_id)
+
+    def _step(
+        self, state: SleeveState, key: int, bar: PriceBar, costs: FillCosts, phases: int, fills: np.record
+    ) -> tuple[SleeveState, int]:
+        """The kernel's step on one bar, without its decision phase (the broker decides nothing)."""
+        return step_sleeve(
+            state, key, float(bar.open), float(bar.high), float(bar.low), math.nan, math.nan, 0, _NO_RULES,
+            costs, phases, fills,
+        )  # fmt: skip
+
+    @staticmethod
+    def _with_levels(
+        state: SleeveState, row: Row, entry_price: float, entry_time: dt.datetime
+    ) -> SleeveState:
+        """The book's position protected by a resting row, as the step holds levels after an entry."""
+        stop, take_profit = levels_at_distances(
+            entry_price,
+            state.direction,
+            *(math.inf if d is None else float(d) for d in (row.stop_distance, row.take_profit_distance)),
+        )
+        return state._replace(
+            entry_price=float(entry_price),
+            entry_bar=_bar_key(entry_time),
+            stop=float(stop),
+            take_profit=float(take_profit),
+        )
+
+    @staticmethod
+    def _with_order(state: SleeveState, order: OrderRecord, remaining: float, row: Row | None) -> SleeveState:
+        """The order as the step's pending order: an exit of the position, then an entry to the order's target
+        (or, on the same side, a resize), with the order's resting distances (none: never touched)."""
+        held = state.units
+        target = held + OrderSide(order.side).sign * remaining
+        side = int(np.sign(target))
+        exits = held != 0 and side != int(np.sign(held))
+        enters = side != 0 and (exits or held == 0 or target != held)
+        distances = (math.inf, math.inf)
+        if row is not None:
+            distances = tuple(
+                math.inf if d is None else float(d) for d in (row.stop_distance, row.take_profit_distance)
+            )
+        return state._replace(
+            pending_exit=bool(exits),
+            pending_entry=side if enters else 0,
+            pending_units=float(target),
+            pending_stop_distance=distances[0],
+            pending_take_profit_distance=distances[1],
+        )
+
+    def _book_position(self, session: Session, strategy_id: str | None, symbol: str) -> float:
+        """The book's position: the signed fills of the strategy's orders in the symbol."""
+        same_strategy = (
+            models.Order.strategy_id.is_(None)
+            if strategy_id is None
+            else models.Order.strategy_id == strategy_id
+        )
+        signed = case(
+            (models.Order.side == OrderSide.BUY.value, models.Fill.quantity), else_=-models.Fill.quantity
+        )
+        total = session.scalar(
+            select(func.sum(signed))
+            .join(models.Order, models.Fill.order_id == models.Order.id)
+            .where(models.Order.account_id == self.account_id, models.Order.symbol == symbol, same_strategy)
+        )
+        return float(total or 0.0)
+
+    def _record_order_fill(
+        self,
+        session: Session,
+        order: OrderRecord,
+        remaining: float,
+        fills: np.record,
+        legs: int,
+        bar_time: dt.datetime,
+    ) -> None:
+        """An order's fill at the open: the step's exit and entry legs, one price, the legs' fees together."""
+        price = fills.entry_price if legs & ENTRY_LEG else fills.exit_price
+        fee = (fills.exit_fee if legs & EXIT_LEG else 0.0) + (fills.entry_fee if legs & ENTRY_LEG else 0.0)
+        if order.status == OrderStatus.PENDING.value:
+            update_order_status(
+                session,
+                order.client_order_id,
+                OrderStatus.ACCEPTED.value,
+                broker_order_id=f"paper-{order.id}",
+            )
+        record_fill(
+            session,
+            client_order_id=order.client_order_id,
+            broker_fill_id=f"paper-{order.client_order_id}",
+            price=float(price),
+            quantity=remaining,
+            filled_at=bar_time,
+            fee=float(fee),
+        )
 
     def _settle(self, client_order_id: str) -> OrderResult:
         """Catch up with the bars; return what the registry now says about the order."""
@@ -319,79 +539,6 @@ class PaperBroker:
             except UnknownOrderError:
                 return OrderResult(client_order_id, OrderStatus.NOT_FOUND)
             return self._result(session, order)
-
-    def _fill_if_priced(self, session: Session, order: OrderRecord) -> None:
-        bar = self._prices.next_open(order.symbol, order.bar_time)
-        if bar is None:
-            return
-        bar_time, next_open = bar
-        if not (math.isfinite(next_open) and next_open > 0):
-            update_order_status(
-                session,
-                order.client_order_id,
-                OrderStatus.REJECTED.value,
-                error=f"no valid open at {bar_time}",
-            )
-            return
-        side = OrderSide(order.side)
-        filled = sum(fill.quantity for fill in fills_for_order(session, order.client_order_id))
-        remaining = order.quantity - filled
-        price, fee = paper_fill(side, remaining, next_open, self.costs)
-        if order.status == OrderStatus.PENDING.value:
-            update_order_status(
-                session,
-                order.client_order_id,
-                OrderStatus.ACCEPTED.value,
-                broker_order_id=f"paper-{order.id}",
-            )
-        record_fill(
-            session,
-            client_order_id=order.client_order_id,
-            broker_fill_id=f"paper-{order.client_order_id}",
-            price=price,
-            quantity=remaining,
-            filled_at=bar_time,
-            fee=fee,
-        )
-
-    def _apply_protective_exits(self, session: Session) -> None:
-        """Check every resting stop and take profit over the bars since its entry (module docstring)."""
-        table = _PROTECTIVE_LEVELS
-        resting = session.execute(select(table).where(table.c.account_id == self.account_id)).all()
-        for row in resting:
-            order = get_order(session, row.client_order_id)
-            if order.status in _OPEN_STATUSES:
-                continue  # not filled yet: nothing to protect so far
-            done = delete(table).where(table.c.client_order_id == row.client_order_id)
-            fills = fills_for_order(session, order.client_order_id)
-            if order.status != OrderStatus.FILLED.value or not fills:
-                session.execute(done)  # rejected or cancelled: no position was opened
-                continue
-            entry_time, entry_price = fills[0].filled_at, fills[0].price
-            direction = 1 if order.target_position > 0 else -1
-            stop, take_profit = levels_at_distances(
-                entry_price,
-                direction,
-                math.inf if row.stop_distance is None else row.stop_distance,
-                math.inf if row.take_profit_distance is None else row.take_profit_distance,
-            )
-            superseded = self._next_fill_time(session, order, entry_time)
-            for bar in self._prices.bars_since(order.symbol, entry_time):
-                if superseded is not None and bar.time >= superseded:
-                    # Another order of the strategy changed the position at this open: the levels are
-                    # settled for good, so drop them (else every later call rescans this entry).
-                    session.execute(done)
-                    break
-                reason, trigger = intrabar_exit(
-                    direction, bar.open, bar.high, bar.low, stop, take_profit, bar.time != entry_time
-                )
-                if reason >= 0:
-                    self._record_protective_exit(session, order, direction, reason, trigger, bar.time)
-                    session.execute(done)
-                    break
-            else:
-                if superseded is not None:
-                    session.execute(done)
 
     def _next_fill_time(self, session: Session, order: OrderRecord, after: dt.datetime) -> dt.datetime | None:
         """When the strategy's position in the symbol next changed through another order, if it has."""
@@ -413,17 +560,11 @@ class PaperBroker:
         )
 
     def _record_protective_exit(
-        self,
-        session: Session,
-        entry: OrderRecord,
-        direction: int,
-        reason: int,
-        trigger: float,
-        bar_time: dt.datetime,
+        self, session: Session, entry: OrderRecord, fills: np.record, bar_time: dt.datetime
     ) -> None:
-        """The stop or take profit fill, as the kernel books it: trigger price less slippage, fee on top."""
-        quantity = abs(entry.target_position)
-        price = float(exit_fill_price(trigger, direction, self.costs.slippage_bps))
+        """The stop or take profit the step filled, as an order of the entry's strategy with its fill."""
+        quantity = abs(float(fills.protective_units))
+        direction = int(fills.protective_direction)
         exit_id = protective_exit_id(entry.client_order_id)
         _, created = create_order_if_absent(
             session,
@@ -442,16 +583,16 @@ class PaperBroker:
             session,
             exit_id,
             OrderStatus.ACCEPTED.value,
-            broker_order_id=f"paper-{EXIT_REASONS[reason]}-{entry.id}",
+            broker_order_id=f"paper-{EXIT_REASONS[int(fills.protective_reason)]}-{entry.id}",
         )
         record_fill(
             session,
             client_order_id=exit_id,
             broker_fill_id=f"paper-{exit_id}",
-            price=price,
+            price=float(fills.protective_price),
             quantity=quantity,
             filled_at=bar_time,
-            fee=float(fee_cost(quantity * price, self.costs.fee_bps)),
+            fee=float(fills.protective_fee),
         )
 
     def _result(self, session: Session, order: OrderRecord) -> OrderResult:

@@ -4,7 +4,9 @@ Input is the desired direction per bar from ``genome.population_signals`` (int8,
 (n_strategies, n_bars, n_instruments)) plus open/high/low/close/ATR arrays (n_bars, n_instruments) and the
 per-strategy risk genes. One strategy on one instrument for one bar is one *strategy-bar*.
 
-Semantics (every number below is what ``simulate_population`` and the live engine must agree on):
+Semantics (every number below is what ``simulate_population``, the live engine and the paper broker agree on,
+because all three run the one position state machine, `sleeve.step_sleeve`, which this kernel calls for every
+strategy-bar):
 
 * **Capital and sizing.** A strategy starts with equity 1.0 split equally into one sleeve per instrument;
   sleeves compound independently and the portfolio equity is their sum. The quantity of an entry is decided
@@ -45,19 +47,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from numba import njit
 
 from emp_pipeline.domain.genome import Genome, validate_genome
-
-EXIT_SIGNAL = 0
-EXIT_STOP = 1
-EXIT_TAKE_PROFIT = 2
-EXIT_MAX_HOLDING = 3
-EXIT_END_OF_DATA = 4
-EXIT_REASONS: tuple[str, ...] = ("signal", "stop", "take_profit", "max_holding", "end_of_data")
+from emp_pipeline.domain.sleeve import (
+    ALL_PHASES,
+    ENTRY_LEG,
+    EXIT_END_OF_DATA,
+    EXIT_LEG,
+    EXIT_REASONS,
+    PROTECTIVE_LEG,
+    FillCosts,
+    SleeveRules,
+    new_fills,
+    start_sleeve,
+    step_sleeve,
+)
 
 # Columns of the trade log written by the kernel (float64 rows).
 TRADE_FIELDS: tuple[str, ...] = (
@@ -97,105 +106,16 @@ class BacktestInputError(ValueError):
     """Arrays handed to the kernel disagree in shape or type; the message says which."""
 
 
-# ------------------------------------------------------------------ fill arithmetic (shared with live)
-
-
-@njit(cache=True)
-def entry_fill_price(open_price: float, direction: int, slippage_bps: float) -> float:
-    """The price an entry at ``open_price`` gets: buys pay up, short sales receive less."""
-    return open_price * (1.0 + direction * slippage_bps * 1e-4)
-
-
-@njit(cache=True)
-def exit_fill_price(price: float, direction: int, slippage_bps: float) -> float:
-    """The price an exit of a ``direction`` position gets at ``price``: selling a long receives less."""
-    return price * (1.0 - direction * slippage_bps * 1e-4)
-
-
-@njit(cache=True)
-def fee_cost(notional: float, fee_bps: float) -> float:
-    return abs(notional) * fee_bps * 1e-4
-
-
-@njit(cache=True)
-def entry_units(direction: int, position_fraction: float, sleeve_equity: float, close: float) -> float:
-    """Signed units of an entry decided at a close: ``direction x fraction x sleeve equity / close``.
-
-    The one sizing formula of the kernel and the live engine (module docstring, "Capital and sizing").
-    """
-    return direction * position_fraction * sleeve_equity / close
-
-
-@njit(cache=True)
-def levels_at_distances(
-    entry_price: float, direction: int, stop_distance: float, take_profit_distance: float
-) -> tuple[float, float]:
-    """(stop, take profit) at price distances from an entry fill, as a broker applies relative levels."""
-    return entry_price - direction * stop_distance, entry_price + direction * take_profit_distance
-
-
-@njit(cache=True)
-def protective_levels(
-    entry_price: float, direction: int, atr: float, stop_atr: float, take_profit_atr: float
-) -> tuple[float, float]:
-    """(stop, take profit) around an entry fill, from the ATR of the signal bar."""
-    return levels_at_distances(entry_price, direction, stop_atr * atr, take_profit_atr * atr)
-
-
-@njit(cache=True)
-def intrabar_exit(
-    direction: int,
-    open_price: float,
-    high: float,
-    low: float,
-    stop: float,
-    take_profit: float,
-    gap_check: bool,
-) -> tuple[int, float]:
-    """(exit reason, trigger price before slippage) for a bar, or (-1, nan) when neither level is touched.
-
-    ``gap_check`` is False on the entry bar, whose open is the fill itself.
-    """
-    if direction > 0:
-        if gap_check and open_price <= stop:
-            return EXIT_STOP, open_price
-        if gap_check and open_price >= take_profit:
-            return EXIT_TAKE_PROFIT, open_price
-        if low <= stop:
-            return EXIT_STOP, stop
-        if high >= take_profit:
-            return EXIT_TAKE_PROFIT, take_profit
-    else:
-        if gap_check and open_price >= stop:
-            return EXIT_STOP, open_price
-        if gap_check and open_price <= take_profit:
-            return EXIT_TAKE_PROFIT, open_price
-        if high >= stop:
-            return EXIT_STOP, stop
-        if low <= take_profit:
-            return EXIT_TAKE_PROFIT, take_profit
-    return -1, np.nan
-
-
 # ------------------------------------------------------------------------------------------- kernel
 
 
 @njit(cache=True)
 def _log_trade(
-    trade_log: np.ndarray,
-    n_logged: int,
-    strategy: int,
-    instrument: int,
-    entry_bar: int,
-    exit_bar: int,
-    direction: int,
-    entry_price: float,
-    exit_price: float,
-    units: float,
-    notional: float,
-    pnl: float,
+    trade_log: np.ndarray, n_logged: int, strategy: int, instrument: int, entry_bar: int, exit_bar: int,
+    direction: int, entry_price: float, exit_price: float, units: float, entry_notional: float, pnl: float,
     reason: int,
-) -> int:
+) -> int:  # fmt: skip
+    """Append a closed trade to the log while it has room; returns the trades logged."""
     if n_logged < trade_log.shape[0]:
         row = trade_log[n_logged]
         row[0] = strategy
@@ -206,64 +126,41 @@ def _log_trade(
         row[5] = entry_price
         row[6] = exit_price
         row[7] = units
-        row[8] = notional
+        row[8] = entry_notional
         row[9] = pnl
         row[10] = reason
         return n_logged + 1
     return n_logged
 
 
-@njit(cache=True)
-def _close_trade(
-    stats: np.ndarray,
-    trade_log: np.ndarray,
-    n_logged: int,
-    strategy: int,
-    instrument: int,
-    entry_bar: int,
-    exit_bar: int,
-    direction: int,
-    entry_price: float,
-    exit_price: float,
-    units: float,
-    entry_notional: float,
-    cash: float,
-    cash_before_entry: float,
-    fee_bps: float,
-    reason: int,
-) -> tuple[float, int]:
-    """Book an exit fill (at an open or at a stop/take-profit trigger): cash, turnover, trade statistics and
-    the trade log. Returns (cash after the exit, trades logged)."""
-    value = units * exit_price
-    cash += value - fee_cost(value, fee_bps)
-    stats[strategy, _STAT_TURNOVER] += abs(value)
-    pnl = cash - cash_before_entry
-    stats[strategy, _STAT_TRADES] += 1.0
+class _TradeStats(NamedTuple):
+    """A strategy's running trade statistics, carried in registers through a sleeve's bars."""
+
+    trades: float
+    wins: float
+    profit: float
+    loss: float
+    turnover: float
+
+
+@njit(cache=True, inline="always")
+def _count_trade(totals: _TradeStats, pnl: float, exit_value: float) -> _TradeStats:
+    """The totals after a closed trade whose exit traded ``exit_value`` of notional."""
     if pnl > 0:
-        stats[strategy, _STAT_WINS] += 1.0
-        stats[strategy, _STAT_PROFIT] += pnl
-    else:
-        stats[strategy, _STAT_LOSS] -= pnl
-    n_logged = _log_trade(
-        trade_log,
-        n_logged,
-        strategy,
-        instrument,
-        entry_bar,
-        exit_bar,
-        direction,
-        entry_price,
-        exit_price,
-        units,
-        entry_notional,
-        pnl,
-        reason,
+        return _TradeStats(
+            totals.trades + 1.0,
+            totals.wins + 1.0,
+            totals.profit + pnl,
+            totals.loss,
+            totals.turnover + exit_value,
+        )
+    return _TradeStats(
+        totals.trades + 1.0, totals.wins, totals.profit, totals.loss - pnl, totals.turnover + exit_value
     )
-    return cash, n_logged
 
 
-@njit(cache=True)
-def _population_kernel(
+@njit(cache=True, inline="always")
+def _simulate(
     signals: np.ndarray,
     open_: np.ndarray,
     high: np.ndarray,
@@ -274,191 +171,181 @@ def _population_kernel(
     take_profit_atr: np.ndarray,
     position_fraction: np.ndarray,
     max_holding_bars: np.ndarray,
-    fee_bps: float,
-    slippage_bps: float,
+    costs: FillCosts,
     portfolio_equity: np.ndarray,
     instrument_equity: np.ndarray,
     stats: np.ndarray,
     trade_log: np.ndarray,
     final_state: np.ndarray,
+    fill_record: np.ndarray,
+    detail: bool,
 ) -> int:
-    """Prices are (n_instruments, n_bars) here (contiguous per instrument); returns the trades logged."""
+    """`sleeve.step_sleeve` over every (strategy, instrument, bar), booking what it fills.
+
+    Prices are (n_instruments, n_bars) here (contiguous per instrument); returns the trades logged.
+    ``detail`` (a constant in each caller, so the compiled population loop carries no logging at all) logs
+    every trade and each sleeve's final state.
+    """
     n_strategies, n_bars, n_instruments = signals.shape
     record_instruments = instrument_equity.shape[0] > 0
     sleeve_capital = 1.0 / n_instruments
     n_logged = 0
+    fills = fill_record[0]
     for s in range(n_strategies):
-        fraction = position_fraction[s]
-        max_hold = max_holding_bars[s]
+        rules = SleeveRules(stop_atr[s], take_profit_atr[s], position_fraction[s], max_holding_bars[s])
         for i in range(n_instruments):
             o_row = open_[i]
             h_row = high[i]
             l_row = low[i]
             c_row = close[i]
             a_row = atr[i]
-            cash = sleeve_capital
-            units = 0.0
-            direction = 0
-            stop = np.nan
-            take_profit = np.nan
-            entry_price = 0.0
-            entry_notional = 0.0
-            cash_before_entry = 0.0
-            entry_bar = 0
-            held = 0
-            pending_exit = False
-            pending_reason = EXIT_SIGNAL
-            pending_entry = 0
-            pending_units = 0.0
-            pending_atr = np.nan
-            blocked = 0
-            equity = sleeve_capital
+            state = start_sleeve(sleeve_capital)
+            # Counts and sums stay in registers through the bars and continue the strategy's running totals
+            # (the same additions in the same order as booking each trade into ``stats``).
+            priced = 0
+            in_market = 0
+            totals = _TradeStats(
+                stats[s, _STAT_TRADES], stats[s, _STAT_WINS], stats[s, _STAT_PROFIT], stats[s, _STAT_LOSS],
+                stats[s, _STAT_TURNOVER],
+            )  # fmt: skip
             for t in range(n_bars):
                 o = o_row[t]
                 if np.isnan(o):
-                    portfolio_equity[s, t] += equity
+                    portfolio_equity[s, t] += state.equity
                     if record_instruments:
-                        instrument_equity[s, t, i] = equity
+                        instrument_equity[s, t, i] = state.equity
                     continue
-                stats[s, _STAT_PRICED] += 1.0
-                # 1. Orders decided at the previous close fill at this open: exit first, then entry.
-                if pending_exit and direction != 0:
-                    price = exit_fill_price(o, direction, slippage_bps)
-                    cash, n_logged = _close_trade(
-                        stats,
+                priced += 1
+                state, legs = step_sleeve(
+                    state, t, o, h_row[t], l_row[t], c_row[t], a_row[t], signals[s, t, i], rules, costs,
+                    ALL_PHASES, fills,
+                )  # fmt: skip
+                if legs:
+                    if legs & EXIT_LEG:
+                        totals = _count_trade(
+                            totals, fills.exit_pnl, abs(fills.exit_units * fills.exit_price)
+                        )
+                        if detail:
+                            n_logged = _log_trade(
+                                trade_log,
+                                n_logged,
+                                s,
+                                i,
+                                fills.exit_entry_bar,
+                                t,
+                                fills.exit_direction,
+                                fills.exit_entry_price,
+                                fills.exit_price,
+                                fills.exit_units,
+                                fills.exit_entry_notional,
+                                fills.exit_pnl,
+                                fills.exit_reason,
+                            )
+                    if legs & ENTRY_LEG:
+                        totals = _TradeStats(
+                            totals.trades,
+                            totals.wins,
+                            totals.profit,
+                            totals.loss,
+                            totals.turnover + state.entry_notional,
+                        )
+                    if legs & PROTECTIVE_LEG:
+                        value = abs(fills.protective_units * fills.protective_price)
+                        totals = _count_trade(totals, fills.protective_pnl, value)
+                        if detail:
+                            n_logged = _log_trade(
+                                trade_log,
+                                n_logged,
+                                s,
+                                i,
+                                fills.protective_entry_bar,
+                                t,
+                                fills.protective_direction,
+                                fills.protective_entry_price,
+                                fills.protective_price,
+                                fills.protective_units,
+                                fills.protective_entry_notional,
+                                fills.protective_pnl,
+                                fills.protective_reason,
+                            )
+                portfolio_equity[s, t] += state.equity
+                if record_instruments:
+                    instrument_equity[s, t, i] = state.equity
+                in_market += state.direction != 0
+            if state.direction != 0:  # still open after the last bar: marked at the last close, a trade
+                last = n_bars - 1
+                while last > 0 and np.isnan(c_row[last]):
+                    last -= 1
+                pnl = state.equity - state.cash_before_entry
+                totals = _count_trade(totals, pnl, 0.0)
+                if detail:
+                    n_logged = _log_trade(
                         trade_log,
                         n_logged,
                         s,
                         i,
-                        entry_bar,
-                        t,
-                        direction,
-                        entry_price,
-                        price,
-                        units,
-                        entry_notional,
-                        cash,
-                        cash_before_entry,
-                        fee_bps,
-                        pending_reason,
+                        state.entry_bar,
+                        last,
+                        state.direction,
+                        state.entry_price,
+                        c_row[last],
+                        state.units,
+                        state.entry_notional,
+                        pnl,
+                        EXIT_END_OF_DATA,
                     )
-                    units = 0.0
-                    direction = 0
-                pending_exit = False
-                entered_now = False
-                if pending_entry != 0 and direction == 0:
-                    price = entry_fill_price(o, pending_entry, slippage_bps)
-                    cash_before_entry = cash
-                    units = pending_units
-                    value = units * price
-                    entry_notional = abs(value)
-                    cash -= value + fee_cost(value, fee_bps)
-                    stats[s, _STAT_TURNOVER] += entry_notional
-                    direction = pending_entry
-                    entry_price = price
-                    stop, take_profit = protective_levels(
-                        price, direction, pending_atr, stop_atr[s], take_profit_atr[s]
-                    )
-                    entry_bar = t
-                    held = 0
-                    entered_now = True
-                pending_entry = 0
-                # 2. Stops and take profits inside the bar.
-                if direction != 0:
-                    reason, trigger = intrabar_exit(
-                        direction, o, h_row[t], l_row[t], stop, take_profit, not entered_now
-                    )
-                    if reason >= 0:
-                        price = exit_fill_price(trigger, direction, slippage_bps)
-                        cash, n_logged = _close_trade(
-                            stats,
-                            trade_log,
-                            n_logged,
-                            s,
-                            i,
-                            entry_bar,
-                            t,
-                            direction,
-                            entry_price,
-                            price,
-                            units,
-                            entry_notional,
-                            cash,
-                            cash_before_entry,
-                            fee_bps,
-                            reason,
-                        )
-                        blocked = direction
-                        units = 0.0
-                        direction = 0
-                # 3. Mark to market at the close.
-                equity = cash + units * c_row[t]
-                portfolio_equity[s, t] += equity
-                if record_instruments:
-                    instrument_equity[s, t, i] = equity
-                # 4. Decide at the close what fills at the next open.
-                signal = signals[s, t, i]
-                if signal != blocked:
-                    blocked = 0
-                can_enter = not np.isnan(a_row[t])
-                if direction != 0:
-                    stats[s, _STAT_IN_MARKET] += 1.0
-                    held += 1
-                    if signal != direction:
-                        pending_exit = True
-                        pending_reason = EXIT_SIGNAL
-                        if signal != 0 and can_enter:
-                            pending_entry = signal
-                            pending_units = entry_units(signal, fraction, equity, c_row[t])
-                            pending_atr = a_row[t]
-                    elif held >= max_hold:
-                        pending_exit = True
-                        pending_reason = EXIT_MAX_HOLDING
-                        blocked = direction
-                elif signal != 0 and signal != blocked and can_enter:
-                    pending_entry = signal
-                    pending_units = entry_units(signal, fraction, equity, c_row[t])
-                    pending_atr = a_row[t]
-            if final_state.shape[0] > 0:
-                state = final_state[s, i]
-                state[0] = direction
-                state[1] = units
-                state[2] = entry_price if direction != 0 else np.nan
-                state[3] = stop if direction != 0 else np.nan
-                state[4] = take_profit if direction != 0 else np.nan
-                state[5] = held if direction != 0 else 0
-                state[6] = cash
-                state[7] = pending_exit and direction != 0
-                state[8] = pending_entry
-                state[9] = blocked
-                state[10] = pending_units if pending_entry != 0 else 0.0
-            if direction != 0:
-                last = n_bars - 1
-                while last > 0 and np.isnan(c_row[last]):
-                    last -= 1
-                pnl = equity - cash_before_entry
-                stats[s, _STAT_TRADES] += 1.0
-                if pnl > 0:
-                    stats[s, _STAT_WINS] += 1.0
-                    stats[s, _STAT_PROFIT] += pnl
-                else:
-                    stats[s, _STAT_LOSS] -= pnl
-                n_logged = _log_trade(
-                    trade_log,
-                    n_logged,
-                    s,
-                    i,
-                    entry_bar,
-                    last,
-                    direction,
-                    entry_price,
-                    c_row[last],
-                    units,
-                    entry_notional,
-                    pnl,
-                    EXIT_END_OF_DATA,
-                )
+            stats[s, _STAT_TRADES] = totals.trades
+            stats[s, _STAT_WINS] = totals.wins
+            stats[s, _STAT_PROFIT] = totals.profit
+            stats[s, _STAT_LOSS] = totals.loss
+            stats[s, _STAT_TURNOVER] = totals.turnover
+            stats[s, _STAT_PRICED] += priced
+            stats[s, _STAT_IN_MARKET] += in_market
+            direction = state.direction
+            if detail:
+                row = final_state[s, i]
+                row[0] = direction
+                row[1] = state.units
+                row[2] = state.entry_price if direction != 0 else np.nan
+                row[3] = state.stop if direction != 0 else np.nan
+                row[4] = state.take_profit if direction != 0 else np.nan
+                row[5] = state.held if direction != 0 else 0
+                row[6] = state.cash
+                row[7] = state.pending_exit and direction != 0
+                row[8] = state.pending_entry
+                row[9] = state.blocked
+                row[10] = state.pending_units if state.pending_entry != 0 else 0.0
     return n_logged
+
+
+@njit(cache=True)
+def _population_kernel(
+    signals: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+    atr: np.ndarray, stop_atr: np.ndarray, take_profit_atr: np.ndarray, position_fraction: np.ndarray,
+    max_holding_bars: np.ndarray, costs: FillCosts, portfolio_equity: np.ndarray,
+    instrument_equity: np.ndarray, stats: np.ndarray, trade_log: np.ndarray, final_state: np.ndarray,
+    fill_record: np.ndarray,
+) -> int:  # fmt: skip
+    """`_simulate` without the trade log and final states (the research path: the population's figures)."""
+    return _simulate(
+        signals, open_, high, low, close, atr, stop_atr, take_profit_atr, position_fraction, max_holding_bars,
+        costs, portfolio_equity, instrument_equity, stats, trade_log, final_state, fill_record, False,
+    )  # fmt: skip
+
+
+@njit(cache=True)
+def _detailed_kernel(
+    signals: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+    atr: np.ndarray, stop_atr: np.ndarray, take_profit_atr: np.ndarray, position_fraction: np.ndarray,
+    max_holding_bars: np.ndarray, costs: FillCosts, portfolio_equity: np.ndarray,
+    instrument_equity: np.ndarray, stats: np.ndarray, trade_log: np.ndarray, final_state: np.ndarray,
+    fill_record: np.ndarray,
+) -> int:  # fmt: skip
+    """`_simulate` with every trade logged and each sleeve's final state (one strategy in detail)."""
+    return _simulate(
+        signals, open_, high, low, close, atr, stop_atr, take_profit_atr, position_fraction, max_holding_bars,
+        costs, portfolio_equity, instrument_equity, stats, trade_log, final_state, fill_record, True,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ wrappers
@@ -596,20 +483,21 @@ def _run_kernel(
     # The final state rides along with the trade log: both only matter for single-strategy detail.
     state_shape = (n_strategies, n_instruments, len(STATE_FIELDS)) if trade_capacity else (0, 0, 0)
     final_state = np.zeros(state_shape, dtype=np.float64)
-    n_logged = _population_kernel(
+    kernel = _detailed_kernel if trade_capacity else _population_kernel
+    n_logged = kernel(
         np.ascontiguousarray(signals),
         *prices,
         risk.stop_atr,
         risk.take_profit_atr,
         risk.position_fraction,
         risk.max_holding_bars,
-        float(fee_bps),
-        float(slippage_bps),
+        FillCosts(float(fee_bps), float(slippage_bps)),
         equity,
         instrument_equity,
         stats,
         trade_log,
         final_state,
+        new_fills(),
     )
     previous = np.empty_like(equity)
     previous[:, 0] = 1.0

@@ -1,22 +1,17 @@
-"""From signals to orders: the backtest kernel's decision, one bar at a time, turned into target positions.
+"""From signals to orders: the kernel's decision at the last close, turned into target positions and orders.
 
-The live engine must decide at the close of bar t exactly what the backtest kernel decides there. Rather
-than re-deriving that logic, `step_sleeve` is a line-for-line, pure-Python mirror of one bar of
-`backtest._population_kernel` for one strategy on one instrument (a *sleeve*): fills decided at the previous
-close happen at this open, stops and take profits are checked inside the bar, the sleeve is marked at the
-close, and the next open's orders are decided. It uses the kernel's own fill arithmetic (`entry_fill_price`,
-`exit_fill_price`, `fee_cost`, `protective_levels`, `intrabar_exit`), and a unit test holds it to the
-kernel's equity bar for bar. Folding it over the bars since a strategy started trading (`replay_sleeve`)
-gives the sleeve state at the close of t, and `sleeve_target` reads the decision the kernel would act on at
-the next open. Nothing here reads a clock, so a replay harness can step it bar by bar.
+The live engine decides at the close of bar t exactly what the backtest kernel decides there, because it runs
+the same compiled step (`sleeve.step_sleeve`): `sleeve.fold_sleeve` folds it over the bars since a strategy
+started trading, in one compiled call, and `sleeve_target` reads the decision the kernel would act on at the
+next open. Nothing here reads a clock, so a replay harness can step it bar by bar.
 
-Sizing. The kernel decides an entry's units at the signal bar's close with `backtest.entry_units`
-(position fraction x sleeve equity at that close / that close), which is what a market order sent after the
-close must carry; `step_sleeve` records them (`pending_units`) and `sleeve_target` turns them into account
-units, so a live entry has the kernel's own quantity. The sleeve's equity is in the kernel's units (a
-strategy starts with 1.0 split equally over its instruments); `capital` converts it into account currency.
-Live quantities are then rounded to the instrument's volume step (the only difference left: with a fine
-step the live equity follows the kernel's).
+Sizing. The kernel decides an entry's units at the signal bar's close with `sleeve.entry_units` (position
+fraction x sleeve equity at that close / that close), which is what a market order sent after the close must
+carry; the step records them (``pending_units``) and `sleeve_target` turns them into account units, so a live
+entry has the kernel's own quantity. The sleeve's equity is in the kernel's units (a strategy starts with 1.0
+split equally over its instruments); `capital` converts it into account currency. Live quantities are then
+rounded to the instrument's volume step (the only difference left: with a fine step the live equity follows
+the kernel's).
 
 Holding. While the kernel holds (no pending exit or entry) a live position on the same side as the
 kernel's is kept as it is: a size that drifted from the simulation (sizing at the close, a partial fill) is
@@ -29,24 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-import numpy as np
-
-from emp_pipeline.domain.backtest import (
-    EXIT_MAX_HOLDING,
-    EXIT_REASONS,
-    EXIT_SIGNAL,
-    entry_fill_price,
-    entry_units,
-    exit_fill_price,
-    fee_cost,
-    intrabar_exit,
-    protective_levels,
-)
 from emp_pipeline.domain.genome import RiskGenes
+from emp_pipeline.domain.sleeve import EXIT_REASONS, FillCosts, SleeveRules, SleeveState
 
 CLIENT_ORDER_ID_PREFIX = "emp-"
 CLIENT_ORDER_ID_HASH_CHARS = 32  # 128 bits; with the prefix 36 characters, inside cTrader's 50
@@ -63,158 +45,19 @@ class Costs:
     fee_bps: float = 1.0
     slippage_bps: float = 1.0
 
-
-@dataclass(frozen=True)
-class SleeveState:
-    """The kernel's per-(strategy, instrument) loop variables after a bar's close, same names and meaning."""
-
-    cash: float
-    units: float = 0.0
-    direction: int = 0
-    stop: float = math.nan
-    take_profit: float = math.nan
-    entry_price: float = 0.0
-    cash_before_entry: float = 0.0
-    held: int = 0
-    pending_exit: bool = False
-    pending_reason: int = EXIT_SIGNAL
-    pending_entry: int = 0
-    pending_units: float = 0.0  # the entry's signed units, decided at the close (backtest.entry_units)
-    pending_atr: float = math.nan
-    blocked: int = 0
-    equity: float = 0.0
-    last_close: float = math.nan
-
-    @classmethod
-    def start(cls, sleeve_capital: float) -> SleeveState:
-        return cls(cash=sleeve_capital, equity=sleeve_capital)
+    def fill_costs(self) -> FillCosts:
+        """The costs in the types the compiled step reads."""
+        return FillCosts(float(self.fee_bps), float(self.slippage_bps))
 
 
-@dataclass(frozen=True)
-class BarInput:
-    """One instrument's bar as the kernel sees it: adjusted OHLC, the signal bar's ATR, the close's signal."""
-
-    open: float
-    high: float
-    low: float
-    close: float
-    atr: float
-    signal: int
-
-
-def step_sleeve(state: SleeveState, bar: BarInput, genes: RiskGenes, costs: Costs) -> SleeveState:
-    """One bar of the backtest kernel for one sleeve (see `backtest` for the semantics being mirrored)."""
-    if math.isnan(bar.open):
-        return state  # no bar for this instrument: no fills, no decision, equity carried
-    fee_bps, slippage_bps = costs.fee_bps, costs.slippage_bps
-    cash, units, direction = state.cash, state.units, state.direction
-    stop, take_profit, entry_price = state.stop, state.take_profit, state.entry_price
-    cash_before_entry, held, blocked = state.cash_before_entry, state.held, state.blocked
-    # 1. Orders decided at the previous close fill at this open: exit first, then entry.
-    if state.pending_exit and direction != 0:
-        price = exit_fill_price(bar.open, direction, slippage_bps)
-        value = units * price
-        cash += value - fee_cost(value, fee_bps)
-        units = 0.0
-        direction = 0
-    entered_now = False
-    if state.pending_entry != 0 and direction == 0:
-        price = entry_fill_price(bar.open, state.pending_entry, slippage_bps)
-        cash_before_entry = cash
-        units = state.pending_units
-        value = units * price
-        cash -= value + fee_cost(value, fee_bps)
-        direction = state.pending_entry
-        entry_price = price
-        stop, take_profit = protective_levels(
-            price, direction, state.pending_atr, genes.stop_atr, genes.take_profit_atr
-        )
-        held = 0
-        entered_now = True
-    # 2. Stops and take profits inside the bar.
-    if direction != 0:
-        reason, trigger = intrabar_exit(
-            direction, bar.open, bar.high, bar.low, stop, take_profit, not entered_now
-        )
-        if reason >= 0:
-            price = exit_fill_price(trigger, direction, slippage_bps)
-            value = units * price
-            cash += value - fee_cost(value, fee_bps)
-            blocked = direction
-            units = 0.0
-            direction = 0
-    # 3. Mark to market at the close.
-    equity = cash + units * bar.close
-    # 4. Decide at the close what fills at the next open.
-    pending_exit, pending_reason, pending_entry, pending_atr = False, EXIT_SIGNAL, 0, state.pending_atr
-    pending_units = state.pending_units
-    signal = bar.signal
-    if signal != blocked:
-        blocked = 0
-    can_enter = not math.isnan(bar.atr)
-    if direction != 0:
-        held += 1
-        if signal != direction:
-            pending_exit = True
-            pending_reason = EXIT_SIGNAL
-            if signal != 0 and can_enter:
-                pending_entry = signal
-                pending_units = entry_units(signal, genes.position_fraction, equity, bar.close)
-                pending_atr = bar.atr
-        elif held >= genes.max_holding_bars:
-            pending_exit = True
-            pending_reason = EXIT_MAX_HOLDING
-            blocked = direction
-    elif signal != 0 and signal != blocked and can_enter:
-        pending_entry = signal
-        pending_units = entry_units(signal, genes.position_fraction, equity, bar.close)
-        pending_atr = bar.atr
-    return SleeveState(
-        cash=cash,
-        units=units,
-        direction=direction,
-        stop=stop,
-        take_profit=take_profit,
-        entry_price=entry_price,
-        cash_before_entry=cash_before_entry,
-        held=held,
-        pending_exit=pending_exit,
-        pending_reason=pending_reason,
-        pending_entry=pending_entry,
-        pending_units=pending_units,
-        pending_atr=pending_atr,
-        blocked=blocked,
-        equity=equity,
-        last_close=bar.close,
+def sleeve_rules(genes: RiskGenes) -> SleeveRules:
+    """A genome's risk genes in the types the compiled step reads."""
+    return SleeveRules(
+        float(genes.stop_atr),
+        float(genes.take_profit_atr),
+        float(genes.position_fraction),
+        int(genes.max_holding_bars),
     )
-
-
-def replay_sleeve(
-    bars: Sequence[BarInput], genes: RiskGenes, costs: Costs, sleeve_capital: float
-) -> SleeveState:
-    """The sleeve's state at the close of the last bar, starting flat with `sleeve_capital` at the first."""
-    state = SleeveState.start(sleeve_capital)
-    for bar in bars:
-        state = step_sleeve(state, bar, genes, costs)
-    return state
-
-
-def sleeve_bars(
-    open_: np.ndarray,
-    high: np.ndarray,
-    low: np.ndarray,
-    close: np.ndarray,
-    atr: np.ndarray,
-    signals: np.ndarray,
-) -> list[BarInput]:
-    """Column arrays of one instrument (as in `backtest.MarketArrays`) as a list of kernel bars."""
-    lengths = {len(a) for a in (open_, high, low, close, atr, signals)}
-    if len(lengths) != 1:
-        raise ExecutionInputError(f"bar arrays and signals differ in length: {sorted(lengths)}")
-    return [
-        BarInput(float(o), float(h), float(lo), float(c), float(a), int(s))
-        for o, h, lo, c, a, s in zip(open_, high, low, close, atr, signals, strict=True)
-    ]
 
 
 @dataclass(frozen=True)
@@ -235,17 +78,16 @@ class SleeveTarget:
     take_profit_distance: float | None = None
 
 
-def sleeve_target(state: SleeveState, genes: RiskGenes, costs: Costs, capital: float) -> SleeveTarget:
+def sleeve_target(state: SleeveState, capital: float) -> SleeveTarget:
     """The kernel's decision at the last close as a target position in account units (see module docstring).
 
     `capital` is the account currency behind 1.0 of the strategy's kernel equity.
     """
     if not (math.isfinite(capital) and capital > 0):
         raise ExecutionInputError(f"capital must be a positive amount of account currency, not {capital}")
-    reason_text = EXIT_REASONS[state.pending_reason]
     if state.pending_entry == 0:
         if state.pending_exit and state.direction != 0:
-            return SleeveTarget("exit", 0, 0.0, reason_text)
+            return SleeveTarget("exit", 0, 0.0, EXIT_REASONS[state.pending_reason])
         if state.direction == 0:
             return SleeveTarget("hold", 0, 0.0, "flat, no new decision at this close")
         # Still held at the close, so the close lies strictly between the kernel's stop and take profit.
@@ -265,8 +107,8 @@ def sleeve_target(state: SleeveState, genes: RiskGenes, costs: Costs, capital: f
         state.pending_entry,
         state.pending_units * capital,
         "signal",
-        stop_distance=genes.stop_atr * state.pending_atr,
-        take_profit_distance=genes.take_profit_atr * state.pending_atr,
+        stop_distance=state.pending_stop_distance,
+        take_profit_distance=state.pending_take_profit_distance,
     )
 
 

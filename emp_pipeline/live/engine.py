@@ -9,8 +9,8 @@ Steps, in this order, each a reason the next one can be trusted:
    client order id) and record status and fills. Nothing is sent before this, so an order whose answer was
    lost in an earlier run is known before anything could be sent again.
 3. **Decide** per active strategy and symbol with the domain's pure code (`decide_orders`): the genome's own
-   signals, the backtest kernel's state machine replayed since the strategy started trading, the target
-   position, the order that reaches it.
+   signals, the backtest kernel's own step (`sleeve.step_sleeve`) folded in one compiled call over the bars
+   since the strategy started trading, the target position, the order that reaches it.
 4. **Check risk** against the account (registry cash and positions marked at the close, kill switch, the
    day's starting equity from the journal) and journal every decision with its reason.
 5. **Submit exactly once**: each order is recorded (`create_order_if_absent`, status pending) *before* it is
@@ -46,8 +46,7 @@ from emp_pipeline.domain.execution import (
     Costs,
     OrderIntent,
     order_for_target,
-    replay_sleeve,
-    sleeve_bars,
+    sleeve_rules,
     sleeve_target,
 )
 from emp_pipeline.domain.genome import (
@@ -68,6 +67,7 @@ from emp_pipeline.domain.risk import (
     account_equity,
     check_orders,
 )
+from emp_pipeline.domain.sleeve import fold_sleeve, start_sleeve
 from emp_pipeline.live.book import OPEN_ORDER_STATUSES, activation_time, strategy_positions
 from emp_pipeline.live.journal import LiveJournal
 from emp_pipeline.registry.control import KILL_SWITCH, flag_enabled
@@ -228,18 +228,25 @@ def decide_orders(
     if len(live_rows) == 0 or prices.dates[-1] != market.bar_time:
         return [], [f"{book.strategy_id}: not trading yet (starts {book.start.date()})"]
     first = int(live_rows[0])
-    sleeve_capital = 1.0 / len(prices.symbols)
+    start = start_sleeve(1.0 / len(prices.symbols))
+    rules, fill_costs = sleeve_rules(book.genome.risk), costs.fill_costs()
     bar_time = market.bar_time.to_pydatetime()
     orders: list[OrderIntent] = []
     for i, symbol in enumerate(prices.symbols):
-        bars = sleeve_bars(
-            *(array[first:, i] for array in (prices.open, prices.high, prices.low, prices.close, prices.atr)),
-            signals[first:, i],
-        )
-        state = replay_sleeve(bars, book.genome.risk, costs, sleeve_capital)
         if np.isnan(prices.close[-1, i]):
             continue  # no bar for this symbol at the decision bar: the kernel decides nothing either
-        target = sleeve_target(state, book.genome.risk, costs, capital)
+        # The kernel's step folded over the sleeve's bars since the strategy started, in one compiled call.
+        state = fold_sleeve(
+            start,
+            *(
+                np.ascontiguousarray(array[first:, i])
+                for array in (prices.open, prices.high, prices.low, prices.close, prices.atr)
+            ),
+            np.ascontiguousarray(signals[first:, i]),
+            rules,
+            fill_costs,
+        )
+        target = sleeve_target(state, capital)
         meta = instruments.get(symbol)
         if meta is None:
             notes.append(f"{book.strategy_id}/{symbol}: no instrument metadata (volume step); not traded")

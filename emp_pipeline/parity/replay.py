@@ -8,7 +8,7 @@ domain code on it:
 1. the paper broker (registry-backed, temporary SQLite) fills the orders of the previous close at this open;
 2. the genome's signal at t (`feature_panel` + `panel_signals`, the body of `genome_signals`, over the rows
    the steps have read so far: the signal state machine carries across bars, so its history is the state);
-3. the kernel's state machine for each sleeve (`execution.step_sleeve`, the step `replay_sleeve` folds);
+3. the kernel's own step for each sleeve (`sleeve.step_sleeve`, which the engine's `decide_orders` folds);
 4. the target and the order (`sleeve_target`, `order_for_target`), the risk checks (`risk.check_orders`
    against the account marked at the close), and the submission to the paper broker.
 
@@ -38,15 +38,7 @@ from sqlalchemy import Engine
 from emp_pipeline.broker.interface import OrderSide
 from emp_pipeline.broker.paper import PaperBroker, PaperCosts, PriceBar
 from emp_pipeline.domain.backtest import MarketArrays, fee_cost, market_arrays, simulate_strategy
-from emp_pipeline.domain.execution import (
-    BarInput,
-    Costs,
-    OrderIntent,
-    SleeveState,
-    order_for_target,
-    sleeve_target,
-    step_sleeve,
-)
+from emp_pipeline.domain.execution import Costs, OrderIntent, order_for_target, sleeve_rules, sleeve_target
 from emp_pipeline.domain.genome import (
     FeaturePanel,
     Genome,
@@ -66,6 +58,7 @@ from emp_pipeline.domain.lookahead import (
 )
 from emp_pipeline.domain.regimes import REGIME_LABELS
 from emp_pipeline.domain.risk import AccountSnapshot, ProposedOrder, RiskLimits, RiskVerdict, check_orders
+from emp_pipeline.domain.sleeve import ALL_PHASES, new_fills, start_sleeve, step_sleeve
 from emp_pipeline.live.engine import (
     ATR_COLUMN,
     BARS_DATASET,
@@ -341,7 +334,12 @@ class _LiveReplay:
         self.usable = np.zeros((n_rows, n_symbols), dtype=bool)
         self.codes = np.full((n_rows, n_symbols), -1, dtype=np.int8)
         self.row = 0
-        self.sleeves = [SleeveState.start(1.0 / n_symbols) for _ in symbols]
+        self.sleeves = [start_sleeve(1.0 / n_symbols) for _ in symbols]
+        self.rules, self.fill_costs, self.fills = (
+            sleeve_rules(genome.risk),
+            config.costs.fill_costs(),
+            new_fills(),
+        )
         self.signals = np.zeros((len(window_dates), n_symbols), dtype=np.int8)
         self.sleeve_equity = np.zeros((len(window_dates), n_symbols))
         self.equity = np.zeros(len(window_dates))
@@ -398,20 +396,25 @@ class _LiveReplay:
         self.marks.update(
             {s: float(c) for s, c in zip(self.symbols, row.raw_close, strict=True) if math.isfinite(c)}
         )
-        genes, costs, capital = self.genome.risk, self.config.costs, self.config.capital
+        capital = self.config.capital
         intents: list[OrderIntent] = []
         for i, symbol in enumerate(self.symbols):
-            bar = BarInput(
+            self.sleeves[i], _ = step_sleeve(
+                self.sleeves[i],
+                j,
                 float(row.open[i]),
                 float(row.high[i]),
                 float(row.low[i]),
                 float(row.close[i]),
                 float(row.atr[i]),
                 int(signal[i]),
+                self.rules,
+                self.fill_costs,
+                ALL_PHASES,
+                self.fills[0],
             )
-            self.sleeves[i] = step_sleeve(self.sleeves[i], bar, genes, costs)
             self.sleeve_equity[j, i] = self.sleeves[i].equity
-            if math.isnan(bar.close):
+            if math.isnan(row.close[i]):
                 continue  # no bar for this symbol at this close: the kernel decides nothing either
             meta = self.instruments[symbol]
             order = order_for_target(
@@ -419,7 +422,7 @@ class _LiveReplay:
                 symbol=symbol,
                 bar_time=at.to_pydatetime(),
                 current=self.positions.get(symbol, 0.0),
-                target=sleeve_target(self.sleeves[i], genes, costs, capital),
+                target=sleeve_target(self.sleeves[i], capital),
                 reference_price=float(row.raw_close[i]),
                 volume_step=meta.step_volume,
                 min_volume=meta.min_volume,

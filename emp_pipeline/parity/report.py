@@ -5,8 +5,8 @@ Three layers, each reported with its first divergence (bar, symbol, field, both 
 * ``inputs``: a value the genome reads (or the ATR, the regime, the warm-up flag) that the replay, recomputing
   it from the bars up to a step as a daily partition would, finds different from what the backtest used.
   That is look-ahead in a feature or a rule, caught on the live path.
-* ``decision``: the live engine's per-bar state machine (signals, `step_sleeve`'s sleeve equity, and the
-  engine's own `decide_orders` at the last bar) against the kernel's signals and per-instrument equity.
+* ``decision``: the live decision path (signals, the sleeve equity of the kernel's own step, and the engine's
+  own `decide_orders` at the last bar) against the kernel's signals and per-instrument equity.
 * ``execution``: what the paper broker actually filled (sides, quantities, fill prices, fees, entry and exit
   bars) and the account's equity against the kernel's trade list and equity curve.
 

@@ -22,10 +22,11 @@ from emp_pipeline.defs.live.broker import LiveBrokerResource, live_broker_resour
 from emp_pipeline.defs.live.job import LIVE_POOL, LIVE_RUN_TAG, live_execution_job
 from emp_pipeline.defs.live.triggers import live_execution_failure_sensor, live_execution_sensor, live_run_key
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
-from emp_pipeline.domain.backtest import entry_fill_price, fee_cost, market_arrays, simulate_strategy
+from emp_pipeline.domain.backtest import market_arrays, simulate_strategy
 from emp_pipeline.domain.execution import Costs, round_to_step
 from emp_pipeline.domain.genome import Condition, RiskGenes, genome_signals
 from emp_pipeline.domain.risk import RiskLimits
+from emp_pipeline.domain.sleeve import entry_fill_price, fee_cost
 from emp_pipeline.live.alerts import send_alert
 from emp_pipeline.live.commands import kill_switch_command
 from emp_pipeline.live.engine import (

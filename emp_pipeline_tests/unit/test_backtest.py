@@ -10,13 +10,11 @@ from emp_pipeline.domain.backtest import (
     BacktestInputError,
     MarketArrays,
     RiskArrays,
-    entry_fill_price,
-    exit_fill_price,
-    intrabar_exit,
     simulate_population,
     simulate_strategy,
 )
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
+from emp_pipeline.domain.sleeve import entry_fill_price, exit_fill_price, intrabar_exit
 
 
 def _market(open_, high=None, low=None, close=None, atr=1.0) -> MarketArrays:

@@ -9,24 +9,46 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emp_pipeline.domain.backtest import MarketArrays, entry_fill_price, simulate_strategy
+from emp_pipeline.domain.backtest import MarketArrays, simulate_strategy
 from emp_pipeline.domain.execution import (
-    BarInput,
     Costs,
     ExecutionInputError,
-    SleeveState,
     SleeveTarget,
     client_order_id,
     order_for_target,
-    replay_sleeve,
     round_to_step,
-    sleeve_bars,
+    sleeve_rules,
     sleeve_target,
-    step_sleeve,
 )
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
+from emp_pipeline.domain.sleeve import (
+    ALL_PHASES,
+    SleeveState,
+    entry_fill_price,
+    fold_sleeve,
+    new_fills,
+    start_sleeve,
+    step_sleeve,
+)
 
 BAR = datetime(2024, 3, 1, tzinfo=UTC)
+Bar = tuple[float, float, float, float, float, int]  # open, high, low, close, ATR, signal
+
+
+def step(state: SleeveState, bar: Bar, genes: RiskGenes, costs: Costs, key: int = 0) -> SleeveState:
+    """One bar of the kernel's own step from Python."""
+    after, _ = step_sleeve(
+        state, key, *map(float, bar[:5]), int(bar[5]), sleeve_rules(genes), costs.fill_costs(), ALL_PHASES,
+        new_fills()[0],
+    )  # fmt: skip
+    return after
+
+
+def sleeve_columns(market: MarketArrays, signals: np.ndarray, i: int) -> list[np.ndarray]:
+    return [
+        np.ascontiguousarray(a[:, i])
+        for a in (market.open, market.high, market.low, market.close, market.atr)
+    ] + [np.ascontiguousarray(signals[:, i])]
 
 
 def _random_market(seed: int, n_bars: int = 400, n_instruments: int = 3) -> tuple[MarketArrays, np.ndarray]:
@@ -73,67 +95,55 @@ def test_stepping_the_sleeve_reproduces_the_kernel_equity_bar_for_bar(seed, gene
     assert len(set(kernel.trades["exit_reason"])) >= 2  # protective and signal or holding exits
     n_instruments = len(market.symbols)
     for i in range(n_instruments):
-        bars = sleeve_bars(
-            market.open[:, i],
-            market.high[:, i],
-            market.low[:, i],
-            market.close[:, i],
-            market.atr[:, i],
-            signals[:, i],
-        )
-        state = SleeveState.start(1.0 / n_instruments)
-        for t, bar in enumerate(bars):
-            state = step_sleeve(state, bar, genome.risk, costs)
+        columns = sleeve_columns(market, signals, i)
+        state = start_sleeve(1.0 / n_instruments)
+        for t in range(len(market.dates)):
+            state = step(state, tuple(column[t] for column in columns), genome.risk, costs, t)
             expected = kernel.result.instrument_equity[0, t, i]
             assert state.equity == pytest.approx(expected, rel=1e-12, abs=1e-15), (i, t)
 
 
-def test_replay_equals_stepping_and_a_prefix_replay_is_the_state_at_that_bar():
+def test_the_live_fold_equals_stepping_and_a_prefix_fold_is_the_state_at_that_bar():
     market, signals = _random_market(4, n_bars=120, n_instruments=1)
     genes = RiskGenes(1.0, 2.0, 0.5, 10)
-    bars = sleeve_bars(
-        market.open[:, 0],
-        market.high[:, 0],
-        market.low[:, 0],
-        market.close[:, 0],
-        market.atr[:, 0],
-        signals[:, 0],
+    columns = sleeve_columns(market, signals, 0)
+    state = start_sleeve(1.0)
+    for t in range(60):
+        state = step(state, tuple(column[t] for column in columns), genes, Costs(), t)
+    folded = fold_sleeve(
+        start_sleeve(1.0), *(column[:60] for column in columns), sleeve_rules(genes), Costs().fill_costs()
     )
-    state = SleeveState.start(1.0)
-    for bar in bars[:60]:
-        state = step_sleeve(state, bar, genes, Costs())
-    assert replay_sleeve(bars[:60], genes, Costs(), 1.0) == state
+    assert folded == state
 
 
 def test_entry_target_is_sized_from_equity_at_the_close_and_carries_atr_levels():
     """The live quantity is the kernel's own: decided at the close, filled unchanged at the next open."""
     genes = RiskGenes(stop_atr=2.0, take_profit_atr=3.0, position_fraction=0.5, max_holding_bars=10)
-    state = step_sleeve(SleeveState.start(1.0), BarInput(100, 101, 99, 100, 1.5, 1), genes, Costs())
-    target = sleeve_target(state, genes, Costs(), capital=10_000.0)
+    state = step(start_sleeve(1.0), (100, 101, 99, 100, 1.5, 1), genes, Costs())
+    target = sleeve_target(state, capital=10_000.0)
     assert target.action == "enter" and target.direction == 1
     assert target.quantity == pytest.approx(0.5 * 1.0 / 100 * 10_000.0)
     assert target.stop_distance == pytest.approx(3.0) and target.take_profit_distance == pytest.approx(4.5)
     # The next bar fills it at the open, as the kernel does.
-    filled = step_sleeve(state, BarInput(102, 103, 101, 102, 1.5, 1), genes, Costs())
+    filled = step(state, (102, 103, 101, 102, 1.5, 1), genes, Costs(), 1)
     assert filled.direction == 1 and filled.units * 10_000.0 == target.quantity
     assert filled.entry_price == pytest.approx(entry_fill_price(102.0, 1, 1.0))
-    assert sleeve_target(filled, genes, Costs(), 10_000.0).action == "hold"
+    assert sleeve_target(filled, 10_000.0).action == "hold"
 
 
 def test_exit_and_reversal_targets():
     genes = RiskGenes(stop_atr=5.0, take_profit_atr=5.0, position_fraction=1.0, max_holding_bars=100)
     costs = Costs(fee_bps=0.0, slippage_bps=0.0)
-    long = step_sleeve(
-        step_sleeve(SleeveState.start(1.0), BarInput(100, 100, 100, 100, 1.0, 1), genes, costs),
-        BarInput(100, 100, 100, 100, 1.0, 1),
+    long = step(
+        step(start_sleeve(1.0), (100, 100, 100, 100, 1.0, 1), genes, costs),
+        (100,) * 4 + (1.0, 1),
         genes,
         costs,
+        1,
     )
-    exit_state = step_sleeve(long, BarInput(100, 100, 100, 100, 1.0, 0), genes, costs)
-    assert sleeve_target(exit_state, genes, costs, 1.0) == SleeveTarget("exit", 0, 0.0, "signal")
-    reverse = sleeve_target(
-        step_sleeve(long, BarInput(100, 100, 100, 110, 1.0, -1), genes, costs), genes, costs, 1.0
-    )
+    exit_state = step(long, (100, 100, 100, 100, 1.0, 0), genes, costs, 2)
+    assert sleeve_target(exit_state, 1.0) == SleeveTarget("exit", 0, 0.0, "signal")
+    reverse = sleeve_target(step(long, (100, 100, 100, 110, 1.0, -1), genes, costs, 2), 1.0)
     assert reverse.action == "reverse" and reverse.direction == -1
     # Sleeve equity at the close (the long marked at 110, before any exit cost), sized at that close.
     assert reverse.quantity == pytest.approx(-(1.1 / 110))
@@ -141,10 +151,12 @@ def test_exit_and_reversal_targets():
 
 def test_max_holding_exit_blocks_reentry_until_the_signal_leaves():
     genes = RiskGenes(stop_atr=5.0, take_profit_atr=5.0, position_fraction=1.0, max_holding_bars=2)
-    flat = BarInput(100, 100, 100, 100, 1.0, 1)
-    state = replay_sleeve([flat, flat, flat], genes, Costs(), 1.0)
+    flat = (100, 100, 100, 100, 1.0, 1)
+    state = start_sleeve(1.0)
+    for t in range(3):
+        state = step(state, flat, genes, Costs(), t)
     assert state.direction == 1 and state.pending_exit and state.blocked == 1
-    after = step_sleeve(state, flat, genes, Costs())
+    after = step(state, flat, genes, Costs(), 3)
     assert after.direction == 0 and after.pending_entry == 0  # signal still 1: no fresh entry
 
 
@@ -218,9 +230,9 @@ def test_a_hold_keeps_a_live_position_on_the_kernels_side_and_brings_any_other_t
 def test_hold_target_is_the_kernels_position_with_stops_at_its_levels():
     genes = RiskGenes(stop_atr=2.0, take_profit_atr=3.0, position_fraction=0.5, max_holding_bars=10)
     costs = Costs(fee_bps=0.0, slippage_bps=0.0)
-    pending = step_sleeve(SleeveState.start(1.0), BarInput(100, 101, 99, 100, 1.0, 1), genes, costs)
-    held = step_sleeve(pending, BarInput(100, 101, 99, 100.5, 1.0, 1), genes, costs)
-    target = sleeve_target(held, genes, costs, capital=1_000.0)
+    pending = step(start_sleeve(1.0), (100, 101, 99, 100, 1.0, 1), genes, costs)
+    held = step(pending, (100, 101, 99, 100.5, 1.0, 1), genes, costs, 1)
+    target = sleeve_target(held, capital=1_000.0)
     assert (target.action, target.direction) == ("hold", 1)
     assert target.quantity == pytest.approx(held.units * 1_000.0) and held.units == pytest.approx(0.005)
     assert target.stop_distance == pytest.approx(100.5 - 98.0)  # kernel stop at 100 - 2 x ATR
@@ -228,7 +240,7 @@ def test_hold_target_is_the_kernels_position_with_stops_at_its_levels():
 
 
 def test_sleeve_target_refuses_non_positive_capital():
-    state = SleeveState.start(1.0)
+    state = start_sleeve(1.0)
     with pytest.raises(ExecutionInputError, match="capital"):
-        sleeve_target(state, RiskGenes(1, 1, 0.5, 5), Costs(), 0.0)
+        sleeve_target(state, 0.0)
     assert math.isnan(state.last_close)
