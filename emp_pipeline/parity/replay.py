@@ -37,7 +37,7 @@ from sqlalchemy import Engine
 
 from emp_pipeline.broker.interface import OrderSide
 from emp_pipeline.broker.paper import PaperBroker, PaperCosts, PriceBar
-from emp_pipeline.domain.backtest import MarketArrays, fee_cost, market_arrays, simulate_strategy
+from emp_pipeline.domain.backtest import MarketArrays, market_arrays, simulate_strategy
 from emp_pipeline.domain.execution import Costs, OrderIntent, order_for_target, sleeve_rules, sleeve_target
 from emp_pipeline.domain.genome import (
     FeaturePanel,
@@ -58,7 +58,7 @@ from emp_pipeline.domain.lookahead import (
 )
 from emp_pipeline.domain.regimes import REGIME_LABELS
 from emp_pipeline.domain.risk import AccountSnapshot, ProposedOrder, RiskLimits, RiskVerdict, check_orders
-from emp_pipeline.domain.sleeve import ALL_PHASES, new_fills, start_sleeve, step_sleeve
+from emp_pipeline.domain.sleeve import ALL_PHASES, fee_cost, new_fills, start_sleeve, step_sleeve
 from emp_pipeline.live.engine import (
     ATR_COLUMN,
     BARS_DATASET,
