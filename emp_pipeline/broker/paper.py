@@ -81,9 +81,10 @@ from emp_pipeline.domain.sleeve import (
     start_sleeve,
     step_sleeve,
 )
-from emp_pipeline.engine import session_scope
-from emp_pipeline.errors import ClientOrderIdConflictError, UnknownOrderError
-from emp_pipeline.orders import (
+from emp_pipeline.registry import models
+from emp_pipeline.registry.engine import session_scope
+from emp_pipeline.registry.errors import ClientOrderIdConflictError, UnknownOrderError
+from emp_pipeline.registry.orders import (
     create_order_if_absent,
     fills_for_order,
     get_order,
@@ -91,9 +92,8 @@ from emp_pipeline.orders import (
     record_fill,
     update_order_status,
 )
-from emp_pipeline.positions import get_or_create_paper_account, positions_for_account
-from emp_pipeline.records import OrderRecord
-from emp_pipeline.registry import models
+from emp_pipeline.registry.positions import get_or_create_paper_account, positions_for_account
+from emp_pipeline.registry.records import OrderRecord
 
 PROTECTIVE_EXIT_PREFIX = "paper-exit-"
 _PROTECTIVE_LEVELS = Table(

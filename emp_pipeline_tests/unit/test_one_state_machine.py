@@ -24,8 +24,10 @@ from emp_pipeline.domain.backtest import MarketArrays, simulate_strategy
 from emp_pipeline.domain.execution import Costs, order_for_target, sleeve_rules, sleeve_target
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
 from emp_pipeline.domain.sleeve import fold_sleeve, start_sleeve
-from emp_pipeline.registry import repository as registry
+from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.registry.orders import fills_for_order, orders_for_account
+from emp_pipeline.registry.positions import get_account
 
 CAPITAL = 1_000_000.0
 COSTS = Costs(fee_bps=3.0, slippage_bps=2.0)
@@ -103,7 +105,7 @@ def test_kernel_live_fold_and_paper_broker_give_the_same_trades_and_equity(
 
     path = tmp_path_factory.mktemp("broker") / "registry.sqlite"
     path.write_bytes(registry_template.read_bytes())
-    engine = registry.make_engine(f"sqlite:///{path}")
+    engine = make_engine(f"sqlite:///{path}")
     times = [stamp.to_pydatetime() for stamp in market.dates]
     prices = _BarsSoFar(times, market)
     broker = PaperBroker(
@@ -132,12 +134,12 @@ def test_kernel_live_fold_and_paper_broker_give_the_same_trades_and_equity(
                         relative_take_profit=order.take_profit_distance if order.opens_position else None,
                     )
                 )  # fmt: skip
-        with registry.session_scope(engine) as session:
-            cash = registry.get_account(session, broker.account_id).cash
+        with session_scope(engine) as session:
+            cash = get_account(session, broker.account_id).cash
             fills = sorted(
                 (fill.filled_at, fill.price)
-                for order in registry.orders_for_account(session, broker.account_id)
-                for fill in registry.fills_for_order(session, order.client_order_id)
+                for order in orders_for_account(session, broker.account_id)
+                for fill in fills_for_order(session, order.client_order_id)
             )
     finally:
         engine.dispose()
