@@ -6,17 +6,26 @@ The WHY dimension must not see a value before it was published, so every row car
   series' first stored vintage get that vintage's date: later than the truth, never earlier.
 - other series (daily market rates that are not revised) get `date + release_lag_days`.
 The output is the long macro frame `SensoryCortex.compute(bars, macro)` reads.
+
+A FRED outage must not block the daily update: `fetch` leaves out the series FRED could not deliver after
+its retries (the sensory cortex then gives their WHY features a neutral 0 with the availability flag at 0)
+and says which in the `MacroFetch` it returns, for the asset's metadata. Once one series has failed that way
+the rest are not requested, so an outage costs one series' retries, not every series'. A rejected key or
+an unknown series is not an outage: those still fail the run, since only a person can fix them.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import pandas as pd
 import requests
+
+logger = logging.getLogger(__name__)
 
 FRED_BASE_URL = "https://api.stlouisfed.org/fred"
 # ALFRED's whole real-time range: every vintage FRED has.
@@ -196,10 +205,50 @@ class FredSource:
         frame = frame.astype({"date": "datetime64[ns, UTC]", "available_from": "datetime64[ns, UTC]"})
         return frame.sort_values(["available_from", "date"], kind="mergesort").reset_index(drop=True)
 
-    def fetch(self, start: date | str, end: date | str) -> pd.DataFrame:
-        """All configured series between start and end (observation dates), in one long macro frame."""
-        frames = [self.observations(series, start, end) for series in self.series]
+    def fetch(self, start: date | str, end: date | str) -> MacroFetch:
+        """All configured series between start and end (observation dates), as one long macro frame,
+        less the series FRED could not deliver (see the module docstring)."""
+        frames: list[pd.DataFrame] = []
+        unavailable: dict[str, str] = {}
+        for series in self.series:
+            if unavailable:
+                unavailable[series.series_id] = "not requested: FRED was unavailable"
+                continue
+            try:
+                frames.append(self.observations(series, start, end))
+            except FredUnavailableError as error:
+                unavailable[series.series_id] = str(error)
+                logger.warning("FRED outage, WHY degrades to neutral for the missing series: %s", error)
         frames = [frame for frame in frames if not frame.empty]
-        if not frames:
-            return empty_macro()
-        return pd.concat(frames, ignore_index=True).loc[:, list(MACRO_FRAME_COLUMNS)]
+        frame = (
+            pd.concat(frames, ignore_index=True).loc[:, list(MACRO_FRAME_COLUMNS)]
+            if frames
+            else empty_macro()
+        )
+        return MacroFetch(
+            frame=frame,
+            start=str(pd.Timestamp(start).date()),
+            end=str(pd.Timestamp(end).date()),
+            unavailable=unavailable,
+        )
+
+
+@dataclass(frozen=True)
+class MacroFetch:
+    """Macro series for WHY, and the series that could not be fetched (their WHY features stay neutral)."""
+
+    frame: pd.DataFrame
+    start: str
+    end: str
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """One line for run metadata: complete, or which series are missing, over which span, and why."""
+        if not self.unavailable:
+            return "complete"
+        first_reason = next(iter(self.unavailable.values()))
+        return (
+            f"degraded: FRED unavailable for {', '.join(self.unavailable)} ({first_reason}); WHY is neutral "
+            f"(availability flag 0) where it reads them, for observations {self.start} .. {self.end}"
+        )

@@ -259,6 +259,51 @@ def test_features_read_fred_when_a_key_is_configured(tmp_path, sample_bars, earl
     assert features["why_policy_rate_level"].between(2.0, 2.5).all()
 
 
+class _FredOutage(BaseHTTPRequestHandler):
+    """FRED down: every request answers 503."""
+
+    def do_GET(self) -> None:
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"error_code": 503, "error_message": "Service Unavailable"}')
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_fred_outage_degrades_why_and_says_so_instead_of_failing_the_update(
+    tmp_path, sample_bars, earlier_features
+):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FredOutage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = _home(tmp_path, "home", sample_bars, earlier_features)
+        plain = build_definitions(settings)
+        fred = FredResource(api_key="test-key", base_url=f"http://127.0.0.1:{server.server_address[1]}/fred")
+        defs = Definitions(
+            assets=plain.assets,
+            asset_checks=plain.asset_checks,
+            jobs=plain.jobs,
+            resources={**plain.resources, "fred": fred},
+        )
+        instance = DagsterInstance.ephemeral()
+        _materialize(defs, instance, "2009-02-02", "2009-02-06", assets=("sensory_features",))
+    finally:
+        server.shutdown()
+        server.server_close()
+    features = DatedFrameStore(settings.data_dir, "sensory_features").read_window("2009-02-02")
+    assert len(features) == 3 * 5  # the update went through
+    metadata = _latest_metadata(instance, defs, "sensory_features")
+    assert metadata["macro_source"].value == "fred"
+    assert metadata["macro_status"].value.startswith("degraded: FRED unavailable for DFF, DGS10, VIXCLS")
+    assert "WHY is neutral (availability flag 0)" in metadata["macro_status"].value
+    assert (
+        features["why_policy_rate_available"].eq(0.0).all()
+        and features["why_policy_rate_level"].eq(0.0).all()
+    )
+
+
 def test_an_unknown_regime_classifier_is_refused_when_settings_are_read():
     with pytest.raises(ValueError, match="EMP_REGIME_CLASSIFIER='magic'"):
         Settings.from_env({"EMP_HOME": "/nonexistent", "EMP_REGIME_CLASSIFIER": "magic"})

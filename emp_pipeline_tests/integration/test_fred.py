@@ -112,7 +112,8 @@ def test_daily_series_with_missing_values_and_release_lag(fred: FakeFred) -> Non
         {"realtime_start": "2024-01-10", "realtime_end": "2024-01-10", "date": "2024-01-04", "value": "3.99"},
     ]
     fred.responder = lambda params: (200, _observations_body(rows, params))
-    frame = _source(fred, (FredSeries("DGS10", release_lag_days=1),)).fetch("2024-01-01", "2024-01-05")
+    source = _source(fred, (FredSeries("DGS10", release_lag_days=1),))
+    frame = source.fetch("2024-01-01", "2024-01-05").frame
 
     assert fred.paths == ["/fred/series/observations"]
     sent = fred.requests[0]
@@ -133,7 +134,7 @@ def test_vintage_series_are_dated_by_first_release(fred: FakeFred) -> None:
     ]
     fred.responder = lambda params: (200, _observations_body(rows, params))
     series = FredSeries("UNRATE", use_vintages=True)
-    frame = _source(fred, (series,)).fetch("2023-10-01", "2023-11-30")
+    frame = _source(fred, (series,)).fetch("2023-10-01", "2023-11-30").frame
     sent = fred.requests[0]
     assert sent["output_type"] == "4"
     assert sent["realtime_start"] == "1776-07-04" and sent["realtime_end"] == "9999-12-31"
@@ -149,7 +150,7 @@ def test_pages_are_followed_until_count(fred: FakeFred) -> None:
         return 200, _observations_body(rows[offset : offset + 2], params, count=len(rows))
 
     fred.responder = paged
-    frame = _source(fred, (FredSeries("DFF"),)).fetch("2020-01-01", "2020-01-31")
+    frame = _source(fred, (FredSeries("DFF"),)).fetch("2020-01-01", "2020-01-31").frame
     assert [request["offset"] for request in fred.requests] == ["0", "2", "4"]
     assert frame["value"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
 
@@ -163,7 +164,9 @@ def test_transient_errors_are_retried(fred: FakeFred) -> None:
         ]
     )
     fred.responder = lambda params: next(answers)
-    frame = _source(fred, (FredSeries("DFF"),)).fetch("2024-01-01", "2024-01-05")
+    fetched = _source(fred, (FredSeries("DFF"),)).fetch("2024-01-01", "2024-01-05")
+    frame = fetched.frame
+    assert fetched.status == "complete"
     assert len(fred.requests) == 3
     assert frame["value"].tolist() == [5.33]
 
@@ -171,8 +174,35 @@ def test_transient_errors_are_retried(fred: FakeFred) -> None:
 def test_persistent_errors_give_up_with_a_clear_error(fred: FakeFred) -> None:
     fred.responder = lambda params: (500, {"error_code": 500, "error_message": "Internal Server Error"})
     with pytest.raises(FredUnavailableError, match=r"after 4 attempts \(HTTP 500\)"):
-        _source(fred, (FredSeries("DFF"),)).fetch("2024-01-01", "2024-01-05")
+        _source(fred, (FredSeries("DFF"),)).observations(FredSeries("DFF"), "2024-01-01", "2024-01-05")
     assert len(fred.requests) == 4
+
+
+def test_an_outage_degrades_why_to_neutral_and_says_so_instead_of_blocking(fred: FakeFred) -> None:
+    """FRED down with FRED_API_KEY set: the update gets the series it can and a status naming the rest."""
+    good_rows = [{"date": "2024-01-02", "value": "5.33"}]
+    fred.responder = lambda params: (
+        (200, _observations_body(good_rows, params))
+        if params["series_id"] == "DFF"
+        else (503, {"error_code": 503, "error_message": "Service Unavailable"})
+    )
+    source = _source(fred, (FredSeries("DFF"), FredSeries("DGS10"), FredSeries("VIXCLS")))
+    fetched = source.fetch("2024-01-01", "2024-01-05")
+    assert fetched.frame["series"].tolist() == ["DFF"] and fetched.frame["value"].tolist() == [5.33]
+    assert list(fetched.unavailable) == ["DGS10", "VIXCLS"]
+    assert fetched.status.startswith(
+        "degraded: FRED unavailable for DGS10, VIXCLS (FRED did not answer for series 'DGS10' after 4 "
+        "attempts (HTTP 503)"
+    )
+    assert "for observations 2024-01-01 .. 2024-01-05" in fetched.status
+    assert [request["series_id"] for request in fred.requests] == ["DFF"] + ["DGS10"] * 4  # VIXCLS not tried
+    assert GOOD_KEY not in fetched.status
+
+    market = generate_market(n_instruments=1, n_bars=60, seed=3, start="2023-11-01")
+    instrument = InstrumentMeta("SYN00", "s", AssetClass.INDEX, "USD", 0.01, 2, 1.0, 1.0, 1.0, "24x5")
+    features = SensoryCortex([instrument]).compute(market.bars, fetched.frame)
+    assert macro_coverage(features)["vix"] == 0.0 and macro_coverage(features)["yield_10y"] == 0.0
+    assert (features["why_vix_level"] == 0.0).all() and features["why_vix_rank_252"].notna().all()
 
 
 def test_bad_key_is_reported_without_the_key(fred: FakeFred) -> None:
@@ -197,8 +227,9 @@ def test_unreachable_server_does_not_leak_the_key() -> None:
         GOOD_KEY, base_url="http://127.0.0.1:9/fred", timeout_seconds=1, max_retries=1, backoff_seconds=0
     )
     with pytest.raises(FredUnavailableError) as caught:
-        source.fetch("2024-01-01", "2024-01-05")
+        source.observations(FredSeries("DFF"), "2024-01-01", "2024-01-05")
     assert GOOD_KEY not in str(caught.value)
+    assert GOOD_KEY not in source.fetch("2024-01-01", "2024-01-05").status
 
 
 def test_without_a_key_nothing_is_fetched(fred: FakeFred) -> None:
@@ -229,7 +260,7 @@ def test_fred_macro_feeds_the_why_dimension(fred: FakeFred) -> None:
 
     fred.responder = by_series
     source = _source(fred, (FredSeries("DGS10"), FredSeries("VIXCLS")))
-    macro = source.fetch("2019-06-01", "2022-03-01")
+    macro = source.fetch("2019-06-01", "2022-03-01").frame
     instrument = InstrumentMeta("SYN00", "s", AssetClass.INDEX, "USD", 0.01, 2, 1.0, 1.0, 1.0, "24x5")
     features = SensoryCortex([instrument]).compute(market.bars, macro)
     coverage = macro_coverage(features)

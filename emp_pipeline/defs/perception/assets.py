@@ -172,14 +172,16 @@ def classify_by_year(
 
 def macro_for_features(
     fred: FredResource, market_data: MarketDataResource, history_start: pd.Timestamp, end: pd.Timestamp
-) -> tuple[pd.DataFrame | None, str]:
-    """Macro for WHY and its origin: FRED with a key, the bundled series with sample bars, else none."""
+) -> tuple[pd.DataFrame | None, str, str]:
+    """Macro for WHY, its origin and its status: FRED with a key (a FRED outage leaves the missing series
+    neutral and the status says which), the bundled series with sample bars, else none."""
     if fred.is_configured:
         first = (history_start - timedelta(days=MACRO_LOOKBACK_DAYS + MACRO_MARGIN_DAYS)).date()
-        return fred.source().fetch(first, (end - timedelta(days=1)).date()), "fred"
+        fetched = fred.source().fetch(first, (end - timedelta(days=1)).date())
+        return fetched.frame, "fred", fetched.status
     if market_data.source == "sample":
-        return load_sample_macro_frame(), "sample"
-    return None, "none"
+        return load_sample_macro_frame(), "sample", "complete"
+    return None, "none", "no macro source configured: WHY is neutral"
 
 
 # ------------------------------------------------------------------------------------------- checks
@@ -262,7 +264,7 @@ def sensory_features(
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
     history_start = _utc(start.year - FEATURE_HISTORY_YEARS)
-    macro, macro_source = macro_for_features(fred, market_data, history_start, end)
+    macro, macro_source, macro_status = macro_for_features(fred, market_data, history_start, end)
     cortex = SensoryCortex(market_data.universe().instruments)
     features = compute_features_by_year(cortex, market_bars, macro, start, end)
 
@@ -280,7 +282,11 @@ def sensory_features(
     )
     yield Output(
         features,
-        metadata={**_window_metadata(features, start, end), "macro_source": macro_source},
+        metadata={
+            **_window_metadata(features, start, end),
+            "macro_source": macro_source,
+            "macro_status": macro_status,
+        },
     )
     yield counted_check_result(
         check_name="features_complete_after_warmup",
