@@ -14,9 +14,21 @@ $(BIN)/emp: setup.py pyproject.toml
 demo: $(BIN)/emp
 	$(BIN)/emp demo
 
-# The browser test drives Debian's Chromium (no browser download): install it once if it is missing.
+# The browser test (emp_pipeline_tests/e2e/test_browser_ui.py) drives Debian's Chromium, no browser download.
+# As root this installs it once; otherwise it says what to run instead of failing on apt-get's lock file.
+CHROMIUM ?= /usr/bin/chromium
 chromium:
-	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "make test needs Chromium ($(CHROMIUM)) for the browser test, and installing it needs root:"; \
+	    echo "  sudo apt-get update && sudo apt-get install -y chromium"; \
+	    echo "then run make test again (or run make test as root, which installs it)."; \
+	    exit 1; \
+	  fi; \
+	  echo "installing Debian's chromium for the browser test"; \
+	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null \
+	    || { echo "apt-get could not install chromium (its error is above): install it, then run make test again"; exit 1; }; \
+	fi
 
 test: $(BIN)/emp chromium
 	$(BIN)/ruff check emp_pipeline emp_pipeline_tests benchmarks scripts

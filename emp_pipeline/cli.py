@@ -37,8 +37,28 @@ def _cmd_kill_switch(args: argparse.Namespace, settings: Settings, out: TextIO) 
     return kill_switch_command(settings.database_url, args.action, out, reason=args.reason)
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless there is none worth showing or the text names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        # Identity, not equality: a default of 0 is worth showing, False (a flag's) is not.
+        no_default = any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
+        if no_default or action.default == "" or "default" in text.lower():
+            return action.help
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+class EmpArgumentParser(argparse.ArgumentParser):
+    """The parser class of `emp` and, through add_subparsers, of every sub-command."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emp", description="Evolving Market Predator pipeline")
+    parser = EmpArgumentParser(prog="emp", description="Evolving Market Predator pipeline")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="materialize the whole pipeline on the embedded defaults")
@@ -56,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade = database.add_parser(
         "upgrade", help="apply Alembic migrations to EMP_DATABASE_URL / DATABASE_URL"
     )
-    upgrade.add_argument("--revision", default="head")
+    upgrade.add_argument("--revision", default="head", help="Alembic revision to upgrade to")
     upgrade.set_defaults(handler=_cmd_db_upgrade)
 
     add_token_commands(commands)

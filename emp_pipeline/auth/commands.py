@@ -151,7 +151,12 @@ def add_token_commands(commands: argparse._SubParsersAction) -> None:
     authorize_parser.add_argument(
         "--redirect-uri", help="redirect URI registered for the app (CTRADER_REDIRECT_URI)"
     )
-    authorize_parser.add_argument("--scope", default="trading", choices=("trading", "accounts"))
+    authorize_parser.add_argument(
+        "--scope",
+        default="trading",
+        choices=("trading", "accounts"),
+        help="what the app may do: trade, or only read accounts",
+    )
     authorize_parser.add_argument(
         "--from-refresh-token",
         action="store_true",

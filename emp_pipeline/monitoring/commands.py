@@ -25,7 +25,7 @@ def add_metrics_commands(commands: argparse._SubParsersAction) -> None:
         "serve", help="serve /metrics (token, bars, registry, orders, equity, health) until SIGTERM"
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
     serve.add_argument(
         "--timeout",
         type=float,

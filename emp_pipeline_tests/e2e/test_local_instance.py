@@ -90,8 +90,8 @@ def test_dagster_commands_work_in_a_fresh_copy_of_the_root_with_an_empty_environ
         EMPTY_ENVIRONMENT,
     )
     for output in (validated, executed):
-        assert NO_INSTANCE_FILE_WARNING not in output
-        assert "DAGSTER_PG" not in output
+        for unwanted in (NO_INSTANCE_FILE_WARNING, "DAGSTER_PG", "BetaWarning", "PreviewWarning"):
+            assert unwanted not in output, unwanted
 
     # The run went to the persistent SQLite instance under .emp, where `make ui` shows it.
     monkeypatch.chdir(root)

@@ -94,5 +94,11 @@ def test_make_ui_stops_with_everything_it_started(stop_signal, sent_to, tmp_path
 
     output = log.read_text()
     assert f"{stop_signal.name}: stopping dagster dev" in output
-    for unwanted in ("SupersessionWarning", "No dagster instance configuration file", "temporary directory"):
+    for unwanted in (
+        "SupersessionWarning",
+        "BetaWarning",
+        "PreviewWarning",
+        "No dagster instance configuration file",
+        "temporary directory",
+    ):
         assert unwanted not in output, unwanted
