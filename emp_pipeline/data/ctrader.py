@@ -8,10 +8,13 @@ and closes it, so a Dagster op or the CLI can call it without owning an event lo
 What the venue sends, and what becomes of it:
 - Trendbars are BID prices, delta-encoded in 1/100000 of a price unit and decoded to the symbol's digits.
   A bar's time is its open time (UTC). Volume is a tick count, not traded units.
-- A D1 bar opens at the broker's day boundary: 17:00 New York (21:00/22:00 UTC the evening before) or,
-  with some brokers, midnight UTC. Either way it is labelled with the FX trading day its open falls in (the
-  day ending 17:00 New York, `calendars.trading_day_of`); a short bar opening on the weekend (a Sunday
-  evening stub of a midnight-UTC broker) is folded into the next trading day's bar.
+- Intraday bars are labelled by their open time, as the canonical frame wants. A D1 bar opens at the
+  broker's day boundary: 17:00 New York (21:00/22:00 UTC the evening before) or, with some brokers, midnight
+  UTC. Either way it is labelled with the FX trading day its open falls in (the day ending 17:00 New York,
+  `calendars.trading_day_of`); a short bar opening on the weekend (a Sunday evening stub of a midnight-UTC
+  broker) is folded into the next trading day's bar. A W1 bar is labelled with the Monday of its week.
+- The newest bar may still be forming: only bars closed by `now` are returned (D1 and W1 bars get an hour
+  more, since New York's daylight saving moves the broker's day boundary by one).
 - Symbol details give digits, pip position, lot size and volumes in cents of a unit (divided by 100 here),
   and the overnight swaps with their unit and triple weekday.
 """
@@ -78,14 +81,19 @@ def trendbar_frame(bars: Sequence[proto.Trendbar]) -> pd.DataFrame:
     )
 
 
-def daily_bars(bars: pd.DataFrame) -> pd.DataFrame:
-    """D1 trendbars (`trendbar_frame`) -> one bar per FX trading day, `date` its midnight-UTC label.
+def labelled_bars(bars: pd.DataFrame, timeframe: Timeframe) -> pd.DataFrame:
+    """Trendbars (`trendbar_frame`) -> bars with the canonical `date` label of `timeframe`.
 
-    A weekend bar has no trading day of its own: it is folded into the next one (open from the first bar,
-    high and low over both, close from the last, volumes added). One left at the very end is dropped until
-    its trading day's bar exists.
+    Intraday: the open time. D1: the FX trading day of the open, at midnight UTC; W1: that day's Monday. A
+    weekend bar has no trading day of its own: it is folded into the next one (open from the first bar, high
+    and low over both, close from the last, volumes added); one left at the very end is dropped until its
+    trading day's bar exists.
     """
+    if timeframe.is_intraday:
+        return bars.rename(columns={"time": "date"})
     days = pd.Series(trading_day_of(CALENDAR_24X5, bars["time"]), index=bars.index).bfill()
+    if timeframe is Timeframe.W1:
+        days = days - pd.to_timedelta(days.dt.day_of_week, unit="D")
     labelled = bars.assign(date=days).dropna(subset=["date"])
     return (
         labelled.groupby("date", sort=True)
@@ -157,6 +165,7 @@ class CTraderSource(MarketDataSource):
         timeframe: Timeframe = Timeframe.D1,
         symbol_map: Mapping[str, str] | None = None,
         session_timeout_s: float = 3_600.0,
+        now: Callable[[], pd.Timestamp] = lambda: pd.Timestamp.now(tz="UTC"),
     ) -> None:
         self.config = config
         self.timeframe = timeframe
@@ -164,32 +173,29 @@ class CTraderSource(MarketDataSource):
         self._tokens = token_provider
         self._to_broker = dict(symbol_map or {})
         self._session_timeout_s = session_timeout_s
+        self._now = now
 
     def broker_symbol(self, symbol: str) -> str:
         return self._to_broker.get(symbol, symbol)
 
     # ----- bars ----
     def _fetch_raw(self, symbols: list[str], start: date, end: date) -> pd.DataFrame:
-        if self.timeframe is not Timeframe.D1:
-            raise MarketDataError(
-                f"{self.name}: the canonical bar frame holds D1 bars; {self.timeframe} bars come from "
-                "CTraderSource.trendbars()"
-            )
-        # A D1 bar may open the evening before the trading day it is labelled with: ask from a day earlier.
-        first = datetime(start.year, start.month, start.day, tzinfo=UTC) - timedelta(days=1)
+        first = datetime(start.year, start.month, start.day, tzinfo=UTC)
         last = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
-        per_symbol = self._run(lambda client: self._trendbars_of(client, symbols, first, last, Timeframe.D1))
-        return concat_bars(
-            [
-                daily_bars(bars).assign(symbol=symbol, adj_close=lambda frame: frame["close"])
-                for symbol, bars in per_symbol.items()
-            ]
-        )
+        if not self.timeframe.is_intraday:
+            # A D1 or W1 bar may open the evening (or the weekend) before the day it is labelled with.
+            first -= timedelta(days=3)
+        timeframe = self.timeframe
+        per_symbol = self._run(lambda client: self._trendbars_of(client, symbols, first, last, timeframe))
+        labelled = [
+            labelled_bars(bars, timeframe).assign(symbol=symbol) for symbol, bars in per_symbol.items()
+        ]
+        return concat_bars([bars.assign(adj_close=bars["close"]) for bars in labelled])
 
     def trendbars(
         self, symbol: str, start: datetime, end: datetime, timeframe: Timeframe | None = None
     ) -> pd.DataFrame:
-        """Bars of one symbol opening in [start, end) (aware datetimes), oldest first, one per open time."""
+        """Closed bars of one symbol opening in [start, end) (aware datetimes), oldest first, one per time."""
         wanted = timeframe or self.timeframe
         return self._run(lambda client: self._trendbars_of(client, [symbol], start, end, wanted))[symbol]
 
@@ -207,9 +213,13 @@ class CTraderSource(MarketDataSource):
             raise ValueError(f"end {end.isoformat()} is not after start {start.isoformat()}")
         period = proto.TrendbarPeriod(timeframe.trendbar_period)
         from_ms, to_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000) - 1
+        # the latest bar may still be forming; daily and weekly ones close up to an hour late (DST)
+        grace = pd.Timedelta(0) if timeframe.is_intraday else pd.Timedelta(hours=1)
+        closed_before_ms = int((self._now() - pd.Timedelta(timeframe.duration) - grace).timestamp() * 1000)
         frames = {}
         for symbol in symbols:
-            bars = await client.trendbars(self.broker_symbol(symbol), period, from_ms, to_ms)
+            received = await client.trendbars(self.broker_symbol(symbol), period, from_ms, to_ms)
+            bars = [bar for bar in received if bar.open_time_ms <= closed_before_ms]
             if not bars:
                 raise NoDataError(
                     f"cTrader has no {timeframe} bars of {symbol!r} (broker symbol "

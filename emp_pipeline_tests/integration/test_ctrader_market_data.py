@@ -199,6 +199,25 @@ def test_daily_bars_come_as_the_canonical_frame_labelled_by_fx_trading_day(
     assert list(bars["low"]) == [1.08, 1.08001, 1.08002, 1.08003, 1.08004]  # bid prices as served
 
 
+def test_intraday_bars_come_as_the_canonical_frame_by_open_time_without_the_forming_bar(
+    tokens: FakeTokenProvider, server: FakeCTraderServer
+) -> None:
+    monday = datetime(2024, 1, 8, tzinfo=UTC)
+    served = server.generate_trendbars("EURUSD", 9, monday, monday + timedelta(hours=6))  # H1, 00:00..05:00
+    source = CTraderSource(
+        fast_config(server),
+        tokens,
+        timeframe=Timeframe.H1,
+        now=lambda: pd.Timestamp("2024-01-08 05:30", tz="UTC"),
+    )
+
+    bars = source.fetch(["EURUSD"], "2024-01-08", "2024-01-09")
+
+    expected = served_frame(served[:5])  # the 05:00 bar is still forming at 05:30
+    assert list(bars["date"]) == list(expected["time"])
+    assert list(bars["close"]) == list(expected["close"]) and list(bars["volume"]) == list(expected["volume"])
+
+
 def test_symbol_details_become_the_instruments_trading_terms(
     tokens: FakeTokenProvider, server: FakeCTraderServer
 ) -> None:

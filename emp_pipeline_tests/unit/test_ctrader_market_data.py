@@ -10,10 +10,11 @@ import pytest
 
 from emp_pipeline.broker import ctrader_protocol as proto
 from emp_pipeline.broker.ctrader_client import CTraderSymbol, SpotQuote, SpreadSample
-from emp_pipeline.data.ctrader import apply_venue_terms, daily_bars, trendbar_frame
+from emp_pipeline.data.ctrader import apply_venue_terms, labelled_bars, trendbar_frame
 from emp_pipeline.data.source import MalformedDataError
 from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta, SwapType, Weekday
 from emp_pipeline.domain.synthetic import synthetic_instrument
+from emp_pipeline.domain.timeframes import Timeframe
 
 NEW_YEAR_2024_MINUTES = 28_401_120  # 2024-01-01T00:00:00Z = 1,704,067,200 s / 60
 
@@ -109,17 +110,17 @@ def test_trendbar_frame_labels_each_bar_with_its_open_time_in_utc() -> None:
     assert list(frame["low"]) == [1.08, 1.08001, 1.08002]
 
 
-def _daily(open_times: list[str]) -> pd.DataFrame:
+def _labelled(open_times: list[str], timeframe: Timeframe = Timeframe.D1) -> pd.DataFrame:
     raws = [
         {"low": 108_000 + 10 * i, "deltaOpen": 1, "deltaClose": 2, "deltaHigh": 3, "volume": 100 + i,
          "utcTimestampInMinutes": int(pd.Timestamp(opened, tz="UTC").timestamp()) // 60}
         for i, opened in enumerate(open_times)
     ]  # fmt: skip
-    return daily_bars(trendbar_frame([proto.decode_trendbar(raw, 5) for raw in raws]))
+    return labelled_bars(trendbar_frame([proto.decode_trendbar(raw, 5) for raw in raws]), timeframe)
 
 
 def test_daily_bars_opening_at_17_new_york_are_labelled_with_the_next_trading_day() -> None:
-    bars = _daily(["2024-01-07 22:00", "2024-03-10 21:00", "2024-07-11 21:00"])  # EST, first EDT day, EDT
+    bars = _labelled(["2024-01-07 22:00", "2024-03-10 21:00", "2024-07-11 21:00"])  # EST, first EDT day, EDT
     assert list(bars["date"]) == [
         pd.Timestamp(day, tz="UTC") for day in ("2024-01-08", "2024-03-11", "2024-07-12")
     ]
@@ -128,11 +129,18 @@ def test_daily_bars_opening_at_17_new_york_are_labelled_with_the_next_trading_da
 
 def test_a_weekend_stub_of_a_midnight_utc_broker_is_folded_into_the_next_trading_day() -> None:
     # Friday, the Sunday-evening stub (opens Sunday 00:00 UTC), Monday
-    bars = _daily(["2024-01-05 00:00", "2024-01-07 00:00", "2024-01-08 00:00"])
+    bars = _labelled(["2024-01-05 00:00", "2024-01-07 00:00", "2024-01-08 00:00"])
     assert list(bars["date"]) == [pd.Timestamp(day, tz="UTC") for day in ("2024-01-05", "2024-01-08")]
     monday = bars.iloc[1]
     assert (monday["open"], monday["close"]) == (1.08011, 1.08022)  # stub's open, Monday's close
     assert (monday["low"], monday["high"], monday["volume"]) == (1.0801, 1.08023, 101.0 + 102.0)
+
+
+def test_intraday_bars_are_labelled_by_open_time_and_weekly_by_the_monday_of_their_week() -> None:
+    hourly = _labelled(["2024-01-08 13:00", "2024-01-08 14:00"], Timeframe.H1)
+    assert list(hourly["date"]) == [pd.Timestamp(f"2024-01-08 {h}:00", tz="UTC") for h in (13, 14)]
+    weekly = _labelled(["2024-01-07 22:00", "2024-07-14 21:00"], Timeframe.W1)  # Sunday 17:00 New York
+    assert list(weekly["date"]) == [pd.Timestamp(day, tz="UTC") for day in ("2024-01-08", "2024-07-15")]
 
 
 def _eurusd_from_universe() -> InstrumentMeta:
