@@ -93,17 +93,6 @@ class Timeframe(StrEnum):
             + ", ".join(f"{timeframe} ({describe_duration(timeframe.duration)})" for timeframe in cls)
         )
 
-    @classmethod
-    def from_trendbar_period(cls, period: int) -> Timeframe:
-        """The timeframe cTrader means by `period` (a GetTrendbars answer names the period of its bars)."""
-        for timeframe in cls:
-            if timeframe.trendbar_period == period:
-                return timeframe
-        raise TimeframeError(
-            f"cTrader trendbar period {period!r} is not one we use; accepted: "
-            + ", ".join(f"{timeframe}={timeframe.trendbar_period}" for timeframe in cls)
-        )
-
 
 def describe_duration(duration: timedelta) -> str:
     """'30 minutes', '1 hour', '4 hours', '7 days': how messages name a spacing."""

@@ -28,7 +28,6 @@ def test_ctrader_set_with_durations_and_trendbar_period_codes() -> None:
     }
     assert {str(tf): (tf.duration, tf.trendbar_period) for tf in Timeframe} == expected
     assert [str(tf) for tf in Timeframe if tf.is_intraday] == ["M1", "M5", "M15", "M30", "H1", "H4"]
-    assert Timeframe.from_trendbar_period(9) is Timeframe.H1
     assert Timeframe.from_duration(timedelta(minutes=15)) is Timeframe.M15
 
 
@@ -46,8 +45,6 @@ def test_parse_accepts_names_in_any_case_and_refuses_the_rest_clearly() -> None:
         match=r"bars 2 hours apart match no timeframe; accepted: M1 \(1 minute\), M5 \(5 minutes\)",
     ):
         Timeframe.from_duration(timedelta(hours=2))
-    with pytest.raises(TimeframeError, match="trendbar period 11 is not one we use"):
-        Timeframe.from_trendbar_period(11)  # H12 exists at cTrader, not here
 
 
 @pytest.mark.parametrize(
