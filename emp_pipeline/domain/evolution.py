@@ -9,7 +9,8 @@ material coming. The whole population is scored in one backtest call.
 Fitness = annualised Sharpe - drawdown_weight x |max drawdown| - trade_penalty x (shortfall below min_trades
 as a fraction of min_trades); a strategy whose equity reaches zero scores RUIN_FITNESS.
 
-Determinism: every random draw comes from one ``numpy.random.Generator(PCG64(seed))`` in a fixed order,
+Determinism: every random draw comes from one ``numpy.random.Generator(PCG64(seed))`` stream (drawn through
+``RandomStream``, which gives numpy's numbers at less cost) in a fixed order,
 features are sampled from the panel's columns in their given order, ties sort by position; the same panel,
 market, config and seed give the same records, bit for bit. Thresholds come from quantiles of the training
 window only, so data after the window cannot influence what evolves.
@@ -38,13 +39,15 @@ from emp_pipeline.domain.genome import (
     GenomeError,
     RiskGenes,
     Rule,
+    RuleEvaluator,
     RuleGroup,
     genome_to_dict,
     population_signals,
     strategy_id,
     validate_genome,
 )
-from emp_pipeline.domain.metrics import max_drawdowns, sharpe_ratios
+from emp_pipeline.domain.metrics import return_statistics, series_moments
+from emp_pipeline.domain.random_stream import RandomStream
 from emp_pipeline.domain.regimes import REGIME_LABELS
 from emp_pipeline.domain.walkforward import WalkForwardFold
 
@@ -192,7 +195,7 @@ def _round_gene(value: float, low: float, high: float) -> float:
 # ---------------------------------------------------------------------------------- random genomes
 
 
-def _random_condition(rng: np.random.Generator, space: FeatureSpace) -> Condition:
+def _random_condition(rng: RandomStream, space: FeatureSpace) -> Condition:
     left = space.names[rng.integers(len(space.names))]
     op = ("<", ">", "crosses_above", "crosses_below")[rng.integers(4)]
     partners = space.partners[left]
@@ -202,7 +205,7 @@ def _random_condition(rng: np.random.Generator, space: FeatureSpace) -> Conditio
     return Condition(left, op, float(grid[rng.integers(len(grid))]))
 
 
-def _random_rule(rng: np.random.Generator, space: FeatureSpace, max_conditions: int) -> Rule:
+def _random_rule(rng: RandomStream, space: FeatureSpace, max_conditions: int) -> Rule:
     count = int(rng.integers(1, max_conditions + 1))
     if count == 1:
         return _random_condition(rng, space)
@@ -213,16 +216,16 @@ def _random_rule(rng: np.random.Generator, space: FeatureSpace, max_conditions: 
     return RuleGroup(("all", "any")[rng.integers(2)], tuple(children))
 
 
-def _random_regimes(rng: np.random.Generator) -> tuple[str, ...]:
+def _random_regimes(rng: RandomStream) -> tuple[str, ...]:
     chosen = tuple(label for label in REGIME_LABELS if rng.random() < 0.6)
     return chosen or (REGIME_LABELS[rng.integers(len(REGIME_LABELS))],)
 
 
-def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+def _log_uniform(rng: RandomStream, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
-def _random_risk(rng: np.random.Generator) -> RiskGenes:
+def _random_risk(rng: RandomStream) -> RiskGenes:
     return RiskGenes(
         stop_atr=_round_gene(_log_uniform(rng, 0.75, 6.0), *STOP_ATR_BOUNDS),
         take_profit_atr=_round_gene(_log_uniform(rng, 0.75, 12.0), *TAKE_PROFIT_ATR_BOUNDS),
@@ -231,7 +234,7 @@ def _random_risk(rng: np.random.Generator) -> RiskGenes:
     )
 
 
-def random_genome(rng: np.random.Generator, space: FeatureSpace, max_conditions: int = 3) -> Genome:
+def random_genome(rng: RandomStream, space: FeatureSpace, max_conditions: int = 3) -> Genome:
     direction = ("long", "short", "both")[rng.integers(3)]
     long_entry = _random_rule(rng, space, max_conditions) if direction != "short" else None
     short_entry = _random_rule(rng, space, max_conditions) if direction != "long" else None
@@ -292,9 +295,10 @@ def _fits(rule: Rule) -> bool:
     return _conditions(rule) <= MAX_RULE_CONDITIONS and _depth(rule) <= MAX_RULE_DEPTH
 
 
-def _swap_subtree(rng: np.random.Generator, into: Rule, donor: Rule) -> Rule:
+def _swap_subtree(rng: RandomStream, into: Rule, donor: Rule) -> Rule:
     """Graft a random subtree of ``donor`` over a random node of ``into`` (kept only if it still fits)."""
-    target = _paths(into)[rng.integers(len(_paths(into)))]
+    targets = _paths(into)
+    target = targets[rng.integers(len(targets))]
     donor_paths = _paths(donor)
     graft = _node(donor, donor_paths[rng.integers(len(donor_paths))])
     child = _replace(into, target, graft)
@@ -304,7 +308,7 @@ def _swap_subtree(rng: np.random.Generator, into: Rule, donor: Rule) -> Rule:
 # -------------------------------------------------------------------------------------- operators
 
 
-def crossover(rng: np.random.Generator, first: Genome, second: Genome) -> Genome:
+def crossover(rng: RandomStream, first: Genome, second: Genome) -> Genome:
     """Direction from the first parent; rules, regimes and risk genes mixed from both."""
 
     def pick_rule(a: Rule | None, b: Rule | None, required: bool) -> Rule | None:
@@ -341,7 +345,7 @@ def crossover(rng: np.random.Generator, first: Genome, second: Genome) -> Genome
     )
 
 
-def _mutate_condition(rng: np.random.Generator, space: FeatureSpace, condition: Condition) -> Condition:
+def _mutate_condition(rng: RandomStream, space: FeatureSpace, condition: Condition) -> Condition:
     choice = rng.integers(3)
     if choice == 0 and isinstance(condition.right, float) and condition.left in space.thresholds:
         grid = space.thresholds[condition.left]
@@ -358,7 +362,7 @@ def _mutate_condition(rng: np.random.Generator, space: FeatureSpace, condition: 
     return _random_condition(rng, space)
 
 
-def _mutate_rule(rng: np.random.Generator, space: FeatureSpace, rule: Rule, max_conditions: int) -> Rule:
+def _mutate_rule(rng: RandomStream, space: FeatureSpace, rule: Rule, max_conditions: int) -> Rule:
     paths = _paths(rule)
     path = paths[rng.integers(len(paths))]
     node = _node(rule, path)
@@ -378,7 +382,7 @@ def _mutate_rule(rng: np.random.Generator, space: FeatureSpace, rule: Rule, max_
     return candidate if _fits(candidate) else rule
 
 
-def mutate(rng: np.random.Generator, space: FeatureSpace, genome: Genome, max_conditions: int = 3) -> Genome:
+def mutate(rng: RandomStream, space: FeatureSpace, genome: Genome, max_conditions: int = 3) -> Genome:
     """One random change: a rule edit, the exit rule on/off, a regime flip, the direction, or a risk gene."""
     action = rng.random()
     if action < 0.55:
@@ -435,17 +439,42 @@ def mutate(rng: np.random.Generator, space: FeatureSpace, genome: Genome, max_co
 
 
 @dataclass(frozen=True)
+class Behaviour:
+    """Each strategy's returns centred and scaled to unit length (dot products are correlations); ``flat``
+    marks strategies whose returns never vary (they all behave alike)."""
+
+    scaled: np.ndarray
+    flat: np.ndarray
+
+    @classmethod
+    def of(cls, returns: np.ndarray, mean: np.ndarray, squared_deviations: np.ndarray) -> Behaviour:
+        norms = np.sqrt(squared_deviations)
+        flat = norms <= 1e-15
+        scaled = returns - mean[:, None]
+        scaled /= np.where(flat, 1.0, norms)[:, None]
+        return cls(scaled=scaled, flat=flat)
+
+    def take(self, rows: Sequence[int], other: Behaviour) -> Behaviour:
+        """These strategies' rows ``rows`` followed by all of ``other``'s (elites, then the newcomers)."""
+        return Behaviour(
+            scaled=np.concatenate([self.scaled[rows], other.scaled]),
+            flat=np.concatenate([self.flat[rows], other.flat]),
+        )
+
+
+@dataclass(frozen=True)
 class PopulationScores:
     fitness: np.ndarray
     returns: np.ndarray
+    behaviour: Behaviour
     metrics: list[dict[str, float]]
 
 
 def score_population(
-    genomes: Sequence[Genome], panel: FeaturePanel, market: MarketArrays, config: EvolutionConfig
+    genomes: Sequence[Genome], evaluator: RuleEvaluator, market: MarketArrays, config: EvolutionConfig
 ) -> PopulationScores:
-    """Backtest the genomes together and turn the results into fitness and per-strategy metrics."""
-    signals = population_signals(genomes, panel)
+    """Backtest the genomes together (signals on the evaluator's panel) into fitness and metrics."""
+    signals = evaluator.signals(genomes)
     result = simulate_population(
         signals, market, RiskArrays.from_genomes(genomes), config.fee_bps, config.slippage_bps
     )
@@ -455,31 +484,54 @@ def score_population(
 def population_fitness(result: PopulationResult, config: EvolutionConfig) -> PopulationScores:
     """Fitness and metrics of backtested strategies (see the module docstring for the formula)."""
     ruined = ~(result.equity > 0.0).all(axis=1)
-    returns = np.where(ruined[:, None], 0.0, result.returns)
-    sharpe = sharpe_ratios(returns, config.periods_per_year)
-    drawdown = -max_drawdowns(returns)
+    returns = np.where(ruined[:, None], 0.0, result.returns) if ruined.any() else result.returns
+    statistics = return_statistics(returns, config.periods_per_year)
+    sharpe = statistics.sharpe
+    drawdown = -statistics.max_drawdown
     trades = result.trade_counts
     shortfall = np.clip((config.min_trades - trades) / max(config.min_trades, 1), 0.0, 1.0)
     fitness = sharpe - config.drawdown_weight * drawdown - config.trade_penalty * shortfall
     fitness = np.where(ruined, RUIN_FITNESS, fitness)
-    total = result.equity[:, -1] - 1.0
+    columns = zip(
+        sharpe.tolist(),
+        drawdown.tolist(),
+        (result.equity[:, -1] - 1.0).tolist(),
+        trades.tolist(),
+        result.winning_trades.tolist(),
+        result.gross_profit.tolist(),
+        result.gross_loss.tolist(),
+        result.exposure.tolist(),
+        result.turnover.tolist(),
+        ruined.tolist(),
+        strict=True,
+    )
     metrics = [
         {
-            "sharpe": float(sharpe[k]),
-            "max_drawdown": float(drawdown[k]),
-            "total_return": float(total[k]),
-            "trades": float(trades[k]),
-            "win_rate": float(result.winning_trades[k] / trades[k]) if trades[k] else 0.0,
-            "profit_factor": float(result.gross_profit[k] / result.gross_loss[k])
-            if result.gross_loss[k]
-            else 0.0,
-            "exposure": float(result.exposure[k]),
-            "turnover": float(result.turnover[k]),
-            "ruined": float(ruined[k]),
+            "sharpe": sharpe_k,
+            "max_drawdown": drawdown_k,
+            "total_return": total_k,
+            "trades": float(trades_k),
+            "win_rate": wins_k / trades_k if trades_k else 0.0,
+            "profit_factor": profit_k / loss_k if loss_k else 0.0,
+            "exposure": exposure_k,
+            "turnover": turnover_k,
+            "ruined": float(ruined_k),
         }
-        for k in range(len(fitness))
+        for (
+            sharpe_k,
+            drawdown_k,
+            total_k,
+            trades_k,
+            wins_k,
+            profit_k,
+            loss_k,
+            exposure_k,
+            turnover_k,
+            ruined_k,
+        ) in columns
     ]
-    return PopulationScores(fitness=fitness, returns=returns, metrics=metrics)
+    behaviour = Behaviour.of(returns, statistics.mean, statistics.squared_deviations)
+    return PopulationScores(fitness=fitness, returns=returns, behaviour=behaviour, metrics=metrics)
 
 
 def niche_counts(returns: np.ndarray, threshold: float) -> np.ndarray:
@@ -487,10 +539,11 @@ def niche_counts(returns: np.ndarray, threshold: float) -> np.ndarray:
 
     Strategies with constant returns (never trading) all behave alike and form one niche.
     """
-    centred = returns - returns.mean(axis=1, keepdims=True)
-    norms = np.sqrt((centred * centred).sum(axis=1))
-    flat = norms <= 1e-15
-    scaled = centred / np.where(flat, 1.0, norms)[:, None]
+    return _niche_counts(Behaviour.of(returns, *series_moments(returns)), threshold)
+
+
+def _niche_counts(behaviour: Behaviour, threshold: float) -> np.ndarray:
+    scaled, flat = behaviour.scaled, behaviour.flat
     similar = scaled @ scaled.T >= threshold
     similar[np.ix_(flat, flat)] = True
     np.fill_diagonal(similar, True)
@@ -500,17 +553,15 @@ def niche_counts(returns: np.ndarray, threshold: float) -> np.ndarray:
 # -------------------------------------------------------------------------------------- the loop
 
 
-def _tournament(rng: np.random.Generator, shared: np.ndarray, size: int) -> int:
-    entrants = rng.choice(len(shared), size=size, replace=False)
-    return int(entrants[np.argmax(shared[entrants])])
+def _tournament(rng: RandomStream, shared: np.ndarray, size: int) -> int:
+    entrants = rng.sample(len(shared), size)
+    return entrants[int(np.argmax(shared[entrants]))]
 
 
-def _diverse_elites(fitness: np.ndarray, returns: np.ndarray, count: int, threshold: float) -> list[int]:
+def _diverse_elites(fitness: np.ndarray, behaviour: Behaviour, count: int, threshold: float) -> list[int]:
     """The best strategies, skipping any that behave like one already kept (then filling up by rank)."""
     order = np.argsort(-fitness, kind="stable")
-    centred = returns - returns.mean(axis=1, keepdims=True)
-    norms = np.sqrt((centred * centred).sum(axis=1))
-    scaled = centred / np.where(norms <= 1e-15, 1.0, norms)[:, None]
+    scaled = behaviour.scaled
     kept: list[int] = []
     for index in order:
         if len(kept) == count:
@@ -544,7 +595,7 @@ def evolve(
     if not panel.dates.equals(market.dates) or panel.symbols != market.symbols:
         raise EvolutionError("panel and market must share dates and symbols; build both on the same grid")
     space = feature_space(panel, config.excluded_features)
-    rng = np.random.Generator(np.random.PCG64(seed))
+    rng = RandomStream(seed)
     size = config.population_size
 
     population: list[_Member] = []
@@ -558,13 +609,14 @@ def evolve(
 
     records: list[StrategyRecord] = []
     history: list[GenerationSummary] = []
-    scores = score_population([m.genome for m in population], panel, market, config)
-    fitness, returns, metrics = scores.fitness, scores.returns, scores.metrics
-    counts = niche_counts(returns, config.sharing_threshold)
+    evaluator = RuleEvaluator(panel)
+    scores = score_population([m.genome for m in population], evaluator, market, config)
+    fitness, behaviour, metrics = scores.fitness, scores.behaviour, scores.metrics
+    counts = _niche_counts(behaviour, config.sharing_threshold)
     for generation in range(config.generations):
         if generation > 0:
             shared = fitness - config.sharing_penalty * (counts - 1)
-            elites = _diverse_elites(fitness, returns, config.elite_count, config.sharing_threshold)
+            elites = _diverse_elites(fitness, behaviour, config.elite_count, config.sharing_threshold)
             n_immigrants = round(config.immigrant_fraction * size)
             next_population = [population[index] for index in elites]
             while len(next_population) < size:
@@ -574,12 +626,12 @@ def evolve(
                 seen.add(member.strategy_id)
                 next_population.append(member)
             new_members = next_population[len(elites) :]
-            new_scores = score_population([m.genome for m in new_members], panel, market, config)
+            new_scores = score_population([m.genome for m in new_members], evaluator, market, config)
             fitness = np.concatenate([fitness[elites], new_scores.fitness])
-            returns = np.concatenate([returns[elites], new_scores.returns])
+            behaviour = behaviour.take(elites, new_scores.behaviour)
             metrics = [metrics[index] for index in elites] + new_scores.metrics
             population = next_population
-            counts = niche_counts(returns, config.sharing_threshold)
+            counts = _niche_counts(behaviour, config.sharing_threshold)
             fresh = range(len(elites), size)
         else:
             fresh = range(size)
@@ -615,7 +667,7 @@ def evolve(
 
 
 def _make_child(
-    rng: np.random.Generator,
+    rng: RandomStream,
     space: FeatureSpace,
     config: EvolutionConfig,
     population: list[_Member],

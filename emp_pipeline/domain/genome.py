@@ -25,12 +25,13 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from emp_pipeline.domain import rule_kernels
 from emp_pipeline.domain.regimes import REGIME_LABELS
 
 GENOME_VERSION = 1
@@ -59,6 +60,12 @@ class Condition:
     op: str
     right: float | str
 
+    @cached_property
+    def canonical_json(self) -> str:
+        """The leaf as canonical JSON, built once: rules are immutable and shared between a GA's parents
+        and children, so ids and the signal caches key on this text without re-encoding whole trees."""
+        return _canonical(_rule_to_json(self))
+
 
 @dataclass(frozen=True)
 class RuleGroup:
@@ -66,6 +73,12 @@ class RuleGroup:
 
     combinator: str
     rules: tuple[Rule, ...]
+
+    @cached_property
+    def canonical_json(self) -> str:
+        """``{"all": [...]}`` from the children's cached texts (the same text json.dumps would give)."""
+        children = ",".join(child.canonical_json for child in self.rules)
+        return f"{{{_canonical(self.combinator)}:[{children}]}}"
 
 
 Rule = Condition | RuleGroup
@@ -77,6 +90,19 @@ class RiskGenes:
     take_profit_atr: float
     position_fraction: float
     max_holding_bars: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "stop_atr": float(self.stop_atr),
+            "take_profit_atr": float(self.take_profit_atr),
+            "position_fraction": float(self.position_fraction),
+            "max_holding_bars": int(self.max_holding_bars),
+        }
+
+    @cached_property
+    def canonical_json(self) -> str:
+        """Canonical JSON of the genes, built once (children often keep a parent's risk genes)."""
+        return _canonical(self.to_dict())
 
 
 @dataclass(frozen=True)
@@ -94,7 +120,22 @@ class Genome:
 
 
 def _validate_rule(rule: Rule, gene: str, depth: int) -> int:
-    """Validate a rule tree; return its number of conditions."""
+    """Validate a rule tree whose root sits at ``depth``; return its number of conditions.
+
+    A tree that passed once remembers its (conditions, height): rules are immutable and GA children share
+    most subtrees with their parents, so only new nodes are checked; a remembered tree too deep for where it
+    now sits is walked again so the error names the node.
+    """
+    shape = getattr(rule, "_checked_shape", None)
+    if shape is not None and depth + shape[1] - 1 <= MAX_RULE_DEPTH:
+        return shape[0]
+    conditions, height = _checked_shape(rule, gene, depth)
+    object.__setattr__(rule, "_checked_shape", (conditions, height))
+    return conditions
+
+
+def _checked_shape(rule: Rule, gene: str, depth: int) -> tuple[int, int]:
+    """(conditions, height) of a valid rule tree; GenomeError naming the first bad node otherwise."""
     if depth > MAX_RULE_DEPTH:
         raise GenomeError(f"gene {gene}: rule tree deeper than {MAX_RULE_DEPTH} levels")
     if isinstance(rule, Condition):
@@ -111,7 +152,7 @@ def _validate_rule(rule: Rule, gene: str, depth: int) -> int:
             raise GenomeError(f"gene {gene}.right: must be a number or a feature name, got {rule.right!r}")
         elif not math.isfinite(rule.right):
             raise GenomeError(f"gene {gene}.right: threshold must be finite, got {rule.right!r}")
-        return 1
+        return 1, 1
     if isinstance(rule, RuleGroup):
         if rule.combinator not in COMBINATORS:
             raise GenomeError(
@@ -119,10 +160,12 @@ def _validate_rule(rule: Rule, gene: str, depth: int) -> int:
             )
         if len(rule.rules) < 2:
             raise GenomeError(f"gene {gene}.{rule.combinator}: needs at least two children")
-        return sum(
-            _validate_rule(child, f"{gene}.{rule.combinator}[{index}]", depth + 1)
-            for index, child in enumerate(rule.rules)
-        )
+        conditions = height = 0
+        for index, child in enumerate(rule.rules):
+            child_gene = f"{gene}.{rule.combinator}[{index}]"
+            conditions += _validate_rule(child, child_gene, depth + 1)
+            height = max(height, child._checked_shape[1])
+        return conditions, height + 1
     raise GenomeError(f"gene {gene}: expected a Condition or RuleGroup, got {type(rule).__name__}")
 
 
@@ -225,21 +268,17 @@ def _rule_from_json(data: Any, gene: str) -> Rule | None:
     )
 
 
+def _rule_genes(genome: Genome) -> dict[str, Rule | None]:
+    return {"long_entry": genome.long_entry, "short_entry": genome.short_entry, "exit": genome.exit}
+
+
 def genome_to_dict(genome: Genome) -> dict[str, Any]:
-    risk = genome.risk
     return {
         "version": genome.version,
         "direction": genome.direction,
-        "long_entry": _rule_to_json(genome.long_entry),
-        "short_entry": _rule_to_json(genome.short_entry),
-        "exit": _rule_to_json(genome.exit),
         "regimes": list(genome.regimes),
-        "risk": {
-            "stop_atr": float(risk.stop_atr),
-            "take_profit_atr": float(risk.take_profit_atr),
-            "position_fraction": float(risk.position_fraction),
-            "max_holding_bars": int(risk.max_holding_bars),
-        },
+        "risk": genome.risk.to_dict(),
+        **{gene: _rule_to_json(rule) for gene, rule in _rule_genes(genome).items()},
     }
 
 
@@ -274,9 +313,40 @@ def genome_from_dict(data: Mapping[str, Any]) -> Genome:
     return validate_genome(genome)
 
 
+_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+_GENE_KEYS = {
+    gene: _CANONICAL_ENCODER.encode(gene)
+    for gene in ("version", "direction", "long_entry", "short_entry", "exit", "regimes", "risk")
+}
+
+
+def _canonical(value: Any) -> str:
+    """``json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)``, one encoder reused."""
+    return _CANONICAL_ENCODER.encode(value)
+
+
 def genome_to_json(genome: Genome) -> str:
-    """Canonical JSON: sorted keys, no whitespace, shortest float repr; equal genomes give equal text."""
-    return json.dumps(genome_to_dict(genome), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    """Canonical JSON: sorted keys, no whitespace, shortest float repr; equal genomes give equal text.
+
+    The text of ``genome_to_dict`` encoded with sorted keys, the rules taking their cached texts.
+    """
+    texts = {
+        "version": _hashable_json(genome.version),
+        "direction": _hashable_json(genome.direction),
+        "regimes": _hashable_json(genome.regimes),
+        "risk": genome.risk.canonical_json,
+        **{
+            gene: "null" if rule is None else rule.canonical_json
+            for gene, rule in _rule_genes(genome).items()
+        },
+    }
+    return "{" + ",".join(f"{_GENE_KEYS[gene]}:{texts[gene]}" for gene in sorted(texts)) + "}"
+
+
+@lru_cache(maxsize=1024)
+def _hashable_json(value: int | str | tuple[str, ...]) -> str:
+    """Canonical JSON of the few distinct versions, directions and regime sets (a tuple encodes as a list)."""
+    return _canonical(value)
 
 
 def genome_from_json(text: str) -> Genome:
@@ -312,8 +382,11 @@ class FeaturePanel:
     regime_codes: np.ndarray
 
     def feature(self, name: str) -> np.ndarray:
+        return self.values[self.feature_index(name)]
+
+    def feature_index(self, name: str) -> int:
         try:
-            return self.values[self._index[name]]
+            return self._index[name]
         except KeyError:
             raise GenomeError(
                 f"feature {name!r} is not in the feature frame; it has {list(self.names)}"
@@ -389,65 +462,184 @@ def feature_panel(
 
 # ---------------------------------------------------------------------------------------------- signals
 
+_OP_CODES: dict[str, int] = {
+    ">": rule_kernels.OP_GREATER,
+    "<": rule_kernels.OP_LESS,
+    "crosses_above": rule_kernels.OP_CROSSES_ABOVE,
+    "crosses_below": rule_kernels.OP_CROSSES_BELOW,
+}
+_COMBINATOR_CODES: dict[str, int] = {"all": rule_kernels.PROGRAM_ALL, "any": rule_kernels.PROGRAM_ANY}
+# Leaf rows a RuleEvaluator keeps before it starts over (bounds its memory on long panels and long runs).
+_MAX_LEAF_BYTES = 256 * 2**20
 
-def _compare(left: np.ndarray, right: np.ndarray | float, op: str) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        if op == ">":
-            return left > right
-        if op == "<":
-            return left < right
-        now = left > right if op == "crosses_above" else left < right
-    before = np.zeros_like(now)
-    before[1:] = now[:-1]
-    # A cross needs the comparison defined (not NaN) and false on the previous bar.
-    previous_defined = np.zeros_like(now)
-    left_before = left[:-1]
-    right_before = right[:-1] if isinstance(right, np.ndarray) else right
-    previous_defined[1:] = ~(np.isnan(left_before) | np.isnan(right_before))
-    return now & ~before & previous_defined
+
+class RuleEvaluator:
+    """Signals of genomes on one panel, with every distinct leaf and rule tree compiled once.
+
+    A GA run keeps one evaluator for its training panel: children share most rules and leaves with their
+    parents, so after the first generation only new comparisons are computed and only new trees are turned
+    into postfix programs over leaf rows, which one compiled call evaluates with the state machine (see
+    ``rule_kernels``). Both caches are keyed by canonical JSON and only save time: results do not depend on
+    what was evaluated before.
+    """
+
+    def __init__(self, panel: FeaturePanel) -> None:
+        self.panel = panel
+        self._n_cells = panel.usable.size
+        self._max_rows = max(64, _MAX_LEAF_BYTES // max(self._n_cells, 1))
+        self._rows: dict[str, int] = {}
+        self._programs: dict[str, tuple[np.ndarray, int]] = {}
+        self._leaves = np.empty((min(256, self._max_rows), self._n_cells), dtype=np.bool_)
+        codes = panel.regime_codes.ravel().astype(np.int64)
+        known = panel.usable.ravel() & (codes >= 0)
+        self._regime_bits = np.where(known, np.left_shift(1, np.maximum(codes, 0)), 0).astype(np.uint8)
+
+    def _add_leaves(self, leaves: Sequence[Condition]) -> None:
+        """Compute the given leaves (distinct, none cached yet) in one call and cache their rows."""
+        index = self.panel.feature_index
+        lefts = np.array([index(leaf.left) for leaf in leaves], dtype=np.int64)
+        rights = np.array(
+            [index(leaf.right) if isinstance(leaf.right, str) else -1 for leaf in leaves], np.int64
+        )
+        thresholds = np.array(
+            [0.0 if isinstance(leaf.right, str) else leaf.right for leaf in leaves], np.float64
+        )
+        first = len(self._rows)
+        needed = first + len(leaves)
+        if needed > self._leaves.shape[0]:
+            grown = np.empty(
+                (max(needed, min(2 * self._leaves.shape[0], self._max_rows)), self._n_cells), bool
+            )
+            grown[:first] = self._leaves[:first]
+            self._leaves = grown
+        rule_kernels.compute_leaves(
+            self.panel.values,
+            lefts,
+            np.array([_OP_CODES[leaf.op] for leaf in leaves], dtype=np.int8),
+            rights,
+            thresholds,
+            np.arange(first, needed, dtype=np.int64),
+            self._leaves,
+        )
+        for offset, leaf in enumerate(leaves):
+            self._rows[leaf.canonical_json] = first + offset
+
+    def _compile(self, rules: Sequence[Rule]) -> None:
+        """Programs of the rules not compiled yet, computing their new leaves first (all at once)."""
+        pending = self._uncompiled(rules)
+        if not pending:
+            return
+        leaves = self._leaves_of(pending)
+        new_leaves = [leaf for key, leaf in leaves.items() if key not in self._rows]
+        if len(self._rows) + len(new_leaves) > self._max_rows:
+            # Start over rather than grow without bound; programs point at rows, so they go too.
+            self._rows.clear()
+            self._programs.clear()
+            pending = self._uncompiled(rules)
+            new_leaves = list(self._leaves_of(pending).values())
+        if new_leaves:
+            self._add_leaves(new_leaves)
+        rows = self._rows
+        leaf_op = rule_kernels.PROGRAM_LEAF
+        for key, (code, depth) in pending.items():
+            program = [
+                (op, rows[argument.canonical_json]) if op == leaf_op else (op, argument)
+                for op, argument in code
+            ]
+            self._programs[key] = (np.array(program, dtype=np.int64).reshape(-1, 2), depth)
+
+    def _uncompiled(self, rules: Sequence[Rule]) -> dict[str, tuple[list[tuple[int, Any]], int]]:
+        """Postfix code (leaves still as Conditions) and stack depth of each distinct rule not compiled."""
+        pending: dict[str, tuple[list[tuple[int, Any]], int]] = {}
+        for rule in rules:
+            key = rule.canonical_json
+            if key not in self._programs and key not in pending:
+                code: list[tuple[int, Any]] = []
+                pending[key] = (code, _postfix(rule, code, 0))
+        return pending
+
+    @staticmethod
+    def _leaves_of(pending: dict[str, tuple[list[tuple[int, Any]], int]]) -> dict[str, Condition]:
+        leaf_op = rule_kernels.PROGRAM_LEAF
+        return {
+            argument.canonical_json: argument
+            for code, _ in pending.values()
+            for op, argument in code
+            if op == leaf_op
+        }
+
+    def _program(self, rules: Sequence[Rule | None]) -> tuple[np.ndarray, np.ndarray, int]:
+        """One program holding ``rules`` (None = empty), their (start, stop) bounds, the stack they need."""
+        self._compile([rule for rule in rules if rule is not None])
+        parts: list[np.ndarray] = []
+        bounds = np.zeros((len(rules), 2), dtype=np.int64)
+        position = depth = 0
+        for k, rule in enumerate(rules):
+            bounds[k, 0] = position
+            if rule is not None:
+                code, needed = self._programs[rule.canonical_json]
+                parts.append(code)
+                position += len(code)
+                depth = max(depth, needed)
+            bounds[k, 1] = position
+        program = np.concatenate(parts) if parts else np.empty((0, 2), dtype=np.int64)
+        return program, bounds, depth
+
+    def rule(self, rule: Rule) -> np.ndarray:
+        """Boolean (n_bars, n_instruments): where the rule holds at the bar's close (NaN compares false)."""
+        program, bounds, depth = self._program([rule])
+        scratch = np.empty((depth, self._n_cells), dtype=np.bool_)
+        empty = np.zeros(self._n_cells, dtype=np.bool_)
+        holds = rule_kernels.run_program(self._leaves, program, bounds[0, 0], bounds[0, 1], scratch, empty)
+        return holds.reshape(self.panel.usable.shape).copy()
+
+    def signals(self, genomes: Sequence[Genome]) -> np.ndarray:
+        """Signals of many genomes stacked as int8 (n_strategies, n_bars, n_instruments)."""
+        slots = [rule for genome in genomes for rule in (genome.long_entry, genome.short_entry, genome.exit)]
+        program, bounds, depth = self._program(slots)
+        masks = np.array(
+            [sum(1 << REGIME_LABELS.index(label) for label in genome.regimes) for genome in genomes],
+            dtype=np.int64,
+        )
+        out = np.empty((len(genomes), *self.panel.usable.shape), dtype=np.int8)
+        rule_kernels.population_signal_states(
+            self._leaves,
+            program,
+            bounds.reshape(len(genomes), 3, 2),
+            masks,
+            self._regime_bits,
+            len(self.panel.symbols),
+            depth,
+            out,
+        )
+        return out
+
+
+def _postfix(rule: Rule, code: list[tuple[int, Any]], depth: int) -> int:
+    """Append ``rule`` in postfix (leaves as Conditions) with ``depth`` values stacked; return the peak."""
+    if isinstance(rule, Condition):
+        code.append((rule_kernels.PROGRAM_LEAF, rule))
+        return depth + 1
+    peak = depth
+    for position, child in enumerate(rule.rules):
+        peak = max(peak, _postfix(child, code, depth + position))
+    code.append((_COMBINATOR_CODES[rule.combinator], len(rule.rules)))
+    return peak
 
 
 def evaluate_rule(rule: Rule, panel: FeaturePanel) -> np.ndarray:
     """Boolean (n_bars, n_instruments): where the rule holds at the bar's close (NaN compares false)."""
-    if isinstance(rule, Condition):
-        right = panel.feature(rule.right) if isinstance(rule.right, str) else float(rule.right)
-        return _compare(panel.feature(rule.left), right, rule.op)
-    results = [evaluate_rule(child, panel) for child in rule.rules]
-    combine = np.logical_and if rule.combinator == "all" else np.logical_or
-    out = results[0].copy()
-    for result in results[1:]:
-        combine(out, result, out=out)
-    return out
+    return RuleEvaluator(panel).rule(rule)
 
 
 def panel_signals(genome: Genome, panel: FeaturePanel) -> np.ndarray:
     """Desired direction per bar, int8 (n_bars, n_instruments): +1 long, -1 short, 0 flat."""
-    n_bars, n_instruments = panel.usable.shape
-    shape = (n_bars, n_instruments)
-    long_event = (
-        evaluate_rule(genome.long_entry, panel) if genome.long_entry is not None else np.zeros(shape, bool)
-    )
-    short_event = (
-        evaluate_rule(genome.short_entry, panel) if genome.short_entry is not None else np.zeros(shape, bool)
-    )
-    flat_event = evaluate_rule(genome.exit, panel) if genome.exit is not None else np.zeros(shape, bool)
-    allowed = np.isin(panel.regime_codes, [REGIME_LABELS.index(label) for label in genome.regimes])
-    flat_event |= ~(allowed & panel.usable) | (long_event & short_event)
-    # Row 0 of the padded values is the flat state before any event; event rows are shifted by one.
-    event_value = np.zeros((n_bars + 1, n_instruments), dtype=np.int8)
-    event_value[1:] = np.where(flat_event, 0, np.where(long_event, 1, -1))
-    has_event = flat_event | long_event | short_event
-    last_event = np.where(has_event, np.arange(1, n_bars + 1)[:, None], 0)
-    np.maximum.accumulate(last_event, axis=0, out=last_event)
-    return np.take_along_axis(event_value, last_event, axis=0)
+    return RuleEvaluator(panel).signals([genome])[0]
 
 
 def population_signals(genomes: Sequence[Genome], panel: FeaturePanel) -> np.ndarray:
     """Signals of many genomes stacked as int8 (n_strategies, n_bars, n_instruments): the kernel's input."""
-    out = np.empty((len(genomes), *panel.usable.shape), dtype=np.int8)
-    for k, genome in enumerate(genomes):
-        out[k] = panel_signals(genome, panel)
-    return out
+    return RuleEvaluator(panel).signals(genomes)
 
 
 def genome_signals(genome: Genome, features: pd.DataFrame, regimes: pd.DataFrame) -> pd.DataFrame:

@@ -26,6 +26,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numba import njit
 
 ZERO_VOLATILITY_TOLERANCE = 1e-12
 """A per-bar volatility at or below this (times max(1, |mean|)) is zero: ratios over it are undefined."""
@@ -137,14 +138,158 @@ def sharpe_ratios(returns: object, periods_per_year: float = 252, risk_free_rate
     ``periods_per_year=1`` for the per-bar Sharpe ratio that the PSR/DSR formulas expect.
     """
     _check_periods_per_year(periods_per_year)
-    array = _returns_array(returns)
-    excess = array - _per_period_rate(risk_free_rate, periods_per_year)
+    return _sharpe_of_valid(_returns_array(returns), periods_per_year, risk_free_rate)
+
+
+def _sharpe_of_valid(array: np.ndarray, periods_per_year: float, risk_free_rate: float) -> np.ndarray:
+    rate = _per_period_rate(risk_free_rate, periods_per_year)
+    excess = array - rate if rate else array
     if excess.shape[-1] < 2:
         return np.zeros(excess.shape[:-1])
-    mean = excess.mean(axis=-1)
-    std = excess.std(axis=-1, ddof=1)
+    mean, squares = _moments(excess)
+    return _sharpe_of_moments(mean, squares, excess.shape[-1], periods_per_year)
+
+
+def _sharpe_of_moments(
+    mean: np.ndarray, squares: np.ndarray, n_bars: int, periods_per_year: float
+) -> np.ndarray:
+    std = np.sqrt(squares / (n_bars - 1))
     defined = std > ZERO_VOLATILITY_TOLERANCE * np.maximum(1.0, np.abs(mean))
     return _safe_ratio(mean, std, defined) * math.sqrt(periods_per_year)
+
+
+def series_moments(values: object) -> tuple[np.ndarray, np.ndarray]:
+    """Per series (last axis) of any finite values: the mean and the sum of squared deviations from it."""
+    array = _finite_array(values, "values")
+    if array.ndim not in (1, 2) or array.shape[-1] == 0:
+        raise MetricsInputError(
+            f"values must be 1-d or 2-d with at least one column; got shape {array.shape}"
+        )
+    return _moments(array)
+
+
+def _moments(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per series (last axis): the mean and the sum of squared deviations from it.
+
+    The same arithmetic as ``array.mean(axis=-1)`` and numpy's variance, bit for bit (numpy's pairwise
+    summation order), in one compiled pass per series instead of four array passes.
+    """
+    rows = np.ascontiguousarray(array.reshape(-1, array.shape[-1]))
+    mean, squares = _row_moments(rows)
+    return mean.reshape(array.shape[:-1]), squares.reshape(array.shape[:-1])
+
+
+@dataclass(frozen=True)
+class ReturnStatistics:
+    """What the GA reads of every strategy of every generation, from one validation of the returns.
+
+    ``sharpe`` and ``max_drawdown`` equal ``sharpe_ratios`` and ``max_drawdowns`` bit for bit; ``mean`` and
+    ``squared_deviations`` (sum of squared deviations from the mean) are the moments the Sharpe came from.
+    """
+
+    sharpe: np.ndarray
+    max_drawdown: np.ndarray
+    mean: np.ndarray
+    squared_deviations: np.ndarray
+
+
+def return_statistics(returns: object, periods_per_year: float = 252) -> ReturnStatistics:
+    """Sharpe ratio (no risk-free rate), max drawdown and moments of every series of ``returns``."""
+    _check_periods_per_year(periods_per_year)
+    array = _returns_array(returns)
+    mean, squares = _moments(array)
+    sharpe = (
+        _sharpe_of_moments(mean, squares, array.shape[-1], periods_per_year)
+        if array.shape[-1] >= 2
+        else np.zeros(array.shape[:-1])
+    )
+    deepest = _deepest_drawdowns(np.ascontiguousarray(array.reshape(-1, array.shape[-1])))
+    return ReturnStatistics(sharpe, deepest.reshape(array.shape[:-1]), mean, squares)
+
+
+@njit(cache=True)
+def _block_sum(values: np.ndarray, start: int, n: int) -> float:
+    """numpy's sum of at most 128 values: 8 interleaved accumulators (a plain loop below 8 values)."""
+    if n < 8:
+        total = 0.0
+        for i in range(start, start + n):
+            total += values[i]
+        return total
+    r0, r1, r2, r3 = values[start], values[start + 1], values[start + 2], values[start + 3]
+    r4, r5, r6, r7 = values[start + 4], values[start + 5], values[start + 6], values[start + 7]
+    i = start + 8
+    stop = start + n - n % 8
+    while i < stop:
+        r0 += values[i]
+        r1 += values[i + 1]
+        r2 += values[i + 2]
+        r3 += values[i + 3]
+        r4 += values[i + 4]
+        r5 += values[i + 5]
+        r6 += values[i + 6]
+        r7 += values[i + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < start + n:
+        total += values[i]
+        i += 1
+    return total
+
+
+@njit(cache=True)
+def _pairwise_sum(values: np.ndarray, start: int, n: int) -> float:
+    """numpy's pairwise summation of ``values[start:start + n]``, bit for bit.
+
+    numpy halves a range (rounded down to a multiple of 8) until it is at most 128 values long and adds
+    the halves' sums; this walks the same tree with an explicit stack (numba cannot cache recursion).
+    """
+    node_start = np.empty(128, dtype=np.int64)
+    node_size = np.empty(128, dtype=np.int64)
+    node_split = np.empty(128, dtype=np.bool_)
+    sums = np.empty(128)
+    n_nodes = 1
+    n_sums = 0
+    node_start[0], node_size[0], node_split[0] = start, n, False
+    while n_nodes:
+        n_nodes -= 1
+        first, size, split = node_start[n_nodes], node_size[n_nodes], node_split[n_nodes]
+        if size <= 128:
+            sums[n_sums] = _block_sum(values, first, size)
+            n_sums += 1
+        elif split:
+            n_sums -= 1
+            sums[n_sums - 1] = sums[n_sums - 1] + sums[n_sums]
+        else:
+            half = size // 2
+            half -= half % 8
+            # Popped in reverse: the left half first, then the right, then their sum.
+            node_start[n_nodes], node_size[n_nodes], node_split[n_nodes] = first, size, True
+            node_start[n_nodes + 1], node_size[n_nodes + 1], node_split[n_nodes + 1] = (
+                first + half,
+                size - half,
+                False,
+            )
+            node_start[n_nodes + 2], node_size[n_nodes + 2], node_split[n_nodes + 2] = first, half, False
+            n_nodes += 3
+    return sums[0]
+
+
+@njit(cache=True)
+def _row_moments(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n_rows, n = rows.shape
+    means = np.empty(n_rows)
+    squares = np.empty(n_rows)
+    deviations = np.empty(n)
+    for s in range(n_rows):
+        row = rows[s]
+        # numpy's reduction adds the pairwise sum to the identity 0.0 (it turns a -0.0 sum into 0.0).
+        mean = (0.0 + _pairwise_sum(row, 0, n)) / n
+        for t in range(n):
+            deviation = row[t] - mean
+            deviations[t] = deviation * deviation
+        means[s] = mean
+        squares[s] = 0.0 + _pairwise_sum(deviations, 0, n)
+    return means, squares
 
 
 def sortino_ratios(returns: object, periods_per_year: float = 252, risk_free_rate: float = 0.0) -> np.ndarray:
@@ -174,8 +319,38 @@ def drawdown_curves(returns: object) -> np.ndarray:
 
 
 def max_drawdowns(returns: object) -> np.ndarray:
-    """Deepest drawdown as a non-positive fraction of the peak equity (-0.25 = a 25 % fall); 0.0 if none."""
-    return np.minimum(drawdown_curves(returns).min(axis=-1), 0.0)
+    """Deepest drawdown as a non-positive fraction of the peak equity (-0.25 = a 25 % fall); 0.0 if none.
+
+    The same arithmetic as ``drawdown_curves`` (compounded equity, running peak from 1.0), in one compiled
+    pass without the curves: the GA takes it for every strategy of every generation.
+    """
+    array = _returns_array(returns)
+    return _deepest_drawdowns(np.ascontiguousarray(array.reshape(-1, array.shape[-1]))).reshape(
+        array.shape[:-1]
+    )
+
+
+@njit(cache=True)
+def _deepest_drawdowns(returns: np.ndarray) -> np.ndarray:
+    """Per row: min over bars of equity / running peak - 1, taken per peak segment.
+
+    Within a segment the peak is fixed and x / peak - 1 is monotonic in x even after rounding, so the
+    segment's lowest equity gives its deepest drawdown bit for bit, with one division per segment.
+    """
+    deepest = np.zeros(returns.shape[0])
+    for s in range(returns.shape[0]):
+        equity = 1.0
+        peak = 1.0
+        trough = 1.0
+        depth = 0.0
+        for t in range(returns.shape[1]):
+            equity = equity * (1.0 + returns[s, t])
+            new_peak = equity > peak
+            depth = min(depth, trough / peak - 1.0) if new_peak else depth
+            trough = equity if new_peak else min(trough, equity)
+            peak = max(peak, equity)
+        deepest[s] = min(depth, trough / peak - 1.0)
+    return deepest
 
 
 def max_drawdown_durations(returns: object) -> np.ndarray:

@@ -226,3 +226,38 @@ def test_panel_aligns_symbols_on_the_union_of_dates():
         regimes=("range",),
     )
     np.testing.assert_array_equal(panel_signals(genome, panel), [[1, 0], [1, 1], [1, 1]])
+
+
+def test_canonical_json_is_the_sorted_json_of_the_dict_for_evolved_genomes():
+    from emp_pipeline.domain.evolution import FeatureSpace, crossover, mutate, random_genome
+    from emp_pipeline.domain.genome import genome_to_dict
+    from emp_pipeline.domain.random_stream import RandomStream
+
+    grid = np.array([-1.5, -0.25, 0.0, 1e-7, 3.5, 12345.678])
+    space = FeatureSpace(
+        names=("what_a", "how_b", "why_c"),
+        thresholds={name: grid for name in ("what_a", "how_b", "why_c")},
+        partners={"what_a": ("how_b",), "how_b": ("what_a",), "why_c": ()},
+    )
+    stream = RandomStream(11)
+    genomes = [random_genome(stream, space, 4) for _ in range(40)]
+    for _ in range(300):
+        genomes.append(mutate(stream, space, crossover(stream, genomes[-1], genomes[-7]), 4))
+    for genome in genomes:
+        expected = json.dumps(genome_to_dict(genome), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        assert genome_to_json(genome) == expected
+        assert genome_from_json(expected) == genome
+
+
+def test_a_validated_subtree_moved_deeper_still_fails_naming_the_node():
+    leaf = Condition("what_a", ">", 0.5)
+    chain = RuleGroup("all", (leaf, RuleGroup("any", (leaf, Condition("how_b", "<", 1.0)))))
+    validate_genome(_genome(exit=chain))  # depth 3: fine, and remembered
+    deeper = RuleGroup("all", (Condition("how_b", ">", 0.0), RuleGroup("any", (chain, leaf))))
+    with pytest.raises(
+        GenomeError, match=re.escape("gene exit.all[1].any[0].all[1].any[0]: rule tree deeper")
+    ):
+        validate_genome(_genome(exit=deeper))
+    too_many = RuleGroup("all", (chain, chain, chain))
+    with pytest.raises(GenomeError, match="more than 8 conditions"):
+        validate_genome(_genome(exit=too_many))

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from emp_pipeline.domain.metrics import (
+    ZERO_VOLATILITY_TOLERANCE,
     MetricsInputError,
     annualised_volatilities,
     cagrs,
     calmar_ratios,
     deflated_sharpe_ratio,
+    drawdown_curves,
     expected_maximum_sharpe,
     exposures,
     max_drawdown_durations,
@@ -26,6 +28,7 @@ from emp_pipeline.domain.metrics import (
     profit_factors,
     return_kurtosis,
     return_skewness,
+    return_statistics,
     sharpe_ratios,
     sortino_ratios,
     total_returns,
@@ -347,3 +350,23 @@ def test_population_deflated_sharpe_separates_skill_from_luck() -> None:
     skilled[17] += 0.002  # an annualised Sharpe around 3
     assert population_deflated_sharpe(skilled).selected_index == 17
     assert population_deflated_sharpe(skilled).deflated_sharpe_ratio > 0.95
+
+
+def test_compiled_moments_and_drawdowns_equal_numpys_arithmetic_bit_for_bit() -> None:
+    rng = np.random.default_rng(8)
+    for n_bars in (1, 2, 7, 8, 9, 127, 128, 129, 1000, 5031, 8193, 20_000):
+        returns = rng.normal(0.0, 0.02, (3, n_bars)) * rng.choice([1e-4, 1.0, 30.0], (3, n_bars))
+        returns[:, ::5] = 0.0
+        returns = np.clip(returns, -0.99, None)
+        statistics = return_statistics(returns, periods_per_year=252)
+        assert np.array_equal(statistics.mean, returns.mean(axis=-1))
+        if n_bars > 1:
+            std = returns.std(axis=-1, ddof=1)
+            assert np.array_equal(np.sqrt(statistics.squared_deviations / (n_bars - 1)), std)
+            defined = std > ZERO_VOLATILITY_TOLERANCE * np.maximum(1.0, np.abs(returns.mean(axis=-1)))
+            numpy_sharpe = np.where(defined, returns.mean(axis=-1) / np.where(defined, std, 1.0), 0.0)
+            assert np.array_equal(statistics.sharpe, numpy_sharpe * math.sqrt(252))
+        curves_depth = np.minimum(drawdown_curves(returns).min(axis=-1), 0.0)
+        assert np.array_equal(statistics.max_drawdown, curves_depth)
+        assert np.array_equal(max_drawdowns(returns), curves_depth)
+        assert np.array_equal(sharpe_ratios(returns), statistics.sharpe)
