@@ -485,6 +485,7 @@ class RuleEvaluator:
 
     def __init__(self, panel: FeaturePanel) -> None:
         self.panel = panel
+        self._values = np.ascontiguousarray(panel.values, dtype=np.float64)
         self._n_cells = panel.usable.size
         self._max_rows = max(64, _MAX_LEAF_BYTES // max(self._n_cells, 1))
         self._rows: dict[str, int] = {}
@@ -513,7 +514,7 @@ class RuleEvaluator:
             grown[:first] = self._leaves[:first]
             self._leaves = grown
         rule_kernels.compute_leaves(
-            self.panel.values,
+            self._values,
             lefts,
             np.array([_OP_CODES[leaf.op] for leaf in leaves], dtype=np.int8),
             rights,

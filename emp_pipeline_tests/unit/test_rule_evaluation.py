@@ -111,6 +111,11 @@ def test_compiled_signals_equal_the_bar_by_bar_reading_of_the_rules():
     np.testing.assert_array_equal(evaluator.signals(genomes), expected)
     np.testing.assert_array_equal(population_signals(genomes, panel), expected)
     np.testing.assert_array_equal(panel_signals(genomes[7], panel), expected[7])
+    # A panel whose arrays are views of a larger grid (as a replay cuts them) reads the same.
+    wide = np.repeat(panel.values, 2, axis=2)[:, :, ::2]
+    assert not wide.flags.c_contiguous
+    strided = FeaturePanel(panel.dates, panel.symbols, panel.names, wide, panel.usable, panel.regime_codes)
+    np.testing.assert_array_equal(population_signals(genomes, strided), expected)
     assert set(np.unique(expected)) == {-1, 0, 1}
 
 
