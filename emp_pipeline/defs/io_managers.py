@@ -9,6 +9,9 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext
 
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
+# Output metadata by which an asset run replaces stored history explicitly (see DatedFrameStore).
+REPLACE_HISTORY_METADATA = "replace_history"
+
 
 class ParquetFrameIOManager(ConfigurableIOManager):
     """Dated DataFrames under ``base_dir/<asset key path>``; partition windows map to date ranges.
@@ -32,7 +35,10 @@ class ParquetFrameIOManager(ConfigurableIOManager):
         store = self._store(context)
         if context.has_asset_partitions:
             window = context.asset_partitions_time_window
-            rows = store.write_window(obj, window.start, window.end)
+            replace = context.output_metadata.get(REPLACE_HISTORY_METADATA)
+            rows = store.write_window(
+                obj, window.start, window.end, replace_history=bool(replace is not None and replace.value)
+            )
         else:
             rows = store.write_all(obj)
         context.add_output_metadata({"stored_rows": rows, "path": str(store.directory)})

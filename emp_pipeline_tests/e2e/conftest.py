@@ -28,6 +28,9 @@ import redis
 import requests
 import yaml
 
+from emp_pipeline.defs.market_data.assets import HISTORY_CHECK
+from emp_pipeline.domain.bar_quality import BAR_CHECKS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 # Production's instance and workspace (the image copies them); the root ones are the local instance's.
@@ -47,7 +50,7 @@ LIVE_EXECUTION_TAG = "emp/live-execution"
 REHEARSAL_PARTITIONS = ("2008-09-15", "2008-09-16")
 BACKFILL_RANGE = ("2008-10-01", "2008-10-03")
 # The checks market_bars evaluates in its own step (the UI lists them under the asset's "Checks" tab).
-BARS_CHECKS = ("ohlc_consistent", "positive_prices", "unique_symbol_date", "no_calendar_gaps")
+BARS_CHECKS = (HISTORY_CHECK, *(check.name for check in BAR_CHECKS))
 
 # The project has no schedule or sensor that fires within a test's minutes yet (its schedules run after the
 # market close, its token sensor every 5 minutes), so the rehearsal adds this location next to the

@@ -7,19 +7,38 @@ bytes are what they were before it (or a complete earlier version), and the next
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from dagster import AssetKey, DagsterInstance
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from sqlalchemy import select
 
+from emp_pipeline.definitions import build_definitions
+from emp_pipeline.defs.live.triggers import live_run_key
+from emp_pipeline.defs.perception import assets as perception_assets
+from emp_pipeline.defs.perception.assets import classify_by_year
+from emp_pipeline.defs.publication import QUARANTINE_DIR
+from emp_pipeline.domain.execution import Costs
+from emp_pipeline.domain.regimes import PROBABILITY_COLUMNS
+from emp_pipeline.environment import configured_source, configured_universe
+from emp_pipeline.live.engine import StrategyBook, decide_orders, load_market_view
+from emp_pipeline.registry.engine import session_scope, shared_engine
+from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.registry.models import MarketRegime
+from emp_pipeline.settings import Settings
 from emp_pipeline.storage.parquet_frames import DatedFrameStore, HistoryLossError
+from emp_pipeline_tests.live_setup import ALWAYS_LONG
 
 DATASET = "bars"
 WINDOW = ("2021-01-01", "2022-01-01")
@@ -146,3 +165,108 @@ def test_a_short_source_leaves_the_stored_bytes_untouched(tmp_path: Path) -> Non
         with pytest.raises(HistoryLossError):
             store.write_window(short, *WINDOW)
     assert (tmp_path / DATASET / "2021.parquet").read_bytes() == before
+
+
+# ------------------------------------------------------------------ a failing blocking check, through Dagster
+
+SEEDED = (date(2006, 1, 3), date(2009, 2, 27))
+PUBLISHED = ("2008-11-01", "2008-12-31")  # bars, features and regimes materialized before the fault
+FEATURES_ONLY = ("2009-01-01", "2009-02-27")  # features materialized, regimes not yet
+FAULTY = ("2008-12-01", "2009-02-27")  # the regimes run that fails: replaces published days and adds new ones
+PERCEPTION_ASSETS = ("market_bars", "sensory_features", "market_regimes")
+
+
+def _materialize(defs, instance: DagsterInstance, window: tuple[str, str], assets: tuple[str, ...]):
+    tags = {ASSET_PARTITION_RANGE_START_TAG: window[0], ASSET_PARTITION_RANGE_END_TAG: window[1]}
+    job = defs.resolve_job_def("daily_update_job").get_subset(
+        asset_selection={defs.resolve_assets_def(name).key for name in assets}
+    )
+    return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+
+
+def _published_bytes(data_dir: Path) -> dict[str, bytes]:
+    """Every published file (the quarantine and the writers' lock files are not read by anything)."""
+    return {
+        str(path.relative_to(data_dir)): path.read_bytes()
+        for path in sorted(data_dir.rglob("*.parquet"))
+        if QUARANTINE_DIR not in path.parts
+    }
+
+
+def _registry_regimes(database_url: str) -> list[tuple]:
+    with session_scope(shared_engine(database_url)) as session:
+        rows = session.execute(
+            select(MarketRegime).order_by(MarketRegime.symbol, MarketRegime.date)
+        ).scalars()
+        return [
+            (r.symbol, r.date, r.classifier, r.regime, json.dumps(r.probabilities, sort_keys=True))
+            for r in rows
+        ]
+
+
+def _live_decisions(data_dir: Path, instruments) -> tuple[pd.Timestamp, list]:
+    """What the live job would decide now for an always-long champion: the bar it trades and its orders."""
+    market = load_market_view(data_dir)
+    book = StrategyBook("champion", ALWAYS_LONG, pd.Timestamp("2008-01-02", tz="UTC"))
+    orders, _ = decide_orders(
+        book, market, {}, {meta.symbol: meta for meta in instruments}, Costs(), 100_000.0
+    )
+    return market.bar_time, orders
+
+
+def _everything_the_live_side_reads(settings: Settings, instance: DagsterInstance, instruments) -> dict:
+    return {
+        "store": _published_bytes(settings.data_dir),
+        "registry": _registry_regimes(settings.database_url),
+        "materialized": {
+            name: instance.get_materialized_partitions(AssetKey(name)) for name in PERCEPTION_ASSETS
+        },
+        "live_run_key": live_run_key(instance),
+        "live_decisions": _live_decisions(settings.data_dir, instruments),
+    }
+
+
+def _unbalance_probabilities(classify):
+    """A classifier fault injected by the test: the first row's probabilities no longer sum to one."""
+
+    def faulty(*args, **kwargs) -> pd.DataFrame:
+        regimes = classify(*args, **kwargs)
+        regimes.loc[regimes.index[0], PROBABILITY_COLUMNS[0]] += 0.5
+        return regimes
+
+    return faulty
+
+
+def test_a_failing_blocking_check_leaves_store_registry_partitions_and_live_decisions_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings.from_env({"EMP_HOME": str(tmp_path / "home")})
+    settings.home.mkdir(parents=True)
+    upgrade_database(settings.database_url)
+    universe = configured_universe(settings)
+    first, published = pd.Timestamp(SEEDED[0], tz="UTC"), pd.Timestamp(PUBLISHED[0], tz="UTC")
+    bars = configured_source(settings).fetch(list(universe.symbols), *SEEDED)
+    DatedFrameStore(settings.data_dir, "market_bars").write_window(
+        bars.loc[bars["date"] < published], first, published
+    )
+    defs, instance = build_definitions(settings), DagsterInstance.ephemeral()
+    assert _materialize(defs, instance, ("2006-01-03", "2008-10-31"), ("sensory_features",)).success
+    assert _materialize(defs, instance, PUBLISHED, PERCEPTION_ASSETS).success
+    assert _materialize(defs, instance, FEATURES_ONLY, ("market_bars", "sensory_features")).success
+    before = _everything_the_live_side_reads(settings, instance, universe.instruments)
+    assert before["live_decisions"][0] == pd.Timestamp(PUBLISHED[1], tz="UTC")
+
+    monkeypatch.setattr(perception_assets, "classify_by_year", _unbalance_probabilities(classify_by_year))
+    result = _materialize(build_definitions(settings), instance, FAULTY, ("market_regimes",))
+
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error.message
+    assert (
+        "market_regimes: blocking check(s) probabilities_sum_to_one failed; nothing was published" in failure
+    )
+    evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert evaluations == {"probabilities_sum_to_one": False, "labels_known": True}
+    assert not result.asset_materializations_for_node("market_regimes")
+    assert _everything_the_live_side_reads(settings, instance, universe.instruments) == before
+    quarantined = settings.data_dir / QUARANTINE_DIR / "market_regimes" / result.run_id / "reasons.json"
+    assert json.loads(quarantined.read_text())[0]["check"] == "probabilities_sum_to_one"

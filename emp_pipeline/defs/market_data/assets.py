@@ -11,6 +11,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     BackfillPolicy,
+    Config,
     MaterializeResult,
     MetadataValue,
     Output,
@@ -19,18 +20,22 @@ from dagster import (
 )
 
 from emp_pipeline.defs.check_results import counted_check_result
+from emp_pipeline.defs.io_managers import REPLACE_HISTORY_METADATA
 from emp_pipeline.defs.market_data.resources import MarketDataResource
 from emp_pipeline.defs.partitions import daily_bar_partitions
+from emp_pipeline.defs.publication import StagedCheck, report_then_gate
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.bar_quality import (
-    BLOCKING_CHECKS,
+    BAR_CHECKS,
+    HISTORY_BARS_NEEDED,
     BarCheckOutcome,
-    check_calendar_gaps,
     check_freshness,
+    evaluate_bar_checks,
 )
 from emp_pipeline.domain.bars import empty_bars, normalise_bars
 from emp_pipeline.domain.calendars import trading_days
 from emp_pipeline.registry.instruments import upsert_instruments
+from emp_pipeline.storage.parquet_frames import RowShortfall, describe_shortfalls
 
 GROUP = "market_data"
 OWNERS = ["team:research"]
@@ -71,24 +76,52 @@ def instrument_universe(market_data: MarketDataResource, database: DatabaseResou
     )
 
 
-def _check_result(
-    outcome: BarCheckOutcome, severity: AssetCheckSeverity, check_name: str | None = None
-) -> AssetCheckResult:
+HISTORY_CHECK = "keeps_stored_history"
+# Calendar days read before a window so the history-aware checks see HISTORY_BARS_NEEDED earlier sessions.
+HISTORY_LOOKBACK_DAYS = 2 * HISTORY_BARS_NEEDED
+
+
+def _check_result(outcome: BarCheckOutcome, severity: AssetCheckSeverity) -> AssetCheckResult:
     return counted_check_result(
         passed=outcome.passed,
         description=outcome.description,
         failures=outcome.failures,
         examples=outcome.examples,
         severity=severity,
-        check_name=check_name,
     )
 
 
-_BLOCKING_DESCRIPTIONS = {
-    "ohlc_consistent": "low <= open, close <= high on every bar",
-    "positive_prices": "every price present and positive",
-    "unique_symbol_date": "at most one bar per (symbol, date) in storage",
-}
+class MarketBarsConfig(Config):
+    """Run config of `market_bars`. ``replace_history`` is the one explicit way to delete stored bars.
+
+    Without it, a source that returns fewer bars for a window than are stored (a truncated CSV, a vendor
+    outage answered with an empty frame) fails the run and nothing is written. With it, the run replaces the
+    window's stored bars by what the source returned and logs every symbol and day it removes.
+    """
+
+    replace_history: bool = False
+
+
+def history_check(shortfalls: tuple[RowShortfall, ...], replace_history: bool) -> StagedCheck:
+    """The stored bars a source no longer returns: a blocking failure unless the run replaces explicitly."""
+    removed = sum(shortfall.missing for shortfall in shortfalls)
+    if not shortfalls:
+        description = "the source returned every stored bar of the window"
+    elif replace_history:
+        description = f"replace_history: {removed} stored bars removed ({describe_shortfalls(shortfalls)})"
+    else:
+        description = (
+            f"the source returned {removed} fewer stored bars than the store holds "
+            f"({describe_shortfalls(shortfalls)}); fix the source, or re-run with replace_history: true"
+        )
+    return StagedCheck(
+        HISTORY_CHECK,
+        blocking=True,
+        passed=replace_history or not shortfalls,
+        description=description,
+        failures=removed,
+        examples=tuple(shortfall.describe() for shortfall in shortfalls),
+    )
 
 
 @asset(
@@ -100,20 +133,31 @@ _BLOCKING_DESCRIPTIONS = {
     owners=OWNERS,
     deps=[instrument_universe],
     check_specs=[
-        *(
-            AssetCheckSpec(name, asset="market_bars", blocking=True, description=text)
-            for name, text in _BLOCKING_DESCRIPTIONS.items()
-        ),
         AssetCheckSpec(
-            "no_calendar_gaps",
+            HISTORY_CHECK,
             asset="market_bars",
-            description="every trading day of each instrument's calendar has a bar (warns)",
+            blocking=True,
+            description="the source returns every bar already stored for the window; blocks: stored history "
+            "is never deleted by a short or missing source (replace_history: true replaces it explicitly)",
+        ),
+        *(
+            AssetCheckSpec(
+                check.name, asset="market_bars", blocking=check.blocking, description=check.description
+            )
+            for check in BAR_CHECKS
         ),
     ],
     description="Daily OHLCV bars per symbol (canonical frame), one partition per UTC day; a range of "
-    "partitions loads in one run and replaces what was stored for those days.",
+    "partitions loads in one run. Staged, checked, then published: a blocking check that fails leaves the "
+    "store untouched (the frame goes to quarantine), and stored bars the source no longer returns are never "
+    "deleted unless the run says replace_history.",
 )
-def market_bars(context: AssetExecutionContext, market_data: MarketDataResource) -> Iterator:
+def market_bars(
+    context: AssetExecutionContext,
+    config: MarketBarsConfig,
+    market_data: MarketDataResource,
+    lake: DataLakeResource,
+) -> Iterator:
     window = context.partition_time_window
     first_day: date = window.start.date()
     last_day: date = (window.end - timedelta(days=1)).date()
@@ -126,26 +170,53 @@ def market_bars(context: AssetExecutionContext, market_data: MarketDataResource)
         bars = normalise_bars(bars)
     else:
         bars = empty_bars()
-    outcomes = [check(bars) for check in BLOCKING_CHECKS]
-    gaps = check_calendar_gaps(bars, universe.instruments, first_day, last_day)
-    per_symbol = bars.groupby("symbol")["date"].agg(["count", "min", "max"]).reset_index()
+
+    store = lake.store("market_bars")
+    stored = store.read_window(window.start, window.end)
+    # Bars of symbols this run does not fetch (dropped from the universe, no session in the window) stay.
+    if "symbol" in stored.columns:
+        kept = stored.loc[~stored["symbol"].isin([meta.symbol for meta in trading])]
+    else:
+        kept = stored.iloc[0:0]
+    history = store.read_window(
+        pd.Timestamp(window.start) - pd.Timedelta(days=HISTORY_LOOKBACK_DAYS), window.start
+    )
+    outcomes = evaluate_bar_checks(
+        bars,
+        history,
+        universe.instruments,
+        first_day,
+        last_day,
+        pd.Timestamp.now(tz="UTC"),
+        universe.timeframe,
+    )
+    staged = normalise_bars(pd.concat([bars, kept], ignore_index=True)) if len(kept) else bars
+    shortfalls = store.shortfalls(staged, window.start, window.end)
+    checks = [
+        history_check(shortfalls, config.replace_history),
+        *(StagedCheck.from_bar_outcome(outcome) for outcome in outcomes),
+    ]
+    if shortfalls and config.replace_history:
+        context.log.warning(f"market_bars: {checks[0].description}")
+    yield from report_then_gate(context, "market_bars", bars, checks, lake.base_dir)
+
+    per_symbol = staged.groupby("symbol")["date"].agg(["count", "min", "max"]).reset_index()
     per_symbol["min"] = per_symbol["min"].dt.date.astype(str)
     per_symbol["max"] = per_symbol["max"].dt.date.astype(str)
     yield Output(
-        bars,
+        staged,
         metadata={
-            "rows": len(bars),
-            "symbols": bars["symbol"].nunique(),
+            "rows": len(staged),
+            "symbols": staged["symbol"].nunique(),
             "first_day": str(first_day),
             "last_day": str(last_day),
+            "kept_rows_of_unfetched_symbols": len(kept),
+            REPLACE_HISTORY_METADATA: config.replace_history,
             "per_symbol": MetadataValue.md(per_symbol.to_markdown(index=False))
             if len(per_symbol)
             else "none",
         },
     )
-    for outcome in outcomes:
-        yield _check_result(outcome, AssetCheckSeverity.ERROR, outcome.name)
-    yield _check_result(gaps, AssetCheckSeverity.WARN, gaps.name)
 
 
 @asset_check(

@@ -33,11 +33,11 @@ from dagster import (
 )
 
 from emp_pipeline.data.sample import load_sample_macro_frame
-from emp_pipeline.defs.check_results import counted_check_result
 from emp_pipeline.defs.market_data.resources import MarketDataResource
 from emp_pipeline.defs.partitions import daily_bar_partitions
 from emp_pipeline.defs.perception.resources import FredResource, RegimeClassifierResource
-from emp_pipeline.defs.storage import DatabaseResource
+from emp_pipeline.defs.publication import StagedCheck, report_then_gate
+from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.regimes import (
     NEUTRAL_LABEL,
     PROBABILITY_COLUMNS,
@@ -253,13 +253,15 @@ def regime_share_table(regimes: pd.DataFrame) -> str:
     description="The sensory cortex's causal features (WHAT, HOW, WHEN, WHY, ANOMALY) per symbol and day. "
     f"Each year's days are computed from bars since Jan 1 {FEATURE_HISTORY_YEARS} years earlier, so a "
     "day's features do not depend on how a backfill was split. WHY reads FRED when FRED_API_KEY is set, the "
-    "bundled macro series with the sample data, and is neutral otherwise.",
+    "bundled macro series with the sample data, and is neutral otherwise. Stored only after its blocking "
+    "check passes.",
 )
 def sensory_features(
     context: AssetExecutionContext,
     market_bars: pd.DataFrame,
     market_data: MarketDataResource,
     fred: FredResource,
+    lake: DataLakeResource,
 ) -> Iterator:
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
@@ -269,6 +271,16 @@ def sensory_features(
     features = compute_features_by_year(cortex, market_bars, macro, start, end)
 
     incomplete = settled_rows_with_nan(features)
+    check = StagedCheck(
+        "features_complete_after_warmup",
+        blocking=True,
+        passed=not incomplete.any(),
+        description=f"{int(incomplete.sum())} settled rows hold NaN features",
+        failures=int(incomplete.sum()),
+        examples=tuple(_examples(features, incomplete)),
+    )
+    yield from report_then_gate(context, "sensory_features", features, [check], lake.base_dir)
+
     coverage = macro_coverage(features)
     context.add_asset_metadata(
         {
@@ -287,13 +299,6 @@ def sensory_features(
             "macro_source": macro_source,
             "macro_status": macro_status,
         },
-    )
-    yield counted_check_result(
-        check_name="features_complete_after_warmup",
-        passed=not incomplete.any(),
-        description=f"{int(incomplete.sum())} settled rows hold NaN features",
-        failures=int(incomplete.sum()),
-        examples=_examples(features, incomplete),
     )
 
 
@@ -323,7 +328,8 @@ def sensory_features(
         ),
     ],
     description="The causal regime label and label probabilities per symbol and day, stored as Parquet and "
-    "upserted into the registry's market_regimes table (re-materializing replaces). Classifier from "
+    "upserted into the registry's market_regimes table (re-materializing replaces), both only after the "
+    "blocking checks pass (a failing check quarantines the frame and publishes nothing). Classifier from "
     "EMP_REGIME_CLASSIFIER: rules (default) or hmm, refitted per calendar year on the "
     f"{REGIME_HISTORY_YEARS} years before it.",
 )
@@ -333,15 +339,37 @@ def market_regimes(
     sensory_features: pd.DataFrame,
     regime_classifier: RegimeClassifierResource,
     database: DatabaseResource,
+    lake: DataLakeResource,
 ) -> Iterator:
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
     kind = regime_classifier.kind
     regimes = classify_by_year(kind, market_bars, sensory_features, start, end)
+    bad_sum, unknown = regime_frame_problems(regimes)
+    checks = [
+        StagedCheck(
+            "probabilities_sum_to_one",
+            blocking=True,
+            passed=not bad_sum.any(),
+            description=f"{int(bad_sum.sum())} rows whose probabilities do not sum to 1",
+            failures=int(bad_sum.sum()),
+            examples=tuple(_examples(regimes, bad_sum)),
+        ),
+        StagedCheck(
+            "labels_known",
+            blocking=True,
+            passed=not unknown.any(),
+            description=f"{int(unknown.sum())} rows with a label outside {', '.join(REGIME_LABELS)}",
+            failures=int(unknown.sum()),
+            examples=tuple(_examples(regimes, unknown)),
+        ),
+    ]
+    yield from report_then_gate(context, "market_regimes", regimes, checks, lake.base_dir)
+
+    # Published only now: the registry first, then the Parquet the live job reads (the IO manager writes it
+    # when the output is yielded); the materialization event, which the live sensor follows, comes last.
     with database.session() as session:
         upserted = upsert_market_regimes(session, regimes, make_classifier({"kind": kind}).name)
-
-    bad_sum, unknown = regime_frame_problems(regimes)
     if not regimes.empty:
         png = regime_chart_png(_between(market_bars, start, end), regimes)
         chart = f"![regimes](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
@@ -358,18 +386,4 @@ def market_regimes(
     yield Output(
         regimes,
         metadata={**_window_metadata(regimes, start, end), "classifier": kind, "registry_rows": upserted},
-    )
-    yield counted_check_result(
-        check_name="probabilities_sum_to_one",
-        passed=not bad_sum.any(),
-        description=f"{int(bad_sum.sum())} rows whose probabilities do not sum to 1",
-        failures=int(bad_sum.sum()),
-        examples=_examples(regimes, bad_sum),
-    )
-    yield counted_check_result(
-        check_name="labels_known",
-        passed=not unknown.any(),
-        description=f"{int(unknown.sum())} rows with a label outside {', '.join(REGIME_LABELS)}",
-        failures=int(unknown.sum()),
-        examples=_examples(regimes, unknown),
     )
