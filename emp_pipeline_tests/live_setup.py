@@ -18,7 +18,7 @@ from emp_pipeline.domain.regimes import REGIME_LABELS, make_classifier
 from emp_pipeline.domain.sensory import SensoryCortex
 from emp_pipeline.domain.synthetic import generate_market
 from emp_pipeline.registry.engine import session_scope, shared_engine
-from emp_pipeline.registry.instruments import upsert_instruments
+from emp_pipeline.registry.instruments import store_instruments
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.records import NewStrategy
 from emp_pipeline.registry.research import record_evolution_run, record_strategies, set_strategy_status
@@ -79,7 +79,7 @@ def prepare_registry(database_url: str, market: LiveMarket, genome: Genome = ALW
     upgrade_database(database_url)
     engine = shared_engine(database_url)
     with session_scope(engine) as session:
-        upsert_instruments(session, market.instruments)
+        store_instruments(session, market.instruments, origin="test market")
         run_id = record_evolution_run(
             session,
             period="2001-01",

@@ -155,6 +155,27 @@ class Instrument(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utc_now, onupdate=utc_now)
 
 
+class InstrumentTermChange(Base):
+    """One accepted change of one instrument term: old and new value, when, where from, why and by whom.
+
+    Terms size orders and decide which days trade, so they never change silently (see
+    `domain.instrument_changes`): a row here is written in the same transaction as the change itself.
+    """
+
+    __tablename__ = "instrument_term_changes"
+    __table_args__ = (Index("ix_instrument_term_changes_symbol_changed_at", "symbol", "changed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    symbol: Mapped[str] = mapped_column(ForeignKey("instruments.symbol", ondelete="CASCADE"))
+    term: Mapped[str] = mapped_column(String(64))
+    old_value: Mapped[str] = mapped_column(Text)
+    new_value: Mapped[str] = mapped_column(Text)
+    changed_at: Mapped[dt.datetime] = mapped_column(default=utc_now)
+    origin: Mapped[str] = mapped_column(Text)  # where the new terms came from (the universe file and digest)
+    reason: Mapped[str] = mapped_column(Text)  # why the change was accepted, in the operator's words
+    accepted_by: Mapped[str] = mapped_column(String(200))  # the run (or person) that accepted it
+
+
 class EvolutionRun(Base):
     """One genetic-algorithm run for one walk-forward period."""
 

@@ -33,7 +33,7 @@ from emp_pipeline.domain.sensory import SensoryCortex
 from emp_pipeline.domain.synthetic import generate_market
 from emp_pipeline.parity.commands import add_parity_commands
 from emp_pipeline.registry.engine import make_engine, session_scope
-from emp_pipeline.registry.instruments import upsert_instruments
+from emp_pipeline.registry.instruments import store_instruments
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.records import NewStrategy, PerformanceEntry
 from emp_pipeline.registry.research import (
@@ -70,7 +70,7 @@ def _seed_registry(url: str, instruments: Sequence[InstrumentMeta], genomes: Seq
     engine = make_engine(url)
     try:
         with session_scope(engine) as session:
-            upsert_instruments(session, instruments)
+            store_instruments(session, instruments, origin="test universe")
             run_id = record_evolution_run(
                 session,
                 period=PERIOD,

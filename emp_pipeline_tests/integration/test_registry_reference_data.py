@@ -1,4 +1,5 @@
-"""Instruments, market regimes and control flags: bulk upserts that replace rows and never duplicate them."""
+"""Instruments (terms change only explicitly, and every change is recorded), market regimes and control
+flags (bulk upserts that replace rows and never duplicate them)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, func, select
 
-from emp_pipeline.domain.instruments import load_universe
+from emp_pipeline.domain.instrument_changes import InstrumentTermsChangedError
+from emp_pipeline.domain.instruments import AssetClass, load_universe
 from emp_pipeline.registry.control import KILL_SWITCH, flag_enabled, get_flag, set_flag
 from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.errors import InvalidRegistryInputError
-from emp_pipeline.registry.instruments import load_instruments, upsert_instruments
-from emp_pipeline.registry.models import Instrument, MarketRegime
+from emp_pipeline.registry.instruments import (
+    TermAcceptance,
+    load_instruments,
+    store_instruments,
+    term_change_history,
+)
+from emp_pipeline.registry.models import MarketRegime
 from emp_pipeline.registry.regimes import load_market_regimes, upsert_market_regimes
 from emp_pipeline.settings import SAMPLE_UNIVERSE_FILE
 
@@ -45,19 +52,66 @@ def rows(engine: Engine, model: type) -> int:
         return session.scalar(select(func.count()).select_from(model)) or 0
 
 
-def test_instruments_round_trip_and_upsert_replaces(registry_engine: Engine) -> None:
+def test_instruments_round_trip_and_a_changed_term_is_refused_with_nothing_written(
+    registry_engine: Engine,
+) -> None:
+    universe = load_universe(SAMPLE_UNIVERSE_FILE)
+    first, *others = universe.instruments
+    with session_scope(registry_engine) as session:
+        sync = store_instruments(session, [first], origin="sample.yaml")
+    assert sync.added == (first.symbol,) and sync.changes == ()
+    weekend = dataclasses.replace(first, asset_class=AssetClass.CRYPTO, calendar="24x7")
+
+    with pytest.raises(InstrumentTermsChangedError) as refused, session_scope(registry_engine) as session:
+        store_instruments(session, [weekend, *others], origin="a data file")
+
+    assert [change.describe() for change in refused.value.changes] == [
+        f"{first.symbol} asset_class: index -> crypto",
+        f"{first.symbol} calendar: XNYS -> 24x7",
+    ]
+    assert "a data file changes 2 stored instrument terms" in str(refused.value)
+    with session_scope(registry_engine) as session:
+        assert load_instruments(session) == [first]  # the new symbols of the refused call were not added
+        assert term_change_history(session) == []
+        sync = store_instruments(session, universe.instruments, origin="sample.yaml")
+        assert sync.added == tuple(meta.symbol for meta in others) and sync.changes == ()
+        assert {meta.symbol: meta for meta in load_instruments(session)} == {
+            meta.symbol: meta for meta in universe.instruments
+        }
+
+
+def test_an_accepted_term_change_is_recorded_with_old_and_new_value_origin_reason_and_time(
+    registry_engine: Engine,
+) -> None:
     universe = load_universe(SAMPLE_UNIVERSE_FILE)
     with session_scope(registry_engine) as session:
-        assert upsert_instruments(session, universe.instruments) == len(universe.instruments)
-    renamed = dataclasses.replace(universe.instruments[0], name="Renamed", min_volume=0.5)
-    with session_scope(registry_engine) as session:
-        assert upsert_instruments(session, [universe.instruments[0], renamed]) == 1  # the last one wins
+        store_instruments(session, universe.instruments, origin="sample.yaml")
+    resized = dataclasses.replace(universe.instruments[0], lot_size=10.0, min_volume=0.5)
+    before = dt.datetime.now(dt.UTC)
 
-    assert rows(registry_engine, Instrument) == len(universe.instruments)
     with session_scope(registry_engine) as session:
-        stored = {meta.symbol: meta for meta in load_instruments(session)}
-    assert stored[renamed.symbol] == renamed
-    assert all(stored[meta.symbol] == meta for meta in universe.instruments[1:])
+        sync = store_instruments(
+            session,
+            [resized],
+            origin="universe file sample.yaml (sha256 0123)",
+            acceptance=TermAcceptance(reason="broker moved to 10-unit lots", accepted_by="dagster run r-1"),
+        )
+
+    assert [change.describe() for change in sync.changes] == [
+        f"{resized.symbol} lot_size: 1.0 -> 10.0",
+        f"{resized.symbol} min_volume: 0.1 -> 0.5",
+    ]
+    with session_scope(registry_engine) as session:
+        assert resized in load_instruments(session)
+        history = term_change_history(session, resized.symbol)
+    assert [(r.term, r.old_value, r.new_value) for r in history] == [
+        ("lot_size", "1.0", "10.0"),
+        ("min_volume", "0.1", "0.5"),
+    ]
+    assert {(r.origin, r.reason, r.accepted_by) for r in history} == {
+        ("universe file sample.yaml (sha256 0123)", "broker moved to 10-unit lots", "dagster run r-1")
+    }
+    assert all(before <= r.changed_at <= dt.datetime.now(dt.UTC) for r in history)
 
 
 def test_market_regimes_round_trip_and_upsert_replaces(registry_engine: Engine) -> None:

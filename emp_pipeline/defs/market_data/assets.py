@@ -12,6 +12,7 @@ from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
     Config,
+    Failure,
     MaterializeResult,
     MetadataValue,
     Output,
@@ -34,7 +35,8 @@ from emp_pipeline.domain.bar_quality import (
 )
 from emp_pipeline.domain.bars import empty_bars, normalise_bars
 from emp_pipeline.domain.calendars import trading_days
-from emp_pipeline.registry.instruments import upsert_instruments
+from emp_pipeline.domain.instrument_changes import InstrumentTermsChangedError
+from emp_pipeline.registry.instruments import TermAcceptance, pending_term_changes, store_instruments
 from emp_pipeline.storage.parquet_frames import RowShortfall, describe_shortfalls
 
 GROUP = "market_data"
@@ -42,17 +44,58 @@ OWNERS = ["team:research"]
 FRESHNESS_MAX_MISSING_SESSIONS = 3
 
 
+class InstrumentUniverseConfig(Config):
+    """Run config of `instrument_universe`: the explicit acceptance of changed instrument terms.
+
+    A universe that changes a stored instrument's terms (lot size, calendar, asset class, ...) fails the run
+    and lists every change; re-run with ``accept_term_changes: true`` and a ``reason`` to accept them. Each
+    accepted change is recorded in the registry (instrument_term_changes) with old and new value, when, the
+    universe file it came from, the reason and this run's id.
+    """
+
+    accept_term_changes: bool = False
+    reason: str = ""
+
+
 @asset(
     group_name=GROUP,
     kinds={"python", "sql"},
     owners=OWNERS,
-    description="The instrument universe from its YAML file (or inferred from a CSV folder), validated and "
-    "upserted into the registry's instruments table.",
+    description="The instrument universe from its YAML file, validated and stored in the registry's "
+    "instruments table. New symbols are added; changed terms of a stored symbol are refused unless the run "
+    "accepts them explicitly (accept_term_changes with a reason), and every accepted change is recorded.",
 )
-def instrument_universe(market_data: MarketDataResource, database: DatabaseResource) -> MaterializeResult:
+def instrument_universe(
+    context: AssetExecutionContext,
+    config: InstrumentUniverseConfig,
+    market_data: MarketDataResource,
+    database: DatabaseResource,
+) -> MaterializeResult:
     universe = market_data.universe()
+    origin = market_data.universe_origin()
+    if config.accept_term_changes and not config.reason.strip():
+        raise Failure(description="accept_term_changes needs a reason: say why the terms change")
+    acceptance = (
+        TermAcceptance(reason=config.reason.strip(), accepted_by=f"dagster run {context.run_id}")
+        if config.accept_term_changes
+        else None
+    )
     with database.session() as session:
-        upsert_instruments(session, universe.instruments)
+        pending = pending_term_changes(session, universe.instruments)
+        if pending and acceptance is None:
+            refusal = InstrumentTermsChangedError(
+                origin,
+                pending,
+                "check them, then re-run instrument_universe with the run config accept_term_changes: true "
+                "and a reason (docs/operations.md, instrument term changes)",
+            )
+            raise Failure(
+                description=str(refusal),
+                metadata={"term_changes": MetadataValue.json([change.describe() for change in pending])},
+            )
+        sync = store_instruments(session, universe.instruments, origin=origin, acceptance=acceptance)
+    for change in sync.changes:
+        context.log.warning(f"instrument term changed ({config.reason.strip()}): {change.describe()}")
     table = pd.DataFrame(
         [
             {
@@ -69,7 +112,10 @@ def instrument_universe(market_data: MarketDataResource, database: DatabaseResou
     return MaterializeResult(
         metadata={
             "universe": universe.name,
+            "origin": origin,
             "instruments": len(universe.instruments),
+            "added": MetadataValue.json(list(sync.added)),
+            "term_changes": MetadataValue.json([change.describe() for change in sync.changes]),
             "date_range": f"{universe.start_date} .. {universe.end_date or 'open'}",
             "table": MetadataValue.md(table.to_markdown(index=False)),
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from dagster import ConfigurableResource
 
 from emp_pipeline.data.source import MarketDataSource
@@ -27,6 +29,13 @@ class MarketDataResource(ConfigurableResource):
 
     def universe(self) -> Universe:
         return configured_universe(self._settings())
+
+    def universe_origin(self) -> str:
+        """Which file the universe's terms come from, with its digest (recorded with every term change)."""
+        path = self._settings().universe_file
+        if path is None:
+            return f"{self.source} universe"
+        return f"universe file {path} (sha256 {hashlib.sha256(path.read_bytes()).hexdigest()[:16]})"
 
     def build_source(self) -> MarketDataSource:
         return configured_source(self._settings())
