@@ -34,11 +34,12 @@ import time
 start = time.perf_counter()
 import numpy as np, pandas as pd
 from emp_pipeline.domain.backtest import MarketArrays, RiskArrays, simulate_population
+from emp_pipeline.domain.costs import Costs
 prices = np.full((5, 1), 100.0)
 dates = pd.date_range("2020-01-01", periods=5, tz="UTC")
 market = MarketArrays(dates, ("X",), prices, prices, prices, prices, prices)
 risk = RiskArrays(np.ones(1), np.ones(1), np.ones(1), np.ones(1, dtype=np.int64))
-simulate_population(np.ones((1, 5, 1), dtype=np.int8), market, risk)
+simulate_population(np.ones((1, 5, 1), dtype=np.int8), market, risk, Costs())
 print(time.perf_counter() - start)
 """
 
@@ -107,6 +108,7 @@ def fresh_cache_seconds(script: str) -> float:
 
 def run_ours(signals: np.ndarray, prices: dict[str, np.ndarray], repeats: int) -> tuple[float, object]:
     from emp_pipeline.domain.backtest import MarketArrays, RiskArrays, simulate_population
+    from emp_pipeline.domain.costs import Costs
 
     dates = pd.date_range("2000-01-03", periods=N_BARS, freq="B", tz="UTC")
     symbols = tuple(f"SYN{i:02d}" for i in range(N_INSTRUMENTS))
@@ -116,11 +118,12 @@ def run_ours(signals: np.ndarray, prices: dict[str, np.ndarray], repeats: int) -
     n = signals.shape[0]
     # Stops and holding limit out of reach: a plain signal-following backtest, as in vectorbt.
     risk = RiskArrays(np.full(n, 1e9), np.full(n, 1e9), np.ones(n), np.full(n, 10**9, dtype=np.int64))
-    simulate_population(signals[:2], market, RiskArrays(*(a[:2] for a in vars(risk).values())), FEE_BPS, 0.0)
+    costs = Costs(fee_bps=FEE_BPS, slippage_bps=0.0)
+    simulate_population(signals[:2], market, RiskArrays(*(a[:2] for a in vars(risk).values())), costs)
     timings, result = [], None
     for _ in range(repeats):
         start = time.perf_counter()
-        result = simulate_population(signals, market, risk, FEE_BPS, 0.0)
+        result = simulate_population(signals, market, risk, costs)
         timings.append(time.perf_counter() - start)
     return statistics.median(timings), result
 

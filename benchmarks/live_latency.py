@@ -83,7 +83,7 @@ def in_process_ms(server: FakeCTraderServer, tokens: FakeTokenProvider) -> list[
 
     import pandas as pd
 
-    from emp_pipeline.domain.execution import Costs
+    from emp_pipeline.domain.costs import DEFAULT_CAPITAL, Costs
     from emp_pipeline.domain.genome import Condition
     from emp_pipeline.domain.risk import AccountSnapshot, ProposedOrder, RiskLimits, check_orders
     from emp_pipeline.live.engine import MarketView, StrategyBook, decide_orders, order_request
@@ -108,14 +108,14 @@ def in_process_ms(server: FakeCTraderServer, tokens: FakeTokenProvider) -> list[
         for k in range(IN_PROCESS_STRATEGIES)
     ]
     instruments = {meta.symbol: meta for meta in market.instruments}
-    snapshot = AccountSnapshot(100_000.0, 100_000.0, False, {}, closes)
+    snapshot = AccountSnapshot(DEFAULT_CAPITAL, DEFAULT_CAPITAL, False, {}, closes)
     samples = []
     for _ in range(IN_PROCESS_REPEATS):
         started = time.perf_counter()
         view = MarketView(market.bars, market.features, market.regimes, last, closes)  # panel built per tick
         intents = []
         for book in books:
-            intents.extend(decide_orders(book, view, {}, instruments, Costs(), 100_000.0)[0])
+            intents.extend(decide_orders(book, view, {}, instruments, Costs(), DEFAULT_CAPITAL)[0])
         proposed = [ProposedOrder(i.client_order_id, i.symbol, i.signed_quantity) for i in intents]
         decisions = check_orders(proposed, snapshot, RiskLimits())
         requests = [

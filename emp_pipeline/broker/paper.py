@@ -66,6 +66,7 @@ from emp_pipeline.broker.interface import (
     Position,
     ReconcileReport,
 )
+from emp_pipeline.domain.costs import DEFAULT_CAPITAL, Costs
 from emp_pipeline.domain.sleeve import (
     ENTRY_LEG,
     EXIT_LEG,
@@ -205,22 +206,6 @@ class BarFrameOpens:
         )
 
 
-@dataclass(frozen=True)
-class PaperCosts:
-    """Per-side costs in basis points; use the same values as the evolution/backtest configuration."""
-
-    fee_bps: float = 1.0
-    slippage_bps: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not (self.fee_bps >= 0 and self.slippage_bps >= 0):
-            raise ValueError(f"paper costs must be >= 0 bps, got {self}")
-
-    def fill_costs(self) -> FillCosts:
-        """The costs in the types the compiled step reads."""
-        return FillCosts(float(self.fee_bps), float(self.slippage_bps))
-
-
 def protective_exit_id(entry_client_order_id: str) -> str:
     """The client order id of the protective exit of an entry order (one exit per entry, whichever level)."""
     digest = hashlib.sha256(entry_client_order_id.encode("utf-8")).hexdigest()[:32]
@@ -244,14 +229,14 @@ class PaperBroker:
         engine: Engine,
         prices: NextOpenSource,
         *,
-        costs: PaperCosts | None = None,
+        costs: Costs | None = None,
         account_name: str = "paper",
         currency: str = "USD",
-        initial_cash: float = 100_000.0,
+        initial_cash: float = DEFAULT_CAPITAL,
     ) -> None:
         self._engine = engine
         self._prices = prices
-        self.costs = costs or PaperCosts()
+        self.costs = costs or Costs()
         _create_protective_table(engine)
         with session_scope(engine) as session:
             account = get_or_create_paper_account(session, account_name, currency, initial_cash)

@@ -17,8 +17,8 @@ strategy-bar):
   traded is ``|units| x fill price``.
 * **Timing.** The signal of bar t is read at t's close; the order fills at the open of the next bar that has
   a price for that instrument (bars with a NaN open are skipped: no fills, equity carried).
-* **Costs.** Every fill pays slippage against the trader (``slippage_bps`` of the price: buys fill higher,
-  sells lower) and a fee of ``fee_bps`` of the fill's notional, per side.
+* **Costs** (`costs.Costs`). Every fill pays slippage against the trader (``slippage_bps`` of the price:
+  buys fill higher, sells lower) and a fee of ``fee_bps`` of the fill's notional, per side.
 * **Protective exits.** At entry, stop = fill -/+ ``stop_atr x ATR(signal bar)`` and take profit =
   fill +/- ``take_profit_atr x ATR(signal bar)`` (long/short). They are checked on every bar from the entry
   bar on, the entry bar included (from its open onward: its high/low are assumed to come after the fill).
@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.genome import Genome, validate_genome
 from emp_pipeline.domain.sleeve import (
     ALL_PHASES,
@@ -451,8 +452,7 @@ def _run_kernel(
     signals: np.ndarray,
     market: MarketArrays,
     risk: RiskArrays,
-    fee_bps: float,
-    slippage_bps: float,
+    costs: Costs,
     record_instruments: bool,
     trade_capacity: int,
 ) -> tuple[PopulationResult, np.ndarray, np.ndarray]:
@@ -468,8 +468,6 @@ def _run_kernel(
     for name, genes in vars(risk).items():
         if genes.shape != (n_strategies,):
             raise BacktestInputError(f"risk gene {name} has shape {genes.shape}, expected ({n_strategies},)")
-    if fee_bps < 0 or slippage_bps < 0:
-        raise BacktestInputError(f"fee_bps and slippage_bps must be >= 0, got {fee_bps} and {slippage_bps}")
     prices = [
         np.ascontiguousarray(a.T, dtype=np.float64)
         for a in (market.open, market.high, market.low, market.close, market.atr)
@@ -491,7 +489,7 @@ def _run_kernel(
         risk.take_profit_atr,
         risk.position_fraction,
         risk.max_holding_bars,
-        FillCosts(float(fee_bps), float(slippage_bps)),
+        costs.fill_costs(),
         equity,
         instrument_equity,
         stats,
@@ -520,12 +518,11 @@ def simulate_population(
     signals: np.ndarray,
     market: MarketArrays,
     risk: RiskArrays,
-    fee_bps: float = 1.0,
-    slippage_bps: float = 1.0,
+    costs: Costs,
     record_instruments: bool = False,
 ) -> PopulationResult:
     """Backtest every strategy on every instrument in one compiled call (see the module docstring)."""
-    result, _, _ = _run_kernel(signals, market, risk, fee_bps, slippage_bps, record_instruments, 0)
+    result, _, _ = _run_kernel(signals, market, risk, costs, record_instruments, 0)
     return result
 
 
@@ -543,8 +540,7 @@ def simulate_strategy(
     genome: Genome,
     signals: np.ndarray,
     market: MarketArrays,
-    fee_bps: float = 1.0,
-    slippage_bps: float = 1.0,
+    costs: Costs,
 ) -> StrategyBacktest:
     """One strategy in detail: the same kernel, with per-instrument equity and the trade list.
 
@@ -555,7 +551,7 @@ def simulate_strategy(
     # At most two trades close per bar and sleeve (a signal exit at the open, then a stop on the new entry).
     capacity = 2 * signals.shape[0] * signals.shape[1] + signals.shape[1]
     result, log, state = _run_kernel(
-        stacked, market, RiskArrays.from_genomes([genome]), fee_bps, slippage_bps, True, capacity
+        stacked, market, RiskArrays.from_genomes([genome]), costs, True, capacity
     )
     trades = pd.DataFrame(log, columns=list(TRADE_FIELDS))
     instrument = trades["instrument"].to_numpy(dtype=np.int64)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from emp_pipeline.domain.backtest import MarketArrays, PopulationResult, RiskArrays, simulate_population
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.genome import (
     MAX_HOLDING_BOUNDS,
     MAX_RULE_CONDITIONS,
@@ -76,8 +77,7 @@ class EvolutionConfig:
     trade_penalty: float = 1.0
     sharing_threshold: float = 0.95
     sharing_penalty: float = 0.05
-    fee_bps: float = 1.0
-    slippage_bps: float = 1.0
+    costs: Costs = field(default_factory=Costs)  # what every fill of the measured backtests pays
     periods_per_year: float = 252.0
     excluded_features: tuple[str, ...] = ()
 
@@ -475,9 +475,7 @@ def score_population(
 ) -> PopulationScores:
     """Backtest the genomes together (signals on the evaluator's panel) into fitness and metrics."""
     signals = evaluator.signals(genomes)
-    result = simulate_population(
-        signals, market, RiskArrays.from_genomes(genomes), config.fee_bps, config.slippage_bps
-    )
+    result = simulate_population(signals, market, RiskArrays.from_genomes(genomes), config.costs)
     return population_fitness(result, config)
 
 
@@ -730,9 +728,7 @@ def backtest_fold(
     test_panel = panel.window(fold.test_start, fold.test_end)
     test_market = market.window(fold.test_start, fold.test_end)
     signals = population_signals(genomes, test_panel)
-    result = simulate_population(
-        signals, test_market, RiskArrays.from_genomes(genomes), config.fee_bps, config.slippage_bps
-    )
+    result = simulate_population(signals, test_market, RiskArrays.from_genomes(genomes), config.costs)
     return test_panel.dates, result
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from emp_pipeline.domain.genome import RiskGenes
-from emp_pipeline.domain.sleeve import EXIT_REASONS, FillCosts, SleeveRules, SleeveState
+from emp_pipeline.domain.sleeve import EXIT_REASONS, SleeveRules, SleeveState
 
 CLIENT_ORDER_ID_PREFIX = "emp-"
 CLIENT_ORDER_ID_HASH_CHARS = 32  # 128 bits; with the prefix 36 characters, inside cTrader's 50
@@ -36,18 +36,6 @@ CLIENT_ORDER_ID_HASH_CHARS = 32  # 128 bits; with the prefix 36 characters, insi
 
 class ExecutionInputError(ValueError):
     """Bars, signals or genes handed to the execution functions are inconsistent; the message says which."""
-
-
-@dataclass(frozen=True)
-class Costs:
-    """Per-side costs in basis points, the same numbers the backtest of the strategy used."""
-
-    fee_bps: float = 1.0
-    slippage_bps: float = 1.0
-
-    def fill_costs(self) -> FillCosts:
-        """The costs in the types the compiled step reads."""
-        return FillCosts(float(self.fee_bps), float(self.slippage_bps))
 
 
 def sleeve_rules(genes: RiskGenes) -> SleeveRules:

@@ -42,8 +42,8 @@ from emp_pipeline.broker.interface import (
 )
 from emp_pipeline.broker.interface import OrderStatus as BrokerStatus
 from emp_pipeline.domain.backtest import MarketArrays, market_arrays
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.execution import (
-    Costs,
     OrderIntent,
     order_for_target,
     sleeve_rules,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import Engine
 
-from emp_pipeline.domain.execution import Costs
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.genome import Genome, genome_from_dict
 from emp_pipeline.domain.instruments import InstrumentMeta
 from emp_pipeline.domain.lookahead import FeatureFunction, LookaheadReport, RegimeFunction, analyse_lookahead

@@ -36,9 +36,10 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from emp_pipeline.broker.interface import OrderSide
-from emp_pipeline.broker.paper import PaperBroker, PaperCosts, PriceBar
+from emp_pipeline.broker.paper import PaperBroker, PriceBar
 from emp_pipeline.domain.backtest import MarketArrays, market_arrays, simulate_strategy
-from emp_pipeline.domain.execution import Costs, OrderIntent, order_for_target, sleeve_rules, sleeve_target
+from emp_pipeline.domain.costs import DEFAULT_CAPITAL, Costs
+from emp_pipeline.domain.execution import OrderIntent, order_for_target, sleeve_rules, sleeve_target
 from emp_pipeline.domain.genome import (
     FeaturePanel,
     Genome,
@@ -101,7 +102,7 @@ class ParityConfig:
     """
 
     costs: Costs = field(default_factory=Costs)
-    capital: float = 100_000.0
+    capital: float = DEFAULT_CAPITAL
     limits: RiskLimits = field(default_factory=RiskLimits)
     audit: int | None = DEFAULT_AUDITS
     seed: int = 0
@@ -146,7 +147,7 @@ def backtest_side(
     rows = (full.dates >= start) & (full.dates < end)
     panel = full.window(start, end)
     market = market_arrays(inputs.bars, inputs.features, ATR_COLUMN, panel.dates, panel.symbols)
-    result = simulate_strategy(genome, signals[rows], market, costs.fee_bps, costs.slippage_bps)
+    result = simulate_strategy(genome, signals[rows], market, costs)
     kernel = result.trades
     trades = pd.DataFrame(
         {
@@ -324,7 +325,7 @@ class _LiveReplay:
         self.broker = PaperBroker(
             engine,
             self.opens,
-            costs=PaperCosts(config.costs.fee_bps, config.costs.slippage_bps),
+            costs=config.costs,
             account_name=f"parity-{self.strategy_id}",
             initial_cash=config.capital,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emp_pipeline.domain.costs import DEFAULT_CAPITAL
 from emp_pipeline.registry.errors import UnknownAccountError
 from emp_pipeline.registry.input_checks import check_member
 from emp_pipeline.registry.models import Account, BrokerKind, Position, utc_now
@@ -34,7 +35,7 @@ def get_or_create_account(
 
 
 def get_or_create_paper_account(
-    session: Session, name: str = "paper", currency: str = "USD", initial_cash: float = 100_000.0
+    session: Session, name: str = "paper", currency: str = "USD", initial_cash: float = DEFAULT_CAPITAL
 ) -> AccountRecord:
     """The paper broker's account; an existing one keeps its cash (currency, initial cash not reset)."""
     return get_or_create_account(

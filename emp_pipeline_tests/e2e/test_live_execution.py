@@ -23,7 +23,8 @@ from emp_pipeline.defs.live.job import LIVE_POOL, LIVE_RUN_TAG, live_execution_j
 from emp_pipeline.defs.live.triggers import live_execution_failure_sensor, live_execution_sensor, live_run_key
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.backtest import market_arrays, simulate_strategy
-from emp_pipeline.domain.execution import Costs, round_to_step
+from emp_pipeline.domain.costs import Costs
+from emp_pipeline.domain.execution import round_to_step
 from emp_pipeline.domain.genome import Condition, RiskGenes, genome_signals
 from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.domain.sleeve import entry_fill_price, fee_cost
@@ -274,7 +275,7 @@ def test_live_ticks_bar_by_bar_trade_when_and_at_the_prices_the_backtest_does(tm
     signals = genome_signals(genome, market.features, market.regimes)
     prices = market_arrays(market.bars, market.features, "what_atr_14", signals.index, list(signals.columns))
     window = prices.window(dates[first], None)
-    kernel = simulate_strategy(genome, signals.to_numpy()[first:], window).trades
+    kernel = simulate_strategy(genome, signals.to_numpy()[first:], window, Costs()).trades
     expected = set()
     for trade in kernel.itertuples():
         expected.add((trade.symbol, trade.entry_date, round(trade.entry_price, 9), int(trade.direction)))
@@ -338,7 +339,7 @@ def test_live_ticks_follow_the_kernel_through_stops_and_take_profits_to_1e_9(tmp
 
     signals = genome_signals(genome, fine.features, fine.regimes)
     prices = market_arrays(fine.bars, fine.features, "what_atr_14", signals.index, list(signals.columns))
-    kernel = simulate_strategy(genome, signals.to_numpy()[first:], prices.window(dates[first], None))
+    kernel = simulate_strategy(genome, signals.to_numpy()[first:], prices.window(dates[first], None), Costs())
     trades = kernel.trades
     assert {"stop", "take_profit", "signal"} <= set(trades["exit_reason"])
     np.testing.assert_allclose(live_equity, kernel.result.equity[0] * INITIAL_CASH, rtol=1e-9, atol=0)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emp_pipeline.domain.execution import Costs
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.genome import Genome, RiskGenes
 from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.domain.synthetic import SyntheticMarket, generate_market

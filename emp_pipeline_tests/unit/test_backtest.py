@@ -13,8 +13,12 @@ from emp_pipeline.domain.backtest import (
     simulate_population,
     simulate_strategy,
 )
+from emp_pipeline.domain.costs import Costs, CostsError
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
 from emp_pipeline.domain.sleeve import entry_fill_price, exit_fill_price, intrabar_exit
+
+FREE = Costs(fee_bps=0.0, slippage_bps=0.0)
+COSTS = Costs(fee_bps=2.0, slippage_bps=3.0)
 
 
 def _market(open_, high=None, low=None, close=None, atr=1.0) -> MarketArrays:
@@ -47,7 +51,9 @@ def _signals(values) -> np.ndarray:
 def test_five_bar_trade_with_fees_and_slippage_matches_hand_computation():
     """Units are decided at the signal bar's close (sizing at decision time), filled at the next open."""
     market = _market([100.0, 101.0, 102.0, 103.0, 104.0], close=[100.5, 101.5, 102.5, 103.5, 104.5])
-    run = simulate_strategy(_genome(), _signals([1, 1, 0, 0, 0]), market, fee_bps=10.0, slippage_bps=10.0)
+    run = simulate_strategy(
+        _genome(), _signals([1, 1, 0, 0, 0]), market, Costs(fee_bps=10.0, slippage_bps=10.0)
+    )
 
     entry = 101.0 * 1.001  # signal at close of bar 0, bought at bar 1's open, 10 bps worse
     units = 1.0 / 100.5  # the whole sleeve (fraction 1.0 of equity 1.0) at the signal bar's close
@@ -70,7 +76,9 @@ def test_five_bar_trade_with_fees_and_slippage_matches_hand_computation():
 
 def test_no_signal_keeps_equity_flat():
     market = _market([100.0, 90.0, 120.0, 80.0, 100.0])
-    run = simulate_strategy(_genome(), _signals([0, 0, 0, 0, 0]), market, fee_bps=5.0, slippage_bps=5.0)
+    run = simulate_strategy(
+        _genome(), _signals([0, 0, 0, 0, 0]), market, Costs(fee_bps=5.0, slippage_bps=5.0)
+    )
     np.testing.assert_array_equal(run.result.equity[0], np.ones(5))
     np.testing.assert_array_equal(run.result.returns[0], np.zeros(5))
     assert run.trades.empty and run.result.trade_counts[0] == 0 and run.result.exposure[0] == 0.0
@@ -83,9 +91,7 @@ def test_stop_and_take_profit_touched_in_one_bar_takes_the_stop():
         high=[100.5, 100.5, 103.0, 100.5],
         low=[99.5, 99.5, 97.0, 99.5],
     )
-    run = simulate_strategy(
-        _genome(stop=2.0, take_profit=2.0), _signals([1, 1, 1, 1]), market, fee_bps=0.0, slippage_bps=0.0
-    )
+    run = simulate_strategy(_genome(stop=2.0, take_profit=2.0), _signals([1, 1, 1, 1]), market, FREE)
     assert list(run.trades["exit_reason"]) == ["stop"]
     assert run.trades["exit_price"].iloc[0] == 98.0
     assert run.trades["exit_date"].iloc[0] == market.dates[2]
@@ -97,9 +103,7 @@ def test_gap_through_stop_fills_at_the_worse_open():
     market = _market(
         [100.0, 100.0, 95.0, 96.0], high=[100.5, 100.5, 96.0, 96.5], low=[99.5, 99.5, 94.0, 95.5]
     )
-    run = simulate_strategy(
-        _genome(stop=2.0, take_profit=5.0), _signals([1, 1, 1, 1]), market, fee_bps=0.0, slippage_bps=0.0
-    )
+    run = simulate_strategy(_genome(stop=2.0, take_profit=5.0), _signals([1, 1, 1, 1]), market, FREE)
     assert list(run.trades["exit_reason"]) == ["stop"]
     assert run.trades["exit_price"].iloc[0] == 95.0  # not the 98 stop level
     assert run.result.equity[0, -1] == pytest.approx(0.95)
@@ -107,18 +111,14 @@ def test_gap_through_stop_fills_at_the_worse_open():
 
 def test_gap_through_take_profit_fills_at_the_better_open():
     market = _market([100.0, 100.0, 106.0, 106.0])
-    run = simulate_strategy(
-        _genome(stop=2.0, take_profit=3.0), _signals([1, 1, 1, 1]), market, fee_bps=0.0, slippage_bps=0.0
-    )
+    run = simulate_strategy(_genome(stop=2.0, take_profit=3.0), _signals([1, 1, 1, 1]), market, FREE)
     assert list(run.trades["exit_reason"]) == ["take_profit"]
     assert run.trades["exit_price"].iloc[0] == 106.0
 
 
 def test_stop_is_checked_on_the_entry_bar_from_the_open():
     market = _market([100.0, 100.0, 100.0], high=[100.5, 100.5, 100.5], low=[99.5, 97.0, 99.5])
-    run = simulate_strategy(
-        _genome(stop=2.0, take_profit=5.0), _signals([1, 1, 1]), market, fee_bps=0.0, slippage_bps=0.0
-    )
+    run = simulate_strategy(_genome(stop=2.0, take_profit=5.0), _signals([1, 1, 1]), market, FREE)
     assert run.trades["entry_date"].iloc[0] == run.trades["exit_date"].iloc[0] == market.dates[1]
     assert run.trades["exit_price"].iloc[0] == 98.0
 
@@ -126,7 +126,7 @@ def test_stop_is_checked_on_the_entry_bar_from_the_open():
 def test_max_holding_exits_at_next_open_and_needs_a_fresh_signal():
     market = _market([100.0, 101.0, 102.0, 103.0, 104.0, 105.0, 106.0, 107.0])
     signals = _signals([1, 1, 1, 1, 0, 1, 1, 1])
-    run = simulate_strategy(_genome(max_hold=2), signals, market, fee_bps=0.0, slippage_bps=0.0)
+    run = simulate_strategy(_genome(max_hold=2), signals, market, FREE)
     first, second = run.trades.iloc[0], run.trades.iloc[1]
     # Entered at bar 1's open, held through the closes of bars 1 and 2, out at bar 3's open.
     assert (first["entry_price"], first["exit_price"], first["exit_reason"]) == (101.0, 103.0, "max_holding")
@@ -143,8 +143,7 @@ def test_short_side_profits_from_a_fall_and_pays_slippage_both_ways():
         _genome(direction="short", stop=10.0, take_profit=20.0),
         _signals([-1, -1, 0, 0, 0]),
         market,
-        fee_bps=0.0,
-        slippage_bps=10.0,
+        Costs(fee_bps=0.0, slippage_bps=10.0),
     )
     entry, exit_price = 100.0 * 0.999, 90.0 * 1.001
     trade = run.trades.iloc[0]
@@ -158,7 +157,7 @@ def test_short_side_profits_from_a_fall_and_pays_slippage_both_ways():
 def test_short_stop_is_above_entry():
     market = _market([100.0, 100.0, 100.0], high=[100.5, 100.5, 103.5], low=[99.5, 99.5, 99.5])
     run = simulate_strategy(
-        _genome(direction="short", stop=3.0, take_profit=5.0), _signals([-1, -1, -1]), market, 0.0, 0.0
+        _genome(direction="short", stop=3.0, take_profit=5.0), _signals([-1, -1, -1]), market, FREE
     )
     assert list(run.trades["exit_reason"]) == ["stop"] and run.trades["exit_price"].iloc[0] == 103.0
 
@@ -166,7 +165,7 @@ def test_short_stop_is_above_entry():
 def test_reversal_exits_then_enters_the_other_way_at_the_same_open():
     market = _market([100.0, 100.0, 110.0, 110.0, 100.0])
     run = simulate_strategy(
-        _genome(direction="both", stop=10.0, take_profit=20.0), _signals([1, -1, -1, 0, 0]), market, 0.0, 0.0
+        _genome(direction="both", stop=10.0, take_profit=20.0), _signals([1, -1, -1, 0, 0]), market, FREE
     )
     assert list(run.trades["direction"]) == [1, -1]
     assert run.trades["exit_date"].iloc[0] == run.trades["entry_date"].iloc[1] == market.dates[2]
@@ -178,7 +177,7 @@ def test_reversal_exits_then_enters_the_other_way_at_the_same_open():
 
 def test_position_fraction_scales_exposure_of_the_sleeve():
     market = _market([100.0, 100.0, 120.0, 120.0])
-    run = simulate_strategy(_genome(fraction=0.25), _signals([1, 1, 0, 0]), market, 0.0, 0.0)
+    run = simulate_strategy(_genome(fraction=0.25), _signals([1, 1, 0, 0]), market, FREE)
     assert run.result.equity[0, -1] == pytest.approx(1.0 + 0.25 * 0.2)
 
 
@@ -186,7 +185,7 @@ def test_bars_without_a_price_carry_equity_and_delay_the_fill():
     market = _market(
         [100.0, np.nan, 102.0, 103.0], high=[100.5, np.nan, 102.5, 103.5], low=[99.5, np.nan, 101.5, 102.5]
     )
-    run = simulate_strategy(_genome(), _signals([1, 0, 1, 1]), market, 0.0, 0.0)
+    run = simulate_strategy(_genome(), _signals([1, 0, 1, 1]), market, FREE)
     assert run.result.equity[0, 1] == 1.0
     assert run.trades["entry_price"].iloc[0] == 102.0
 
@@ -209,14 +208,13 @@ def test_population_equals_strategies_run_alone_and_sleeves_sum_to_portfolio():
         position_fraction=np.array([1.0, 0.5, 0.2, 0.9]),
         max_holding_bars=np.array([5, 500, 3, 1], dtype=np.int64),
     )
-    together = simulate_population(signals, market, risk, 2.0, 3.0, record_instruments=True)
+    together = simulate_population(signals, market, risk, COSTS, record_instruments=True)
     for k in range(4):
         alone = simulate_population(
             signals[k : k + 1],
             market,
             RiskArrays(*(genes[k : k + 1] for genes in vars(risk).values())),
-            2.0,
-            3.0,
+            COSTS,
         )
         np.testing.assert_array_equal(alone.equity[0], together.equity[k])
         assert alone.trade_counts[0] == together.trade_counts[k]
@@ -228,8 +226,7 @@ def test_population_equals_strategies_run_alone_and_sleeves_sum_to_portfolio():
         signals[:, :cut],
         MarketArrays(market.dates[:cut], market.symbols, *(a[:cut] for a in (open_, high, low, close, atr))),
         risk,
-        2.0,
-        3.0,
+        COSTS,
     )
     np.testing.assert_array_equal(truncated.equity, together.equity[:, :cut])
 
@@ -247,11 +244,11 @@ def test_wrong_inputs_are_rejected_with_a_message():
     market = _market([100.0, 101.0])
     risk = RiskArrays.from_genomes([_genome()])
     with pytest.raises(BacktestInputError, match="int8"):
-        simulate_population(np.zeros((1, 2, 1), dtype=np.int64), market, risk)
+        simulate_population(np.zeros((1, 2, 1), dtype=np.int64), market, risk, FREE)
     with pytest.raises(BacktestInputError, match="prices have shape"):
-        simulate_population(np.zeros((1, 3, 1), dtype=np.int8), market, risk)
-    with pytest.raises(BacktestInputError, match="fee_bps"):
-        simulate_population(np.zeros((1, 2, 1), dtype=np.int8), market, risk, fee_bps=-1.0)
+        simulate_population(np.zeros((1, 3, 1), dtype=np.int8), market, risk, FREE)
+    with pytest.raises(CostsError, match="fee_bps"):
+        simulate_population(np.zeros((1, 2, 1), dtype=np.int8), market, risk, Costs(fee_bps=-1.0))
 
 
 def _reference_sleeve(signals, o, h, lo, c, atr, stop_atr, tp_atr, fraction, max_hold, fee, slip, capital):
@@ -339,7 +336,7 @@ def test_kernel_matches_a_plain_reference_implementation_on_random_markets():
         max_holding_bars=rng.integers(1, 30, n_strategies).astype(np.int64),
     )
     result = simulate_population(
-        signals, market, risk, fee_bps=7.0, slippage_bps=4.0, record_instruments=True
+        signals, market, risk, Costs(fee_bps=7.0, slippage_bps=4.0), record_instruments=True
     )
     for s in range(n_strategies):
         total_trades = 0
@@ -362,8 +359,7 @@ def test_final_state_tells_the_live_engine_what_to_do_at_the_next_open():
         _genome(direction="both", stop=1.5, take_profit=4.0, fraction=0.5),
         _signals([0, 1, 1, 1, -1]),
         market,
-        fee_bps=0.0,
-        slippage_bps=0.0,
+        FREE,
     )
     state = run.final_state.loc["X"]
     assert state["direction"] == 1 and state["bars_held"] == 3
@@ -374,6 +370,6 @@ def test_final_state_tells_the_live_engine_what_to_do_at_the_next_open():
     # The reversal's units are decided now: half the sleeve equity at this close, short, at this close.
     equity_now = state["cash"] + state["units"] * 103.0
     assert state["units_at_next_open"] == pytest.approx(-0.5 * equity_now / 103.0, rel=1e-15)
-    flat = simulate_strategy(_genome(), _signals([0, 0, 0, 0, 0]), market, 0.0, 0.0).final_state.loc["X"]
+    flat = simulate_strategy(_genome(), _signals([0, 0, 0, 0, 0]), market, FREE).final_state.loc["X"]
     assert flat["direction"] == 0 and not flat["exit_at_next_open"] and flat["enter_at_next_open"] == 0
     assert flat["cash"] == 1.0

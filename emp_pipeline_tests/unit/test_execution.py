@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from emp_pipeline.domain.backtest import MarketArrays, simulate_strategy
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.execution import (
-    Costs,
     ExecutionInputError,
     SleeveTarget,
     client_order_id,
@@ -90,7 +90,7 @@ def test_stepping_the_sleeve_reproduces_the_kernel_equity_bar_for_bar(seed, gene
     market, signals = _random_market(seed)
     genome = _genome(*genes)
     costs = Costs(fee_bps=2.0, slippage_bps=3.0)
-    kernel = simulate_strategy(genome, signals, market, costs.fee_bps, costs.slippage_bps)
+    kernel = simulate_strategy(genome, signals, market, costs)
     assert len(kernel.trades) > 20  # the comparison exercises entries, exits, stops and reversals
     assert len(set(kernel.trades["exit_reason"])) >= 2  # protective and signal or holding exits
     n_instruments = len(market.symbols)

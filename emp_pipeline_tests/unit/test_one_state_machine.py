@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emp_pipeline.broker.interface import OrderRequest
-from emp_pipeline.broker.paper import PaperBroker, PaperCosts, PriceBar
+from emp_pipeline.broker.paper import PaperBroker, PriceBar
 from emp_pipeline.domain.backtest import MarketArrays, simulate_strategy
-from emp_pipeline.domain.execution import Costs, order_for_target, sleeve_rules, sleeve_target
+from emp_pipeline.domain.costs import Costs
+from emp_pipeline.domain.execution import order_for_target, sleeve_rules, sleeve_target
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
 from emp_pipeline.domain.sleeve import fold_sleeve, start_sleeve
 from emp_pipeline.registry.engine import make_engine, session_scope
@@ -99,7 +100,7 @@ def test_kernel_live_fold_and_paper_broker_give_the_same_trades_and_equity(
     genome = Genome(
         "both", Condition("what_x", ">", 0.0), Condition("what_x", "<", 0.0), None, ("bull_trend",), genes
     )
-    kernel = simulate_strategy(genome, signals, market, COSTS.fee_bps, COSTS.slippage_bps)
+    kernel = simulate_strategy(genome, signals, market, COSTS)
     columns = [np.ascontiguousarray(a[:, 0]) for a in (market.open, market.high, market.low, market.close)]
     columns += [np.ascontiguousarray(market.atr[:, 0]), np.ascontiguousarray(signals[:, 0])]
 
@@ -108,9 +109,7 @@ def test_kernel_live_fold_and_paper_broker_give_the_same_trades_and_equity(
     engine = make_engine(f"sqlite:///{path}")
     times = [stamp.to_pydatetime() for stamp in market.dates]
     prices = _BarsSoFar(times, market)
-    broker = PaperBroker(
-        engine, prices, costs=PaperCosts(COSTS.fee_bps, COSTS.slippage_bps), initial_cash=CAPITAL
-    )
+    broker = PaperBroker(engine, prices, costs=COSTS, initial_cash=CAPITAL)
     try:
         for t in range(n_bars):
             prices.known = t + 1

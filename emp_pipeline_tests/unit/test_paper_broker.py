@@ -17,10 +17,10 @@ from emp_pipeline.broker.paper import (
     _PROTECTIVE_LEVELS,
     BarFrameOpens,
     PaperBroker,
-    PaperCosts,
     protective_exit_id,
 )
 from emp_pipeline.domain.backtest import MarketArrays, simulate_strategy
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
 from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.errors import ClientOrderIdConflictError
@@ -30,7 +30,7 @@ from emp_pipeline.registry.positions import get_account
 
 DAYS = pd.date_range("2024-03-04", periods=4, freq="D", tz="UTC")
 OPENS = {"EURUSD": [1.0800, 1.0900, 1.1000, 1.1100], "SPY": [500.0, np.nan, 510.0, 520.0]}
-COSTS = PaperCosts(fee_bps=2.0, slippage_bps=5.0)
+COSTS = Costs(fee_bps=2.0, slippage_bps=5.0)
 
 
 def bars(until: int = len(DAYS)) -> pd.DataFrame:
@@ -108,9 +108,9 @@ def test_an_order_recorded_by_the_caller_fills_after_its_own_bar_and_sells_recei
 
 
 def test_a_bar_without_an_open_is_skipped_like_in_the_backtest(engine: Engine) -> None:
-    broker = PaperBroker(engine, BarFrameOpens(bars(until=1)), costs=PaperCosts(0.0, 0.0))
+    broker = PaperBroker(engine, BarFrameOpens(bars(until=1)), costs=Costs(fee_bps=0.0, slippage_bps=0.0))
     broker.submit_order(OrderRequest("spy-1", "SPY", "buy", 3))
-    later = PaperBroker(engine, BarFrameOpens(bars()), costs=PaperCosts(0.0, 0.0))
+    later = PaperBroker(engine, BarFrameOpens(bars()), costs=Costs(fee_bps=0.0, slippage_bps=0.0))
     assert later.order_status("spy-1").average_price == 510.0  # day 2 has no open; day 3 fills
 
 
@@ -215,7 +215,7 @@ def test_stops_and_take_profits_fill_where_and_as_the_backtest_kernel_exits(
         RiskGenes(STOP_ATR, TAKE_PROFIT_ATR, 1.0, 500),
     )
     signals = np.full((len(ohlc), 1), direction, dtype=np.int8)
-    kernel = simulate_strategy(genome, signals, arrays, COSTS.fee_bps, COSTS.slippage_bps)
+    kernel = simulate_strategy(genome, signals, arrays, COSTS)
     (trade,) = kernel.trades.itertuples()
     capital = 100_000.0
 

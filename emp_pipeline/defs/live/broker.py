@@ -11,9 +11,10 @@ from sqlalchemy import Engine
 from emp_pipeline.broker.ctrader_broker import CTraderBroker
 from emp_pipeline.broker.ctrader_client import CTraderConfig
 from emp_pipeline.broker.interface import Broker
-from emp_pipeline.broker.paper import BarFrameOpens, PaperBroker, PaperCosts
+from emp_pipeline.broker.paper import BarFrameOpens, PaperBroker
 from emp_pipeline.defs.token.resources import CTraderTokenResource
 from emp_pipeline.domain.bars import adjusted_ohlc
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.live.engine import BARS_DATASET, LiveInputError
 from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.models import BrokerKind
@@ -59,7 +60,7 @@ class LiveBrokerResource(ConfigurableResource):
             broker = PaperBroker(
                 engine,
                 BarFrameOpens(adjusted_ohlc(bars)),
-                costs=PaperCosts(self.fee_bps, self.slippage_bps),
+                costs=Costs(fee_bps=self.fee_bps, slippage_bps=self.slippage_bps),
                 account_name=self.account_name,
                 currency=self.currency,
                 initial_cash=self.initial_cash,

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
 
-from emp_pipeline.domain.execution import Costs
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.live.engine import LiveConfig, LiveExecutionError, LiveTickReport, run_live_tick
 from emp_pipeline.settings import Settings

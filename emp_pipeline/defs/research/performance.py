@@ -34,6 +34,7 @@ from emp_pipeline.defs.research.strategies import (
     walk_forward_grid,
 )
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.evolution import EvolutionConfig, backtest_fold
 from emp_pipeline.domain.genome import genome_from_json
 from emp_pipeline.domain.metrics import performance_metrics
@@ -104,8 +105,7 @@ def strategy_performance(
     population = evolved_strategies.sort_values("rank", kind="mergesort").reset_index(drop=True)
     first = population.iloc[0]
     config = EvolutionConfig(
-        fee_bps=float(first["fee_bps"]),
-        slippage_bps=float(first["slippage_bps"]),
+        costs=Costs(fee_bps=float(first["fee_bps"]), slippage_bps=float(first["slippage_bps"])),
         periods_per_year=float(first["periods_per_year"]),
     )
     # The look-back only places the period on the same trading-day grid as its fold; the backtest itself

@@ -271,7 +271,9 @@ def evolved_strategies(
     result = evolve_fold(panel, market, fold, config, seed)
 
     config_json = json.loads(json.dumps(dataclasses.asdict(config)))
-    config_json.update(frequency=FREQUENCY, train_bars=WALK_FORWARD_TRAIN_BARS)
+    # The costs' terms sit at the top level of the run's config, as they did before `Costs` existed, so a
+    # run's content id (and its strategies' ids) does not change with this layout.
+    config_json.update(config_json.pop("costs"), frequency=FREQUENCY, train_bars=WALK_FORWARD_TRAIN_BARS)
     run_id, registry_ids, recorded = record_run(
         database, period, fold, last_training_day, seed, config_json, result
     )
@@ -288,8 +290,8 @@ def evolved_strategies(
             "genome": [genome_to_json(record.genome) for record in result.final_population],
             "evolution_run_id": run_id,
             "seed": seed,
-            "fee_bps": config.fee_bps,
-            "slippage_bps": config.slippage_bps,
+            "fee_bps": config.costs.fee_bps,
+            "slippage_bps": config.costs.slippage_bps,
             "periods_per_year": config.periods_per_year,
         }
     ).loc[:, list(EVOLVED_COLUMNS)]
