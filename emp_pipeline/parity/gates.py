@@ -127,7 +127,7 @@ def parity_gate(
     genome: Genome, data: GateData, settings: GateSettings, limits: RiskLimits | None = None
 ) -> ParityReport:
     config = ParityConfig(
-        costs=Costs(settings.fee_bps, settings.slippage_bps),
+        costs=Costs(fee_bps=settings.fee_bps, slippage_bps=settings.slippage_bps),
         capital=settings.capital,
         limits=limits or RiskLimits(),
         audit=settings.parity_audits,
