@@ -29,7 +29,7 @@ from emp_pipeline.defs.live.triggers import live_run_key
 from emp_pipeline.defs.perception import assets as perception_assets
 from emp_pipeline.defs.perception.assets import classify_by_year
 from emp_pipeline.defs.publication import QUARANTINE_DIR
-from emp_pipeline.domain.execution import Costs
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.regimes import PROBABILITY_COLUMNS
 from emp_pipeline.environment import configured_source, configured_universe
 from emp_pipeline.live.engine import StrategyBook, decide_orders, load_market_view
