@@ -725,11 +725,24 @@ def backtest_fold(
     config: EvolutionConfig,
 ) -> tuple[pd.DatetimeIndex, PopulationResult]:
     """Out-of-sample backtest of evolved genomes on the fold's test period (signals start flat)."""
-    test_panel = panel.window(fold.test_start, fold.test_end)
-    test_market = market.window(fold.test_start, fold.test_end)
-    signals = population_signals(genomes, test_panel)
-    result = simulate_population(signals, test_market, RiskArrays.from_genomes(genomes), config.costs)
-    return test_panel.dates, result
+    return backtest_window(genomes, panel, market, fold.test_start, fold.test_end, config)
+
+
+def backtest_window(
+    genomes: Sequence[Genome],
+    panel: FeaturePanel,
+    market: MarketArrays,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    config: EvolutionConfig,
+) -> tuple[pd.DatetimeIndex, PopulationResult]:
+    """Genomes backtested together on ``start <= date < end`` alone, with the config's costs."""
+    window_panel = panel.window(start, end)
+    signals = population_signals(genomes, window_panel)
+    result = simulate_population(
+        signals, market.window(start, end), RiskArrays.from_genomes(genomes), config.costs
+    )
+    return window_panel.dates, result
 
 
 def record_to_dict(record: StrategyRecord) -> dict[str, Any]:

@@ -727,6 +727,35 @@ def deflated_sharpe_ratio(
     return probabilistic_sharpe_ratio(observed_sharpe, benchmark, n_observations, skewness, kurtosis)
 
 
+def minimum_track_record_length(
+    observed_sharpe: float,
+    benchmark_sharpe: float,
+    skewness: float = 0.0,
+    kurtosis: float = 3.0,
+    confidence: float = 0.95,
+) -> float:
+    """Bars of track record needed before PSR(benchmark) reaches ``confidence`` (Bailey and Lopez de Prado
+    2012): ``1 + (1 - skew SR + (kurt - 1) / 4 SR^2) (Z^-1(confidence) / (SR - SR*))^2``.
+
+    Sharpe ratios PER BAR, kurtosis non-excess; infinite when the observed Sharpe does not exceed the
+    benchmark (no track record, however long, makes it significant).
+    """
+    for name, value in (
+        ("observed_sharpe", observed_sharpe),
+        ("benchmark_sharpe", benchmark_sharpe),
+        ("skewness", skewness),
+        ("kurtosis", kurtosis),
+    ):
+        if not math.isfinite(value):
+            raise MetricsInputError(f"{name} must be finite; got {value!r}")
+    if not 0.0 < confidence < 1.0:
+        raise MetricsInputError(f"confidence must be strictly between 0 and 1; got {confidence!r}")
+    if observed_sharpe <= benchmark_sharpe:
+        return math.inf
+    variance_factor = 1.0 - skewness * observed_sharpe + (kurtosis - 1.0) / 4.0 * observed_sharpe**2
+    return 1.0 + variance_factor * (normal_ppf(confidence) / (observed_sharpe - benchmark_sharpe)) ** 2
+
+
 @dataclass(frozen=True)
 class DeflatedSharpe:
     """The DSR of one strategy picked from a population, with the figures it was computed from (per bar)."""

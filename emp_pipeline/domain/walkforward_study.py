@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,9 +24,14 @@ from emp_pipeline.domain.backtest import PopulationResult
 from emp_pipeline.domain.evolution import EvolutionResult, StrategyRecord
 from emp_pipeline.domain.metrics import (
     MetricsInputError,
+    expected_maximum_sharpe,
+    minimum_track_record_length,
     performance_metrics,
-    population_deflated_sharpe,
+    probabilistic_sharpe_ratio,
     profit_factors,
+    return_kurtosis,
+    return_skewness,
+    sharpe_ratios,
 )
 from emp_pipeline.domain.overfitting import BacktestOverfitting, probability_of_backtest_overfitting
 
@@ -87,11 +92,73 @@ def _clean_returns(returns: np.ndarray) -> np.ndarray:
     return np.clip(np.where(np.isfinite(returns), returns, 0.0), -1.0, None)
 
 
-def out_of_sample_metrics(result: PopulationResult, periods_per_year: float = 252.0) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class SearchTrials:
+    """What a period's search tried, the N and V of its deflated Sharpe ratios.
+
+    ``count`` is the number of distinct candidates the GA evaluated in the period (every generation,
+    deduplicated by content: a genome's id is the hash of its canonical JSON), ``sharpe_variance`` the sample
+    variance of their in-sample per-bar Sharpe ratios.
+    """
+
+    count: int
+    sharpe_variance: float
+
+    @property
+    def expected_maximum_sharpe(self) -> float:
+        """Per-bar Sharpe the best of ``count`` unskilled candidates would be expected to show: the hurdle."""
+        if self.count < 2 or not math.isfinite(self.sharpe_variance):
+            return 0.0
+        return expected_maximum_sharpe(math.sqrt(max(self.sharpe_variance, 0.0)), self.count)
+
+
+def search_trials(result: EvolutionResult, periods_per_year: float) -> SearchTrials:
+    """The period's trials from every record of its GA run (not just the final population)."""
+    sharpes = {record.strategy_id: record.metrics["sharpe"] for record in result.records}
+    per_bar = np.array(list(sharpes.values()), dtype=np.float64) / math.sqrt(periods_per_year)
+    variance = float(per_bar.var(ddof=1)) if per_bar.size >= 2 else math.nan
+    return SearchTrials(count=len(sharpes), sharpe_variance=variance)
+
+
+def deflation_metrics(returns: np.ndarray, trials: SearchTrials) -> dict[str, float | int | None]:
+    """The deflated Sharpe of one track record (a strategy picked from ``trials``) and what it rests on.
+
+    ``deflated_sharpe``: probability that the true Sharpe beats the hurdle the search sets (the expected
+    maximum of ``trials.count`` unskilled Sharpe ratios with the search's variance), from the track's own
+    per-bar Sharpe, length, skewness and kurtosis; ``dsr_trials``: the N used; ``min_track_record_bars``:
+    bars of this track record needed for 95 % confidence of beating the hurdle (None when no length would
+    do). Undefined figures (fewer than two bars, a degenerate track) are None.
+    """
+    row: dict[str, float | int | None] = {
+        "deflated_sharpe": None,
+        "dsr_trials": trials.count,
+        "dsr_hurdle_sharpe": trials.expected_maximum_sharpe,
+        "min_track_record_bars": None,
+    }
+    if returns.size < 2:
+        return row
+    observed = float(sharpe_ratios(returns, periods_per_year=1))
+    skewness = float(return_skewness(returns))
+    kurtosis = float(return_kurtosis(returns))
+    hurdle = trials.expected_maximum_sharpe
+    try:
+        deflated = probabilistic_sharpe_ratio(observed, hurdle, returns.size, skewness, kurtosis)
+        length = minimum_track_record_length(observed, hurdle, skewness, kurtosis)
+    except MetricsInputError:
+        return row
+    row["deflated_sharpe"] = deflated
+    row["min_track_record_bars"] = length if math.isfinite(length) else None
+    return row
+
+
+def out_of_sample_metrics(
+    result: PopulationResult, trials: SearchTrials, periods_per_year: float = 252.0
+) -> list[dict[str, Any]]:
     """Registry-named metrics of every strategy of an out-of-sample backtest, JSON-safe (no infinities).
 
-    ``deflated_sharpe`` deflates each strategy's Sharpe by the spread of all of them (the period's trials);
-    turnover is per bar. A metric that cannot be defined on the window (fewer than two bars) is None.
+    The deflated Sharpe of each strategy's out-of-sample track is judged against the hurdle of its period's
+    search (``deflation_metrics``); turnover is per bar. A metric that cannot be defined on the window
+    (fewer than two bars) is None.
     """
     returns = _clean_returns(result.returns)
     n_strategies, n_bars = returns.shape
@@ -109,18 +176,16 @@ def out_of_sample_metrics(result: PopulationResult, periods_per_year: float = 25
             turnover=float(result.turnover[k] / n_bars) if n_bars else None,
         )
         row = {REGISTRY_METRIC_NAMES.get(name, name): value for name, value in metrics.as_dict(True).items()}
-        row["deflated_sharpe"] = _deflated_sharpe(returns, k)
+        row.update(deflation_metrics(returns[k], trials))
         rows.append(row)
     return rows
 
 
-def _deflated_sharpe(returns: np.ndarray, index: int) -> float | None:
-    if returns.shape[0] < 2 or returns.shape[1] < 2:
-        return None
-    try:
-        return float(population_deflated_sharpe(returns, selected_index=index).deflated_sharpe_ratio)
-    except MetricsInputError:
-        return None
+def population_deflation(
+    result: PopulationResult, trials: SearchTrials
+) -> list[dict[str, float | int | None]]:
+    """``deflation_metrics`` of every strategy of a backtest (the in-sample tracks of a final population)."""
+    return [deflation_metrics(track, trials) for track in _clean_returns(result.returns)]
 
 
 def _check_oos(oos: pd.DataFrame) -> None:

@@ -277,6 +277,8 @@ class Performance(Base):
     exposure: Mapped[float | None]
     turnover: Mapped[float | None]
     deflated_sharpe: Mapped[float | None]
+    # The N the deflated Sharpe was computed with: distinct candidates the period's search evaluated.
+    dsr_trials: Mapped[int | None] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any]]
     recorded_at: Mapped[dt.datetime] = mapped_column(default=utc_now, onupdate=utc_now)
 

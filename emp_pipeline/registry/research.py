@@ -64,8 +64,9 @@ PERFORMANCE_COLUMNS = (
     "exposure",
     "turnover",
     "deflated_sharpe",
+    "dsr_trials",
 )
-_INTEGER_METRICS = frozenset({"max_drawdown_days", "trade_count"})
+_INTEGER_METRICS = frozenset({"max_drawdown_days", "trade_count", "dsr_trials"})
 
 # Strategy lifecycle: a candidate is promoted (active) or rejected by the out-of-sample gates; an active
 # strategy is retired when it decays or is superseded, and a retired one may pass the gates again.

@@ -120,9 +120,17 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
             first_day, last_day = min(r.start for r in oos), max(r.end for r in oos)
             assert first_day >= pd.Timestamp(f"{period}-01").date() and last_day.strftime("%Y-%m") == period
             assert all(0.0 <= r.metrics["deflated_sharpe"] <= 1.0 for r in oos)
+            # Deflated by every distinct candidate the period's GA evaluated, not by the survivors.
+            trials = int(survivors["search_trials"].iloc[0])
+            assert POPULATION * 2 <= trials <= POPULATION * GENERATIONS
+            assert {r.metrics["dsr_trials"] for r in oos} == {trials}
             assert all(r.metrics["trade_count"] >= 0 and r.metrics["max_drawdown"] <= 0.0 for r in oos)
             in_sample = performance_records(session, period=period, kind="in_sample")
             assert len(in_sample) == POPULATION and all(r.end < first_day for r in in_sample)
+            assert all(
+                r.metrics["dsr_trials"] == trials and r.metrics["deflated_sharpe"] is not None
+                for r in in_sample
+            )
 
     # --- re-materializing a period repeats it bit for bit and duplicates nothing ---
     with session_scope(engine) as session:

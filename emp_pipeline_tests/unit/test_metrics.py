@@ -20,6 +20,7 @@ from emp_pipeline.domain.metrics import (
     exposures,
     max_drawdown_durations,
     max_drawdowns,
+    minimum_track_record_length,
     normal_cdf,
     normal_ppf,
     performance_metrics,
@@ -370,3 +371,16 @@ def test_compiled_moments_and_drawdowns_equal_numpys_arithmetic_bit_for_bit() ->
         assert np.array_equal(statistics.max_drawdown, curves_depth)
         assert np.array_equal(max_drawdowns(returns), curves_depth)
         assert np.array_equal(sharpe_ratios(returns), statistics.sharpe)
+
+
+def test_minimum_track_record_length_by_hand() -> None:
+    # SR 0.1 per bar against 0.02, skew -0.5, kurtosis 5: 1 + (1 + 0.05 + 0.01) (1.6449 / 0.08)^2.
+    expected = 1.0 + (1.0 + 0.5 * 0.1 + 1.0 * 0.01) * (normal_ppf(0.95) / 0.08) ** 2
+    assert minimum_track_record_length(0.1, 0.02, -0.5, 5.0) == pytest.approx(expected)
+    assert minimum_track_record_length(0.1, 0.02, confidence=0.99) > minimum_track_record_length(0.1, 0.02)
+    assert minimum_track_record_length(0.02, 0.02) == math.inf
+    # At exactly that length the PSR reaches the confidence.
+    length = minimum_track_record_length(0.1, 0.02, -0.5, 5.0)
+    assert probabilistic_sharpe_ratio(0.1, 0.02, length, -0.5, 5.0) == pytest.approx(0.95)
+    with pytest.raises(MetricsInputError, match="confidence"):
+        minimum_track_record_length(0.1, 0.0, confidence=1.0)

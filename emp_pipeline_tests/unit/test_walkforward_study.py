@@ -7,11 +7,20 @@ import pytest
 from emp_pipeline.domain.backtest import PopulationResult
 from emp_pipeline.domain.evolution import EvolutionResult, StrategyRecord
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
+from emp_pipeline.domain.metrics import (
+    expected_maximum_sharpe,
+    probabilistic_sharpe_ratio,
+    return_kurtosis,
+    return_skewness,
+)
 from emp_pipeline.domain.walkforward_study import (
+    SearchTrials,
     StudyInputError,
+    deflation_metrics,
     lineage_closure,
     out_of_sample_metrics,
     period_seed,
+    search_trials,
     selected_curve,
     study_overfitting,
     training_lookback_days,
@@ -90,13 +99,14 @@ def test_out_of_sample_metrics_use_registry_names_and_stay_json_safe():
     rng = np.random.default_rng(3)
     returns = rng.normal(0.001, 0.01, size=(3, 20))
     returns[2] = 0.0
-    rows = out_of_sample_metrics(_population(returns, [4, 2, 0], [3, 2, 0], [5, 3, 0], [1, 0, 0]))
+    trials = SearchTrials(count=9_000, sharpe_variance=0.05**2)
+    rows = out_of_sample_metrics(_population(returns, [4, 2, 0], [3, 2, 0], [5, 3, 0], [1, 0, 0]), trials)
     first, no_losses, idle = rows
     for name in ("sharpe", "volatility", "sortino", "calmar", "max_drawdown_days", "deflated_sharpe"):
         assert name in first
     assert first["trade_count"] == 4 and first["win_rate"] == 0.75 and first["profit_factor"] == 5.0
     assert first["turnover"] == pytest.approx(4.0 / 20)
-    assert 0.0 <= first["deflated_sharpe"] <= 1.0
+    assert 0.0 <= first["deflated_sharpe"] <= 1.0 and first["dsr_trials"] == 9_000
     assert no_losses["profit_factor"] is None  # infinite: JSON has no infinity
     assert idle["win_rate"] is None and idle["sharpe"] == 0.0 and idle["trade_count"] == 0
     assert first["total_return"] == pytest.approx(np.prod(1.0 + returns[0]) - 1.0)
@@ -104,7 +114,8 @@ def test_out_of_sample_metrics_use_registry_names_and_stay_json_safe():
 
 def test_a_ruined_strategy_loses_everything_once_then_nothing():
     returns = np.array([[0.01, -1.0, np.nan, np.nan], [0.0, 0.01, -0.01, 0.0]])
-    (ruined, _) = out_of_sample_metrics(_population(returns, [1, 1], [0, 1], [0, 1], [1, 0]))
+    trials = SearchTrials(count=2, sharpe_variance=0.01)
+    (ruined, _) = out_of_sample_metrics(_population(returns, [1, 1], [0, 1], [0, 1], [1, 0]), trials)
     assert ruined["total_return"] == pytest.approx(-1.0)
     assert ruined["max_drawdown"] == pytest.approx(-1.0)
 
@@ -168,3 +179,37 @@ def test_pbo_is_high_for_noise_and_low_when_one_rank_is_persistently_better():
     assert study_overfitting(skilled).pbo < 0.1
     assert study_overfitting(noise.iloc[:3]) is None
     assert study_overfitting(noise[[0]]) is None
+
+
+def _scored(identity: str, sharpe: float) -> StrategyRecord:
+    return StrategyRecord(identity, (), 0, "random", sharpe, GENOME, {"sharpe": sharpe})
+
+
+def test_the_trials_are_every_candidate_the_search_evaluated_with_their_sharpe_spread():
+    sharpes = [0.5, -1.2, 2.0, 0.0, 0.7]
+    records = tuple(_scored(f"s{k}", value) for k, value in enumerate(sharpes))
+    result = EvolutionResult(records=records, final_population=records[:2], history=(), seed=0)
+    trials = search_trials(result, periods_per_year=252)
+    assert trials.count == 5  # all generations, not the final population of 2
+    assert trials.sharpe_variance == pytest.approx(np.var(np.array(sharpes) / np.sqrt(252), ddof=1))
+    assert trials.expected_maximum_sharpe == pytest.approx(
+        expected_maximum_sharpe(np.sqrt(trials.sharpe_variance), 5)
+    )
+
+
+def test_more_trials_deflate_the_same_track_more_and_need_a_longer_record():
+    rng = np.random.default_rng(12)
+    track = rng.normal(0.002, 0.01, 250)
+    few = deflation_metrics(track, SearchTrials(count=40, sharpe_variance=0.03**2))
+    many = deflation_metrics(track, SearchTrials(count=10_000, sharpe_variance=0.03**2))
+    assert many["dsr_trials"] == 10_000 and few["dsr_trials"] == 40
+    assert many["deflated_sharpe"] < few["deflated_sharpe"]
+    assert many["min_track_record_bars"] > few["min_track_record_bars"]
+    # By hand: PSR against the hurdle, with the track's own moments.
+    hurdle = expected_maximum_sharpe(0.03, 10_000)
+    observed = track.mean() / track.std(ddof=1)
+    assert many["deflated_sharpe"] == pytest.approx(
+        probabilistic_sharpe_ratio(observed, hurdle, 250, return_skewness(track), return_kurtosis(track))
+    )
+    losing = deflation_metrics(-np.abs(track), SearchTrials(count=10_000, sharpe_variance=0.03**2))
+    assert losing["min_track_record_bars"] is None and losing["deflated_sharpe"] < 0.01

@@ -159,6 +159,29 @@ def reject_lookahead(
     return rejected
 
 
+def _track_record_table(performance: dict[str, PerformanceRecord]) -> str:
+    """Per champion: its deflated Sharpe with the trials it was deflated by, and how long a track record it
+    would need (minimum track record length at 95 %) against the bars it has."""
+    if not performance:
+        return "none"
+    rows = [
+        {
+            "strategy_id": strategy_id,
+            "period": record.period,
+            "deflated_sharpe": _fmt_number(record.metrics.get("deflated_sharpe")),
+            "dsr_trials": record.metrics.get("dsr_trials", "n/a"),
+            "track_bars": record.metrics.get("n_bars", "n/a"),
+            "min_track_record_bars": _fmt_number(record.metrics.get("min_track_record_bars"), "never"),
+        }
+        for strategy_id, record in sorted(performance.items())
+    ]
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def _fmt_number(value: object, missing: str = "n/a") -> str:
+    return f"{float(value):.2f}" if isinstance(value, int | float) else missing
+
+
 @asset(
     deps=["walk_forward_report"],
     group_name=GROUP,
@@ -221,6 +244,7 @@ def champion_strategies(
             "pool": MetadataValue.md(_contender_table(pool)),
             "status_changes": MetadataValue.md(changes),
             "champions": MetadataValue.md(_contender_table(final)),
+            "champion_track_records": MetadataValue.md(_track_record_table(champion_performance)),
         }
     )
 

@@ -41,6 +41,7 @@ from emp_pipeline.domain.metrics import performance_metrics
 from emp_pipeline.domain.walkforward import period_bounds
 from emp_pipeline.domain.walkforward_study import (
     OOS_COLUMNS,
+    SearchTrials,
     out_of_sample_metrics,
     selected_curve,
     study_overfitting,
@@ -52,7 +53,7 @@ from emp_pipeline.reporting.walk_forward_plots import equity_drawdown_png, png_m
 
 PBO_MAX_BLOCKS = 16
 TOP_SHOWN = 10
-TABLE_METRICS = ("sharpe", "deflated_sharpe", "total_return", "max_drawdown", "trade_count")
+TABLE_METRICS = ("sharpe", "deflated_sharpe", "dsr_trials", "total_return", "max_drawdown", "trade_count")
 
 
 class MissingEvaluationDataError(RuntimeError):
@@ -119,9 +120,18 @@ def strategy_performance(
             f"no feature rows dated in {period}: materialize daily_update_job for "
             f"{period_start.date()} .. {(period_end - pd.Timedelta(days=1)).date()} first"
         )
+    missing = [column for column in ("search_trials", "search_sharpe_variance") if column not in population]
+    if missing:
+        raise MissingEvaluationDataError(
+            f"evolved_strategies of {period} was stored without {missing} (before trial counts were kept): "
+            "re-materialize evolved_strategies for this period"
+        )
+    trials = SearchTrials(
+        count=int(first["search_trials"]), sharpe_variance=float(first["search_sharpe_variance"])
+    )
     genomes = [genome_from_json(text) for text in population["genome"]]
     dates, result = backtest_fold(genomes, panel, market, fold, config)
-    metrics = out_of_sample_metrics(result, config.periods_per_year)
+    metrics = out_of_sample_metrics(result, trials, config.periods_per_year)
     ids = population["strategy_id"].astype(str).tolist()
     with database.session() as session:
         record_performance(
@@ -173,6 +183,10 @@ def strategy_performance(
             "selected_deflated_sharpe": float(selected["deflated_sharpe"])
             if selected["deflated_sharpe"] is not None
             else float("nan"),
+            "dsr_trials": MetadataValue.int(trials.count),
+            "selected_min_track_record_bars": float(selected["min_track_record_bars"])
+            if selected["min_track_record_bars"] is not None
+            else float("inf"),
             "selected_total_return": float(selected["total_return"]),
             "best_sharpe": float(np.max(sharpes)),
             "median_sharpe": float(np.median(sharpes)),

@@ -14,6 +14,7 @@ import json
 import warnings
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -37,7 +38,7 @@ from emp_pipeline.defs.research.partitions import (
 from emp_pipeline.defs.research.resources import WalkForwardResource
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.backtest import MarketArrays, market_arrays
-from emp_pipeline.domain.evolution import EvolutionResult, StrategyRecord, evolve_fold
+from emp_pipeline.domain.evolution import EvolutionResult, StrategyRecord, backtest_window, evolve_fold
 from emp_pipeline.domain.genome import (
     GENOME_VERSION,
     FeaturePanel,
@@ -46,7 +47,13 @@ from emp_pipeline.domain.genome import (
     genome_to_json,
 )
 from emp_pipeline.domain.walkforward import WalkForwardFold, build_fold, period_bounds
-from emp_pipeline.domain.walkforward_study import lineage_closure, period_seed, training_lookback_days
+from emp_pipeline.domain.walkforward_study import (
+    lineage_closure,
+    period_seed,
+    population_deflation,
+    search_trials,
+    training_lookback_days,
+)
 from emp_pipeline.registry.records import NewStrategy, PerformanceEntry
 from emp_pipeline.registry.research import (
     finish_evolution_run,
@@ -86,6 +93,8 @@ EVOLVED_COLUMNS = (
     "fee_bps",
     "slippage_bps",
     "periods_per_year",
+    "search_trials",
+    "search_sharpe_variance",
 )
 
 
@@ -153,10 +162,14 @@ def _history_frame(result: EvolutionResult) -> pd.DataFrame:
     return pd.DataFrame([dataclasses.asdict(summary) for summary in result.history])
 
 
-def _in_sample_metrics(record: StrategyRecord, n_train_bars: int) -> dict[str, float | None]:
-    """The GA's training metrics under the registry's names (drawdown non-positive, turnover per bar)."""
+def _in_sample_metrics(
+    record: StrategyRecord, n_train_bars: int, deflation: dict[str, float | int | None]
+) -> dict[str, float | int | None]:
+    """The GA's training metrics under the registry's names (drawdown non-positive, turnover per bar), with
+    the deflated Sharpe of the training track against the period's search."""
     metrics = record.metrics
     return {
+        **deflation,
         "sharpe": metrics["sharpe"],
         "max_drawdown": -abs(metrics["max_drawdown"]),
         "total_return": metrics["total_return"],
@@ -177,8 +190,9 @@ def record_run(
     seed: int,
     config_json: dict[str, object],
     result: EvolutionResult,
+    deflation: list[dict[str, float | int | None]],
 ) -> tuple[str, dict[str, str], int]:
-    """Run, lineage and in-sample metrics in one transaction.
+    """Run, lineage and in-sample metrics (``deflation`` per final-population member) in one transaction.
 
     Returns the run id, the GA's strategy ids mapped to registry ids, and how many strategies were recorded.
     """
@@ -221,9 +235,9 @@ def record_run(
                     kind="in_sample",
                     start=fold.train_start.date(),
                     end=last_training_day.date(),
-                    metrics=_in_sample_metrics(record, fold.n_train_bars),
+                    metrics=_in_sample_metrics(record, fold.n_train_bars, deflated),
                 )
-                for record in result.final_population
+                for record, deflated in zip(result.final_population, deflation, strict=True)
             ],
         )
         finish_evolution_run(session, run_id)
@@ -269,13 +283,29 @@ def evolved_strategies(
     config = walk_forward.evolution_config()
     seed = period_seed(walk_forward.seed, period)
     result = evolve_fold(panel, market, fold, config, seed)
+    trials = search_trials(result, config.periods_per_year)
+    _, training = backtest_window(
+        [record.genome for record in result.final_population],
+        panel,
+        market,
+        fold.train_start,
+        fold.train_end,
+        config,
+    )
 
     config_json = json.loads(json.dumps(dataclasses.asdict(config)))
     # The costs' terms sit at the top level of the run's config, as they did before `Costs` existed, so a
     # run's content id (and its strategies' ids) does not change with this layout.
     config_json.update(config_json.pop("costs"), frequency=FREQUENCY, train_bars=WALK_FORWARD_TRAIN_BARS)
     run_id, registry_ids, recorded = record_run(
-        database, period, fold, last_training_day, seed, config_json, result
+        database,
+        period,
+        fold,
+        last_training_day,
+        seed,
+        config_json,
+        result,
+        population_deflation(training, trials),
     )
 
     survivors = pd.DataFrame(
@@ -293,6 +323,8 @@ def evolved_strategies(
             "fee_bps": config.costs.fee_bps,
             "slippage_bps": config.costs.slippage_bps,
             "periods_per_year": config.periods_per_year,
+            "search_trials": trials.count,
+            "search_sharpe_variance": trials.sharpe_variance,
         }
     ).loc[:, list(EVOLVED_COLUMNS)]
     history = _history_frame(result)
@@ -310,6 +342,9 @@ def evolved_strategies(
             "population_size": config.population_size,
             "generations": config.generations,
             "recorded_strategies": recorded,
+            "search_trials": MetadataValue.int(trials.count),
+            "search_sharpe_std_per_bar": float(np.sqrt(trials.sharpe_variance)),
+            "dsr_hurdle_sharpe_per_bar": trials.expected_maximum_sharpe,
             "train_window": train_window,
             "seed": seed,
             "evolution_run_id": run_id,
