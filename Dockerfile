@@ -13,10 +13,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /opt/dagster/app
 
-# Dependencies first, from the packaging files only, so editing the code does not reinstall them.
-COPY setup.py pyproject.toml ./
+# Dependencies first, from the packaging files only, so editing the code does not reinstall them; every
+# version from constraints.txt, the set the tests passed with (make lock writes it).
+COPY setup.py pyproject.toml constraints.txt ./
 RUN mkdir emp_pipeline && touch emp_pipeline/__init__.py \
-    && pip install . "dagster-docker>=0.29,<0.30" "prometheus-client>=0.20" \
+    && pip install -c constraints.txt ".[deploy]" \
     && pip uninstall --yes emp-pipeline \
     && rm -rf emp_pipeline build *.egg-info
 

@@ -4,11 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint ui bench chromium
+# Every install goes through constraints.txt: the exact versions the tests passed with (see `lock`).
+CONSTRAINTS := constraints.txt
 
-$(BIN)/emp: setup.py pyproject.toml
+.PHONY: demo test lint ui bench chromium audit lock
+
+$(BIN)/emp: setup.py pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@
 
 demo: $(BIN)/emp
@@ -44,5 +47,21 @@ ui: $(BIN)/emp
 	exec $(BIN)/python -m emp_pipeline.instance.dagster_dev $(UI_ARGS)
 
 bench: $(BIN)/emp
-	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[bench]'
 	for script in benchmarks/*.py; do $(BIN)/python $$script; done
+
+# pip-audit on the locked set. Needs the vulnerability service (pypi.org, or OSV with AUDIT_ARGS="-s osv");
+# where it cannot be reached nothing is audited and this fails saying so, never "no known vulnerabilities".
+audit: $(BIN)/emp
+	$(BIN)/python scripts/audit_dependencies.py $(CONSTRAINTS) $(AUDIT_ARGS)
+
+# Re-resolve the newest versions setup.py allows, in a scratch environment, into constraints.txt. Then run
+# make test and commit the file if it passes; nothing else changes the versions CI and the image install.
+LOCK_VENV := .lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet '.[dev,deploy]'
+	{ echo "# Exact versions of every package of .[dev,deploy], written by make lock; installed with -c."; \
+	  $(LOCK_VENV)/bin/pip freeze --exclude-editable | grep -v -E '^emp[-_]pipeline[ =]'; } > $(CONSTRAINTS)
+	rm -rf $(LOCK_VENV)

@@ -48,7 +48,10 @@ setup(
             "hypothesis>=6.100",
             "ruff>=0.6",
             "playwright>=1.40",
+            "pip-audit>=2.7",  # `make audit`: known vulnerabilities of the locked set (constraints.txt)
         ],
+        # The production image: runs are containers started by the daemon's Docker run launcher.
+        "deploy": ["dagster-docker>=0.29,<0.30"],
         "bench": ["vectorbt>=0.26"],
     },
     entry_points={"console_scripts": ["emp=emp_pipeline.cli:main"]},

@@ -238,7 +238,9 @@ def test_the_image_installs_the_instance_and_workspace_files_the_services_use(co
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert "deploy" in ignored
     assert {"!deploy/dagster.yaml", "!deploy/workspace.yaml"} <= set(ignored)
-    assert "dagster-docker" in dockerfile and "prometheus-client" in dockerfile
+    # The image installs the deploy extra (the Docker run launcher) at the locked versions.
+    assert 'pip install -c constraints.txt ".[deploy]"' in dockerfile
+    assert "COPY setup.py pyproject.toml constraints.txt ./" in dockerfile
 
 
 def test_prometheus_scrapes_the_exporter_and_loads_the_alert_rules(compose):
