@@ -13,8 +13,13 @@ from typing import TextIO
 from urllib.parse import parse_qs, urlsplit
 
 from emp_pipeline.auth.build import build_token_manager, build_token_store
-from emp_pipeline.auth.errors import TokenError
-from emp_pipeline.auth.token_store import TokenStatus
+from emp_pipeline.auth.errors import TokenError, TokenKeyError
+from emp_pipeline.auth.token_store import (
+    PLAINTEXT_AT_REST_WARNING,
+    RedisTokenStore,
+    StoredEncryption,
+    TokenStatus,
+)
 from emp_pipeline.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -48,16 +53,16 @@ def authorize(
     if not settings.ctrader_client_id or not settings.ctrader_client_secret:
         out.write("CTRADER_CLIENT_ID and CTRADER_CLIENT_SECRET must be set to authorise the cTrader app.\n")
         return EXIT_USAGE
-    manager = build_token_manager(
-        client_id=settings.ctrader_client_id,
-        client_secret=settings.ctrader_client_secret,
-        redis_url=settings.redis_url,
-        token_url=settings.ctrader_token_url,
-        key_prefix=settings.token_key_prefix,
-        token_key=settings.emp_token_key,
-        refresh_margin_s=settings.ctrader_refresh_margin_s,
-    )
     try:
+        manager = build_token_manager(
+            client_id=settings.ctrader_client_id,
+            client_secret=settings.ctrader_client_secret,
+            redis_url=settings.redis_url,
+            token_url=settings.ctrader_token_url,
+            key_prefix=settings.token_key_prefix,
+            token_key=settings.emp_token_key,
+            refresh_margin_s=settings.ctrader_refresh_margin_s,
+        )
         if from_refresh_token:
             if not settings.ctrader_refresh_token:
                 out.write("--from-refresh-token needs CTRADER_REFRESH_TOKEN to be set.\n")
@@ -86,7 +91,9 @@ def authorize(
         out.write(f"authorisation failed: {exc}\n")
         return EXIT_FAILED
     encryption = (
-        "encrypted at rest" if settings.emp_token_key else "NOT encrypted at rest (set EMP_TOKEN_KEY)"
+        "encrypted at rest"
+        if settings.emp_token_key
+        else f"NOT encrypted at rest: {PLAINTEXT_AT_REST_WARNING}"
     )
     out.write(
         f"stored token pair version {state.version} for client {settings.ctrader_client_id} "
@@ -95,20 +102,35 @@ def authorize(
     return EXIT_OK
 
 
+def _encryption_line(store: RedisTokenStore) -> tuple[str, str | None]:
+    """The `encryption:` line and, when the stored pair cannot be used with the configured key, why."""
+    try:
+        stored = store.stored_encryption()
+    except TokenKeyError as exc:
+        return "UNREADABLE with the configured EMP_TOKEN_KEY", str(exc)
+    if stored is StoredEncryption.ENCRYPTED:
+        return "encrypted at rest (EMP_TOKEN_KEY decrypts it)", None
+    if stored is StoredEncryption.PLAINTEXT and store.encrypts:
+        return "plaintext in Redis; the next refresh stores it encrypted with EMP_TOKEN_KEY", None
+    return "NOT encrypted at rest (EMP_TOKEN_KEY is not set)", None
+
+
 def status(settings: Settings, *, out: TextIO = sys.stdout) -> int:
-    """Print the stored token's health (never a token); exit 1 when it is missing, refused or expired."""
+    """Print the stored token's health (never a token); exit 1 when it is missing, refused, expired, or
+    cannot be decrypted with the configured EMP_TOKEN_KEY."""
     if not settings.ctrader_client_id:
         out.write("CTRADER_CLIENT_ID is not set: no cTrader token is configured.\n")
         return EXIT_USAGE
-    store = build_token_store(
-        client_id=settings.ctrader_client_id,
-        redis_url=settings.redis_url,
-        key_prefix=settings.token_key_prefix,
-        token_key=None,
-        socket_timeout_s=3.0,
-    )
     try:
+        store = build_token_store(
+            client_id=settings.ctrader_client_id,
+            redis_url=settings.redis_url,
+            key_prefix=settings.token_key_prefix,
+            token_key=settings.emp_token_key,
+            socket_timeout_s=3.0,
+        )
         state = store.read_state()
+        encryption, key_problem = _encryption_line(store) if state is not None else ("", None)
     except TokenError as exc:
         out.write(f"{exc}\n")
         return EXIT_FAILED
@@ -129,10 +151,16 @@ def status(settings: Settings, *, out: TextIO = sys.stdout) -> int:
         f"last refresh:         {_iso(state.last_refresh_at)}",
         f"consecutive failures: {state.consecutive_failures}",
         f"refresh in flight:    {in_flight}",
+        f"encryption:           {encryption}",
     ]
     if state.last_error:
         lines.append(f"last error:           {state.last_error}")
     out.write("\n".join(lines) + "\n")
+    if not store.encrypts:
+        out.write(f"WARNING: {PLAINTEXT_AT_REST_WARNING}\n")
+    if key_problem:
+        out.write(f"the stored token cannot be used: {key_problem}\n")
+        return EXIT_FAILED
     if state.status is TokenStatus.REAUTH_REQUIRED:
         out.write("the token needs re-authorisation: run `emp token authorize`\n")
         return EXIT_FAILED

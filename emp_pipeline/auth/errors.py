@@ -50,6 +50,13 @@ class TokenKeyError(TokenError):
     """An encrypted token cannot be read: `EMP_TOKEN_KEY` is unset, malformed or not the key that wrote it."""
 
 
+class RotatedPairLostError(TokenError):
+    """cTrader rotated the pair but it could not be stored before the refresh lock's lease ran out.
+
+    Terminal: the stored refresh token is spent and the new pair existed only in the process that lost it.
+    """
+
+
 class TokenLockTimeoutError(TransientTokenError):
     """Another refresher held the refresh lock longer than we were willing to wait."""
 

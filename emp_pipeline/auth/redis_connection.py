@@ -6,19 +6,34 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from emp_pipeline.auth.errors import TokenStoreUnavailableError
 
+# redis-py's own retries of one command on a connection error, kept few and short so that the token code,
+# which knows what a retry may cost (a lock lease, a sensor tick), decides how long to keep trying.
+COMMAND_RETRIES = 2
+COMMAND_RETRY_CAP_S = 0.5
+
 
 def connect_redis(url: str, *, socket_timeout_s: float = 5.0) -> redis.Redis:
-    """A client with bounded connect and read timeouts, so nothing waits forever on a dead server."""
+    """A client with bounded connect and read timeouts and retries, so nothing waits long on a dead server."""
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=socket_timeout_s,
         socket_timeout=socket_timeout_s,
         decode_responses=True,
         health_check_interval=30,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=COMMAND_RETRY_CAP_S), COMMAND_RETRIES),
     )
+
+
+def command_worst_case_s(client: redis.Redis) -> float:
+    """The longest one command of `client` can take to fail: every try timing out, plus the backoffs."""
+    kwargs = client.connection_pool.connection_kwargs
+    timeout = max(float(kwargs.get("socket_timeout") or 0), float(kwargs.get("socket_connect_timeout") or 0))
+    return (COMMAND_RETRIES + 1) * (timeout or 5.0) + COMMAND_RETRIES * COMMAND_RETRY_CAP_S
 
 
 @contextmanager

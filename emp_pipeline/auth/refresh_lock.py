@@ -15,7 +15,7 @@ from types import TracebackType
 
 import redis
 
-from emp_pipeline.auth.errors import TokenLockTimeoutError
+from emp_pipeline.auth.errors import TokenLockTimeoutError, TokenStoreUnavailableError
 from emp_pipeline.auth.redis_connection import translate_redis_errors
 
 logger = logging.getLogger(__name__)
@@ -47,13 +47,16 @@ class RedisRefreshLock:
         self.poll_interval_s = poll_interval_s
         self.owner = uuid.uuid4().hex
         self._release_script = client.register_script(_RELEASE_IF_OWNER)
+        self._acquired_at: float | None = None
 
     def acquire(self) -> None:
         """Poll until the lock is ours or the wait timeout passes (then raise: another refresh is stuck)."""
         deadline = time.monotonic() + self.wait_timeout_s
         while True:
+            attempted_at = time.monotonic()
             with translate_redis_errors(self._redis):
                 if self._redis.set(self.key, self.owner, nx=True, px=self.ttl_ms):
+                    self._acquired_at = attempted_at  # the lease started no later than the SET was sent
                     return
             if time.monotonic() >= deadline:
                 raise TokenLockTimeoutError(
@@ -61,6 +64,12 @@ class RedisRefreshLock:
                     f"refresh holds it; it expires within {self.ttl_ms / 1000:.0f}s if its holder died"
                 )
             time.sleep(self.poll_interval_s)
+
+    def lease_remaining_s(self) -> float:
+        """Seconds until the lock expires by itself, counted from when it was taken (0 if it is not held)."""
+        if self._acquired_at is None:
+            return 0.0
+        return max(0.0, self._acquired_at + self.ttl_ms / 1000 - time.monotonic())
 
     def release(self) -> bool:
         """Delete the lock if we still own it; False means it expired and may belong to someone else now."""
@@ -74,7 +83,17 @@ class RedisRefreshLock:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if not self.release():
+        try:
+            released = self.release()
+        except TokenStoreUnavailableError as release_error:
+            if exc is None:
+                raise
+            # The error that ended the block says more (often the same outage); the lock expires by itself.
+            logger.warning("could not release the refresh lock %s: %s", self.key, release_error)
+            return
+        finally:
+            self._acquired_at = None
+        if not released:
             logger.warning(
                 "the refresh lock %s expired before its holder finished (TTL %d ms): raise the TTL above the "
                 "longest refresh",

@@ -6,12 +6,15 @@ The refresh protocol, in order:
 2. write the in-flight marker (fingerprint of the refresh token about to be spent) before the HTTP call;
 3. call the token endpoint, retrying transient failures with exponential backoff;
 4. write the new pair, its expiry and version+1 in one MULTI/EXEC, clearing the marker; only then return it.
+   If Redis is unreachable at that moment (a restart, a network blip), the new pair is kept in memory and
+   the write retried with backoff for as long as the lock's lease allows (the lease includes a budget for
+   this); only if Redis stays away longer is the pair lost, and the error says exactly that.
 
-What cannot be recovered: if the process dies (or Redis fails) after the server rotated the token but
-before step 4, the only valid refresh token is gone. The marker makes this visible: the next attempt finds a
-marker for the same refresh token, tries it once more (it still works if the first request never reached the
-server), and if the server refuses it, sets `reauth_required` with a message naming the interrupted
-attempt instead of retrying in a loop. A person must then run `emp token authorize`.
+What cannot be recovered: if the process dies (or Redis stays down past the lease) after the server rotated
+the token but before step 4, the only valid refresh token is gone. The marker makes this visible: the next
+attempt finds a marker for the same refresh token, tries it once more (it still works if the first request
+never reached the server), and if the server refuses it, sets `reauth_required` with a message naming the
+interrupted attempt instead of retrying in a loop. A person must then run `emp token authorize`.
 """
 
 from __future__ import annotations
@@ -28,18 +31,24 @@ from datetime import UTC, datetime
 from emp_pipeline.auth.errors import (
     REAUTHORIZE_HINT,
     ReauthRequiredError,
+    RotatedPairLostError,
     TerminalTokenError,
-    TokenError,
     TokenNotAuthorizedError,
+    TokenStoreUnavailableError,
     TransientTokenError,
 )
 from emp_pipeline.auth.oauth_client import CTraderOAuthClient, TokenGrant
 from emp_pipeline.auth.redaction import fingerprint
+from emp_pipeline.auth.refresh_lock import RedisRefreshLock
 from emp_pipeline.auth.token_store import RedisTokenStore, StoredToken, TokenState, TokenStatus
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_MARGIN_S = 3600.0
+# Part of the lock's lease reserved for storing a rotated pair while Redis is briefly unreachable.
+STORE_RETRY_BUDGET_S = 30.0
+STORE_RETRY_FIRST_DELAY_S = 0.25
+STORE_RETRY_MAX_DELAY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -120,9 +129,12 @@ class CTraderTokenManager:
         self._oauth = oauth
         self.refresh_margin_s = refresh_margin_s
         self.retry = retry or RetrySchedule()
-        # The lock must outlive the longest refresh, or a slow holder could lose it mid-refresh.
+        # The lock must outlive the longest refresh plus the time to store its answer through a short Redis
+        # outage, or a slow holder could lose it mid-refresh.
         worst_case_refresh_s = self.retry.worst_case_s(oauth.timeout_s)
-        self.lock_ttl_s = lock_ttl_s if lock_ttl_s is not None else worst_case_refresh_s + 5.0
+        self.lock_ttl_s = (
+            lock_ttl_s if lock_ttl_s is not None else worst_case_refresh_s + STORE_RETRY_BUDGET_S + 5.0
+        )
         # Waiters outlast one full TTL, so a holder that crashed cannot make them give up early.
         self.lock_wait_timeout_s = (
             lock_wait_timeout_s if lock_wait_timeout_s is not None else self.lock_ttl_s + 5.0
@@ -143,28 +155,28 @@ class CTraderTokenManager:
 
     def refresh_if_needed(self) -> RefreshOutcome:
         """Refresh under the lock, unless the store re-read under it shows the pair is out of the margin."""
-        with self._store.refresh_lock(ttl_s=self.lock_ttl_s, wait_timeout_s=self.lock_wait_timeout_s):
+        with self._store.refresh_lock(ttl_s=self.lock_ttl_s, wait_timeout_s=self.lock_wait_timeout_s) as lock:
             stored = self._read_usable()
             if not self.needs_refresh(stored.state):
                 logger.debug(
                     "token version %d was refreshed by another holder of the lock", stored.state.version
                 )
                 return RefreshOutcome(stored, refreshed=False)
-            return RefreshOutcome(self._refresh_locked(stored), refreshed=True)
+            return RefreshOutcome(self._refresh_locked(stored, lock), refreshed=True)
 
-    def force_refresh(self, stale_access_token: str | None = None) -> str:
-        """Refresh now, whatever the expiry says: the broker was told the stored token is invalid.
+    def force_refresh(self, rejected_access_token: str) -> str:
+        """Refresh now, whatever the expiry says: the broker was told `rejected_access_token` is invalid.
 
-        Under the lock the store is re-read first: if its access token is no longer the one the caller saw
-        rejected (``stale_access_token``, or the token stored when this call began), another holder already
-        refreshed and that newer token is returned without spending the refresh token again.
+        Under the lock the store is re-read first: if its access token is no longer the rejected one,
+        another holder already refreshed (or several callers saw the same rejection) and that newer token is
+        returned without spending the refresh token again. One invalidation costs one refresh.
         """
-        seen = stale_access_token if stale_access_token is not None else self._read_usable().access_token
-        with self._store.refresh_lock(ttl_s=self.lock_ttl_s, wait_timeout_s=self.lock_wait_timeout_s):
+        with self._store.refresh_lock(ttl_s=self.lock_ttl_s, wait_timeout_s=self.lock_wait_timeout_s) as lock:
             stored = self._read_usable()
-            if stored.access_token != seen:
+            if stored.access_token != rejected_access_token:
+                logger.debug("token version %d already replaced the rejected one", stored.state.version)
                 return stored.access_token
-            return self._refresh_locked(stored).access_token
+            return self._refresh_locked(stored, lock).access_token
 
     def authorization_url(self, redirect_uri: str, scope: str = "trading") -> str:
         return self._oauth.authorization_url(redirect_uri, scope)
@@ -222,7 +234,7 @@ class CTraderTokenManager:
         )
         return _valid_state(version, now + grant.expires_in, now)
 
-    def _refresh_locked(self, stored: StoredToken) -> StoredToken:
+    def _refresh_locked(self, stored: StoredToken, lock: RedisRefreshLock) -> StoredToken:
         old_fingerprint = fingerprint(stored.refresh_token)
         state = stored.state
         interrupted = state.inflight_fingerprint == old_fingerprint
@@ -266,15 +278,7 @@ class CTraderTokenManager:
             break
         now = time.time()
         expires_at = now + grant.expires_in
-        try:
-            version = self._store.write_pair(grant.access_token, grant.refresh_token, expires_at, now)
-        except TokenError:
-            logger.error(
-                "cTrader rotated refresh token %s but the new pair could not be stored, so it is lost; "
-                "the in-flight marker will make the next attempt ask for re-authorisation",
-                old_fingerprint,
-            )
-            raise
+        version = self._store_rotated_pair(grant, expires_at, now, old_fingerprint, lock)
         logger.info(
             "refreshed cTrader token: version %d, refresh token %s -> %s, expires %s",
             version,
@@ -283,6 +287,55 @@ class CTraderTokenManager:
             _iso(expires_at),
         )
         return StoredToken(grant.access_token, grant.refresh_token, _valid_state(version, expires_at, now))
+
+    def _store_rotated_pair(
+        self,
+        grant: TokenGrant,
+        expires_at: float,
+        refreshed_at: float,
+        old_fingerprint: str,
+        lock: RedisRefreshLock,
+    ) -> int:
+        """Write the new pair, retrying through a Redis outage while the lock's lease lasts.
+
+        The old refresh token is spent: this pair, held only in memory here, is the account's only way in.
+        A write is attempted only while the lease outlasts its worst case (timeouts and redis-py's own
+        retries), so no other process can take the lock and act on the stale store meanwhile.
+        """
+        attempts, delay = 0, STORE_RETRY_FIRST_DELAY_S
+        first_failure_at: float | None = None
+        while True:
+            attempts += 1
+            try:
+                return self._store.write_pair(
+                    grant.access_token, grant.refresh_token, expires_at, refreshed_at
+                )
+            except TokenStoreUnavailableError as exc:
+                now = time.monotonic()
+                first_failure_at = first_failure_at if first_failure_at is not None else now
+                if lock.lease_remaining_s() < delay + self._store.command_worst_case_s + 1.0:
+                    message = (
+                        f"cTrader rotated refresh token {old_fingerprint} and answered with a new pair "
+                        f"(refresh token {fingerprint(grant.refresh_token)}), but the token store "
+                        f"({self._store.location}) stayed unreachable for {now - first_failure_at:.0f} s: "
+                        f"{attempts} attempts to store the pair failed before the refresh lock's lease ran "
+                        f"out, so the new pair, held only by this process, is lost. Last error: {exc}. The "
+                        f"stored refresh token {old_fingerprint} is spent: the next refresh will be refused "
+                        "and mark the token reauth_required. " + REAUTHORIZE_HINT
+                    )
+                    logger.error("%s", message)
+                    raise RotatedPairLostError(message) from None
+                logger.warning(
+                    "storing the rotated cTrader pair (refresh token %s) failed, attempt %d; the pair is "
+                    "kept in memory and the write retried in %.2f s (%.0f s of lock lease left): %s",
+                    fingerprint(grant.refresh_token),
+                    attempts,
+                    delay,
+                    lock.lease_remaining_s(),
+                    exc,
+                )
+                time.sleep(delay)
+                delay = min(STORE_RETRY_MAX_DELAY_S, delay * 2)
 
     @staticmethod
     def _terminal_message(

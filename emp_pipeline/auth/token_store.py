@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from emp_pipeline.auth.errors import TokenKeyError
 from emp_pipeline.auth.redaction import redact_secrets
-from emp_pipeline.auth.redis_connection import translate_redis_errors
+from emp_pipeline.auth.redis_connection import command_worst_case_s, describe_client, translate_redis_errors
 from emp_pipeline.auth.refresh_lock import RedisRefreshLock
 
 ENCRYPTED_PREFIX = "fernet:"
@@ -34,12 +34,24 @@ STATUS_FIELDS = (
     "inflight_owner",
 )
 INFLIGHT_FIELDS = ("inflight_fingerprint", "inflight_started_at", "inflight_owner")
+PLAINTEXT_AT_REST_WARNING = (
+    "the cTrader tokens are stored in Redis in plaintext (EMP_TOKEN_KEY is not set): anyone who can read "
+    "Redis or its snapshots can trade on the account. Set EMP_TOKEN_KEY to a Fernet key; the next refresh "
+    "stores the pair encrypted"
+)
 
 
 class TokenStatus(StrEnum):
     VALID = "valid"
     REFRESHING = "refreshing"
     REAUTH_REQUIRED = "reauth_required"
+
+
+class StoredEncryption(StrEnum):
+    """How the stored pair sits in Redis, as far as the configured key can tell."""
+
+    ENCRYPTED = "encrypted"  # and the configured EMP_TOKEN_KEY decrypts it
+    PLAINTEXT = "plaintext"
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,21 @@ class RedisTokenStore:
         self.key = f"{key_prefix}token:{client_id}"
         self._cipher = cipher
 
+    @property
+    def encrypts(self) -> bool:
+        """Whether pairs written from here are encrypted (EMP_TOKEN_KEY configured)."""
+        return self._cipher is not None
+
+    @property
+    def location(self) -> str:
+        """The Redis server and key, without a password, for messages."""
+        return f"{describe_client(self._redis)} key {self.key}"
+
+    @property
+    def command_worst_case_s(self) -> float:
+        """The longest one store command can take to fail (timeouts and redis-py's own retries)."""
+        return command_worst_case_s(self._redis)
+
     def refresh_lock(self, *, ttl_s: float, wait_timeout_s: float) -> RedisRefreshLock:
         """The lock that serialises refreshes of this client's pair (one key next to the hash)."""
         return RedisRefreshLock(
@@ -142,6 +169,19 @@ class RedisTokenStore:
             refresh_token=self._decode(values["refresh_token"]),
             state=state,
         )
+
+    def stored_encryption(self) -> StoredEncryption | None:
+        """How the stored pair is kept; None if none is stored. Decrypts it (and forgets the values) to prove
+        the configured key is the one that wrote it: TokenKeyError says what is wrong otherwise."""
+        with translate_redis_errors(self._redis):
+            values = self._redis.hmget(self.key, SECRET_FIELDS)
+        if not all(values):
+            return None
+        for value in values:
+            self._decode(value)
+        if any(value.startswith(ENCRYPTED_PREFIX) for value in values):
+            return StoredEncryption.ENCRYPTED
+        return StoredEncryption.PLAINTEXT
 
     def write_pair(
         self, access_token: str, refresh_token: str, expires_at: float, refreshed_at: float

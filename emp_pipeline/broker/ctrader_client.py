@@ -739,7 +739,7 @@ class CTraderClient:
     async def _newer_token(self, stale_token: str | None) -> str:
         token = await asyncio.to_thread(self._tokens.get_access_token)
         if token == stale_token:
-            token = await asyncio.to_thread(self._tokens.force_refresh)
+            token = await asyncio.to_thread(self._tokens.force_refresh, token)
             self.stats.token_refreshes += 1
         return token
 

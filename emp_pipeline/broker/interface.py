@@ -204,9 +204,10 @@ class AccessTokenProvider(Protocol):
     """Where the cTrader broker gets its OAuth access token (the auth package's TokenManager fits).
 
     `get_access_token` re-reads the shared store, so a token refreshed by another process is picked up;
-    `force_refresh` runs the OAuth refresh (under the provider's own lock) and returns the new token.
+    `force_refresh` is given the token the broker rejected and refreshes (under the provider's own lock) only
+    if the store still holds that one, so one invalidation costs one refresh however many callers saw it.
     """
 
     def get_access_token(self) -> str: ...
 
-    def force_refresh(self) -> str: ...
+    def force_refresh(self, rejected_access_token: str) -> str: ...

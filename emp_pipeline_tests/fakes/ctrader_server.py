@@ -955,10 +955,12 @@ class FakeTokenProvider:
         with self._lock:
             return self.current
 
-    def force_refresh(self) -> str:
+    def force_refresh(self, rejected_access_token: str) -> str:
+        """As the token manager: refresh only if the store still holds the rejected token."""
         with self._lock:
-            self.current = self._server.refresh_access_token(self.current)
-            self.refreshes += 1
+            if self.current == rejected_access_token:
+                self.current = self._server.refresh_access_token(self.current)
+                self.refreshes += 1
             return self.current
 
     def rotate_elsewhere(self) -> str:

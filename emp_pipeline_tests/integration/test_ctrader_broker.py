@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -95,12 +96,36 @@ def test_expired_token_mid_session_is_refreshed_then_account_reauthorised_and_or
         assert len(server.orders_for("after-expiry")) == 1  # refused-then-resent order executed once
 
 
+def test_one_invalidated_token_costs_one_refresh_for_every_session_that_saw_it() -> None:
+    """Two brokers (two sessions, as two live runs) hit the same expired token at once: each passes the
+    token it saw rejected, so the provider refreshes only while the store still holds that one."""
+    with FakeCTraderServer(account_ids=(ACCOUNT,), expired_token_code="CH_ACCESS_TOKEN_INVALID") as server:
+        tokens = FakeTokenProvider(server)
+        with (
+            CTraderBroker(fast_config(server), tokens) as first,
+            CTraderBroker(fast_config(server), tokens) as second,
+        ):
+            first.connect()
+            second.connect()
+            server.expire_access_token(tokens.current)
+            with ThreadPoolExecutor(2) as pool:
+                results = list(
+                    pool.map(
+                        lambda pair: pair[0].submit_order(OrderRequest(pair[1], "EURUSD", "buy", 1_000)),
+                        [(first, "first-after-expiry"), (second, "second-after-expiry")],
+                    )
+                )
+
+    assert [result.status for result in results] == [OrderStatus.FILLED, OrderStatus.FILLED]
+    assert tokens.refreshes == 1
+
+
 def test_a_refresh_that_does_not_help_ends_in_an_auth_error_not_a_loop(server: FakeCTraderServer) -> None:
     class RevokedGrant:
         def get_access_token(self) -> str:
             return "revoked"
 
-        def force_refresh(self) -> str:
+        def force_refresh(self, rejected_access_token: str) -> str:
             return "still-revoked"
 
     with (

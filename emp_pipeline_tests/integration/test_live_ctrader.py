@@ -85,7 +85,7 @@ class StaticTokens:
     def get_access_token(self) -> str:
         return self.token
 
-    def force_refresh(self) -> str:
+    def force_refresh(self, rejected_access_token: str) -> str:
         return self.token
 
 

@@ -93,6 +93,61 @@ def test_status_reports_missing_and_refused_tokens(
     assert "reauth_required" in out.getvalue() and "last error:           refused" in out.getvalue()
 
 
+@pytest.mark.parametrize(
+    ("status_key", "says"),
+    [
+        (None, "encrypted but EMP_TOKEN_KEY is not set"),
+        ("other", "encrypted with a different EMP_TOKEN_KEY"),
+        ("malformed", "EMP_TOKEN_KEY is not a valid Fernet key"),
+    ],
+    ids=["key missing", "wrong key", "malformed key"],
+)
+def test_status_of_an_encrypted_token_fails_and_says_why_without_the_right_key(
+    token_server: FakeCTraderTokenServer, key_prefix: str, tmp_path: Path, status_key: str | None, says: str
+) -> None:
+    key = Fernet.generate_key().decode()
+    authorize(
+        settings_for(token_server, key_prefix, tmp_path, EMP_TOKEN_KEY=key), code=token_server.issue_code()
+    )
+    keys = {"other": Fernet.generate_key().decode(), "malformed": "not-a-fernet-key"}
+    extra = {"EMP_TOKEN_KEY": keys[status_key]} if status_key else {}
+    out = io.StringIO()
+
+    assert status(settings_for(token_server, key_prefix, tmp_path, **extra), out=out) == 1
+
+    assert says in out.getvalue()
+
+
+def test_status_with_the_right_key_says_the_pair_is_encrypted(
+    token_server: FakeCTraderTokenServer, key_prefix: str, tmp_path: Path
+) -> None:
+    settings = settings_for(token_server, key_prefix, tmp_path, EMP_TOKEN_KEY=Fernet.generate_key().decode())
+    authorize(settings, code=token_server.issue_code(), out=io.StringIO())
+    out = io.StringIO()
+    assert status(settings, out=out) == 0
+    assert "encryption:           encrypted at rest (EMP_TOKEN_KEY decrypts it)" in out.getvalue()
+    assert "WARNING" not in out.getvalue()
+
+
+def test_status_and_authorize_warn_about_plaintext_tokens(
+    token_server: FakeCTraderTokenServer, key_prefix: str, tmp_path: Path
+) -> None:
+    settings = settings_for(token_server, key_prefix, tmp_path)
+    out = io.StringIO()
+    authorize(settings, code=token_server.issue_code(), out=out)
+    assert "NOT encrypted at rest: the cTrader tokens are stored in Redis in plaintext" in out.getvalue()
+    out = io.StringIO()
+    assert status(settings, out=out) == 0  # it works, and says what is wrong with it
+    assert "encryption:           NOT encrypted at rest (EMP_TOKEN_KEY is not set)" in out.getvalue()
+    assert "WARNING: the cTrader tokens are stored in Redis in plaintext" in out.getvalue()
+
+    # A key set afterwards: the plaintext pair is still readable, and the next refresh encrypts it.
+    keyed = settings_for(token_server, key_prefix, tmp_path, EMP_TOKEN_KEY=Fernet.generate_key().decode())
+    out = io.StringIO()
+    assert status(keyed, out=out) == 0
+    assert "plaintext in Redis; the next refresh stores it encrypted with EMP_TOKEN_KEY" in out.getvalue()
+
+
 def test_status_with_redis_down_names_the_server(tmp_path: Path) -> None:
     settings = Settings.from_env(
         {"EMP_HOME": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:1/0", "CTRADER_CLIENT_ID": CLIENT_ID}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 
 import pytest
+from cryptography.fernet import Fernet
 from dagster import (
     DagsterInstance,
     RunRequest,
@@ -219,3 +221,100 @@ def test_a_terminal_refresh_failure_alerts_with_the_authorize_instruction(
     ).read()
     assert stored is not None
     assert stored.access_token not in json.dumps(alert) and stored.refresh_token not in json.dumps(alert)
+
+
+def test_a_malformed_token_key_fails_the_job_at_once_with_the_key_error(
+    token_server: FakeCTraderTokenServer, key_prefix: str, instance: DagsterInstance
+) -> None:
+    authorize(make_resource(token_server.base_url, key_prefix), token_server, expires_in=600)
+    requests_before = token_server.count("requests")
+    malformed = make_resource(token_server.base_url, key_prefix, token_key="not-a-fernet-key")
+    started = time.monotonic()
+
+    result = token_refresh_job.execute_in_process(  # the real job: 30 s, 60 s, 120 s between retries
+        instance=instance, resources={"ctrader_token": malformed}, raise_on_error=False
+    )
+
+    assert not result.success and time.monotonic() - started < 20
+    assert not [event for event in result.all_events if event.event_type_value == "STEP_RESTARTED"]
+    failure = result.failure_data_for_node("refresh_ctrader_token")
+    assert failure is not None and "EMP_TOKEN_KEY is not a valid Fernet key" in failure.error.message
+    assert token_server.count("requests") == requests_before
+
+
+def _failed_run_alert(
+    resource: CTraderTokenResource, instance: DagsterInstance, received: list[dict]
+) -> dict[str, str]:
+    result = build_token_refresh_job(retry_delay_s=0).execute_in_process(
+        instance=instance, resources={"ctrader_token": resource}, raise_on_error=False
+    )
+    assert not result.success
+    context = build_run_status_sensor_context(
+        sensor_name="ctrader_token_failure_sensor",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+    ).for_run_failure()
+    ctrader_token_failure_sensor(context)
+    (alert,) = received
+    return alert["details"]
+
+
+@pytest.mark.parametrize("cause", ["HTTP 503", "Redis down", "key error"])
+def test_the_failure_alert_carries_the_cause_not_only_exceeded_max_retries(
+    cause: str,
+    token_server: FakeCTraderTokenServer,
+    key_prefix: str,
+    instance: DagsterInstance,
+    webhook: tuple[str, list[dict]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, received = webhook
+    monkeypatch.setenv("EMP_ALERT_WEBHOOK_URL", url)
+    resource = make_resource(token_server.base_url, key_prefix, max_attempts=1)
+    authorize(resource, token_server, expires_in=600)
+    if cause == "HTTP 503":
+        token_server.fail_next(10, status=503)
+        expected = ["Exceeded max_retries of 3", "token endpoint answered HTTP 503"]
+    elif cause == "Redis down":
+        resource = make_resource(token_server.base_url, key_prefix, redis_url="redis://127.0.0.1:1/0")
+        expected = [
+            "Exceeded max_retries of 3",
+            "the token store (Redis at redis://127.0.0.1:1/0) is unavailable",
+        ]
+    else:
+        resource = make_resource(token_server.base_url, key_prefix, token_key="not-a-fernet-key")
+        expected = ["TokenKeyError: EMP_TOKEN_KEY is not a valid Fernet key"]
+
+    details = _failed_run_alert(resource, instance, received)
+
+    for text in expected:
+        assert text in details["error"], details["error"]
+
+
+def test_the_job_and_the_sensor_warn_while_tokens_are_stored_in_plaintext(
+    token_server: FakeCTraderTokenServer,
+    key_prefix: str,
+    instance: DagsterInstance,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    plaintext = make_resource(token_server.base_url, key_prefix)
+    authorize(plaintext, token_server, expires_in=600)
+    result = token_refresh_job.execute_in_process(instance=instance, resources={"ctrader_token": plaintext})
+    warnings = [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if entry.level == logging.WARNING and not entry.is_dagster_event
+    ]
+    assert any("stored in Redis in plaintext" in message for message in warnings), warnings
+
+    def sensor_warnings(resource: CTraderTokenResource) -> list[str]:
+        context = build_sensor_context(instance=instance, resources={"ctrader_token": resource})
+        caplog.clear()
+        context.log.addHandler(caplog.handler)  # the tick's own logger, shown with the tick in the UI
+        ctrader_token_sensor(context)
+        return [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+
+    assert any("stored in Redis in plaintext" in message for message in sensor_warnings(plaintext))
+    encrypted = make_resource(token_server.base_url, key_prefix, token_key=Fernet.generate_key().decode())
+    assert sensor_warnings(encrypted) == []

@@ -7,6 +7,8 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -15,6 +17,7 @@ from cryptography.fernet import Fernet
 from emp_pipeline.auth.build import build_token_store
 from emp_pipeline.auth.errors import (
     ReauthRequiredError,
+    RotatedPairLostError,
     TerminalTokenError,
     TokenKeyError,
     TokenNotAuthorizedError,
@@ -26,6 +29,7 @@ from emp_pipeline.auth.redaction import fingerprint
 from emp_pipeline.auth.token_manager import CTraderTokenManager
 from emp_pipeline.auth.token_store import RedisTokenStore, TokenStatus
 from emp_pipeline_tests.fakes.ctrader_token_server import EXPIRES_IN_S, FakeCTraderTokenServer
+from emp_pipeline_tests.fakes.tcp_proxy import CuttableTcpProxy
 from emp_pipeline_tests.integration.token_fixtures import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -89,13 +93,97 @@ def test_force_refresh_rotates_a_token_outside_the_margin_once_for_all_callers(
     manager = make_manager(token_server.base_url, key_prefix)
     manager.authorize_with_code(token_server.issue_code(), REDIRECT_URI)
     rejected = manager.get_access_token()
-    fresh = manager.force_refresh()
+    fresh = manager.force_refresh(rejected)
     assert fresh != rejected and fresh == raw_hash(key_prefix)["access_token"]
     assert token_server.count("refreshes") == 1
-    # A second caller that saw the same rejected token gets the new one without another refresh.
+    # A second caller that saw the same rejected token, and asks only now, gets the new one without another
+    # refresh (it used to read the store at call time, find the new token and refresh that one again).
     other = make_manager(token_server.base_url, key_prefix)
-    assert other.force_refresh(stale_access_token=rejected) == fresh
+    assert other.force_refresh(rejected) == fresh
     assert token_server.count("refreshes") == 1
+
+
+def test_concurrent_callers_that_saw_one_rejected_token_cost_one_refresh(
+    token_server: FakeCTraderTokenServer, key_prefix: str
+) -> None:
+    first = make_manager(token_server.base_url, key_prefix)
+    first.authorize_with_code(token_server.issue_code(), REDIRECT_URI)
+    rejected = first.get_access_token()
+    token_server.set_delay(0.2)  # every caller is waiting while the refresh is in flight
+    managers = [make_manager(token_server.base_url, key_prefix) for _ in range(8)]
+    with ThreadPoolExecutor(len(managers)) as pool:
+        tokens = list(pool.map(lambda manager: manager.force_refresh(rejected), managers))
+    assert len(set(tokens)) == 1 and tokens[0] != rejected
+    assert token_server.count("refreshes") == 1
+    assert tokens[0] == raw_hash(key_prefix)["access_token"]
+
+
+def _wait_for(probe: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not probe():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_short_redis_outage_while_a_refresh_is_in_flight_loses_nothing(
+    token_server: FakeCTraderTokenServer, key_prefix: str
+) -> None:
+    with CuttableTcpProxy("127.0.0.1", 6379) as proxy:
+        manager = make_manager(
+            token_server.base_url, key_prefix, redis_url=f"redis://127.0.0.1:{proxy.port}/0"
+        )
+        authorize_expiring_soon(manager, token_server)
+        requests_before = token_server.count("requests")
+        token_server.set_delay(0.5)
+        with ThreadPoolExecutor(1) as pool:
+            refreshing = pool.submit(manager.refresh_if_needed)
+            _wait_for(lambda: token_server.count("requests") > requests_before)  # the request is in flight
+            proxy.cut()  # Redis goes away before cTrader answers
+            _wait_for(lambda: token_server.count("refreshes") == 1)
+            time.sleep(3.0)  # cTrader rotated the pair; every write attempt in these seconds fails
+            proxy.restore()
+            outcome = refreshing.result(timeout=60)
+
+    assert outcome.refreshed
+    _, rotated_refresh = token_server.state.issued[-1]
+    stored = raw_hash(key_prefix)
+    assert stored["refresh_token"] == rotated_refresh and token_server.is_valid_refresh_token(rotated_refresh)
+    assert stored["status"] == "valid" and "inflight_fingerprint" not in stored
+    assert token_server.count("refreshes") == 1
+
+
+def test_a_redis_outage_longer_than_the_lock_lease_says_exactly_what_was_lost(
+    token_server: FakeCTraderTokenServer, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with CuttableTcpProxy("127.0.0.1", 6379) as proxy:
+        manager = make_manager(
+            token_server.base_url, key_prefix, redis_url=f"redis://127.0.0.1:{proxy.port}/0", lock_ttl_s=22.0
+        )
+        authorize_expiring_soon(manager, token_server)
+        old_refresh = raw_hash(key_prefix)["refresh_token"]
+        requests_before = token_server.count("requests")
+        token_server.set_delay(0.5)
+        with ThreadPoolExecutor(1) as pool:
+            refreshing = pool.submit(manager.refresh_if_needed)
+            _wait_for(lambda: token_server.count("requests") > requests_before)
+            proxy.cut()
+            with pytest.raises(RotatedPairLostError) as raised:
+                refreshing.result(timeout=60)  # Redis stays away until the manager gives up
+            proxy.restore()
+
+    message = str(raised.value)
+    access, rotated_refresh = token_server.state.issued[-1]
+    assert f"cTrader rotated refresh token {fingerprint(old_refresh)}" in message
+    assert f"(refresh token {fingerprint(rotated_refresh)})" in message
+    assert "stayed unreachable" in message and "lease ran out" in message and "emp token authorize" in message
+    for secret in (access, rotated_refresh, old_refresh):
+        assert secret not in message
+        assert all(secret not in record.getMessage() for record in caplog.records)
+    stored = raw_hash(key_prefix)  # nothing could be written: the marker tells the next attempt
+    assert stored["refresh_token"] == old_refresh and stored["inflight_fingerprint"] == fingerprint(
+        old_refresh
+    )
 
 
 def test_snake_case_answers_are_stored_too(token_server: FakeCTraderTokenServer, key_prefix: str) -> None:

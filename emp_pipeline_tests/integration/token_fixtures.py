@@ -26,10 +26,12 @@ def make_manager(
     method: HttpMethod = "GET",
     lock_ttl_s: float | None = None,
     store_class: type[RedisTokenStore] = RedisTokenStore,
+    redis_url: str = REDIS_URL,
 ) -> CTraderTokenManager:
-    """A manager on the test Redis under `key_prefix`, talking to the token server at `base_url`."""
+    """A manager on the test Redis (or a proxy to it) under `key_prefix`, talking to the token server at
+    `base_url`."""
     cipher = TokenCipher(token_key) if token_key else None
-    store = store_class(connect_redis(REDIS_URL), CLIENT_ID, key_prefix=key_prefix, cipher=cipher)
+    store = store_class(connect_redis(redis_url), CLIENT_ID, key_prefix=key_prefix, cipher=cipher)
     oauth = CTraderOAuthClient(
         CLIENT_ID, CLIENT_SECRET, base_url=base_url, timeout_s=timeout_s, method=method
     )

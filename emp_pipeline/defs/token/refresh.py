@@ -2,8 +2,11 @@
 
 The sensor never calls the network (short Redis timeouts; Redis down means a skip with the reason) and asks
 for one run per token version and failure count, so a needed refresh is requested once, and again only after
-a recorded failure. The job refreshes under the Redis lock; transient failures are retried by the op's retry
-policy, a refused token fails the run at once with the instruction to re-authorise.
+a recorded failure. The job refreshes under the Redis lock; transient failures (network, HTTP 5xx/429, Redis
+down, the lock held elsewhere) are retried by the op's retry policy; anything a retry cannot fix (a refused
+token, an unusable EMP_TOKEN_KEY, a lost rotated pair, a bad URL) fails the run at once, and the failure
+alert carries the cause, not Dagster's "Exceeded max_retries". Both warn while tokens sit in Redis in
+plaintext.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the context and resource annotations at runtime.
@@ -29,14 +32,10 @@ from dagster import (
     run_failure_sensor,
     sensor,
 )
+from dagster._utils.error import SerializableErrorInfo
 
-from emp_pipeline.auth.errors import (
-    ReauthRequiredError,
-    TokenKeyError,
-    TokenNotAuthorizedError,
-    TokenStoreUnavailableError,
-)
-from emp_pipeline.auth.token_store import TokenStatus
+from emp_pipeline.auth.errors import TokenError, TokenStoreUnavailableError, TransientTokenError
+from emp_pipeline.auth.token_store import PLAINTEXT_AT_REST_WARNING, TokenStatus
 from emp_pipeline.defs.token.resources import CTraderTokenResource
 from emp_pipeline.live.alerts import send_alert
 from emp_pipeline.settings import Settings
@@ -56,12 +55,15 @@ def refresh_run_key(client_id: str, version: int, consecutive_failures: int) -> 
     description="Refresh the cTrader token under the Redis lock if less than the margin is left.",
 )
 def refresh_ctrader_token(context: OpExecutionContext, ctrader_token: CTraderTokenResource) -> Output[None]:
-    manager = ctrader_token.manager()
+    if not ctrader_token.token_key:
+        context.log.warning(PLAINTEXT_AT_REST_WARNING)
     try:
-        outcome = manager.refresh_if_needed()
-    except (ReauthRequiredError, TokenNotAuthorizedError, TokenKeyError) as exc:
-        # A retry would spend nothing but time: a person has to act.
-        raise Failure(description=str(exc), allow_retries=False) from None
+        outcome = ctrader_token.manager().refresh_if_needed()
+    except (TransientTokenError, TokenStoreUnavailableError):
+        raise  # the retry policy tries again: the same refresh token is still good
+    except (TokenError, ValueError) as exc:
+        # A retry would spend nothing but time: a person must act (re-authorise, fix EMP_TOKEN_KEY or a URL).
+        raise Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from None
     state = outcome.token.state
     context.log.info(
         f"token version {state.version} {'refreshed' if outcome.refreshed else 'was already fresh'}; "
@@ -108,6 +110,8 @@ token_refresh_job = build_token_refresh_job()
 def ctrader_token_sensor(
     context: SensorEvaluationContext, ctrader_token: CTraderTokenResource
 ) -> SensorResult | SkipReason:
+    if not ctrader_token.token_key:
+        context.log.warning(PLAINTEXT_AT_REST_WARNING)
     try:
         state = ctrader_token.read_state()
     except TokenStoreUnavailableError as exc:
@@ -140,6 +144,16 @@ def ctrader_token_sensor(
     )
 
 
+def failure_with_cause(error: SerializableErrorInfo) -> str:
+    """The step's error and its innermost cause: after the retries are spent, Dagster's own message is only
+    "Exceeded max_retries of 3" and the reason (HTTP 503, Redis down, ...) is in the cause chain."""
+    root = error
+    while root.cause is not None:
+        root = root.cause
+    message, cause = error.message.strip(), root.message.strip()
+    return message if root is error else f"{message}: {cause}"
+
+
 @run_failure_sensor(
     name="ctrader_token_failure_sensor",
     monitored_jobs=[token_refresh_job],
@@ -149,7 +163,7 @@ def ctrader_token_sensor(
 )
 def ctrader_token_failure_sensor(context: RunFailureSensorContext) -> None:
     step_errors = [
-        event.step_failure_data.error.message
+        failure_with_cause(event.step_failure_data.error)
         for event in context.get_step_failure_events()
         if event.step_failure_data and event.step_failure_data.error
     ]
