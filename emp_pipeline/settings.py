@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emp_pipeline.endpoint_security import require_tls_off_loopback
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 UNIVERSES_DIR = PACKAGE_DIR / "data" / "universes"
 SAMPLE_UNIVERSE_FILE = UNIVERSES_DIR / "sample.yaml"
@@ -18,6 +20,7 @@ DEFAULT_UNIVERSE_FILE = UNIVERSES_DIR / "default.yaml"
 DATA_SOURCES = ("sample", "csv", "yahoo")
 BROKERS = ("paper", "ctrader")
 REGIME_CLASSIFIERS = ("rules", "hmm")
+TOKEN_REQUEST_METHODS = ("GET", "POST")  # GET: what cTrader's official SDKs send (docs/operations.md)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Settings:
     ctrader_refresh_margin_s: float = 3600.0
     emp_token_key: str | None = field(default=None, repr=False)
     token_key_prefix: str = "emp:"
+    ctrader_token_request_method: str = "GET"
     # --- end cTrader OAuth token ---
     # --- live execution (emp_pipeline/live, defs/live/): risk limits as fractions of account equity ---
     max_position_fraction: float = 0.25
@@ -87,6 +91,25 @@ class Settings:
         if broker not in BROKERS:
             raise ValueError(f"EMP_BROKER={broker!r} is not one of {', '.join(BROKERS)}")
         csv_dir = env.get("EMP_CSV_DIR")
+        # Secrets go to these two over TLS only (plain http/ws is accepted on loopback, for local servers).
+        token_url = require_tls_off_loopback(
+            env.get("CTRADER_TOKEN_URL") or "https://openapi.ctrader.com",
+            variable="CTRADER_TOKEN_URL",
+            tls_scheme="https",
+            plain_scheme="http",
+        )
+        api_url = require_tls_off_loopback(
+            env.get("CTRADER_API_URL") or "wss://demo.ctraderapi.com:5036",
+            variable="CTRADER_API_URL",
+            tls_scheme="wss",
+            plain_scheme="ws",
+        )
+        token_request_method = (env.get("CTRADER_TOKEN_REQUEST_METHOD") or "GET").upper()
+        if token_request_method not in TOKEN_REQUEST_METHODS:
+            raise ValueError(
+                f"CTRADER_TOKEN_REQUEST_METHOD={env['CTRADER_TOKEN_REQUEST_METHOD']!r} is not one of "
+                f"{', '.join(TOKEN_REQUEST_METHODS)}"
+            )
         regime_classifier = env.get("EMP_REGIME_CLASSIFIER") or "rules"
         if regime_classifier not in REGIME_CLASSIFIERS:
             raise ValueError(
@@ -105,11 +128,12 @@ class Settings:
             ctrader_client_id=env.get("CTRADER_CLIENT_ID") or None,
             ctrader_client_secret=env.get("CTRADER_CLIENT_SECRET") or None,
             ctrader_refresh_token=env.get("CTRADER_REFRESH_TOKEN") or None,
-            ctrader_token_url=env.get("CTRADER_TOKEN_URL") or "https://openapi.ctrader.com",
+            ctrader_token_url=token_url,
             ctrader_redirect_uri=env.get("CTRADER_REDIRECT_URI") or None,
             ctrader_refresh_margin_s=float(env.get("CTRADER_REFRESH_MARGIN_SECONDS") or 3600.0),
             emp_token_key=env.get("EMP_TOKEN_KEY") or None,
             token_key_prefix=env.get("EMP_TOKEN_KEY_PREFIX") or "emp:",
+            ctrader_token_request_method=token_request_method,
             # --- end cTrader OAuth token ---
             # --- live execution ---
             max_position_fraction=float(env.get("EMP_MAX_POSITION_FRACTION") or 0.25),
@@ -117,7 +141,7 @@ class Settings:
             daily_loss_limit=float(env.get("EMP_DAILY_LOSS_LIMIT") or 0.05),
             alert_webhook_url=env.get("EMP_ALERT_WEBHOOK_URL") or None,
             ctrader_account_id=int(env.get("CTRADER_ACCOUNT_ID") or 0),
-            ctrader_api_url=env.get("CTRADER_API_URL") or "wss://demo.ctraderapi.com:5036",
+            ctrader_api_url=api_url,
             # --- end live execution ---
             # --- perception ---
             fred_api_key=env.get("FRED_API_KEY") or None,

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from emp_pipeline.auth.build import build_token_manager, build_token_store
 from emp_pipeline.auth.errors import TokenError, TokenKeyError
+from emp_pipeline.auth.oauth_client import token_request_method
 from emp_pipeline.auth.token_store import (
     PLAINTEXT_AT_REST_WARNING,
     RedisTokenStore,
@@ -62,6 +63,7 @@ def authorize(
             key_prefix=settings.token_key_prefix,
             token_key=settings.emp_token_key,
             refresh_margin_s=settings.ctrader_refresh_margin_s,
+            method=token_request_method(settings.ctrader_token_request_method),
         )
         if from_refresh_token:
             if not settings.ctrader_refresh_token:

@@ -34,6 +34,10 @@ class TerminalTokenError(TokenError):
         self.error_code = error_code
 
 
+class TokenRequestMethodError(TokenError):
+    """The token endpoint refused the HTTP method (405): a configuration error; nothing was spent."""
+
+
 class ReauthRequiredError(TokenError):
     """The stored token pair is unusable (status `reauth_required`): a person must re-authorise."""
 

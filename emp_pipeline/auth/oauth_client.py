@@ -1,10 +1,13 @@
 """The cTrader OAuth token endpoint: authorization-code and refresh-token grants.
 
 One URL serves both grants. The official SDKs send GET with the parameters in the query string (the
-default here); POST with a form body is supported for servers that want it. Answers are camelCase with a
-snake_case fallback. cTrader reports refusals with HTTP 200 and a non-null `errorCode`, so the body decides,
-not only the status. This module makes exactly one HTTP request per call: retrying is the token manager's
-job, because only it knows whether a retry is safe for a single-use refresh token.
+default here, CTRADER_TOKEN_REQUEST_METHOD=GET); POST with a form body keeps the secrets out of URLs and
+access logs, for a venue known to accept it. A server that refuses the method (HTTP 405) gets a
+configuration error, never a token marked for re-authorisation. The URL must be https:// except on
+loopback. Answers are camelCase with a snake_case fallback. cTrader reports refusals with HTTP 200 and a
+non-null `errorCode`, so the body decides, not only the status. This module makes exactly one HTTP request
+per call: retrying is the token manager's job, because only it knows whether a retry is safe for a
+single-use refresh token.
 """
 
 from __future__ import annotations
@@ -16,15 +19,25 @@ from urllib.parse import urlencode
 import requests
 import urllib3
 
-from emp_pipeline.auth.errors import TerminalTokenError, TransientTokenError
+from emp_pipeline.auth.errors import TerminalTokenError, TokenRequestMethodError, TransientTokenError
 from emp_pipeline.auth.redaction import install_http_log_redaction, redact_secrets
+from emp_pipeline.endpoint_security import require_tls_off_loopback
 
 DEFAULT_BASE_URL = "https://openapi.ctrader.com"
 TOKEN_PATH = "/apps/token"
 AUTH_PATH = "/apps/auth"
 TRANSIENT_STATUSES = frozenset({429})
+METHOD_NOT_ALLOWED = 405
 
 HttpMethod = Literal["GET", "POST"]
+
+
+def token_request_method(configured: str) -> HttpMethod:
+    """GET or POST, whatever the case; anything else is refused by name rather than sent as GET."""
+    method = configured.upper()
+    if method == "GET" or method == "POST":
+        return method
+    raise ValueError(f"CTRADER_TOKEN_REQUEST_METHOD must be GET or POST, not {configured!r}")
 
 
 @dataclass(frozen=True)
@@ -45,8 +58,14 @@ def _field(body: dict[str, Any], camel: str, snake: str) -> Any:
     return body.get(snake) if value is None else value
 
 
-def parse_token_response(status_code: int, body: Any) -> TokenGrant:
+def parse_token_response(status_code: int, body: Any, method: HttpMethod = "GET") -> TokenGrant:
     """Turn one endpoint answer into a grant, or raise the error class that says whether to retry."""
+    if status_code == METHOD_NOT_ALLOWED:
+        other = "POST" if method == "GET" else "GET"
+        raise TokenRequestMethodError(
+            f"the token endpoint does not accept {method} requests (HTTP 405): set "
+            f"CTRADER_TOKEN_REQUEST_METHOD={other}. The refresh token was not spent."
+        )
     if status_code >= 500 or status_code in TRANSIENT_STATUSES:
         raise TransientTokenError(
             f"token endpoint answered HTTP {status_code}; retry later", request_may_have_been_processed=False
@@ -108,13 +127,13 @@ class CTraderOAuthClient:
                 "cTrader client id and secret are both required: set CTRADER_CLIENT_ID and "
                 "CTRADER_CLIENT_SECRET"
             )
-        if method not in ("GET", "POST"):
-            raise ValueError(f"token request method must be GET or POST, not {method!r}")
         self.client_id = client_id
         self._client_secret = client_secret
-        self.base_url = base_url.rstrip("/")
+        self.base_url = require_tls_off_loopback(
+            base_url.rstrip("/"), variable="CTRADER_TOKEN_URL", tls_scheme="https", plain_scheme="http"
+        )
         self.timeout_s = timeout_s
-        self.method: HttpMethod = method
+        self.method: HttpMethod = token_request_method(method)
         self._session = session or requests.Session()
         install_http_log_redaction()
 
@@ -165,7 +184,7 @@ class CTraderOAuthClient:
             body: Any = response.json()
         except ValueError:
             body = None
-        return parse_token_response(response.status_code, body)
+        return parse_token_response(response.status_code, body, self.method)
 
 
 def _may_have_been_sent(exc: requests.RequestException) -> bool:

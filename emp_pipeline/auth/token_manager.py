@@ -34,6 +34,7 @@ from emp_pipeline.auth.errors import (
     RotatedPairLostError,
     TerminalTokenError,
     TokenNotAuthorizedError,
+    TokenRequestMethodError,
     TokenStoreUnavailableError,
     TransientTokenError,
 )
@@ -270,6 +271,10 @@ class CTraderTokenManager:
                     )
                     raise
                 continue
+            except TokenRequestMethodError as exc:
+                # The server refused the request itself: the refresh token is unspent and still stored.
+                self._store.record_failure(str(exc), reauth_required=False, keep_in_flight=answer_may_be_lost)
+                raise
             except TerminalTokenError as exc:
                 message = self._terminal_message(exc, state, old_fingerprint, answer_may_be_lost, interrupted)
                 self._store.record_failure(message, reauth_required=True, keep_in_flight=False)

@@ -33,6 +33,7 @@ class _State:
     terminal_errors: list[str] = field(default_factory=list)
     delay_s: float = 0.0
     snake_case: bool = False
+    accepted_methods: frozenset[str] = frozenset({"GET", "POST"})
     issued: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -93,12 +94,18 @@ class FakeCTraderTokenServer:
         with self._lock:
             self.state.delay_s = seconds
 
+    def accept_only(self, method: str) -> None:
+        """Answer any other HTTP method with 405, as a server that knows one of them would."""
+        with self._lock:
+            self.state.accepted_methods = frozenset({method})
+
     def set_snake_case(self, enabled: bool) -> None:
         with self._lock:
             self.state.snake_case = enabled
 
     def count(self, name: str) -> int:
-        """Counters: requests, refreshes, refused_refreshes, codes_exchanged, injected_failures."""
+        """Counters: requests, requests_GET, requests_POST, refreshes, refused_refreshes, codes_exchanged,
+        injected_failures, refused_methods."""
         with self._lock:
             return self.state.counts[name]
 
@@ -114,10 +121,14 @@ class FakeCTraderTokenServer:
         self.state.issued.append((access, refresh))
         return access, refresh
 
-    def _answer(self, params: dict[str, str]) -> tuple[int, dict[str, object]]:
+    def _answer(self, method: str, params: dict[str, str]) -> tuple[int, dict[str, object]]:
         with self._lock:
             state = self.state
             state.counts["requests"] += 1
+            state.counts[f"requests_{method}"] += 1
+            if method not in state.accepted_methods:
+                state.counts["refused_methods"] += 1
+                return 405, {"description": f"{method} is not allowed"}
             delay = state.delay_s
         if delay:
             time.sleep(delay)
@@ -172,18 +183,18 @@ class FakeCTraderTokenServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
-                self._dispatch(url.path, _flat(parse_qs(url.query)))
+                self._dispatch("GET", url.path, _flat(parse_qs(url.query)))
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode("utf-8")
-                self._dispatch(urlsplit(self.path).path, _flat(parse_qs(body)))
+                self._dispatch("POST", urlsplit(self.path).path, _flat(parse_qs(body)))
 
-            def _dispatch(self, path: str, params: dict[str, str]) -> None:
+            def _dispatch(self, method: str, path: str, params: dict[str, str]) -> None:
                 if path != "/apps/token":
                     self._send(404, {"description": "not found"})
                     return
-                self._send(*server._answer(params))
+                self._send(*server._answer(method, params))
 
             def _send(self, status: int, body: dict[str, object]) -> None:
                 payload = json.dumps(body).encode("utf-8")

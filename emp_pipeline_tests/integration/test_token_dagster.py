@@ -19,6 +19,8 @@ from dagster import (
 )
 
 from emp_pipeline.auth.build import build_token_store
+from emp_pipeline.auth.token_store import TokenStatus
+from emp_pipeline.defs.token.definitions import ctrader_token_resource
 from emp_pipeline.defs.token.refresh import (
     build_token_refresh_job,
     ctrader_token_failure_sensor,
@@ -26,6 +28,7 @@ from emp_pipeline.defs.token.refresh import (
     token_refresh_job,
 )
 from emp_pipeline.defs.token.resources import CTraderTokenResource
+from emp_pipeline.settings import Settings
 from emp_pipeline_tests.fakes.ctrader_token_server import EXPIRES_IN_S, FakeCTraderTokenServer
 from emp_pipeline_tests.integration.token_fixtures import CLIENT_ID, CLIENT_SECRET, REDIS_URL
 
@@ -318,3 +321,62 @@ def test_the_job_and_the_sensor_warn_while_tokens_are_stored_in_plaintext(
     assert any("stored in Redis in plaintext" in message for message in sensor_warnings(plaintext))
     encrypted = make_resource(token_server.base_url, key_prefix, token_key=Fernet.generate_key().decode())
     assert sensor_warnings(encrypted) == []
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_the_request_method_setting_reaches_the_token_endpoint(
+    method: str,
+    token_server: FakeCTraderTokenServer,
+    key_prefix: str,
+    instance: DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path,
+) -> None:
+    environment = {
+        "EMP_HOME": str(tmp_path),
+        "REDIS_URL": REDIS_URL,
+        "CTRADER_CLIENT_ID": CLIENT_ID,
+        "CTRADER_CLIENT_SECRET": CLIENT_SECRET,
+        "CTRADER_TOKEN_URL": token_server.base_url,
+        "EMP_TOKEN_KEY_PREFIX": key_prefix,
+        "CTRADER_TOKEN_REQUEST_METHOD": method.lower(),
+    }
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    resource = ctrader_token_resource(Settings.from_env())  # what definitions.py builds (EnvVar secrets)
+    assert resource is not None and resource.request_method == method
+    authorize(make_resource(token_server.base_url, key_prefix), token_server, expires_in=600)
+    sent_before = token_server.count(f"requests_{method}")
+
+    result = token_refresh_job.execute_in_process(instance=instance, resources={"ctrader_token": resource})
+
+    assert result.success and token_server.count("refreshes") == 1
+    assert token_server.count(f"requests_{method}") == sent_before + 1
+
+
+def test_a_venue_refusing_the_method_gets_a_configuration_error_and_keeps_the_token(
+    token_server: FakeCTraderTokenServer, key_prefix: str, instance: DagsterInstance
+) -> None:
+    authorize(make_resource(token_server.base_url, key_prefix), token_server, expires_in=600)
+    token_server.accept_only("GET")
+    posting = make_resource(token_server.base_url, key_prefix, request_method="POST")
+
+    result = token_refresh_job.execute_in_process(
+        instance=instance, resources={"ctrader_token": posting}, raise_on_error=False
+    )
+
+    assert not result.success
+    assert not [event for event in result.all_events if event.event_type_value == "STEP_RESTARTED"]
+    failure = result.failure_data_for_node("refresh_ctrader_token")
+    assert failure is not None
+    assert (
+        "does not accept POST requests (HTTP 405): set CTRADER_TOKEN_REQUEST_METHOD=GET"
+        in failure.error.message
+    )
+    state = build_token_store(
+        client_id=CLIENT_ID, redis_url=REDIS_URL, key_prefix=key_prefix, token_key=None
+    ).read_state()
+    assert state is not None and state.status is not TokenStatus.REAUTH_REQUIRED
+    # Nothing was spent: the same stored refresh token works with the method the venue accepts.
+    outcome = make_resource(token_server.base_url, key_prefix).manager().refresh_if_needed()
+    assert outcome.refreshed and token_server.count("refreshes") == 1

@@ -7,10 +7,11 @@ import logging
 import pytest
 
 from emp_pipeline.auth.commands import code_from_input
-from emp_pipeline.auth.errors import TerminalTokenError, TransientTokenError
-from emp_pipeline.auth.oauth_client import CTraderOAuthClient, parse_token_response
+from emp_pipeline.auth.errors import TerminalTokenError, TokenRequestMethodError, TransientTokenError
+from emp_pipeline.auth.oauth_client import CTraderOAuthClient, parse_token_response, token_request_method
 from emp_pipeline.auth.redaction import SecretRedactingFilter, fingerprint, redact_secrets
 from emp_pipeline.auth.token_manager import RetrySchedule
+from emp_pipeline.endpoint_security import InsecureEndpointError
 
 
 def test_camel_case_answer_is_parsed() -> None:
@@ -101,6 +102,35 @@ def test_redacting_filter_rewrites_formatted_records() -> None:
 def test_fingerprint_is_stable_and_not_the_token() -> None:
     assert fingerprint("token-1") == fingerprint("token-1") != fingerprint("token-2")
     assert "token" not in fingerprint("token-1") and len(fingerprint("token-1")) == 12
+
+
+@pytest.mark.parametrize(("method", "other"), [("POST", "GET"), ("GET", "POST")])
+def test_a_refused_method_is_a_configuration_error_not_a_refused_token(method: str, other: str) -> None:
+    with pytest.raises(TokenRequestMethodError) as raised:
+        parse_token_response(405, {"description": "not allowed"}, method)
+    assert not isinstance(raised.value, TerminalTokenError)
+    assert f"does not accept {method} requests (HTTP 405): set CTRADER_TOKEN_REQUEST_METHOD={other}" in str(
+        raised.value
+    )
+
+
+def test_the_token_url_must_use_tls_off_loopback() -> None:
+    with pytest.raises(InsecureEndpointError, match=r"CTRADER_TOKEN_URL=http://openapi\.ctrader\.com"):
+        CTraderOAuthClient("my-app", "secret", base_url="http://openapi.ctrader.com")
+    assert CTraderOAuthClient("my-app", "secret", base_url="http://127.0.0.1:8080").token_url == (
+        "http://127.0.0.1:8080/apps/token"
+    )
+
+
+@pytest.mark.parametrize(("configured", "method"), [("get", "GET"), ("POST", "POST"), ("Post", "POST")])
+def test_the_request_method_setting_is_read_case_blind(configured: str, method: str) -> None:
+    assert token_request_method(configured) == method
+    assert CTraderOAuthClient("my-app", "secret", method=configured).method == method  # type: ignore[arg-type]
+
+
+def test_an_unknown_request_method_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="CTRADER_TOKEN_REQUEST_METHOD must be GET or POST, not 'PUT'"):
+        token_request_method("PUT")
 
 
 def test_consent_url_carries_client_redirect_and_scope() -> None:

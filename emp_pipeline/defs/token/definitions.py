@@ -33,6 +33,7 @@ def ctrader_token_resource(settings: Settings) -> CTraderTokenResource | None:
         token_url=settings.ctrader_token_url,
         key_prefix=settings.token_key_prefix,
         refresh_margin_seconds=settings.ctrader_refresh_margin_s,
+        request_method=settings.ctrader_token_request_method,
     )
 
 

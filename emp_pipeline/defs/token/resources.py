@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 
 from emp_pipeline.auth.build import build_token_manager, build_token_store
+from emp_pipeline.auth.oauth_client import token_request_method
 from emp_pipeline.auth.token_manager import CTraderTokenManager, RetrySchedule
 from emp_pipeline.auth.token_store import TokenState
 
@@ -22,7 +23,7 @@ class CTraderTokenResource(ConfigurableResource):
     http_timeout_seconds: float = 10.0
     max_attempts: int = 4
     retry_base_delay_seconds: float = 1.0
-    request_method: str = "GET"  # GET (as the official SDKs) or POST
+    request_method: str = "GET"  # CTRADER_TOKEN_REQUEST_METHOD: GET (as the official SDKs) or POST
     sensor_socket_timeout_seconds: float = 2.0
 
     def manager(self) -> CTraderTokenManager:
@@ -37,7 +38,7 @@ class CTraderTokenResource(ConfigurableResource):
             refresh_margin_s=self.refresh_margin_seconds,
             http_timeout_s=self.http_timeout_seconds,
             retry=RetrySchedule(max_attempts=self.max_attempts, base_delay_s=self.retry_base_delay_seconds),
-            method="POST" if self.request_method.upper() == "POST" else "GET",
+            method=token_request_method(self.request_method),
         )
 
     def get_access_token(self) -> str:
