@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 
 
@@ -59,6 +59,42 @@ class RiskLimits:
             raise RiskConfigError(
                 f"daily_loss_limit={self.daily_loss_limit} must be in (0, 1] (a fraction of the day's equity)"
             )
+
+
+class RiskCeilingError(RiskConfigError):
+    """A run asked for a risk limit looser than the environment's ceiling; the message names both."""
+
+
+def tightened_limits(
+    ceilings: RiskLimits,
+    requested: Mapping[str, float | None],
+    ceiling_origins: Mapping[str, str] | None = None,
+) -> RiskLimits:
+    """The limits a run trades under: each requested value (None keeps the ceiling), never above it.
+
+    The environment's limits are hard ceilings because run config can be typed by anyone who reaches the
+    UI: a run may only tighten them (every limit here is looser when larger). ``ceiling_origins`` names
+    where each ceiling was set (an environment variable) so the refusal says what to change.
+    """
+    unknown = sorted(set(requested) - {field.name for field in fields(RiskLimits)})
+    if unknown:
+        raise RiskConfigError(
+            f"unknown risk limits {unknown}; use {[field.name for field in fields(RiskLimits)]}"
+        )
+    origins = ceiling_origins or {}
+    chosen = {}
+    for name, value in requested.items():
+        if value is None:
+            continue
+        ceiling = getattr(ceilings, name)
+        if not math.isfinite(value) or value > ceiling:
+            origin = f" (set by {origins[name]})" if name in origins else ""
+            raise RiskCeilingError(
+                f"{name}={value:g} is above its ceiling {ceiling:g}{origin}: a run may only tighten the "
+                "environment's risk limits; change the ceiling in the environment to allow more"
+            )
+        chosen[name] = value
+    return replace(ceilings, **chosen)
 
 
 @dataclass(frozen=True)

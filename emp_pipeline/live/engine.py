@@ -511,6 +511,7 @@ def run_live_tick(
             }
         )
     journal.record_decisions(market.bar_time, pd.Timestamp(now), report.decisions)
+    journal.record_limits(market.bar_time, pd.Timestamp(now), config.limits)
     after, cash_after, _ = _snapshot(engine, account_id, market, journal)
     report.equity = after.equity
     journal.record_equity(market.bar_time, after.equity, cash_after)

@@ -1,18 +1,22 @@
-"""The live engine's own record per bar: the account's equity and every decision the risk checks made.
+"""The live engine's own record per bar: the account's equity, every decision the risk checks made and the
+risk limits each run traded under.
 
 Equity at each bar's close gives the next day's starting equity (the daily loss limit's reference) without a
 wall clock, so a replay sees the same numbers. Decisions, approved or not, are kept with their reason: a
 rejected order leaves no trace in the broker or the orders table, and "why did it not trade?" must have an
-answer. Both are Parquet datasets under the data directory, one per account. A re-run of a bar replaces that
-bar's equity, and adds its decisions (stamped with the run's time) to the ones already kept for the bar.
+answer, and so must "under which limits?" (a run may tighten the environment's). All are Parquet datasets
+under the data directory, one per account. A re-run of a bar replaces that bar's equity, and adds its
+decisions and limits (stamped with the run's time) to the ones already kept for the bar.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pandas as pd
 
+from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
 EQUITY_DATASET = "live_equity"
@@ -31,14 +35,33 @@ DECISION_COLUMNS = (
     "reason",
     "client_order_id",
 )
+LIMITS_DATASET = "live_risk_limits"
+LIMIT_COLUMNS = ("date", "decided_at", *(field.name for field in fields(RiskLimits)))
+
+
+def _add_to_bar(
+    store: DatedFrameStore, bar_time: pd.Timestamp, decided_at: pd.Timestamp, frame: pd.DataFrame
+) -> None:
+    """Stamp ``frame`` with the bar and the run's time and add it to the rows already kept for the bar."""
+    columns = list(frame.columns)
+    frame = frame.assign(
+        date=pd.Series([bar_time] * len(frame), dtype="datetime64[ns, UTC]"),
+        decided_at=pd.Series([decided_at] * len(frame), dtype="datetime64[ns, UTC]"),
+    )
+    end = bar_time + pd.Timedelta(days=1)
+    earlier = store.read_window(bar_time, end)
+    if not earlier.empty and "decided_at" in earlier.columns:
+        frame = pd.concat([earlier[columns], frame[columns]], ignore_index=True)
+    store.write_window(frame[columns], bar_time, end)
 
 
 class LiveJournal:
-    """Per-account equity and risk decisions under `data_dir`."""
+    """Per-account equity, risk decisions and risk limits under `data_dir`."""
 
     def __init__(self, data_dir: Path | str, account_id: int) -> None:
         self._equity = DatedFrameStore(data_dir, f"{EQUITY_DATASET}/account_{account_id}")
         self._decisions = DatedFrameStore(data_dir, f"{DECISIONS_DATASET}/account_{account_id}")
+        self._limits = DatedFrameStore(data_dir, f"{LIMITS_DATASET}/account_{account_id}")
 
     def day_start_equity(self, bar_time: pd.Timestamp) -> float | None:
         """The equity recorded at the last bar before `bar_time`, or None on the first live day."""
@@ -54,14 +77,21 @@ class LiveJournal:
     def record_decisions(
         self, bar_time: pd.Timestamp, decided_at: pd.Timestamp, rows: list[dict[str, object]]
     ) -> None:
-        frame = pd.DataFrame.from_records(rows, columns=list(DECISION_COLUMNS))
-        frame["date"] = pd.Series([bar_time] * len(frame), dtype="datetime64[ns, UTC]")
-        frame["decided_at"] = pd.Series([decided_at] * len(frame), dtype="datetime64[ns, UTC]")
-        end = bar_time + pd.Timedelta(days=1)
-        earlier = self._decisions.read_window(bar_time, end)
-        if not earlier.empty and "decided_at" in earlier.columns:
-            frame = pd.concat([earlier[list(DECISION_COLUMNS)], frame], ignore_index=True)
-        self._decisions.write_window(frame, bar_time, end)
+        _add_to_bar(
+            self._decisions,
+            bar_time,
+            decided_at,
+            pd.DataFrame.from_records(rows, columns=list(DECISION_COLUMNS)),
+        )
+
+    def record_limits(self, bar_time: pd.Timestamp, decided_at: pd.Timestamp, limits: RiskLimits) -> None:
+        """The limits one run decided this bar under (the environment's ceilings or tighter)."""
+        _add_to_bar(
+            self._limits, bar_time, decided_at, pd.DataFrame([asdict(limits)], columns=list(LIMIT_COLUMNS))
+        )
 
     def decisions(self) -> pd.DataFrame:
         return self._decisions.read_window()
+
+    def limits(self) -> pd.DataFrame:
+        return self._limits.read_window()

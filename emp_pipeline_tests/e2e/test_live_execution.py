@@ -62,7 +62,8 @@ def book(tmp_path, market):
     return database_url, data_dir, strategy_id, decision_bar
 
 
-def _run(database_url, data_dir, decision_bar, **config):
+def _execute(database_url, data_dir, decision_bar, **config):
+    """One live run on the paper broker; returns the result and the run's tags."""
     resources = {
         "database": DatabaseResource(url=database_url),
         "lake": DataLakeResource(base_dir=str(data_dir)),
@@ -71,9 +72,15 @@ def _run(database_url, data_dir, decision_bar, **config):
     run_config = {
         "ops": {"execute_live_tick": {"config": {"start_date": str(decision_bar.date()), **config}}}
     }
+    instance = DagsterInstance.ephemeral()
     result = live_execution_job.execute_in_process(
-        run_config=run_config, resources=resources, instance=DagsterInstance.ephemeral()
+        run_config=run_config, resources=resources, instance=instance, raise_on_error=False
     )
+    return result, instance.get_run_by_id(result.run_id).tags
+
+
+def _run(database_url, data_dir, decision_bar, **config):
+    result, _ = _execute(database_url, data_dir, decision_bar, **config)
     assert result.success
     (materialization,) = [
         event for event in result.all_node_events if event.event_type_value == "STEP_OUTPUT"
@@ -167,6 +174,60 @@ def test_position_limit_rejects_an_oversized_entry(book):
     report = _run(database_url, data_dir, decision_bar, max_position_fraction=0.1)
     assert report["orders_rejected_by_risk"] == 2 and not _orders(database_url)[1]
     assert "would exceed 10.00% of equity" in report["decisions"]
+
+
+@pytest.mark.parametrize(
+    ("config", "refusal"),
+    [
+        (
+            {"max_position_fraction": 40.0, "max_gross_exposure": 40.0},
+            "max_position_fraction=40 is above its ceiling 0.3 (set by EMP_MAX_POSITION_FRACTION)",
+        ),
+        (
+            {"max_gross_exposure": 1.5},
+            "max_gross_exposure=1.5 is above its ceiling 1 (set by EMP_MAX_GROSS_EXPOSURE)",
+        ),
+        (
+            {"daily_loss_limit": 0.2},
+            "daily_loss_limit=0.2 is above its ceiling 0.05 (set by EMP_DAILY_LOSS_LIMIT)",
+        ),
+    ],
+)
+def test_run_config_cannot_raise_a_risk_ceiling_and_a_refused_run_trades_nothing(
+    book, monkeypatch, config, refusal
+):
+    database_url, data_dir, _, decision_bar = book
+    monkeypatch.setenv("EMP_MAX_POSITION_FRACTION", "0.3")
+
+    result, _ = _execute(database_url, data_dir, decision_bar, **config)
+
+    assert not result.success
+    message = result.get_step_failure_events()[0].step_failure_data.error.message
+    assert refusal in message and "a run may only tighten the environment's risk limits" in message
+    assert not _orders(database_url)[1]
+    assert not (data_dir / "live_risk_decisions").exists()
+
+
+def test_every_live_run_records_the_limits_it_traded_under(book, monkeypatch):
+    database_url, data_dir, _, decision_bar = book
+    monkeypatch.setenv("EMP_MAX_POSITION_FRACTION", "0.3")
+    tightened = {"max_position_fraction": 0.1, "max_gross_exposure": 1.0, "daily_loss_limit": 0.05}
+
+    result, tags = _execute(database_url, data_dir, decision_bar, max_position_fraction=0.1)
+
+    assert result.success
+    (output,) = [event for event in result.all_node_events if event.event_type_value == "STEP_OUTPUT"]
+    metadata = output.event_specific_data.metadata
+    assert metadata["risk_limits"].value == tightened
+    assert metadata["risk_ceilings"].value == {**tightened, "max_position_fraction": 0.3}
+    assert {key: value for key, value in tags.items() if key.startswith("emp/risk/")} == {
+        "emp/risk/max_position_fraction": "0.1",
+        "emp/risk/max_gross_exposure": "1",
+        "emp/risk/daily_loss_limit": "0.05",
+    }
+    journal = LiveJournal(data_dir, _orders(database_url)[0].id).limits()
+    assert journal.drop(columns=["date", "decided_at"]).to_dict("records") == [tightened]
+    assert journal["date"].tolist() == [decision_bar]
 
 
 def test_job_carries_the_concurrency_tag_and_pool(book):

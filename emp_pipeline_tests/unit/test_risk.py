@@ -8,11 +8,13 @@ from emp_pipeline.domain.risk import (
     AccountSnapshot,
     MissingPriceError,
     ProposedOrder,
+    RiskCeilingError,
     RiskConfigError,
     RiskLimits,
     RiskVerdict,
     account_equity,
     check_orders,
+    tightened_limits,
 )
 
 LIMITS = RiskLimits(max_position_fraction=0.25, max_gross_exposure=0.5, daily_loss_limit=0.05)
@@ -84,3 +86,46 @@ def test_missing_price_rejects_and_equity_marks_positions():
 def test_limits_outside_their_range_are_refused(kwargs):
     with pytest.raises(RiskConfigError):
         RiskLimits(**kwargs)
+
+
+CEILINGS = RiskLimits(max_position_fraction=0.25, max_gross_exposure=1.0, daily_loss_limit=0.05)
+ORIGINS = {
+    "max_position_fraction": "EMP_MAX_POSITION_FRACTION",
+    "max_gross_exposure": "EMP_MAX_GROSS_EXPOSURE",
+}
+
+
+def test_a_run_may_tighten_the_environments_limits_and_unset_ones_keep_the_ceiling():
+    limits = tightened_limits(CEILINGS, {"max_position_fraction": 0.1, "max_gross_exposure": None})
+    assert limits == RiskLimits(max_position_fraction=0.1, max_gross_exposure=1.0, daily_loss_limit=0.05)
+    assert tightened_limits(CEILINGS, {"daily_loss_limit": 0.05}) == CEILINGS
+
+
+@pytest.mark.parametrize(
+    ("requested", "message"),
+    [
+        (
+            {"max_position_fraction": 40.0},
+            r"max_position_fraction=40 is above its ceiling 0.25 \(set by EMP_MAX_POSITION_FRACTION\)",
+        ),
+        (
+            {"max_gross_exposure": 40.0},
+            r"max_gross_exposure=40 is above its ceiling 1 \(set by EMP_MAX_GROSS_EXPOSURE\)",
+        ),
+        (
+            {"daily_loss_limit": 0.5},
+            r"daily_loss_limit=0.5 is above its ceiling 0.05: a run may only tighten",
+        ),
+        ({"max_gross_exposure": float("nan")}, r"max_gross_exposure=nan is above its ceiling 1"),
+    ],
+)
+def test_a_run_asking_for_more_than_a_ceiling_is_refused_by_name(requested, message):
+    with pytest.raises(RiskCeilingError, match=message):
+        tightened_limits(CEILINGS, requested, ORIGINS)
+
+
+def test_a_tightened_limit_is_still_validated():
+    with pytest.raises(RiskConfigError, match="max_position_fraction=-1"):
+        tightened_limits(CEILINGS, {"max_position_fraction": -1.0})
+    with pytest.raises(RiskConfigError, match="unknown risk limits"):
+        tightened_limits(CEILINGS, {"max_leverage": 2.0})

@@ -16,13 +16,14 @@
 # No `from __future__ import annotations` here: Dagster resolves the op's Config annotation at decoration.
 
 import datetime as dt
+from dataclasses import asdict
 from typing import Any
 
 import pandas as pd
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
 
 from emp_pipeline.domain.costs import Costs
-from emp_pipeline.domain.risk import RiskLimits
+from emp_pipeline.domain.risk import RiskConfigError, RiskLimits, tightened_limits
 from emp_pipeline.live.engine import LiveConfig, LiveExecutionError, LiveTickReport, run_live_tick
 from emp_pipeline.settings import Settings
 
@@ -31,8 +32,18 @@ LIVE_RUN_TAG = "emp/live-execution"
 LIVE_POOL = "emp_live_execution"
 
 
+# The environment's risk limits are ceilings: a run's config may only tighten them (see tightened_limits).
+RISK_TAG_PREFIX = "emp/risk/"
+CEILING_VARIABLES = {
+    "max_position_fraction": "EMP_MAX_POSITION_FRACTION",
+    "max_gross_exposure": "EMP_MAX_GROSS_EXPOSURE",
+    "daily_loss_limit": "EMP_DAILY_LOSS_LIMIT",
+}
+
+
 class LiveExecutionConfig(Config):
-    """Per-run knobs; risk limits left unset come from the settings (EMP_MAX_POSITION_FRACTION, ...)."""
+    """Per-run knobs. Risk limits left unset are the environment's (EMP_MAX_POSITION_FRACTION, ...); a set one
+    may only be tighter: anyone who reaches the UI can type run config, so it cannot raise a hard limit."""
 
     start_date: str | None = None  # anchor of the strategies' track record; None = their activation time
     as_of_date: str | None = None  # decide on the newest stored bar at or before this day; None = newest
@@ -43,14 +54,20 @@ class LiveExecutionConfig(Config):
     daily_loss_limit: float | None = None
 
 
+def risk_ceilings(settings: Settings) -> RiskLimits:
+    return RiskLimits(
+        max_position_fraction=settings.max_position_fraction,
+        max_gross_exposure=settings.max_gross_exposure,
+        daily_loss_limit=settings.daily_loss_limit,
+    )
+
+
 def live_config(
     config: LiveExecutionConfig, settings: Settings, fee_bps: float, slippage_bps: float
 ) -> LiveConfig:
-    limits = RiskLimits(
-        max_position_fraction=config.max_position_fraction or settings.max_position_fraction,
-        max_gross_exposure=config.max_gross_exposure or settings.max_gross_exposure,
-        daily_loss_limit=config.daily_loss_limit or settings.daily_loss_limit,
-    )
+    """The tick's configuration; a risk limit above its ceiling is refused (RiskCeilingError) by name."""
+    requested = {name: getattr(config, name) for name in CEILING_VARIABLES}
+    limits = tightened_limits(risk_ceilings(settings), requested, CEILING_VARIABLES)
     start = pd.Timestamp(config.start_date, tz="UTC").to_pydatetime() if config.start_date else None
     as_of = pd.Timestamp(config.as_of_date, tz="UTC").to_pydatetime() if config.as_of_date else None
     return LiveConfig(
@@ -99,7 +116,20 @@ def execute_live_tick(context: OpExecutionContext, config: LiveExecutionConfig) 
     data_dir = context.resources.lake.base_dir
     engine = database.engine()
     live_broker = context.resources.live_broker
-    tick_config = live_config(config, settings, live_broker.fee_bps, live_broker.slippage_bps)
+    try:
+        tick_config = live_config(config, settings, live_broker.fee_bps, live_broker.slippage_bps)
+    except RiskConfigError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
+    # Recorded before trading, so a run that fails half-way still says what it traded under.
+    limits, ceilings = asdict(tick_config.limits), asdict(risk_ceilings(settings))
+    context.instance.add_run_tags(
+        context.run_id, {f"{RISK_TAG_PREFIX}{k}": f"{v:g}" for k, v in limits.items()}
+    )
+    context.log.info(f"trading under risk limits {limits} (ceilings {ceilings})")
+    limits_metadata = {
+        "risk_limits": MetadataValue.json(limits),
+        "risk_ceilings": MetadataValue.json(ceilings),
+    }
     try:
         with live_broker.open(engine, data_dir, tick_config.as_of) as (broker, account_id):
             report = run_live_tick(
@@ -112,13 +142,13 @@ def execute_live_tick(context: OpExecutionContext, config: LiveExecutionConfig) 
             )
     except LiveExecutionError as exc:
         # Retrying the same inputs cannot help; the failure sensor alerts a person instead.
-        raise Failure(description=str(exc), allow_retries=False) from exc
+        raise Failure(description=str(exc), allow_retries=False, metadata=limits_metadata) from exc
     for decision in report.rejected:
         context.log.warning(
             f"risk {decision['verdict']}: {decision['strategy_id']} {decision['symbol']} "
             f"{decision['requested_quantity']:g} ({decision['reason']})"
         )
-    return Output(None, metadata=_report_metadata(report))
+    return Output(None, metadata={**_report_metadata(report), **limits_metadata})
 
 
 @job(
