@@ -90,7 +90,7 @@ def report_then_gate(
     failed = [check for check in checks if check.blocking and not check.passed]
     if not failed:
         return
-    kept = quarantine(data_dir, asset, context.run_id, frame, failed)
+    kept = quarantine(data_dir, asset, context.run.run_id, frame, failed)
     names = ", ".join(check.name for check in failed)
     raise Failure(
         description=(

@@ -123,7 +123,7 @@ def execute_live_tick(context: OpExecutionContext, config: LiveExecutionConfig) 
     # Recorded before trading, so a run that fails half-way still says what it traded under.
     limits, ceilings = asdict(tick_config.limits), asdict(risk_ceilings(settings))
     context.instance.add_run_tags(
-        context.run_id, {f"{RISK_TAG_PREFIX}{k}": f"{v:g}" for k, v in limits.items()}
+        context.run.run_id, {f"{RISK_TAG_PREFIX}{k}": f"{v:g}" for k, v in limits.items()}
     )
     context.log.info(f"trading under risk limits {limits} (ceilings {ceilings})")
     limits_metadata = {

@@ -76,7 +76,7 @@ def instrument_universe(
     if config.accept_term_changes and not config.reason.strip():
         raise Failure(description="accept_term_changes needs a reason: say why the terms change")
     acceptance = (
-        TermAcceptance(reason=config.reason.strip(), accepted_by=f"dagster run {context.run_id}")
+        TermAcceptance(reason=config.reason.strip(), accepted_by=f"dagster run {context.run.run_id}")
         if config.accept_term_changes
         else None
     )
