@@ -18,12 +18,16 @@ assumed to hit the stop. A protective exit is recorded as a filled order of the 
 id ``paper-exit-<hash of the entry's id>``, broker order id ``paper-<stop|take_profit>-<entry id>``), so
 positions and cash follow the kernel through stop-outs. The levels end at the next fill of the book (an
 exit or reversal at an open comes before that bar's intrabar check, as in the kernel). The resting levels
-are kept in the broker's own table `paper_protective_levels` in the registry database (created on first
-use): the registry's order schema has no place for them.
+are kept in the registry's `paper_protective_levels` (the orders aggregate: `rest_protective_levels`,
+`resting_levels`, `end_protective_levels`).
 
 Catching up means walking each book with open orders whose next bar has arrived or resting levels, bar by
-bar up to the latest bar: the orders due at a bar's open, then that bar's protective check. Every call that
-asks the broker anything (`submit_order`, `order_status`, `settle_open_orders`, `reconcile`) catches up first.
+bar up to the latest bar: the orders due at a bar's open, then that bar's protective check. It reads what
+the walk needs in a few set-based statements (open orders, resting levels with their entries' fills and what
+superseded them, the books' positions, filled quantities), walks the books in memory, and writes the fills
+in the same transaction, so its cost does not grow with a query per book and bar. Every call that asks the
+broker anything (`submit_order`, `order_status`, `settle_open_orders`, `reconcile`) catches up first, in the
+transaction that answers it.
 """
 
 from __future__ import annotations
@@ -37,26 +41,10 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import (
-    Column,
-    Double,
-    Engine,
-    Integer,
-    MetaData,
-    Row,
-    String,
-    Table,
-    case,
-    delete,
-    func,
-    inspect,
-    select,
-)
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from emp_pipeline.broker.interface import (
-    MAX_CLIENT_ORDER_ID_LENGTH,
     BrokerError,
     Fill,
     OrderRequest,
@@ -82,29 +70,28 @@ from emp_pipeline.domain.sleeve import (
     start_sleeve,
     step_sleeve,
 )
-from emp_pipeline.registry import models
 from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.errors import ClientOrderIdConflictError, UnknownOrderError
 from emp_pipeline.registry.orders import (
     create_order_if_absent,
-    fills_for_order,
+    end_protective_levels,
+    filled_quantities,
     get_order,
     orders_for_account,
+    orders_with_fills,
     record_fill,
+    rest_protective_levels,
+    resting_levels,
     update_order_status,
 )
-from emp_pipeline.registry.positions import get_or_create_paper_account, positions_for_account
-from emp_pipeline.registry.records import OrderRecord
+from emp_pipeline.registry.positions import (
+    book_positions,
+    get_or_create_paper_account,
+    positions_for_account,
+)
+from emp_pipeline.registry.records import OrderRecord, RestingLevels
 
 PROTECTIVE_EXIT_PREFIX = "paper-exit-"
-_PROTECTIVE_LEVELS = Table(
-    "paper_protective_levels",
-    MetaData(),
-    Column("client_order_id", String(MAX_CLIENT_ORDER_ID_LENGTH), primary_key=True),  # the entry order
-    Column("account_id", Integer, nullable=False, index=True),
-    Column("stop_distance", Double, nullable=True),
-    Column("take_profit_distance", Double, nullable=True),
-)
 
 _OPEN_STATUSES = tuple(
     status.value
@@ -212,17 +199,40 @@ def protective_exit_id(entry_client_order_id: str) -> str:
     return PROTECTIVE_EXIT_PREFIX + digest
 
 
-def _create_protective_table(engine: Engine) -> None:
-    try:
-        _PROTECTIVE_LEVELS.create(engine, checkfirst=True)
-    except DBAPIError:
-        # Another process created it between the check and the CREATE: fine, as long as it is there now.
-        if not inspect(engine).has_table(_PROTECTIVE_LEVELS.name):
-            raise
+@dataclass(frozen=True)
+class _OrderFill:
+    """An order's fill at an open, as the walk found it (recorded after the walk)."""
+
+    order: OrderRecord
+    quantity: float
+    price: float
+    fee: float
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class _ProtectiveFill:
+    """A stop or take profit the walk filled inside a bar, against the entry whose levels rested."""
+
+    entry: OrderRecord
+    quantity: float
+    direction: int
+    reason: int
+    price: float
+    fee: float
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class _BookWalk:
+    """What walking one book produced: the fills in the order they happened, the levels that ended."""
+
+    fills: list[_OrderFill | _ProtectiveFill]
+    ended: list[str]
 
 
 class PaperBroker:
-    """Broker whose exchange is the bar history: deterministic, offline, and backed by the"""
+    """Broker whose exchange is the bar history: deterministic, offline, and backed by the registry."""
 
     def __init__(
         self,
@@ -237,7 +247,6 @@ class PaperBroker:
         self._engine = engine
         self._prices = prices
         self.costs = costs or Costs()
-        _create_protective_table(engine)
         with session_scope(engine) as session:
             account = get_or_create_paper_account(session, account_name, currency, initial_cash)
         self.account_id = account.id
@@ -260,7 +269,8 @@ class PaperBroker:
                 )
             if request.relative_stop_loss is not None or request.relative_take_profit is not None:
                 self._rest_levels(session, order, request)
-        return self._settle(request.client_order_id)
+            self._catch_up(session)
+            return self._results(session, [request.client_order_id])[0]
 
     def _record(self, session: Session, request: OrderRequest) -> OrderRecord:
         try:
@@ -300,41 +310,55 @@ class PaperBroker:
         """Keep the order's relative levels (once: a repeated submission changes nothing)."""
         if order.status not in (*_OPEN_STATUSES, OrderStatus.FILLED.value) or order.target_position == 0:
             return  # a refused order, or one that leaves no position to protect
-        table = _PROTECTIVE_LEVELS
-        known = session.scalar(
-            select(func.count()).select_from(table).where(table.c.client_order_id == order.client_order_id)
+        rest_protective_levels(
+            session,
+            client_order_id=order.client_order_id,
+            account_id=self.account_id,
+            stop_distance=request.relative_stop_loss,
+            take_profit_distance=request.relative_take_profit,
         )
-        if not known:
-            session.execute(
-                table.insert().values(
-                    client_order_id=order.client_order_id,
-                    account_id=self.account_id,
-                    stop_distance=request.relative_stop_loss,
-                    take_profit_distance=request.relative_take_profit,
-                )
-            )
 
-    def _catch_up(self) -> None:
-        """Bring the exchange up to the latest bar, book by book (module docstring)."""
-        with session_scope(self._engine) as session:
-            due: dict[tuple[str | None, str], list[tuple[dt.datetime, OrderRecord]]] = {}
-            for order in orders_for_account(session, self.account_id, _OPEN_STATUSES):
-                bar = self._due_bar(session, order)
-                if bar is not None:
-                    due.setdefault((order.strategy_id, order.symbol), []).append((bar, order))
-            resting = {row.client_order_id: row for row in self._resting_rows(session)}
-            protected: dict[tuple[str | None, str], OrderRecord] = {}
-            for client_order_id in resting:
-                entry = get_order(session, client_order_id)
-                if entry.status in _OPEN_STATUSES:
-                    continue  # not filled yet: its levels rest once it fills
-                book = (entry.strategy_id, entry.symbol)
-                if self._protects(session, entry):
-                    protected[book] = entry
-                else:  # refused, or superseded by a later fill of its book
-                    self._drop_levels(session, client_order_id)
-            for book in sorted(set(due) | set(protected), key=lambda b: (b[0] or "", b[1])):
-                self._walk_book(session, book, due.get(book, []), protected.get(book), resting)
+    def _catch_up(self, session: Session) -> list[OrderRecord]:
+        """Bring the exchange up to the latest bar, book by book (module docstring); returns the orders that
+        were open before it.
+
+        What the walk needs is read in a handful of set-based statements (the open orders, the resting
+        levels with their entries' fills, the books' positions, the due orders' filled quantities), the
+        books are walked in memory through the compiled step, and the fills are written in this session's
+        one transaction.
+        """
+        open_orders = orders_for_account(session, self.account_id, _OPEN_STATUSES)
+        due: dict[tuple[str | None, str], list[tuple[dt.datetime, OrderRecord]]] = {}
+        for order in open_orders:
+            bar = self._due_bar(session, order)
+            if bar is not None:
+                due.setdefault((order.strategy_id, order.symbol), []).append((bar, order))
+        levels = {row.entry.client_order_id: row for row in resting_levels(session, self.account_id)}
+        protected: dict[tuple[str | None, str], RestingLevels] = {}
+        ended: list[str] = []
+        for client_order_id, row in levels.items():
+            if row.entry.status in _OPEN_STATUSES:
+                continue  # not filled yet: its levels rest once it fills
+            if _protects(row):
+                protected[(row.entry.strategy_id, row.entry.symbol)] = row
+            else:  # refused, or superseded by a later fill of its book
+                ended.append(client_order_id)
+        books = sorted(set(due) | set(protected), key=lambda b: (b[0] or "", b[1]))
+        if books:
+            held = book_positions(session, self.account_id, {symbol for _, symbol in books})
+            filled = filled_quantities(session, [order.id for orders in due.values() for _, order in orders])
+            for book in books:
+                walk = self._walk_book(
+                    book, held.get(book, 0.0), due.get(book, []), filled, protected.get(book), levels
+                )
+                for fill in walk.fills:
+                    if isinstance(fill, _OrderFill):
+                        _record_order_fill(session, fill)
+                    else:
+                        _record_protective_exit(session, fill)
+                ended.extend(walk.ended)
+        end_protective_levels(session, ended)
+        return open_orders
 
     def _due_bar(self, session: Session, order: OrderRecord) -> dt.datetime | None:
         """The bar whose open fills the order, or None while it has not arrived (a bad open rejects it)."""
@@ -352,265 +376,99 @@ class PaperBroker:
             return None
         return bar_time
 
-    def _resting_rows(self, session: Session) -> Sequence[Row]:
-        table = _PROTECTIVE_LEVELS
-        return session.execute(select(table).where(table.c.account_id == self.account_id)).all()
-
-    def _drop_levels(self, session: Session, client_order_id: str) -> None:
-        table = _PROTECTIVE_LEVELS
-        session.execute(delete(table).where(table.c.client_order_id == client_order_id))
-
-    def _protects(self, session: Session, entry: OrderRecord) -> bool:
-        """Whether a filled entry's levels still rest: it opened a position, its book has not filled since."""
-        fills = fills_for_order(session, entry.client_order_id)
-        if entry.status != OrderStatus.FILLED.value or not fills or entry.target_position == 0:
-            return False
-        return self._next_fill_time(session, entry, fills[0].filled_at) is None
-
     def _walk_book(
         self,
-        session: Session,
         book: tuple[str | None, str],
+        position: float,
         due: list[tuple[dt.datetime, OrderRecord]],
-        protected: OrderRecord | None,
-        resting: dict[str, Row],
-    ) -> None:
-        """Step the book through the bars from its earliest due order or resting entry; record the fills."""
-        strategy_id, symbol = book
-        state = start_sleeve(0.0)._replace(units=self._book_position(session, strategy_id, symbol))
-        state = state._replace(direction=int(np.sign(state.units)))
+        filled: dict[int, float],
+        protected: RestingLevels | None,
+        levels: dict[str, RestingLevels],
+    ) -> _BookWalk:
+        """Step the book through the bars from its earliest due order or resting entry, in memory."""
+        _, symbol = book
+        state = start_sleeve(0.0)._replace(units=position, direction=int(np.sign(position)))
         starts = [bar for bar, _ in due]
         if protected is not None:
-            entry_fill = fills_for_order(session, protected.client_order_id)[0]
-            state = self._with_levels(
-                state, resting[protected.client_order_id], entry_fill.price, entry_fill.filled_at
-            )
-            starts.append(entry_fill.filled_at)
-        active = protected
-        fills, costs = new_fills(), self.costs.fill_costs()
+            assert protected.entry_price is not None and protected.entry_filled_at is not None
+            state = _with_levels(state, protected)
+            starts.append(protected.entry_filled_at)
+        active = protected.entry if protected is not None else None
+        walk = _BookWalk([], [])
+        fills, costs = new_fills()[0], self.costs.fill_costs()
         for bar in self._prices.bars_since(symbol, min(starts)):
             orders = sorted((order for when, order in due if when == bar.time), key=lambda order: order.id)
             key = _bar_key(bar.time)
             for k, order in enumerate(orders):
-                remaining = order.quantity - sum(
-                    fill.quantity for fill in fills_for_order(session, order.client_order_id)
-                )
-                state = self._with_order(state, order, remaining, resting.get(order.client_order_id))
+                remaining = order.quantity - filled.get(order.id, 0.0)
+                state = _with_order(state, order, remaining, levels.get(order.client_order_id))
                 last = k == len(orders) - 1
                 phases = FILL | (PROTECT if last and key >= state.entry_bar else 0)
-                state, legs = self._step(state, key, bar, costs, phases, fills[0])
+                state, legs = _step(state, key, bar, costs, phases, fills)
                 if legs & (EXIT_LEG | ENTRY_LEG):
-                    self._record_order_fill(session, order, remaining, fills[0], legs, bar.time)
-                    active = order if legs & ENTRY_LEG and order.client_order_id in resting else None
+                    walk.fills.append(_order_fill(order, remaining, fills, legs, bar.time))
+                    active = order if legs & ENTRY_LEG and order.client_order_id in levels else None
                 if legs & PROTECTIVE_LEG:
-                    self._record_protective_exit(
-                        session, order if active is order else active, fills[0], bar.time
-                    )
+                    walk.fills.append(_protective_fill(order if active is order else active, fills, bar.time))
                     active = None
             if not orders and state.direction != 0 and key >= state.entry_bar:
-                state, legs = self._step(state, key, bar, costs, PROTECT, fills[0])
+                state, legs = _step(state, key, bar, costs, PROTECT, fills)
                 if legs & PROTECTIVE_LEG and active is not None:
-                    self._record_protective_exit(session, active, fills[0], bar.time)
+                    walk.fills.append(_protective_fill(active, fills, bar.time))
                     active = None
-        for _, order in due:
-            if order.client_order_id in resting and order is not active:
-                self._drop_levels(session, order.client_order_id)
-        if protected is not None and protected is not active:
-            self._drop_levels(session, protected.client_order_id)
-
-    def _step(
-        self, state: SleeveState, key: int, bar: PriceBar, costs: FillCosts, phases: int, fills: np.record
-    ) -> tuple[SleeveState, int]:
-        """The kernel's step on one bar, without its decision phase (the broker decides nothing)."""
-        return step_sleeve(
-            state, key, float(bar.open), float(bar.high), float(bar.low), math.nan, math.nan, 0, _NO_RULES,
-            costs, phases, fills,
-        )  # fmt: skip
-
-    @staticmethod
-    def _with_levels(
-        state: SleeveState, row: Row, entry_price: float, entry_time: dt.datetime
-    ) -> SleeveState:
-        """The book's position protected by a resting row, as the step holds levels after an entry."""
-        stop, take_profit = levels_at_distances(
-            entry_price,
-            state.direction,
-            *(math.inf if d is None else float(d) for d in (row.stop_distance, row.take_profit_distance)),
+        walk.ended.extend(
+            order.client_order_id
+            for _, order in due
+            if order.client_order_id in levels and order is not active
         )
-        return state._replace(
-            entry_price=float(entry_price),
-            entry_bar=_bar_key(entry_time),
-            stop=float(stop),
-            take_profit=float(take_profit),
-        )
+        if protected is not None and protected.entry is not active:
+            walk.ended.append(protected.entry.client_order_id)
+        return walk
 
-    @staticmethod
-    def _with_order(state: SleeveState, order: OrderRecord, remaining: float, row: Row | None) -> SleeveState:
-        """The order as the step's pending order: an exit of the position, then an entry to the order's target
-        (or, on the same side, a resize), with the order's resting distances (none: never touched)."""
-        held = state.units
-        target = held + OrderSide(order.side).sign * remaining
-        side = int(np.sign(target))
-        exits = held != 0 and side != int(np.sign(held))
-        enters = side != 0 and (exits or held == 0 or target != held)
-        distances = (math.inf, math.inf)
-        if row is not None:
-            distances = tuple(
-                math.inf if d is None else float(d) for d in (row.stop_distance, row.take_profit_distance)
+    def _results(self, session: Session, client_order_ids: Sequence[str]) -> list[OrderResult]:
+        """What the registry now says about each order (NOT_FOUND for an id it does not know)."""
+        known = orders_with_fills(session, client_order_ids)
+        results = []
+        for client_order_id in client_order_ids:
+            if client_order_id not in known:
+                results.append(OrderResult(client_order_id, OrderStatus.NOT_FOUND))
+                continue
+            order, fills = known[client_order_id]
+            side = OrderSide(order.side)
+            reported = tuple(
+                Fill(
+                    broker_fill_id=fill.broker_fill_id,
+                    client_order_id=order.client_order_id,
+                    symbol=order.symbol,
+                    side=side,
+                    quantity=fill.quantity,
+                    price=fill.price,
+                    fee=fill.fee,
+                    filled_at=fill.filled_at,
+                )
+                for fill in fills
             )
-        return state._replace(
-            pending_exit=bool(exits),
-            pending_entry=side if enters else 0,
-            pending_units=float(target),
-            pending_stop_distance=distances[0],
-            pending_take_profit_distance=distances[1],
-        )
-
-    def _book_position(self, session: Session, strategy_id: str | None, symbol: str) -> float:
-        """The book's position: the signed fills of the strategy's orders in the symbol."""
-        same_strategy = (
-            models.Order.strategy_id.is_(None)
-            if strategy_id is None
-            else models.Order.strategy_id == strategy_id
-        )
-        signed = case(
-            (models.Order.side == OrderSide.BUY.value, models.Fill.quantity), else_=-models.Fill.quantity
-        )
-        total = session.scalar(
-            select(func.sum(signed))
-            .join(models.Order, models.Fill.order_id == models.Order.id)
-            .where(models.Order.account_id == self.account_id, models.Order.symbol == symbol, same_strategy)
-        )
-        return float(total or 0.0)
-
-    def _record_order_fill(
-        self,
-        session: Session,
-        order: OrderRecord,
-        remaining: float,
-        fills: np.record,
-        legs: int,
-        bar_time: dt.datetime,
-    ) -> None:
-        """An order's fill at the open: the step's exit and entry legs, one price, the legs' fees together."""
-        price = fills.entry_price if legs & ENTRY_LEG else fills.exit_price
-        fee = (fills.exit_fee if legs & EXIT_LEG else 0.0) + (fills.entry_fee if legs & ENTRY_LEG else 0.0)
-        if order.status == OrderStatus.PENDING.value:
-            update_order_status(
-                session,
-                order.client_order_id,
-                OrderStatus.ACCEPTED.value,
-                broker_order_id=f"paper-{order.id}",
+            results.append(
+                OrderResult(
+                    order.client_order_id,
+                    OrderStatus(order.status),
+                    order.broker_order_id,
+                    reported,
+                    order.error,
+                )
             )
-        record_fill(
-            session,
-            client_order_id=order.client_order_id,
-            broker_fill_id=f"paper-{order.client_order_id}",
-            price=float(price),
-            quantity=remaining,
-            filled_at=bar_time,
-            fee=float(fee),
-        )
-
-    def _settle(self, client_order_id: str) -> OrderResult:
-        """Catch up with the bars; return what the registry now says about the order."""
-        self._catch_up()
-        return self._current(client_order_id)
-
-    def _current(self, client_order_id: str) -> OrderResult:
-        with session_scope(self._engine) as session:
-            try:
-                order = get_order(session, client_order_id)
-            except UnknownOrderError:
-                return OrderResult(client_order_id, OrderStatus.NOT_FOUND)
-            return self._result(session, order)
-
-    def _next_fill_time(self, session: Session, order: OrderRecord, after: dt.datetime) -> dt.datetime | None:
-        """When the strategy's position in the symbol next changed through another order, if it has."""
-        same_strategy = (
-            models.Order.strategy_id.is_(None)
-            if order.strategy_id is None
-            else models.Order.strategy_id == order.strategy_id
-        )
-        return session.scalar(
-            select(func.min(models.Fill.filled_at))
-            .join(models.Order, models.Fill.order_id == models.Order.id)
-            .where(
-                models.Order.account_id == order.account_id,
-                models.Order.symbol == order.symbol,
-                models.Order.id != order.id,
-                same_strategy,
-                models.Fill.filled_at > after,
-            )
-        )
-
-    def _record_protective_exit(
-        self, session: Session, entry: OrderRecord, fills: np.record, bar_time: dt.datetime
-    ) -> None:
-        """The stop or take profit the step filled, as an order of the entry's strategy with its fill."""
-        quantity = abs(float(fills.protective_units))
-        direction = int(fills.protective_direction)
-        exit_id = protective_exit_id(entry.client_order_id)
-        _, created = create_order_if_absent(
-            session,
-            client_order_id=exit_id,
-            account_id=entry.account_id,
-            strategy_id=entry.strategy_id,
-            symbol=entry.symbol,
-            side=(OrderSide.SELL if direction > 0 else OrderSide.BUY).value,
-            quantity=quantity,
-            bar_time=bar_time,
-            target_position=entry.target_position - direction * quantity,
-        )
-        if not created:
-            return  # another process recorded this exit first
-        update_order_status(
-            session,
-            exit_id,
-            OrderStatus.ACCEPTED.value,
-            broker_order_id=f"paper-{EXIT_REASONS[int(fills.protective_reason)]}-{entry.id}",
-        )
-        record_fill(
-            session,
-            client_order_id=exit_id,
-            broker_fill_id=f"paper-{exit_id}",
-            price=float(fills.protective_price),
-            quantity=quantity,
-            filled_at=bar_time,
-            fee=float(fills.protective_fee),
-        )
-
-    def _result(self, session: Session, order: OrderRecord) -> OrderResult:
-        side = OrderSide(order.side)
-        fills = tuple(
-            Fill(
-                broker_fill_id=fill.broker_fill_id,
-                client_order_id=order.client_order_id,
-                symbol=order.symbol,
-                side=side,
-                quantity=fill.quantity,
-                price=fill.price,
-                fee=fill.fee,
-                filled_at=fill.filled_at,
-            )
-            for fill in fills_for_order(session, order.client_order_id)
-        )
-        return OrderResult(
-            order.client_order_id, OrderStatus(order.status), order.broker_order_id, fills, order.error
-        )
+        return results
 
     def order_status(self, client_order_id: str) -> OrderResult:
-        return self._settle(client_order_id)
+        with session_scope(self._engine) as session:
+            self._catch_up(session)
+            return self._results(session, [client_order_id])[0]
 
     def settle_open_orders(self) -> tuple[OrderResult, ...]:
         """Catch up with the bars (call it on every bar); returns what became of the orders that were open."""
         with session_scope(self._engine) as session:
-            open_ids = [
-                order.client_order_id
-                for order in orders_for_account(session, self.account_id, _OPEN_STATUSES)
-            ]
-        self._catch_up()
-        return tuple(self._current(client_order_id) for client_order_id in open_ids)
+            was_open = self._catch_up(session)
+            return tuple(self._results(session, [order.client_order_id for order in was_open]))
 
     def positions(self) -> tuple[Position, ...]:
         with session_scope(self._engine) as session:
@@ -620,9 +478,153 @@ class PaperBroker:
             )
 
     def reconcile(self, client_order_ids: Sequence[str] = ()) -> ReconcileReport:
-        self._catch_up()
-        orders = {client_order_id: self._current(client_order_id) for client_order_id in client_order_ids}
-        return ReconcileReport(self.positions(), orders)
+        with session_scope(self._engine) as session:
+            self._catch_up(session)
+            results = self._results(session, list(client_order_ids))
+            positions = tuple(
+                Position(p.symbol, p.quantity, p.avg_price)
+                for p in positions_for_account(session, self.account_id)
+            )
+        return ReconcileReport(positions, {result.client_order_id: result for result in results})
 
     def close(self) -> None:
         """Nothing to release: the engine belongs to the caller."""
+
+
+# ------------------------------------------------------------------ the walk's pieces
+
+
+def _protects(row: RestingLevels) -> bool:
+    """Whether a filled entry's levels still rest: it opened a position, its book has not filled since."""
+    return (
+        row.entry.status == OrderStatus.FILLED.value
+        and row.entry_price is not None
+        and row.entry.target_position != 0
+        and row.superseded_at is None
+    )
+
+
+def _distances(row: RestingLevels | None) -> tuple[float, float]:
+    """A row's (stop, take profit) distances as the step holds them (none: never touched)."""
+    if row is None:
+        return math.inf, math.inf
+    return tuple(  # type: ignore[return-value]
+        math.inf if d is None else float(d) for d in (row.stop_distance, row.take_profit_distance)
+    )
+
+
+def _with_levels(state: SleeveState, row: RestingLevels) -> SleeveState:
+    """The book's position protected by a resting entry, as the step holds levels after an entry."""
+    assert row.entry_price is not None and row.entry_filled_at is not None
+    stop, take_profit = levels_at_distances(row.entry_price, state.direction, *_distances(row))
+    return state._replace(
+        entry_price=float(row.entry_price),
+        entry_bar=_bar_key(row.entry_filled_at),
+        stop=float(stop),
+        take_profit=float(take_profit),
+    )
+
+
+def _with_order(
+    state: SleeveState, order: OrderRecord, remaining: float, row: RestingLevels | None
+) -> SleeveState:
+    """The order as the step's pending order: an exit of the position, then an entry to the order's target
+    (or, on the same side, a resize), with the order's resting distances (none: never touched)."""
+    held = state.units
+    target = held + OrderSide(order.side).sign * remaining
+    side = int(np.sign(target))
+    exits = held != 0 and side != int(np.sign(held))
+    enters = side != 0 and (exits or held == 0 or target != held)
+    stop_distance, take_profit_distance = _distances(row)
+    return state._replace(
+        pending_exit=bool(exits),
+        pending_entry=side if enters else 0,
+        pending_units=float(target),
+        pending_stop_distance=stop_distance,
+        pending_take_profit_distance=take_profit_distance,
+    )
+
+
+def _step(
+    state: SleeveState, key: int, bar: PriceBar, costs: FillCosts, phases: int, fills: np.record
+) -> tuple[SleeveState, int]:
+    """The kernel's step on one bar, without its decision phase (the broker decides nothing)."""
+    return step_sleeve(
+        state, key, float(bar.open), float(bar.high), float(bar.low), math.nan, math.nan, 0, _NO_RULES,
+        costs, phases, fills,
+    )  # fmt: skip
+
+
+def _order_fill(
+    order: OrderRecord, remaining: float, fills: np.record, legs: int, at: dt.datetime
+) -> _OrderFill:
+    """An order's fill at the open: the step's exit and entry legs, one price, the legs' fees together."""
+    price = fills.entry_price if legs & ENTRY_LEG else fills.exit_price
+    fee = (fills.exit_fee if legs & EXIT_LEG else 0.0) + (fills.entry_fee if legs & ENTRY_LEG else 0.0)
+    return _OrderFill(order, remaining, float(price), float(fee), at)
+
+
+def _protective_fill(entry: OrderRecord, fills: np.record, at: dt.datetime) -> _ProtectiveFill:
+    return _ProtectiveFill(
+        entry,
+        abs(float(fills.protective_units)),
+        int(fills.protective_direction),
+        int(fills.protective_reason),
+        float(fills.protective_price),
+        float(fills.protective_fee),
+        at,
+    )
+
+
+def _record_order_fill(session: Session, fill: _OrderFill) -> None:
+    order = fill.order
+    if order.status == OrderStatus.PENDING.value:
+        update_order_status(
+            session,
+            order.client_order_id,
+            OrderStatus.ACCEPTED.value,
+            broker_order_id=f"paper-{order.id}",
+        )
+    record_fill(
+        session,
+        client_order_id=order.client_order_id,
+        broker_fill_id=f"paper-{order.client_order_id}",
+        price=fill.price,
+        quantity=fill.quantity,
+        filled_at=fill.at,
+        fee=fill.fee,
+    )
+
+
+def _record_protective_exit(session: Session, fill: _ProtectiveFill) -> None:
+    """The stop or take profit the step filled, as an order of the entry's strategy with its fill."""
+    entry = fill.entry
+    exit_id = protective_exit_id(entry.client_order_id)
+    _, created = create_order_if_absent(
+        session,
+        client_order_id=exit_id,
+        account_id=entry.account_id,
+        strategy_id=entry.strategy_id,
+        symbol=entry.symbol,
+        side=(OrderSide.SELL if fill.direction > 0 else OrderSide.BUY).value,
+        quantity=fill.quantity,
+        bar_time=fill.at,
+        target_position=entry.target_position - fill.direction * fill.quantity,
+    )
+    if not created:
+        return  # another process recorded this exit first
+    update_order_status(
+        session,
+        exit_id,
+        OrderStatus.ACCEPTED.value,
+        broker_order_id=f"paper-{EXIT_REASONS[fill.reason]}-{entry.id}",
+    )
+    record_fill(
+        session,
+        client_order_id=exit_id,
+        broker_fill_id=f"paper-{exit_id}",
+        price=fill.price,
+        quantity=fill.quantity,
+        filled_at=fill.at,
+        fee=fill.fee,
+    )

@@ -1,13 +1,14 @@
 """Replay the live execution path bar by bar over a historical window and compare it with the backtest kernel.
 
 The replay first writes the bars, features and regimes into a temporary lake, the way a backfill stores them
-(`DatedFrameStore`, the same path the live job reads). It then steps through the window one bar at a time,
-each step reading that bar through ``read_window(start=t, end=t + 1 day)`` and running the live engine's own
-domain code on it:
+(`DatedFrameStore`, the same path the live job reads), and reads them back once onto the live engine's grids
+(`feature_panel`, `market_arrays`: each pivots a bar's rows onto its own row, so row t is what a read of bar t
+alone gives). It then steps through the window one bar at a time, each step seeing the rows up to its own
+and running the live engine's own domain code on them:
 
 1. the paper broker (registry-backed, temporary SQLite) fills the orders of the previous close at this open;
 2. the genome's signal at t (`feature_panel` + `panel_signals`, the body of `genome_signals`, over the rows
-   the steps have read so far: the signal state machine carries across bars, so its history is the state);
+   up to t: the signal state machine carries across bars, so its history is the state);
 3. the kernel's own step for each sleeve (`sleeve.step_sleeve`, which the engine's `decide_orders` folds);
 4. the target and the order (`sleeve_target`, `order_for_target`), the risk checks (`risk.check_orders`
    against the account marked at the close), and the submission to the paper broker.
@@ -57,7 +58,6 @@ from emp_pipeline.domain.lookahead import (
     default_regimes,
     rule_leaves,
 )
-from emp_pipeline.domain.regimes import REGIME_LABELS
 from emp_pipeline.domain.risk import AccountSnapshot, ProposedOrder, RiskLimits, RiskVerdict, check_orders
 from emp_pipeline.domain.sleeve import ALL_PHASES, fee_cost, new_fills, start_sleeve, step_sleeve
 from emp_pipeline.live.engine import (
@@ -192,12 +192,14 @@ class _StepOpens:
     def __init__(self) -> None:
         self._bars: dict[str, PriceBar] = {}
 
-    def advance(self, at: pd.Timestamp, symbols: Sequence[str], row: _StepRow) -> None:
+    def advance(self, at: pd.Timestamp, symbols: Sequence[str], prices: MarketArrays, t: int) -> None:
+        """Make row ``t`` of ``prices`` (the bar at ``at``) the one bar the exchange knows."""
         when = at.to_pydatetime()
+        opens, highs, lows = prices.open[t], prices.high[t], prices.low[t]
         self._bars = {
-            symbol: PriceBar(when, float(row.open[i]), float(row.high[i]), float(row.low[i]))
+            symbol: PriceBar(when, float(opens[i]), float(highs[i]), float(lows[i]))
             for i, symbol in enumerate(symbols)
-            if math.isfinite(row.open[i])
+            if math.isfinite(opens[i])
         }
 
     def latest_bar_time(self, symbol: str) -> dt.datetime | None:
@@ -246,61 +248,38 @@ def _account(engine: Engine, account_id: int) -> tuple[float, dict[str, float]]:
     return cash, positions
 
 
-@dataclass(frozen=True)
-class _StepRow:
-    """One bar of the stored frames on the symbol grid: the row `feature_panel` and `market_arrays` give."""
+def _stored_grids(
+    root: Path, symbols: Sequence[str], names: Sequence[str], dates: pd.DatetimeIndex
+) -> tuple[FeaturePanel, MarketArrays, np.ndarray]:
+    """The lake's history and window read once, on the live engine's grids: the feature panel (the
+    strategy's features and regimes), the traded prices and ATR, and the unadjusted closes the account
+    marks at.
 
-    values: np.ndarray  # (n_features, n_symbols)
-    usable: np.ndarray
-    regime_codes: np.ndarray
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray  # adjusted, what the kernel marks at
-    atr: np.ndarray
-    raw_close: np.ndarray  # what the live account marks at
-
-
-_REGIME_CODE = {label: code for code, label in enumerate(REGIME_LABELS)}
-
-
-def _on_grid(frame: pd.DataFrame, symbols: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(row of each symbol in ``frame``, whether it has one): one bar's rows onto the symbol grid."""
-    positions = pd.Index(frame["symbol"].astype(str)).get_indexer(list(symbols))
-    return positions, positions >= 0
-
-
-def _take(frame: pd.DataFrame, column: str, grid: tuple[np.ndarray, np.ndarray], fill: object) -> np.ndarray:
-    positions, found = grid
-    values = frame[column].to_numpy()
-    out = np.full(len(positions), fill, dtype=object if values.dtype == object else np.float64)
-    out[found] = values[positions[found]]
-    return out
-
-
-def _step_row(frames: Mapping[str, pd.DataFrame], symbols: Sequence[str], names: Sequence[str]) -> _StepRow:
-    features, regimes, bars = frames[FEATURES_DATASET], frames[REGIMES_DATASET], frames[BARS_DATASET]
-    on_features, on_regimes, on_bars = (_on_grid(f, symbols) for f in (features, regimes, bars))
-    values = np.array([_take(features, name, on_features, np.nan) for name in names], dtype=np.float64)
-    # A missing warm-up flag counts as warming up, as in feature_panel.
-    warmup = np.ones(len(symbols), dtype=bool)
-    positions, found = on_features
-    warmup[found] = features["warmup"].astype("boolean").fillna(True).to_numpy(dtype=bool)[positions[found]]
-    labels = _take(regimes, "regime", on_regimes, None)
-    codes = np.array([_REGIME_CODE.get(label, -1) for label in labels], dtype=np.int8)
-    raw_close = _take(bars, "close", on_bars, np.nan)
-    adjustment = _take(bars, "adj_close", on_bars, np.nan) / raw_close
-    return _StepRow(
-        values=values.reshape(len(names), len(symbols)),
-        usable=~warmup,
-        regime_codes=codes,
-        open=_take(bars, "open", on_bars, np.nan) * adjustment,
-        high=_take(bars, "high", on_bars, np.nan) * adjustment,
-        low=_take(bars, "low", on_bars, np.nan) * adjustment,
-        close=_take(bars, "adj_close", on_bars, np.nan),
-        atr=_take(features, ATR_COLUMN, on_features, np.nan),
-        raw_close=raw_close,
+    `feature_panel` and `market_arrays` pivot each bar's rows onto its grid row and nothing else, so row t
+    is exactly what a read of bar t alone would give; each step reads only rows up to its own.
+    """
+    frames = _read(root, None, dates[-1] + ONE_DAY)
+    bars, features = frames[BARS_DATASET], frames[FEATURES_DATASET]
+    panel = feature_panel(
+        features.loc[:, ["date", "symbol", "warmup", *names]], frames[REGIMES_DATASET], symbols
     )
+    if not panel.dates.equals(dates):
+        missing = dates.difference(panel.dates)
+        raise ParityInputError(
+            f"the lake has no features for {len(missing)} bar(s) from {missing[0].date()} on: the stored "
+            "frames are incomplete"
+            if len(missing)
+            else "the lake's features hold bars the backtest does not: the stored frames do not match"
+        )
+    prices = market_arrays(bars, features, ATR_COLUMN, dates, symbols)
+    index = pd.MultiIndex.from_product([dates, symbols], names=["date", "symbol"])
+    raw_close = (
+        bars.set_index(["date", "symbol"])["close"]
+        .reindex(index)
+        .to_numpy(dtype=np.float64, na_value=np.nan)
+        .reshape(len(dates), len(symbols))
+    )
+    return panel, prices, raw_close
 
 
 class _LiveReplay:
@@ -329,12 +308,11 @@ class _LiveReplay:
             account_name=f"parity-{self.strategy_id}",
             initial_cash=config.capital,
         )
-        n_rows, n_symbols = len(history_dates) + len(window_dates), len(symbols)
-        self.dates = history_dates.append(window_dates)
-        self.values = np.full((len(self.names), n_rows, n_symbols), np.nan)
-        self.usable = np.zeros((n_rows, n_symbols), dtype=bool)
-        self.codes = np.full((n_rows, n_symbols), -1, dtype=np.int8)
-        self.row = 0
+        n_symbols = len(symbols)
+        self.history_rows = len(history_dates)
+        self.panel, self.prices, self.raw_close = _stored_grids(
+            root, symbols, self.names, history_dates.append(window_dates)
+        )
         self.sleeves = [start_sleeve(1.0 / n_symbols) for _ in symbols]
         self.rules, self.fill_costs, self.fills = (
             sleeve_rules(genome.risk),
@@ -350,64 +328,50 @@ class _LiveReplay:
         self.orders_open = False
         self.last_intents: list[OrderIntent] = []
         self.risk_notes: list[str] = []
-        if len(history_dates):
-            # The signal state machine's past: the stored history before the window, read once.
-            history = _read(root, None, window_dates[0])
-            features = history[FEATURES_DATASET].loc[:, ["date", "symbol", "warmup", *self.names]]
-            past = feature_panel(features, history[REGIMES_DATASET], symbols)
-            if not past.dates.equals(history_dates):
-                raise ParityInputError("the lake's feature history before the window does not match the bars")
-            self.row = len(history_dates)
-            self.values[:, : self.row], self.usable[: self.row] = past.values, past.usable
-            self.codes[: self.row] = past.regime_codes
-
-    def _remember(self, row: _StepRow) -> None:
-        self.values[:, self.row], self.usable[self.row], self.codes[self.row] = (
-            row.values,
-            row.usable,
-            row.regime_codes,
-        )
-        self.row += 1
 
     def step(self, j: int, at: pd.Timestamp) -> None:
         """The live job at the close of ``at``: fills at its open, signal, sleeves, targets, risk, orders."""
-        frames = _read(self.root, at, at + ONE_DAY)
-        row = _step_row(frames, self.symbols, self.names)
-        if self.dates[self.row] != at or not (frames[FEATURES_DATASET]["date"] == at).any():
-            raise ParityInputError(
-                f"the lake has no features for {at.date()}: the stored frames are incomplete"
-            )
-        self.opens.advance(at, self.symbols, row)
+        t = self.history_rows + j
+        self.opens.advance(at, self.symbols, self.prices, t)
         if self.orders_open or any(self.positions.values()):
             # Fills at this open, then the resting stops and take profits inside this bar.
             results = self.broker.settle_open_orders()
             self.orders_open = any(not r.status.is_terminal for r in results)
             self.cash, self.positions = _account(self.engine, self.broker.account_id)
-        self._remember(row)
+        panel = self.panel
         seen = FeaturePanel(
-            self.dates[: self.row],
-            self.symbols,
-            self.names,
-            self.values[:, : self.row],
-            self.usable[: self.row],
-            self.codes[: self.row],
+            panel.dates[: t + 1],
+            panel.symbols,
+            panel.names,
+            panel.values[:, : t + 1],
+            panel.usable[: t + 1],
+            panel.regime_codes[: t + 1],
         )
         signal = panel_signals(self.genome, seen)[-1]
         self.signals[j] = signal
+        raw_close = self.raw_close[t]
         self.marks.update(
-            {s: float(c) for s, c in zip(self.symbols, row.raw_close, strict=True) if math.isfinite(c)}
+            {s: float(c) for s, c in zip(self.symbols, raw_close, strict=True) if math.isfinite(c)}
         )
         capital = self.config.capital
         intents: list[OrderIntent] = []
+        prices = self.prices
+        opens, highs, lows, closes, atrs = (
+            prices.open[t],
+            prices.high[t],
+            prices.low[t],
+            prices.close[t],
+            prices.atr[t],
+        )
         for i, symbol in enumerate(self.symbols):
             self.sleeves[i], _ = step_sleeve(
                 self.sleeves[i],
                 j,
-                float(row.open[i]),
-                float(row.high[i]),
-                float(row.low[i]),
-                float(row.close[i]),
-                float(row.atr[i]),
+                float(opens[i]),
+                float(highs[i]),
+                float(lows[i]),
+                float(closes[i]),
+                float(atrs[i]),
                 int(signal[i]),
                 self.rules,
                 self.fill_costs,
@@ -415,7 +379,7 @@ class _LiveReplay:
                 self.fills[0],
             )
             self.sleeve_equity[j, i] = self.sleeves[i].equity
-            if math.isnan(row.close[i]):
+            if math.isnan(closes[i]):
                 continue  # no bar for this symbol at this close: the kernel decides nothing either
             meta = self.instruments[symbol]
             order = order_for_target(
@@ -424,7 +388,7 @@ class _LiveReplay:
                 bar_time=at.to_pydatetime(),
                 current=self.positions.get(symbol, 0.0),
                 target=sleeve_target(self.sleeves[i], capital),
-                reference_price=float(row.raw_close[i]),
+                reference_price=float(raw_close[i]),
                 volume_step=meta.step_volume,
                 min_volume=meta.min_volume,
             )

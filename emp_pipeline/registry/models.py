@@ -321,6 +321,7 @@ class Order(Base):
         _one_of("status", OrderStatus, "status"),
         CheckConstraint("quantity > 0", name="quantity_positive"),
         Index("ix_orders_account_id_status", "account_id", "status"),
+        Index("ix_orders_account_id_symbol", "account_id", "symbol"),  # a book's orders (paper broker)
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -356,6 +357,24 @@ class Fill(Base):
     quantity: Mapped[float]
     fee: Mapped[float]
     filled_at: Mapped[dt.datetime]
+
+
+class PaperProtectiveLevels(Base):
+    """Relative stop loss and take profit of a paper order, resting at the paper exchange once it fills.
+
+    The paper broker simulates the exchange, so the levels a cTrader order carries to the venue are kept
+    here: distances from the entry's fill price (NULL: no such level). A row outlives the entry's fill until
+    the book's next fill ends its protection, when the broker deletes it.
+    """
+
+    __tablename__ = "paper_protective_levels"
+
+    client_order_id: Mapped[str] = mapped_column(
+        String(CLIENT_ORDER_ID_MAX_LENGTH), ForeignKey("orders.client_order_id"), primary_key=True
+    )
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    stop_distance: Mapped[float | None]
+    take_profit_distance: Mapped[float | None]
 
 
 class Position(Base):

@@ -1,16 +1,22 @@
-"""The orders aggregate: order intents recorded exactly once, their lifecycle, and their fills.
+"""The orders aggregate: order intents recorded exactly once, their lifecycle, their fills, and the paper
+exchange's resting protective levels of an order.
 
-A fill moves the account's position and cash in the same transaction (see `positions`).
+A fill moves the account's position and cash in the same transaction (see `positions`). Readers that serve a
+whole book or account at once (`orders_with_fills`, `filled_quantities`, `resting_levels`) answer in one or
+two statements however many orders they cover, so a caller walking many orders does not pay a round trip
+per order.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from functools import cache
+from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, bindparam, delete, func, select, update
+from sqlalchemy.orm import Session, aliased
 
 from emp_pipeline.registry.errors import (
     ClientOrderIdConflictError,
@@ -29,12 +35,13 @@ from emp_pipeline.registry.models import (
     Order,
     OrderSide,
     OrderStatus,
+    PaperProtectiveLevels,
     Strategy,
     utc_now,
 )
 from emp_pipeline.registry.positions import apply_fill_to_position
-from emp_pipeline.registry.records import FillRecord, OrderRecord
-from emp_pipeline.registry.statements import insert_once, record_from_row
+from emp_pipeline.registry.records import FillRecord, OrderRecord, RestingLevels
+from emp_pipeline.registry.statements import dialect_insert, insert_once, record_from_row
 
 # Order lifecycle: forward along pending -> submitted -> accepted -> partially_filled -> filled; rejected and
 # cancelled may end any live order; `unknown` (lost acknowledgement) may be entered from any live state and
@@ -135,13 +142,21 @@ def _locked_order(session: Session, client_order_id: str, *, lock: bool = True) 
 def orders_for_account(
     session: Session, account_id: int, statuses: Iterable[str] | None = None
 ) -> list[OrderRecord]:
-    query = select(Order).where(Order.account_id == account_id)
+    parameters: dict[str, Any] = {"account_id": account_id}
     if statuses is not None:
-        query = query.where(Order.status.in_([str(s) for s in statuses]))
-    return [
-        record_from_row(OrderRecord, row)
-        for row in session.scalars(query.order_by(Order.created_at, Order.id))
-    ]
+        parameters["statuses"] = [str(s) for s in statuses]
+    rows = session.execute(_account_orders_query(statuses is not None), parameters)
+    return [record_from_row(OrderRecord, row) for row in rows]
+
+
+@cache
+def _account_orders_query(by_status: bool) -> Select[Any]:
+    """`orders_for_account`'s statement, built once: a broker catch-up runs it on every bar."""
+    orders = Order.__table__.c
+    query = select(*orders).where(orders.account_id == bindparam("account_id"))
+    if by_status:
+        query = query.where(orders.status.in_(bindparam("statuses", expanding=True)))
+    return query.order_by(orders.created_at, orders.id)
 
 
 def _check_order_transition(order: Order, new_status: str) -> None:
@@ -252,3 +267,138 @@ def fills_for_order(session: Session, client_order_id: str) -> list[FillRecord]:
     order = _locked_order(session, client_order_id, lock=False)
     query = select(Fill).where(Fill.order_id == order.id).order_by(Fill.filled_at, Fill.id)
     return [record_from_row(FillRecord, row) for row in session.scalars(query)]
+
+
+def orders_with_fills(
+    session: Session, client_order_ids: Collection[str]
+) -> dict[str, tuple[OrderRecord, list[FillRecord]]]:
+    """The named orders that exist, each with its fills (as `fills_for_order` orders them), in two reads."""
+    if not client_order_ids:
+        return {}
+    orders_query, fills_query = _orders_with_fills_queries()
+    rows = session.execute(orders_query, {"client_order_ids": list(client_order_ids)})
+    orders = [record_from_row(OrderRecord, row) for row in rows]
+    fills: dict[int, list[FillRecord]] = {order.id: [] for order in orders}
+    for row in session.execute(fills_query, {"order_ids": list(fills)}):
+        fills[row.order_id].append(record_from_row(FillRecord, row))
+    return {order.client_order_id: (order, fills[order.id]) for order in orders}
+
+
+@cache
+def _orders_with_fills_queries() -> tuple[Select[Any], Select[Any]]:
+    orders, fills = Order.__table__.c, Fill.__table__.c
+    return (
+        select(*orders).where(orders.client_order_id.in_(bindparam("client_order_ids", expanding=True))),
+        select(*fills)
+        .where(fills.order_id.in_(bindparam("order_ids", expanding=True)))
+        .order_by(fills.filled_at, fills.id),
+    )
+
+
+def filled_quantities(session: Session, order_ids: Collection[int]) -> dict[int, float]:
+    """Quantity filled so far per order id (orders without fills are absent), in one read."""
+    if not order_ids:
+        return {}
+    rows = session.execute(_filled_quantities_query(), {"order_ids": list(order_ids)})
+    return {order_id: float(total) for order_id, total in rows}
+
+
+@cache
+def _filled_quantities_query() -> Select[Any]:
+    fills = Fill.__table__.c
+    return (
+        select(fills.order_id, func.sum(fills.quantity))
+        .where(fills.order_id.in_(bindparam("order_ids", expanding=True)))
+        .group_by(fills.order_id)
+    )
+
+
+# ------------------------------------------------------------------ the paper exchange's resting levels
+
+
+def rest_protective_levels(
+    session: Session,
+    *,
+    client_order_id: str,
+    account_id: int,
+    stop_distance: float | None,
+    take_profit_distance: float | None,
+) -> bool:
+    """Keep an order's relative stop and take profit at the paper exchange, once: a repeated call (a
+    re-submitted order, a concurrent process) changes nothing. Returns whether this call stored them."""
+    table = PaperProtectiveLevels
+    statement = (
+        dialect_insert(session, table)
+        .values(
+            client_order_id=client_order_id,
+            account_id=account_id,
+            stop_distance=stop_distance,
+            take_profit_distance=take_profit_distance,
+        )
+        .on_conflict_do_nothing(index_elements=["client_order_id"])
+        .returning(table.client_order_id)
+    )
+    return session.execute(statement).scalar_one_or_none() is not None
+
+
+def resting_levels(session: Session, account_id: int) -> list[RestingLevels]:
+    """Every resting level of the account with its order, its first fill and what superseded it, in one read.
+
+    `superseded_at` is the earliest fill after the order's first fill of another order of the same book
+    (account, symbol and strategy, a strategy-less order's book being the strategy-less orders).
+    """
+    rows = session.execute(_resting_levels_query(), {"account_id": account_id})
+    return [RestingLevels(record_from_row(OrderRecord, row), *row[-5:]) for row in rows]
+
+
+@cache
+def _resting_levels_query() -> Select[Any]:
+    """`resting_levels`' statement, built once: the paper broker runs it on every catch-up, and building a
+    statement with aliases and correlated subqueries costs more than running it."""
+    first_fill = aliased(Fill)
+    other_order, other_fill = aliased(Order), aliased(Fill)
+    orders = Order.__table__
+    first_fill_id = (
+        select(Fill.id)
+        .where(Fill.order_id == orders.c.id)
+        .order_by(Fill.filled_at, Fill.id)
+        .limit(1)
+        .correlate(orders)
+        .scalar_subquery()
+    )
+    superseded_at = (
+        select(func.min(other_fill.filled_at))
+        .join(other_order, other_fill.order_id == other_order.id)
+        .where(
+            other_order.account_id == orders.c.account_id,
+            other_order.symbol == orders.c.symbol,
+            other_order.strategy_id.is_not_distinct_from(orders.c.strategy_id),
+            other_order.id != orders.c.id,
+            other_fill.filled_at > first_fill.filled_at,
+        )
+        .correlate(orders, first_fill)
+        .scalar_subquery()
+    )
+    levels = PaperProtectiveLevels
+    return (
+        select(
+            *orders.c,
+            levels.stop_distance,
+            levels.take_profit_distance,
+            first_fill.price,
+            first_fill.filled_at,
+            superseded_at,
+        )
+        .select_from(levels)
+        .join(orders, orders.c.client_order_id == levels.client_order_id)
+        .outerjoin(first_fill, first_fill.id == first_fill_id)
+        .where(levels.account_id == bindparam("account_id"))
+        .order_by(orders.c.id)
+    )
+
+
+def end_protective_levels(session: Session, client_order_ids: Collection[str]) -> None:
+    """Remove levels that protect nothing any more (superseded, refused, or filled out), in one statement."""
+    if client_order_ids:
+        table = PaperProtectiveLevels
+        session.execute(delete(table).where(table.client_order_id.in_(list(client_order_ids))))

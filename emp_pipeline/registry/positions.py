@@ -1,14 +1,18 @@
-"""The positions aggregate: broker accounts (cash) and their net positions by symbol."""
+"""The positions aggregate: broker accounts (cash), their net positions by symbol, and the books in them."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Collection
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Select, bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from emp_pipeline.domain.costs import DEFAULT_CAPITAL
 from emp_pipeline.registry.errors import UnknownAccountError
 from emp_pipeline.registry.input_checks import check_member
-from emp_pipeline.registry.models import Account, BrokerKind, Position, utc_now
+from emp_pipeline.registry.models import Account, BrokerKind, Fill, Order, OrderSide, Position, utc_now
 from emp_pipeline.registry.position_accounting import PositionState, apply_fill
 from emp_pipeline.registry.records import AccountRecord, PositionRecord
 from emp_pipeline.registry.statements import dialect_insert, record_from_row
@@ -44,10 +48,17 @@ def get_or_create_paper_account(
 
 
 def get_account(session: Session, account_id: int) -> AccountRecord:
-    row = session.get(Account, account_id)
+    row = session.execute(_account_query(), {"account_id": account_id}).one_or_none()
     if row is None:
         raise UnknownAccountError(f"account {account_id} is not in the registry: create it first")
     return record_from_row(AccountRecord, row)
+
+
+@cache
+def _account_query() -> Select[Any]:
+    """`get_account`'s statement, built once (a live or replayed account is read on every bar)."""
+    accounts = Account.__table__.c
+    return select(*accounts).where(accounts.id == bindparam("account_id"))
 
 
 def apply_fill_to_position(
@@ -88,7 +99,43 @@ def positions_for_account(
     session: Session, account_id: int, *, include_flat: bool = False
 ) -> list[PositionRecord]:
     """The account's net positions by symbol (flat ones only if asked: they still carry realised PnL)."""
-    query = select(Position).where(Position.account_id == account_id)
+    rows = session.execute(_account_positions_query(include_flat), {"account_id": account_id})
+    return [record_from_row(PositionRecord, row) for row in rows]
+
+
+@cache
+def _account_positions_query(include_flat: bool) -> Select[Any]:
+    positions = Position.__table__.c
+    query = select(*positions).where(positions.account_id == bindparam("account_id"))
     if not include_flat:
-        query = query.where(Position.quantity != 0.0)
-    return [record_from_row(PositionRecord, row) for row in session.scalars(query.order_by(Position.symbol))]
+        query = query.where(positions.quantity != 0.0)
+    return query.order_by(positions.symbol)
+
+
+def book_positions(
+    session: Session, account_id: int, symbols: Collection[str]
+) -> dict[tuple[str | None, str], float]:
+    """(strategy id, symbol) -> the book's position: the signed sum of the fills of its orders, in one read.
+
+    An account's net position in a symbol may be several strategies' books; a book with no fills is absent.
+    """
+    if not symbols:
+        return {}
+    rows = session.execute(_book_positions_query(), {"account_id": account_id, "symbols": list(symbols)})
+    return {(strategy_id, symbol): float(total) for strategy_id, symbol, total in rows}
+
+
+@cache
+def _book_positions_query() -> Select[Any]:
+    """`book_positions`' statement, built once: the paper broker runs it on every catch-up with a book."""
+    orders, fills = Order.__table__.c, Fill.__table__.c
+    signed = case((orders.side == OrderSide.BUY.value, fills.quantity), else_=-fills.quantity)
+    return (
+        select(orders.strategy_id, orders.symbol, func.sum(signed))
+        .join_from(Order.__table__, Fill.__table__, fills.order_id == orders.id)
+        .where(
+            orders.account_id == bindparam("account_id"),
+            orders.symbol.in_(bindparam("symbols", expanding=True)),
+        )
+        .group_by(orders.strategy_id, orders.symbol)
+    )

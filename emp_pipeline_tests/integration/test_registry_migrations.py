@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import inspect, text
 
-from emp_pipeline.registry.engine import make_engine
+from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.migrate import (
     current_revision,
     downgrade_database,
@@ -13,6 +15,8 @@ from emp_pipeline.registry.migrate import (
     upgrade_database,
 )
 from emp_pipeline.registry.models import Base
+from emp_pipeline.registry.orders import create_order_if_absent, resting_levels
+from emp_pipeline.registry.positions import get_or_create_paper_account
 
 
 def test_upgrade_reaches_head_and_schema_matches_models(registry_url: str) -> None:
@@ -65,3 +69,49 @@ def test_downgrade_to_base_removes_the_schema_and_upgrade_rebuilds_it(registry_u
         engine.dispose()
     assert upgrade_database(registry_url) == head_revision()
     assert schema_differences(registry_url) == []
+
+
+def test_levels_the_paper_broker_created_at_run_time_survive_the_upgrade(registry_url: str) -> None:
+    """Before 0004 the paper broker created its table on first use; upgrading keeps the levels of orders."""
+    upgrade_database(registry_url, "0003")
+    engine = make_engine(registry_url)
+    try:
+        with session_scope(engine) as session:
+            account = get_or_create_paper_account(session)
+            create_order_if_absent(
+                session, client_order_id="entry", account_id=account.id, symbol="XYZ", side="buy",
+                quantity=10.0, bar_time=dt.datetime(2024, 3, 4, tzinfo=dt.UTC), target_position=10.0,
+            )  # fmt: skip
+        with engine.begin() as connection:  # the table as the broker created it, without foreign keys
+            connection.execute(
+                text(
+                    "CREATE TABLE paper_protective_levels (client_order_id VARCHAR(50) PRIMARY KEY, "
+                    "account_id INTEGER NOT NULL, stop_distance DOUBLE PRECISION, "
+                    "take_profit_distance DOUBLE PRECISION)"
+                )
+            )
+            connection.execute(
+                text(
+                    "CREATE INDEX ix_paper_protective_levels_account_id "
+                    "ON paper_protective_levels (account_id)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO paper_protective_levels VALUES ('entry', :a, 2.5, NULL), ('gone', :a, 1, 1)"
+                ),
+                {"a": account.id},
+            )
+    finally:
+        engine.dispose()
+
+    assert upgrade_database(registry_url) == head_revision()
+
+    assert schema_differences(registry_url) == []
+    engine = make_engine(registry_url)
+    try:
+        with session_scope(engine) as session:
+            (kept,) = resting_levels(session, account.id)
+    finally:
+        engine.dispose()
+    assert (kept.entry.client_order_id, kept.stop_distance, kept.take_profit_distance) == ("entry", 2.5, None)

@@ -23,13 +23,25 @@ from emp_pipeline.registry.errors import (
 from emp_pipeline.registry.models import Fill, Order
 from emp_pipeline.registry.orders import (
     create_order_if_absent,
+    end_protective_levels,
+    filled_quantities,
     fills_for_order,
     get_order,
     orders_for_account,
+    orders_with_fills,
     record_fill,
+    rest_protective_levels,
+    resting_levels,
     update_order_status,
 )
-from emp_pipeline.registry.positions import get_account, get_or_create_paper_account, positions_for_account
+from emp_pipeline.registry.positions import (
+    book_positions,
+    get_account,
+    get_or_create_paper_account,
+    positions_for_account,
+)
+from emp_pipeline.registry.records import NewStrategy
+from emp_pipeline.registry.research import record_evolution_run, record_strategies
 
 BAR = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
 AT = dt.datetime(2024, 3, 1, 21, 0, tzinfo=dt.UTC)
@@ -308,3 +320,69 @@ def test_concurrent_fills_on_one_symbol_serialise_the_position(
     assert position.quantity == 30.0  # a lost update would leave fewer units
     assert position.avg_price == pytest.approx(2 * sum(100.0 + n for n in range(15)) / 30)
     assert account.cash == pytest.approx(100_000.0 - 2 * sum(100.0 + n for n in range(15)))
+
+
+def _strategy(engine: Engine) -> str:
+    with session_scope(engine) as session:
+        run_id = record_evolution_run(
+            session, period="2024-01", train_start=dt.date(2020, 1, 1), train_end=dt.date(2023, 12, 31),
+            embargo_days=5, seed=1, config={},
+        )  # fmt: skip
+        seed = NewStrategy(
+            {"version": 1, "direction": "long"}, 1, generation=0, operator="seed", fitness=None
+        )
+        (strategy_id,) = record_strategies(session, run_id, [seed])
+    return strategy_id
+
+
+def _fill_at(engine: Engine, client_order_id: str, quantity: float, hours: int) -> None:
+    with session_scope(engine) as session:
+        record_fill(
+            session, client_order_id=client_order_id, broker_fill_id=f"F-{client_order_id}-{hours}",
+            price=100.0 + hours, quantity=quantity, filled_at=AT + dt.timedelta(hours=hours),
+        )  # fmt: skip
+
+
+def test_books_and_resting_levels_are_read_in_one_statement_each(registry_engine: Engine) -> None:
+    """What a paper catch-up reads: levels with the entry's first fill and the book's next fill after it,
+    each strategy's position per symbol, and orders with their fills; a book is (strategy, symbol)."""
+    account_id = paper_account(registry_engine)
+    strategy_id = _strategy(registry_engine)
+    order(registry_engine, account_id, "entry", "buy", 10)  # the strategy-less book in SPY
+    with session_scope(registry_engine) as session:
+        create_order_if_absent(
+            session, client_order_id="other-book", account_id=account_id, strategy_id=strategy_id,
+            symbol="SPY", side="buy", quantity=5.0, bar_time=BAR, target_position=5.0,
+        )  # fmt: skip
+        levels = {"client_order_id": "entry", "account_id": account_id, "stop_distance": 2.0}
+        rested = [rest_protective_levels(session, **levels, take_profit_distance=None) for _ in range(2)]
+        (waiting,) = resting_levels(session, account_id)
+    assert rested == [True, False]  # kept once
+    assert (waiting.entry_price, waiting.entry_filled_at, waiting.superseded_at) == (None, None, None)
+
+    _fill_at(registry_engine, "entry", 4, hours=0)
+    _fill_at(registry_engine, "entry", 6, hours=1)
+    _fill_at(registry_engine, "other-book", 5, hours=2)  # another strategy's book: supersedes nothing
+    with session_scope(registry_engine) as session:
+        (filled,) = resting_levels(session, account_id)
+        assert book_positions(session, account_id, ["SPY", "QQQ"]) == {
+            (None, "SPY"): 10.0,
+            (strategy_id, "SPY"): 5.0,
+        }
+    assert (filled.entry.status, filled.stop_distance, filled.take_profit_distance) == ("filled", 2.0, None)
+    assert (filled.entry_price, filled.entry_filled_at, filled.superseded_at) == (100.0, AT, None)
+
+    order(registry_engine, account_id, "exit", "sell", 10)
+    _fill_at(registry_engine, "exit", 3, hours=3)
+    with session_scope(registry_engine) as session:
+        (superseded,) = resting_levels(session, account_id)
+        assert superseded.superseded_at == AT + dt.timedelta(hours=3)
+        assert book_positions(session, account_id, ["SPY"])[(None, "SPY")] == 7.0
+        entry_id, exit_id = (get_order(session, name).id for name in ("entry", "exit"))
+        assert filled_quantities(session, [entry_id, exit_id]) == {entry_id: 10.0, exit_id: 3.0}
+        read = orders_with_fills(session, ["exit", "entry", "ghost"])
+        assert set(read) == {"entry", "exit"}
+        assert [f.broker_fill_id for f in read["entry"][1]] == ["F-entry-0", "F-entry-1"]
+        assert read["exit"][0].status == "partially_filled"
+        end_protective_levels(session, ["entry"])
+        assert resting_levels(session, account_id) == []

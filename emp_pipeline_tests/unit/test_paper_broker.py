@@ -14,7 +14,6 @@ from sqlalchemy import Engine, func, select
 from emp_pipeline.broker.ctrader_broker import CTraderBroker
 from emp_pipeline.broker.interface import Broker, BrokerError, OrderRequest, OrderStatus
 from emp_pipeline.broker.paper import (
-    _PROTECTIVE_LEVELS,
     BarFrameOpens,
     PaperBroker,
     protective_exit_id,
@@ -25,6 +24,7 @@ from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
 from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.errors import ClientOrderIdConflictError
 from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.registry.models import PaperProtectiveLevels
 from emp_pipeline.registry.orders import create_order_if_absent
 from emp_pipeline.registry.positions import get_account
 
@@ -263,4 +263,4 @@ def test_an_exit_at_the_open_ends_the_protection_before_that_bars_stop(engine: E
     assert report.positions == ()
     # The superseded levels are settled for good: nothing is left to rescan on later calls.
     with engine.connect() as connection:
-        assert connection.execute(select(func.count()).select_from(_PROTECTIVE_LEVELS)).scalar_one() == 0
+        assert connection.execute(select(func.count()).select_from(PaperProtectiveLevels)).scalar_one() == 0
