@@ -190,6 +190,25 @@ def test_transient_failure_is_retried_by_the_job(
     assert len(restarts) == 1
 
 
+def _failed_run_alert(
+    resource: CTraderTokenResource, instance: DagsterInstance, received: list[dict]
+) -> dict:
+    """Run the refresh job to its failure, hand that to the failure sensor, return the one alert it sent."""
+    result = build_token_refresh_job(retry_delay_s=0).execute_in_process(
+        instance=instance, resources={"ctrader_token": resource}, raise_on_error=False
+    )
+    assert not result.success
+    context = build_run_status_sensor_context(
+        sensor_name="ctrader_token_failure_sensor",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+    ).for_run_failure()
+    ctrader_token_failure_sensor(context)
+    (alert,) = received
+    return alert
+
+
 def test_a_terminal_refresh_failure_alerts_with_the_authorize_instruction(
     token_server: FakeCTraderTokenServer,
     key_prefix: str,
@@ -202,20 +221,9 @@ def test_a_terminal_refresh_failure_alerts_with_the_authorize_instruction(
     resource = make_resource(token_server.base_url, key_prefix)
     authorize(resource, token_server, expires_in=600)
     token_server.refuse_next("ACCESS_DENIED")
-    result = token_refresh_job.execute_in_process(
-        instance=instance, resources={"ctrader_token": resource}, raise_on_error=False
-    )
-    assert not result.success
 
-    context = build_run_status_sensor_context(
-        sensor_name="ctrader_token_failure_sensor",
-        dagster_event=result.get_run_failure_event(),
-        dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(result.run_id),
-    ).for_run_failure()
-    ctrader_token_failure_sensor(context)
+    alert = _failed_run_alert(resource, instance, received)
 
-    (alert,) = received
     assert alert["title"] == "emp cTrader token refresh failed"
     assert "emp token authorize" in alert["details"]["action"]
     assert "ACCESS_DENIED" in alert["details"]["error"]  # the step's own reason, not just "run failed"
@@ -245,24 +253,6 @@ def test_a_malformed_token_key_fails_the_job_at_once_with_the_key_error(
     assert token_server.count("requests") == requests_before
 
 
-def _failed_run_alert(
-    resource: CTraderTokenResource, instance: DagsterInstance, received: list[dict]
-) -> dict[str, str]:
-    result = build_token_refresh_job(retry_delay_s=0).execute_in_process(
-        instance=instance, resources={"ctrader_token": resource}, raise_on_error=False
-    )
-    assert not result.success
-    context = build_run_status_sensor_context(
-        sensor_name="ctrader_token_failure_sensor",
-        dagster_event=result.get_run_failure_event(),
-        dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(result.run_id),
-    ).for_run_failure()
-    ctrader_token_failure_sensor(context)
-    (alert,) = received
-    return alert["details"]
-
-
 @pytest.mark.parametrize("cause", ["HTTP 503", "Redis down", "key error"])
 def test_the_failure_alert_carries_the_cause_not_only_exceeded_max_retries(
     cause: str,
@@ -289,10 +279,10 @@ def test_the_failure_alert_carries_the_cause_not_only_exceeded_max_retries(
         resource = make_resource(token_server.base_url, key_prefix, token_key="not-a-fernet-key")
         expected = ["TokenKeyError: EMP_TOKEN_KEY is not a valid Fernet key"]
 
-    details = _failed_run_alert(resource, instance, received)
+    error = _failed_run_alert(resource, instance, received)["details"]["error"]
 
     for text in expected:
-        assert text in details["error"], details["error"]
+        assert text in error, error
 
 
 def test_the_job_and_the_sensor_warn_while_tokens_are_stored_in_plaintext(

@@ -6,12 +6,12 @@ import importlib.util
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from emp_pipeline_tests.conftest import local_http_server
 from emp_pipeline_tests.e2e.conftest import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "audit_dependencies.py"
@@ -109,14 +109,8 @@ def osv_server() -> Iterator[tuple[str, dict]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/v1/query", behaviour
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_http_server(Handler) as base_url:
+        yield f"{base_url}/v1/query", behaviour
 
 
 def _run_audit(tmp_path, osv_url: str) -> subprocess.CompletedProcess:
