@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -24,8 +25,11 @@ from dagster import AssetKey, DagsterInstance
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from sqlalchemy import select
 
+from emp_pipeline.data.sample import SampleSource
+from emp_pipeline.data.source import MarketDataError
 from emp_pipeline.definitions import build_definitions
 from emp_pipeline.defs.live.triggers import live_run_key
+from emp_pipeline.defs.market_data.resources import MarketDataResource
 from emp_pipeline.defs.perception import assets as perception_assets
 from emp_pipeline.defs.perception.assets import classify_by_year
 from emp_pipeline.defs.publication import QUARANTINE_DIR
@@ -34,6 +38,7 @@ from emp_pipeline.domain.regimes import PROBABILITY_COLUMNS
 from emp_pipeline.environment import configured_source, configured_universe
 from emp_pipeline.live.engine import StrategyBook, decide_orders, load_market_view
 from emp_pipeline.registry.engine import session_scope, shared_engine
+from emp_pipeline.registry.instruments import load_instruments
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.models import MarketRegime
 from emp_pipeline.settings import Settings
@@ -205,25 +210,65 @@ def _registry_regimes(database_url: str) -> list[tuple]:
 
 
 def _live_decisions(data_dir: Path, instruments) -> tuple[pd.Timestamp, list]:
-    """What the live job would decide now for an always-long champion: the bar it trades and its orders."""
+    """What the live job would decide now for an always-long champion holding 10 units of each symbol: the
+    bar it trades and the orders that take each holding to the champion's target."""
     market = load_market_view(data_dir)
     book = StrategyBook("champion", ALWAYS_LONG, pd.Timestamp("2008-01-02", tz="UTC"))
-    orders, _ = decide_orders(
-        book, market, {}, {meta.symbol: meta for meta in instruments}, Costs(), 100_000.0
-    )
+    held = {meta.symbol: 10.0 for meta in instruments}
+    orders, _ = decide_orders(book, market, held, {meta.symbol: meta for meta in instruments}, Costs(), 1e5)
     return market.bar_time, orders
+
+
+def _registry_rows(database_url: str) -> dict[str, list]:
+    with session_scope(shared_engine(database_url)) as session:
+        return {"regimes": _registry_regimes(database_url), "instruments": load_instruments(session)}
 
 
 def _everything_the_live_side_reads(settings: Settings, instance: DagsterInstance, instruments) -> dict:
     return {
         "store": _published_bytes(settings.data_dir),
-        "registry": _registry_regimes(settings.database_url),
+        "registry": _registry_rows(settings.database_url),
         "materialized": {
             name: instance.get_materialized_partitions(AssetKey(name)) for name in PERCEPTION_ASSETS
         },
         "live_run_key": live_run_key(instance),
         "live_decisions": _live_decisions(settings.data_dir, instruments),
     }
+
+
+@dataclass(frozen=True)
+class Published:
+    """A home where bars, features and regimes were materialized through Dagster, and what it held then."""
+
+    settings: Settings
+    instance: DagsterInstance
+    instruments: tuple
+    before: dict
+
+    def unchanged(self) -> bool:
+        return _everything_the_live_side_reads(self.settings, self.instance, self.instruments) == self.before
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
+    settings = Settings.from_env({"EMP_HOME": str(tmp_path_factory.mktemp("faults") / "home")})
+    settings.home.mkdir(parents=True)
+    upgrade_database(settings.database_url)
+    universe = configured_universe(settings)
+    first, published = pd.Timestamp(SEEDED[0], tz="UTC"), pd.Timestamp(PUBLISHED[0], tz="UTC")
+    bars = configured_source(settings).fetch(list(universe.symbols), *SEEDED)
+    DatedFrameStore(settings.data_dir, "market_bars").write_window(
+        bars.loc[bars["date"] < published], first, published
+    )
+    defs, instance = build_definitions(settings), DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("universe_job").execute_in_process(instance=instance).success
+    assert _materialize(defs, instance, ("2006-01-03", "2008-10-31"), ("sensory_features",)).success
+    assert _materialize(defs, instance, PUBLISHED, PERCEPTION_ASSETS).success
+    assert _materialize(defs, instance, FEATURES_ONLY, ("market_bars", "sensory_features")).success
+    before = _everything_the_live_side_reads(settings, instance, universe.instruments)
+    assert before["live_decisions"][0] == pd.Timestamp(PUBLISHED[1], tz="UTC")
+    assert len(before["live_decisions"][1]) == len(universe.instruments)  # decisions a change would move
+    return Published(settings, instance, universe.instruments, before)
 
 
 def _unbalance_probabilities(classify):
@@ -238,26 +283,12 @@ def _unbalance_probabilities(classify):
 
 
 def test_a_failing_blocking_check_leaves_store_registry_partitions_and_live_decisions_unchanged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    published: Published, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings.from_env({"EMP_HOME": str(tmp_path / "home")})
-    settings.home.mkdir(parents=True)
-    upgrade_database(settings.database_url)
-    universe = configured_universe(settings)
-    first, published = pd.Timestamp(SEEDED[0], tz="UTC"), pd.Timestamp(PUBLISHED[0], tz="UTC")
-    bars = configured_source(settings).fetch(list(universe.symbols), *SEEDED)
-    DatedFrameStore(settings.data_dir, "market_bars").write_window(
-        bars.loc[bars["date"] < published], first, published
-    )
-    defs, instance = build_definitions(settings), DagsterInstance.ephemeral()
-    assert _materialize(defs, instance, ("2006-01-03", "2008-10-31"), ("sensory_features",)).success
-    assert _materialize(defs, instance, PUBLISHED, PERCEPTION_ASSETS).success
-    assert _materialize(defs, instance, FEATURES_ONLY, ("market_bars", "sensory_features")).success
-    before = _everything_the_live_side_reads(settings, instance, universe.instruments)
-    assert before["live_decisions"][0] == pd.Timestamp(PUBLISHED[1], tz="UTC")
-
     monkeypatch.setattr(perception_assets, "classify_by_year", _unbalance_probabilities(classify_by_year))
-    result = _materialize(build_definitions(settings), instance, FAULTY, ("market_regimes",))
+    result = _materialize(
+        build_definitions(published.settings), published.instance, FAULTY, ("market_regimes",)
+    )
 
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error.message
@@ -267,6 +298,57 @@ def test_a_failing_blocking_check_leaves_store_registry_partitions_and_live_deci
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert evaluations == {"probabilities_sum_to_one": False, "labels_known": True}
     assert not result.asset_materializations_for_node("market_regimes")
-    assert _everything_the_live_side_reads(settings, instance, universe.instruments) == before
-    quarantined = settings.data_dir / QUARANTINE_DIR / "market_regimes" / result.run_id / "reasons.json"
-    assert json.loads(quarantined.read_text())[0]["check"] == "probabilities_sum_to_one"
+    assert published.unchanged()
+    quarantined = published.settings.data_dir / QUARANTINE_DIR / "market_regimes" / result.run_id
+    assert json.loads((quarantined / "reasons.json").read_text())[0]["check"] == "probabilities_sum_to_one"
+
+
+class DamagedSample(SampleSource):
+    """The bundled sample as a failing vendor would serve it: ``damage`` rewrites (or refuses) the answer."""
+
+    def __init__(self, damage) -> None:
+        super().__init__()
+        self.damage = damage
+
+    def _fetch_raw(self, symbols: list[str], start: date, end: date) -> pd.DataFrame:
+        return self.damage(super()._fetch_raw(symbols, start, end))
+
+
+def _drop_last_sessions(raw: pd.DataFrame) -> pd.DataFrame:
+    return raw.loc[raw["date"] < pd.Timestamp("2008-12-24", tz="UTC")]
+
+
+def _one_price_of_1e300(raw: pd.DataFrame) -> pd.DataFrame:
+    raw = raw.copy()
+    raw.loc[
+        raw["date"] == pd.Timestamp("2008-12-15", tz="UTC"), ["open", "high", "low", "close", "adj_close"]
+    ] = 1e300
+    return raw
+
+
+def _vendor_down(raw: pd.DataFrame) -> pd.DataFrame:
+    raise MarketDataError("vendor answered 503 Service Unavailable")
+
+
+@pytest.mark.parametrize(
+    ("damage", "failed_check"),
+    [
+        (_drop_last_sessions, "keeps_stored_history"),
+        (_one_price_of_1e300, "prices_within_bounds"),
+        (_vendor_down, None),
+    ],
+    ids=["short source", "implausible bar", "source down"],
+)
+def test_a_bad_source_leaves_store_registry_partitions_and_live_decisions_unchanged(
+    published: Published, monkeypatch: pytest.MonkeyPatch, damage, failed_check
+) -> None:
+    monkeypatch.setattr(MarketDataResource, "build_source", lambda self: DamagedSample(damage))
+    result = _materialize(
+        build_definitions(published.settings), published.instance, PUBLISHED, ("market_bars",)
+    )
+
+    assert not result.success
+    if failed_check is not None:
+        evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert evaluations[failed_check] is False
+    assert published.unchanged()
