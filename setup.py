@@ -40,6 +40,7 @@ setup(
         "cryptography>=42",
         "websockets>=13",
         "prometheus-client>=0.20",
+        "arch>=7.0",  # superior predictive ability test (arch.bootstrap.SPA) of each period's candidates
     ],
     extras_require={
         "dev": [

@@ -30,6 +30,7 @@ DEMO_GATES = {
     "gate_min_deflated_sharpe": 0.0,
     "gate_max_drawdown": 0.5,
     "gate_min_trades": 1,
+    "gate_max_null_p_value": 1.0,
     "max_champions": 5,
 }
 

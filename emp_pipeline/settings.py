@@ -68,6 +68,8 @@ class Settings:
     gate_min_deflated_sharpe: float = 0.5
     gate_max_drawdown: float = 0.15  # magnitude, fraction of equity
     gate_min_trades: int = 2
+    gate_max_null_p_value: float = 0.05  # champion gate: p-value of its Sharpe against the null model
+    null_genomes: int = 1000  # random genomes per period in the null model
     max_champions: int = 3
     # --- end walk-forward research ---
 
@@ -155,6 +157,8 @@ class Settings:
             gate_min_deflated_sharpe=float(env.get("EMP_GATE_MIN_DEFLATED_SHARPE") or 0.5),
             gate_max_drawdown=float(env.get("EMP_GATE_MAX_DRAWDOWN") or 0.15),
             gate_min_trades=int(env.get("EMP_GATE_MIN_TRADES") or 2),
+            gate_max_null_p_value=float(env.get("EMP_GATE_MAX_NULL_P_VALUE") or 0.05),
+            null_genomes=int(env.get("EMP_NULL_GENOMES") or 1000),
             max_champions=int(env.get("EMP_MAX_CHAMPIONS") or 3),
             # --- end walk-forward research ---
         )

@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-GATE_NAMES: tuple[str, ...] = ("sharpe", "deflated_sharpe", "max_drawdown", "trade_count")
+GATE_NAMES: tuple[str, ...] = ("sharpe", "deflated_sharpe", "max_drawdown", "trade_count", "beats_null")
 ACTIVE = "active"
 RETIRED = "retired"
 CANDIDATE = "candidate"
@@ -34,6 +34,7 @@ class PromotionGates:
     min_deflated_sharpe: float = 0.5
     max_drawdown: float = 0.15
     min_trades: int = 2
+    max_null_p_value: float = 0.05
 
     def validate(self) -> PromotionGates:
         if not math.isfinite(self.min_sharpe):
@@ -54,6 +55,11 @@ class PromotionGates:
             raise PromotionConfigError(
                 f"min_trades must be >= 0 (EMP_GATE_MIN_TRADES); got {self.min_trades}"
             )
+        if not 0.0 < self.max_null_p_value <= 1.0:
+            raise PromotionConfigError(
+                "max_null_p_value is a significance level in (0, 1] (EMP_GATE_MAX_NULL_P_VALUE); "
+                f"got {self.max_null_p_value}"
+            )
         return self
 
     def describe(self) -> dict[str, str]:
@@ -63,6 +69,7 @@ class PromotionGates:
             "deflated_sharpe": f"deflated Sharpe >= {self.min_deflated_sharpe:g}",
             "max_drawdown": f"max drawdown <= {self.max_drawdown:.1%}",
             "trade_count": f"trades >= {self.min_trades}",
+            "beats_null": f"Sharpe's p-value against the period's null model <= {self.max_null_p_value:g}",
         }
 
 
@@ -80,6 +87,10 @@ class GateResult:
             return f"max drawdown {abs(self.value):.1%} {'<=' if self.passed else '>'} {self.threshold:.1%}"
         if self.gate == "trade_count":
             return f"trades {int(self.value)} {'>=' if self.passed else '<'} {int(self.threshold)}"
+        if self.gate == "beats_null":
+            verdict = "beats" if self.passed else "does not beat"
+            relation = "<=" if self.passed else ">"
+            return f"{verdict} the null model: p = {self.value:.3f} {relation} {self.threshold:g}"
         label = "deflated Sharpe" if self.gate == "deflated_sharpe" else "Sharpe"
         return f"{label} {self.value:.2f} {'>=' if self.passed else '<'} {self.threshold:.2f}"
 
@@ -129,6 +140,7 @@ def evaluate_gates(
     deflated = _number(metrics.get("deflated_sharpe"))
     drawdown = _number(metrics.get("max_drawdown"))
     trades = _number(metrics.get("trade_count"))
+    null_p_value = _number(metrics.get("null_p_value"))
     results = (
         GateResult("sharpe", sharpe is not None and sharpe >= gates.min_sharpe, sharpe, gates.min_sharpe),
         GateResult(
@@ -146,6 +158,12 @@ def evaluate_gates(
         ),
         GateResult(
             "trade_count", trades is not None and trades >= gates.min_trades, trades, gates.min_trades
+        ),
+        GateResult(
+            "beats_null",
+            null_p_value is not None and null_p_value <= gates.max_null_p_value,
+            null_p_value,
+            gates.max_null_p_value,
         ),
     )
     return GateEvaluation(strategy_id=strategy_id, period=period, results=results)

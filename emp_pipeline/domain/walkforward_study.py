@@ -21,10 +21,12 @@ import numpy as np
 import pandas as pd
 
 from emp_pipeline.domain.backtest import PopulationResult
+from emp_pipeline.domain.baselines import NullComparison, PeriodBaselines, clean_returns, compare_with_null
 from emp_pipeline.domain.evolution import EvolutionResult, StrategyRecord
 from emp_pipeline.domain.metrics import (
     MetricsInputError,
     expected_maximum_sharpe,
+    max_drawdowns,
     minimum_track_record_length,
     performance_metrics,
     probabilistic_sharpe_ratio,
@@ -43,7 +45,10 @@ REGISTRY_METRIC_NAMES: dict[str, str] = {
     "calmar_ratio": "calmar",
     "max_drawdown_duration": "max_drawdown_days",
 }
-OOS_COLUMNS: tuple[str, ...] = ("date", "period", "rank", "strategy_id", "return")
+OOS_COLUMNS: tuple[str, ...] = ("date", "period", "series", "rank", "strategy_id", "return")
+# What a row of the out-of-sample frame measures: an evolved strategy (rank = its training rank), the
+# period's buy-and-hold benchmark, or null genome number ``rank``.
+STRATEGY, BUY_AND_HOLD, NULL = "strategy", "buy_and_hold", "null"
 CURVE_COLUMNS: tuple[str, ...] = ("date", "period", "strategy_id", "return", "equity", "drawdown")
 # Trading days per calendar day is at most 5/7 minus holidays; 250/366 leaves room for a few more holidays.
 _TRADING_DAYS_PER_CALENDAR_DAY = 250.0 / 366.0
@@ -85,11 +90,6 @@ def lineage_closure(result: EvolutionResult) -> list[StrategyRecord]:
     return [
         final.get(record.strategy_id, record) for record in result.records if record.strategy_id in wanted
     ]
-
-
-def _clean_returns(returns: np.ndarray) -> np.ndarray:
-    """A ruined strategy's equity hits zero and its later returns are 0/0: it lost all, then nothing more."""
-    return np.clip(np.where(np.isfinite(returns), returns, 0.0), -1.0, None)
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def out_of_sample_metrics(
     search (``deflation_metrics``); turnover is per bar. A metric that cannot be defined on the window
     (fewer than two bars) is None.
     """
-    returns = _clean_returns(result.returns)
+    returns = clean_returns(result.returns)
     n_strategies, n_bars = returns.shape
     factors = profit_factors(result.gross_profit, result.gross_loss)
     rows: list[dict[str, Any]] = []
@@ -185,13 +185,82 @@ def population_deflation(
     result: PopulationResult, trials: SearchTrials
 ) -> list[dict[str, float | int | None]]:
     """``deflation_metrics`` of every strategy of a backtest (the in-sample tracks of a final population)."""
-    return [deflation_metrics(track, trials) for track in _clean_returns(result.returns)]
+    return [deflation_metrics(track, trials) for track in clean_returns(result.returns)]
 
 
 def _check_oos(oos: pd.DataFrame) -> None:
-    missing = [column for column in OOS_COLUMNS if column not in oos.columns]
+    missing = [column for column in OOS_COLUMNS if column not in oos.columns and column != "series"]
     if missing:
         raise StudyInputError(f"out-of-sample frame is missing columns {missing}; it has {list(oos.columns)}")
+
+
+def series_rows(oos: pd.DataFrame, series: str) -> pd.DataFrame:
+    """The rows of one series (frames stored before baselines were kept hold strategies only)."""
+    _check_oos(oos)
+    if "series" not in oos.columns:
+        return oos if series == STRATEGY else oos.iloc[0:0]
+    return oos.loc[oos["series"].fillna(STRATEGY) == series]
+
+
+def period_frame(
+    period: str,
+    dates: pd.DatetimeIndex,
+    ranks: np.ndarray,
+    strategy_ids: list[str],
+    strategy_returns: np.ndarray,
+    baselines: PeriodBaselines,
+) -> pd.DataFrame:
+    """A period's out-of-sample returns, long: its strategies, buy-and-hold and every null genome."""
+    n_bars = len(dates)
+    n_null = baselines.null_returns.shape[0]
+    blocks = [
+        (STRATEGY, ranks, np.asarray(strategy_ids, dtype=object), clean_returns(strategy_returns)),
+        (
+            BUY_AND_HOLD,
+            np.zeros(1, dtype=np.int64),
+            np.array([BUY_AND_HOLD], dtype=object),
+            baselines.buy_and_hold[None],
+        ),
+        (
+            NULL,
+            np.arange(n_null),
+            np.array([f"null-{j}" for j in range(n_null)], dtype=object),
+            baselines.null_returns,
+        ),
+    ]
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "date": dates[np.tile(np.arange(n_bars), len(block_ids))],
+                    "period": period,
+                    "series": series,
+                    "rank": np.repeat(np.asarray(block_ranks, dtype=np.int64), n_bars),
+                    "strategy_id": np.repeat(block_ids, n_bars),
+                    "return": block_returns.reshape(-1),
+                }
+            )
+            for series, block_ranks, block_ids, block_returns in blocks
+        ],
+        ignore_index=True,
+    ).loc[:, list(OOS_COLUMNS)]
+
+
+def baseline_metrics(
+    sharpe: float, baselines: PeriodBaselines, periods_per_year: float
+) -> dict[str, float | None]:
+    """One strategy's period against its benchmarks: null percentile and p-value of its Sharpe, the
+    period's SPA p-value, and buy-and-hold's Sharpe and return."""
+    comparison = baselines.against_null(sharpe)
+    held = baselines.buy_and_hold
+    return {
+        "null_percentile": comparison.percentile,
+        "null_p_value": comparison.p_value,
+        "null_genomes": comparison.n_null,
+        "spa_p_value": baselines.spa.consistent if baselines.spa is not None else None,
+        "buy_and_hold_sharpe": float(sharpe_ratios(held, periods_per_year)),
+        "buy_and_hold_return": float(np.prod(1.0 + held) - 1.0),
+    }
 
 
 def selected_curve(oos: pd.DataFrame) -> pd.DataFrame:
@@ -199,11 +268,13 @@ def selected_curve(oos: pd.DataFrame) -> pd.DataFrame:
 
     Equity starts at 1.0 before the first out-of-sample bar; drawdown is equity over its running peak - 1.
     """
-    _check_oos(oos)
-    chosen = oos.loc[oos["rank"] == 0].sort_values("date", kind="mergesort").reset_index(drop=True)
+    strategies = series_rows(oos, STRATEGY)
+    chosen = (
+        strategies.loc[strategies["rank"] == 0].sort_values("date", kind="mergesort").reset_index(drop=True)
+    )
     if chosen["date"].duplicated().any():
         raise StudyInputError("two rank-0 returns on one date: periods overlap in the out-of-sample frame")
-    returns = _clean_returns(chosen["return"].to_numpy(dtype=np.float64))
+    returns = clean_returns(chosen["return"].to_numpy(dtype=np.float64))
     equity = np.cumprod(1.0 + returns)
     peak = np.maximum.accumulate(np.maximum(equity, 1.0))
     return pd.DataFrame(
@@ -220,9 +291,12 @@ def selected_curve(oos: pd.DataFrame) -> pd.DataFrame:
 
 def trial_matrix(oos: pd.DataFrame) -> pd.DataFrame:
     """T x N out-of-sample returns: a row per study bar, a column per rank held by every period."""
-    _check_oos(oos)
-    wide = oos.pivot_table(index="date", columns="rank", values="return", aggfunc="first").sort_index()
-    return wide.dropna(axis=1).apply(lambda column: _clean_returns(column.to_numpy(dtype=np.float64)))
+    wide = (
+        series_rows(oos, STRATEGY)
+        .pivot_table(index="date", columns="rank", values="return", aggfunc="first")
+        .sort_index()
+    )
+    return wide.dropna(axis=1).apply(lambda column: clean_returns(column.to_numpy(dtype=np.float64)))
 
 
 def usable_blocks(n_bars: int, max_blocks: int) -> int:
@@ -243,3 +317,88 @@ def study_overfitting(
     return probability_of_backtest_overfitting(
         matrix.to_numpy(dtype=np.float64), n_blocks=blocks, periods_per_year=periods_per_year
     )
+
+
+@dataclass(frozen=True)
+class StitchedBaselines:
+    """The study's benchmarks over the honest curve's bars: buy-and-hold chained period after period, each
+    null genome index chained likewise (a random pick every period), and the pick's place among them."""
+
+    buy_and_hold: np.ndarray
+    null_sharpes: np.ndarray
+    pick_against_null: NullComparison
+
+
+def stitched_baselines(
+    oos: pd.DataFrame, curve: pd.DataFrame, periods_per_year: float = 252.0
+) -> StitchedBaselines | None:
+    """None when some period of the curve has no baseline rows (measured before baselines were kept)."""
+    dates = pd.DatetimeIndex(curve["date"])
+    held = series_rows(oos, BUY_AND_HOLD).drop_duplicates("date").set_index("date")["return"]
+    null = series_rows(oos, NULL).pivot_table(index="date", columns="rank", values="return", aggfunc="first")
+    if not dates.isin(held.index).all() or not dates.isin(null.index).all():
+        return None
+    null = null.reindex(dates).dropna(axis=1)
+    if null.shape[1] == 0:
+        return None
+    null_sharpes = sharpe_ratios(clean_returns(null.to_numpy(dtype=np.float64).T), periods_per_year)
+    pick = float(sharpe_ratios(curve["return"].to_numpy(dtype=np.float64), periods_per_year))
+    return StitchedBaselines(
+        buy_and_hold=clean_returns(held.reindex(dates).to_numpy(dtype=np.float64)),
+        null_sharpes=null_sharpes,
+        pick_against_null=compare_with_null(pick, null_sharpes),
+    )
+
+
+def period_comparisons(
+    oos: pd.DataFrame, curve: pd.DataFrame, periods_per_year: float = 252.0
+) -> pd.DataFrame:
+    """Per period of the honest curve: the pick's return and Sharpe beside buy-and-hold's, where the pick's
+    Sharpe falls in the period's null distribution (NaN when the period has no null rows), and whether it
+    beat the median of its own population out of sample."""
+    strategies = series_rows(oos, STRATEGY)
+    held = series_rows(oos, BUY_AND_HOLD)
+    null = series_rows(oos, NULL)
+    rows = []
+    for period, part in curve.groupby("period", sort=True):
+        returns = part["return"].to_numpy(dtype=np.float64)
+        sharpe = float(sharpe_ratios(returns, periods_per_year))
+        totals = (
+            strategies.loc[strategies["period"] == period]
+            .groupby("rank")["return"]
+            .apply(lambda r: float(np.prod(1.0 + r) - 1.0))
+        )
+        period_held = held.loc[held["period"] == period, "return"].to_numpy(dtype=np.float64)
+        period_null = null.loc[null["period"] == period].pivot_table(
+            index="rank", columns="date", values="return", aggfunc="first"
+        )
+        comparison = (
+            compare_with_null(sharpe, sharpe_ratios(period_null.to_numpy(dtype=np.float64), periods_per_year))
+            if len(period_null) and period_null.shape[1] >= 2
+            else None
+        )
+        total = _total(returns)
+        rows.append(
+            {
+                "period": period,
+                "strategy_id": part["strategy_id"].iloc[0],
+                "bars": len(part),
+                "return": total,
+                "sharpe": sharpe,
+                "max_drawdown": float(max_drawdowns(returns)),
+                "beats_median_trial": bool(total > float(totals.median())),
+                "buy_and_hold_return": float(np.prod(1.0 + period_held) - 1.0)
+                if period_held.size
+                else np.nan,
+                "buy_and_hold_sharpe": float(sharpe_ratios(period_held, periods_per_year))
+                if period_held.size
+                else np.nan,
+                "null_percentile": comparison.percentile if comparison else np.nan,
+                "null_p_value": comparison.p_value if comparison else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _total(returns: np.ndarray) -> float:
+    return float(np.prod(1.0 + returns) - 1.0) if returns.size else np.nan

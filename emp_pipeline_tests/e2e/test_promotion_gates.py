@@ -49,7 +49,13 @@ from emp_pipeline.storage.parquet_frames import DatedFrameStore
 from emp_pipeline_tests.unit.test_lookahead import biased_rule_genome, correct_genome
 
 PERIOD = "2001-06"
-PASSING_METRICS = {"sharpe": 2.0, "deflated_sharpe": 0.9, "max_drawdown": -0.05, "trade_count": 12}
+PASSING_METRICS = {
+    "sharpe": 2.0,
+    "deflated_sharpe": 0.9,
+    "max_drawdown": -0.05,
+    "trade_count": 12,
+    "null_p_value": 0.01,
+}
 
 
 def biased_features(instruments: Sequence[InstrumentMeta]) -> Callable[[pd.DataFrame], pd.DataFrame]:

@@ -14,7 +14,7 @@ from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, DagsterInstance
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from emp_pipeline.definitions import build_definitions
-from emp_pipeline.defs.research.champions import PROMOTION_POOL_SIZE
+from emp_pipeline.defs.research.champions import PROMOTION_POOL_SIZE, gate_check_name
 from emp_pipeline.domain.promotion import GATE_NAMES
 from emp_pipeline.registry.engine import session_scope, shared_engine
 from emp_pipeline.registry.migrate import upgrade_database
@@ -33,12 +33,14 @@ from emp_pipeline.storage.parquet_frames import DatedFrameStore
 PERIODS = ("2007-09", "2007-10")
 DATA_RANGE = ("2004-08-19", "2007-10-31")
 POPULATION, GENERATIONS = 16, 4
+NULL_GENOMES = 100
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 LENIENT = {
     "gate_min_sharpe": -1e9,
     "gate_min_deflated_sharpe": 0.0,
     "gate_max_drawdown": 1.0,
     "gate_min_trades": 0,
+    "gate_max_null_p_value": 1.0,
 }
 STRICT = {"gate_min_sharpe": 1e9}
 
@@ -46,7 +48,11 @@ STRICT = {"gate_min_sharpe": 1e9}
 def _defs(settings: Settings, **overrides: object) -> Definitions:
     return build_definitions(
         dataclasses.replace(
-            settings, evolution_population=POPULATION, evolution_generations=GENERATIONS, **overrides
+            settings,
+            evolution_population=POPULATION,
+            evolution_generations=GENERATIONS,
+            null_genomes=NULL_GENOMES,
+            **overrides,
         )
     )
 
@@ -159,7 +165,14 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
     assert "data:image/png;base64," in report["equity_and_drawdown"]
     curve = DatedFrameStore(settings.data_dir, "walk_forward_report").read_all()
     oos_returns = DatedFrameStore(settings.data_dir, "strategy_performance").read_window()
-    selected = oos_returns.loc[oos_returns["rank"] == 0].sort_values("date")
+    strategies = oos_returns.loc[oos_returns["series"] == "strategy"]
+    selected = strategies.loc[strategies["rank"] == 0].sort_values("date")
+    # Beside the pick: buy-and-hold and the null model, per period and stitched.
+    null_rows = oos_returns.loc[oos_returns["series"] == "null"]
+    assert null_rows.groupby("period")["rank"].nunique().to_dict() == {p: NULL_GENOMES for p in PERIODS}
+    assert 0.0 <= report["null_percentile"] <= 100.0 and 0.0 < report["null_p_value"] <= 1.0
+    assert "buy_and_hold_total_return" in report and report["flat_total_return"] == 0.0
+    assert "null_percentile" in report["periods_table"] and "buy_and_hold_return" in report["periods_table"]
     assert curve["date"].is_monotonic_increasing and len(curve) == len(selected) == report["rows"]
     np.testing.assert_allclose(curve["equity"].iloc[-1], np.prod(1.0 + selected["return"].to_numpy()))
     assert list(curve.groupby("period")["strategy_id"].first()) == list(
@@ -168,8 +181,8 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
 
     # --- champions: lenient gates promote the newest period's best two by training fitness ---
     checks = _checks(research)
-    assert {name: checks[name] for name in checks if name.startswith("champions_pass_")} == {
-        f"champions_pass_{gate}": True for gate in GATE_NAMES
+    assert {name: checks[name] for name in (gate_check_name(gate) for gate in GATE_NAMES)} == {
+        gate_check_name(gate): True for gate in GATE_NAMES
     }
     assert checks["champions_free_of_lookahead"]
     parity = next(
@@ -210,7 +223,7 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
     outsider = pool.iloc[PROMOTION_POOL_SIZE]
     with session_scope(engine) as session:
         set_strategy_status(session, outsider, "active", "activated by hand for the test")
-    check_keys = {AssetCheckKey(AssetKey("champion_strategies"), f"champions_pass_{g}") for g in GATE_NAMES}
+    check_keys = {AssetCheckKey(AssetKey("champion_strategies"), gate_check_name(g)) for g in GATE_NAMES}
     checks_only = strict_defs.resolve_job_def("research_job").get_subset(
         asset_selection=set(), asset_check_selection=check_keys
     )

@@ -14,8 +14,10 @@ from emp_pipeline.domain.promotion import (
     plan_promotions,
 )
 
-GATES = PromotionGates(min_sharpe=0.5, min_deflated_sharpe=0.6, max_drawdown=0.10, min_trades=3)
-GOOD = {"sharpe": 1.2, "deflated_sharpe": 0.8, "max_drawdown": -0.04, "trade_count": 5}
+GATES = PromotionGates(
+    min_sharpe=0.5, min_deflated_sharpe=0.6, max_drawdown=0.10, min_trades=3, max_null_p_value=0.05
+)
+GOOD = {"sharpe": 1.2, "deflated_sharpe": 0.8, "max_drawdown": -0.04, "trade_count": 5, "null_p_value": 0.01}
 
 
 def _contender(
@@ -33,6 +35,7 @@ def test_a_record_meeting_every_threshold_passes_and_says_so_with_figures():
     assert summary.startswith("passed gates on 2010-01 out of sample: ")
     assert "Sharpe 1.20 >= 0.50" in summary and "max drawdown 4.0% <= 10.0%" in summary
     assert "trades 5 >= 3" in summary
+    assert "beats the null model: p = 0.010 <= 0.05" in summary
 
 
 @pytest.mark.parametrize(
@@ -42,6 +45,7 @@ def test_a_record_meeting_every_threshold_passes_and_says_so_with_figures():
         ("deflated_sharpe", 0.59, "deflated_sharpe"),
         ("max_drawdown", -0.1001, "max_drawdown"),
         ("trade_count", 2, "trade_count"),
+        ("null_p_value", 0.0501, "beats_null"),
     ],
 )
 def test_each_gate_fails_just_past_its_threshold_and_only_that_gate(metric, value, gate):
@@ -52,7 +56,13 @@ def test_each_gate_fails_just_past_its_threshold_and_only_that_gate(metric, valu
 
 
 def test_thresholds_are_inclusive():
-    edge = {"sharpe": 0.5, "deflated_sharpe": 0.6, "max_drawdown": -0.10, "trade_count": 3}
+    edge = {
+        "sharpe": 0.5,
+        "deflated_sharpe": 0.6,
+        "max_drawdown": -0.10,
+        "trade_count": 3,
+        "null_p_value": 0.05,
+    }
     assert evaluate_gates("s1", "2010-01", edge, GATES).passed
 
 
@@ -71,6 +81,7 @@ def test_an_unmeasured_metric_fails_its_gate(missing):
         PromotionGates(max_drawdown=15.0),
         PromotionGates(min_trades=-1),
         PromotionGates(min_sharpe=math.nan),
+        PromotionGates(max_null_p_value=0.0),
     ],
 )
 def test_out_of_range_thresholds_are_refused_with_the_setting_to_change(gates):

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from emp_pipeline.domain.backtest import PopulationResult
+from emp_pipeline.domain.baselines import PeriodBaselines
 from emp_pipeline.domain.evolution import EvolutionResult, StrategyRecord
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
 from emp_pipeline.domain.metrics import (
@@ -19,9 +20,12 @@ from emp_pipeline.domain.walkforward_study import (
     deflation_metrics,
     lineage_closure,
     out_of_sample_metrics,
+    period_comparisons,
+    period_frame,
     period_seed,
     search_trials,
     selected_curve,
+    stitched_baselines,
     study_overfitting,
     training_lookback_days,
     trial_matrix,
@@ -213,3 +217,53 @@ def test_more_trials_deflate_the_same_track_more_and_need_a_longer_record():
     )
     losing = deflation_metrics(-np.abs(track), SearchTrials(count=10_000, sharpe_variance=0.03**2))
     assert losing["min_track_record_bars"] is None and losing["deflated_sharpe"] < 0.01
+
+
+def _study_with_baselines(n_null: int = 50) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    frames = []
+    for period, dates in PERIODS.items():
+        n = len(dates)
+        strategies = rng.normal(0.0, 0.01, (3, n))
+        strategies[0] = 0.004 + rng.normal(0.0, 0.0005, n)  # the pick gains every bar
+        baselines = PeriodBaselines(
+            buy_and_hold=np.full(n, 0.001),
+            null_returns=rng.normal(0.0, 0.01, (n_null, n)),
+            null_sharpes=np.zeros(n_null),
+            spa=None,
+        )
+        frames.append(
+            period_frame(
+                period, dates, np.arange(3), [f"{period}-s{k}" for k in range(3)], strategies, baselines
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_baseline_rows_ride_along_without_entering_the_curve_or_the_trials():
+    oos = _study_with_baselines()
+    assert set(oos["series"]) == {"strategy", "buy_and_hold", "null"}
+    curve = selected_curve(oos)
+    assert set(curve["strategy_id"]) == {"2010-01-s0", "2010-02-s0"}
+    assert list(trial_matrix(oos).columns) == [0, 1, 2]
+    # Frames stored before baselines were kept (no series column) still read as strategies.
+    legacy = oos.loc[oos["series"] == "strategy"].drop(columns="series")
+    pd.testing.assert_frame_equal(selected_curve(legacy), curve)
+
+
+def test_the_pick_is_compared_with_buy_and_hold_and_the_null_per_period_and_stitched():
+    oos = _study_with_baselines()
+    curve = selected_curve(oos)
+    table = period_comparisons(oos, curve)
+    assert list(table["period"]) == ["2010-01", "2010-02"]
+    n_bars = len(PERIODS["2010-01"])
+    assert table["buy_and_hold_return"].iloc[0] == pytest.approx(1.001**n_bars - 1.0)
+    # A pick that gains every bar has an enormous Sharpe: above every random genome.
+    assert (table["null_percentile"] == 100.0).all()
+    assert table["null_p_value"].iloc[0] == pytest.approx(1 / 51)
+    stitched = stitched_baselines(oos, curve)
+    assert stitched is not None and stitched.null_sharpes.shape == (50,)
+    assert stitched.pick_against_null.percentile == 100.0
+    assert len(stitched.buy_and_hold) == len(curve)
+    legacy = oos.loc[oos["series"] == "strategy"]
+    assert stitched_baselines(legacy, curve) is None

@@ -55,6 +55,11 @@ PROMOTABLE_STATUSES = ("candidate", "retired")
 EXAMPLES_SHOWN = 5
 
 
+def gate_check_name(gate: str) -> str:
+    """A gate's blocking check is ``champions_pass_<gate>``; the null model's says what it asks."""
+    return "champions_beat_null" if gate == "beats_null" else f"champions_pass_{gate}"
+
+
 class MissingStudyError(RuntimeError):
     """There is no walk-forward report to promote from; the message says what to run."""
 
@@ -103,6 +108,8 @@ def _metric(evaluation: GateEvaluation, gate: str) -> str:
         return "n/a"
     if gate == "max_drawdown":
         return f"{value:.1%}"
+    if gate == "beats_null":
+        return f"p={value:.3f}"
     return f"{int(value)}" if gate == "trade_count" else f"{value:.2f}"
 
 
@@ -260,7 +267,7 @@ def champion_evaluations(database: DatabaseResource, gates: PromotionGates) -> l
 def _gate_check(gate: str) -> AssetChecksDefinition:
     @asset_check(
         asset=champion_strategies,
-        name=f"champions_pass_{gate}",
+        name=gate_check_name(gate),
         blocking=True,
         description=f"every active champion passes the {gate} gate on its newest out-of-sample period",
     )

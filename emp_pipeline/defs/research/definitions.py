@@ -29,6 +29,8 @@ def research_definitions(settings: Settings) -> Definitions:
                 gate_min_deflated_sharpe=settings.gate_min_deflated_sharpe,
                 gate_max_drawdown=settings.gate_max_drawdown,
                 gate_min_trades=settings.gate_min_trades,
+                gate_max_null_p_value=settings.gate_max_null_p_value,
+                null_genomes=settings.null_genomes,
                 max_champions=settings.max_champions,
             ),
             "promotion_gates": PromotionGatesResource(),

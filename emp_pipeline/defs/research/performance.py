@@ -9,6 +9,7 @@ probability of backtest overfitting over the study (see `domain/walkforward_stud
 """
 # No `from __future__ import annotations` here: Dagster inspects the assets' context annotations at runtime.
 
+import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,6 +27,7 @@ from dagster import (
 )
 
 from emp_pipeline.defs.research.partitions import walk_forward_partitions
+from emp_pipeline.defs.research.resources import WalkForwardResource
 from emp_pipeline.defs.research.strategies import (
     FREQUENCY,
     GROUP,
@@ -34,16 +36,22 @@ from emp_pipeline.defs.research.strategies import (
     walk_forward_grid,
 )
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
+from emp_pipeline.domain.baselines import period_baselines
 from emp_pipeline.domain.costs import Costs
-from emp_pipeline.domain.evolution import EvolutionConfig, backtest_fold
+from emp_pipeline.domain.evolution import backtest_fold
 from emp_pipeline.domain.genome import genome_from_json
 from emp_pipeline.domain.metrics import performance_metrics
 from emp_pipeline.domain.walkforward import period_bounds
 from emp_pipeline.domain.walkforward_study import (
-    OOS_COLUMNS,
     SearchTrials,
+    StitchedBaselines,
+    baseline_metrics,
     out_of_sample_metrics,
+    period_comparisons,
+    period_frame,
+    period_seed,
     selected_curve,
+    stitched_baselines,
     study_overfitting,
     trial_matrix,
 )
@@ -53,7 +61,16 @@ from emp_pipeline.reporting.walk_forward_plots import equity_drawdown_png, png_m
 
 PBO_MAX_BLOCKS = 16
 TOP_SHOWN = 10
-TABLE_METRICS = ("sharpe", "deflated_sharpe", "dsr_trials", "total_return", "max_drawdown", "trade_count")
+TABLE_METRICS = (
+    "sharpe",
+    "deflated_sharpe",
+    "dsr_trials",
+    "null_percentile",
+    "null_p_value",
+    "total_return",
+    "max_drawdown",
+    "trade_count",
+)
 
 
 class MissingEvaluationDataError(RuntimeError):
@@ -98,6 +115,7 @@ def strategy_performance(
     evolved_strategies: pd.DataFrame,
     lake: DataLakeResource,
     database: DatabaseResource,
+    walk_forward: WalkForwardResource,
 ) -> Iterator:
     period = context.partition_key
     period_start, period_end = period_bounds(period, FREQUENCY)
@@ -105,7 +123,9 @@ def strategy_performance(
         raise MissingEvaluationDataError(f"no evolved strategies stored for {period}: materialize them first")
     population = evolved_strategies.sort_values("rank", kind="mergesort").reset_index(drop=True)
     first = population.iloc[0]
-    config = EvolutionConfig(
+    # The GA's gene pool settings (for the null model) with the costs the period was evolved with.
+    config = dataclasses.replace(
+        walk_forward.evolution_config(),
         costs=Costs(fee_bps=float(first["fee_bps"]), slippage_bps=float(first["slippage_bps"])),
         periods_per_year=float(first["periods_per_year"]),
     )
@@ -131,7 +151,19 @@ def strategy_performance(
     )
     genomes = [genome_from_json(text) for text in population["genome"]]
     dates, result = backtest_fold(genomes, panel, market, fold, config)
-    metrics = out_of_sample_metrics(result, trials, config.periods_per_year)
+    baselines = period_baselines(
+        panel.window(fold.train_start, fold.train_end),
+        panel.window(fold.test_start, fold.test_end),
+        market.window(fold.test_start, fold.test_end),
+        result.returns,
+        config,
+        seed=period_seed(walk_forward.seed, f"{period}:null"),
+        n_null=walk_forward.null_genomes,
+    )
+    metrics = [
+        {**row, **baseline_metrics(row["sharpe"], baselines, config.periods_per_year)}
+        for row in out_of_sample_metrics(result, trials, config.periods_per_year)
+    ]
     ids = population["strategy_id"].astype(str).tolist()
     with database.session() as session:
         record_performance(
@@ -150,16 +182,9 @@ def strategy_performance(
         )
 
     n_strategies, n_bars = result.returns.shape
-    returns = np.nan_to_num(result.returns, nan=0.0, posinf=0.0, neginf=0.0)
-    oos = pd.DataFrame(
-        {
-            "date": dates[np.tile(np.arange(n_bars), n_strategies)],
-            "period": period,
-            "rank": np.repeat(population["rank"].to_numpy(dtype=np.int64), n_bars),
-            "strategy_id": np.repeat(np.asarray(ids, dtype=object), n_bars),
-            "return": returns.reshape(-1),
-        }
-    ).loc[:, list(OOS_COLUMNS)]
+    oos = period_frame(
+        period, dates, population["rank"].to_numpy(dtype=np.int64), ids, result.returns, baselines
+    )
 
     table = pd.DataFrame(metrics).loc[:, list(TABLE_METRICS)].head(TOP_SHOWN)
     table.insert(0, "training_fitness", population["fitness"].head(TOP_SHOWN).to_numpy())
@@ -188,6 +213,13 @@ def strategy_performance(
             if selected["min_track_record_bars"] is not None
             else float("inf"),
             "selected_total_return": float(selected["total_return"]),
+            "selected_null_percentile": float(selected["null_percentile"]),
+            "selected_null_p_value": float(selected["null_p_value"]),
+            "null_genomes": MetadataValue.int(walk_forward.null_genomes),
+            "spa_p_value": float(baselines.spa.consistent) if baselines.spa is not None else float("nan"),
+            "buy_and_hold_return": float(selected["buy_and_hold_return"]),
+            "buy_and_hold_sharpe": float(selected["buy_and_hold_sharpe"]),
+            "flat_return": 0.0,
             "best_sharpe": float(np.max(sharpes)),
             "median_sharpe": float(np.median(sharpes)),
             "selected_equity": MetadataValue.md(png_markdown(png, "selected strategy, out of sample")),
@@ -206,26 +238,19 @@ def strategy_performance(
     )
 
 
-def _period_table(curve: pd.DataFrame, oos: pd.DataFrame) -> pd.DataFrame:
-    """Per period: the selected strategy, its return and Sharpe, and where it ranked out of sample."""
-    rows = []
-    for period, part in curve.groupby("period", sort=True):
-        period_oos = oos.loc[oos["period"] == period]
-        totals = period_oos.groupby("rank")["return"].apply(lambda r: float(np.prod(1.0 + r) - 1.0))
-        selected_total = float(np.prod(1.0 + part["return"].to_numpy()) - 1.0)
-        metrics = performance_metrics(part["return"].to_numpy(dtype=np.float64))
-        rows.append(
-            {
-                "period": period,
-                "strategy_id": part["strategy_id"].iloc[0],
-                "bars": len(part),
-                "return": f"{selected_total:.2%}",
-                "sharpe": f"{metrics.sharpe_ratio:.2f}",
-                "max_drawdown": f"{metrics.max_drawdown:.2%}",
-                "beats_median_trial": bool(selected_total > float(totals.median())),
-            }
-        )
-    return pd.DataFrame(rows)
+def _period_table(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Per period: the pick beside buy-and-hold and its place in the period's null distribution."""
+    percent = ("return", "max_drawdown", "buy_and_hold_return")
+    decimals = ("sharpe", "buy_and_hold_sharpe", "null_p_value")
+    table = comparisons.copy()
+    for column in percent:
+        table[column] = table[column].map(lambda value: "n/a" if pd.isna(value) else f"{value:.2%}")
+    for column in decimals:
+        table[column] = table[column].map(lambda value: "n/a" if pd.isna(value) else f"{value:.3f}")
+    table["null_percentile"] = table["null_percentile"].map(
+        lambda value: "n/a" if pd.isna(value) else f"{value:.0f}"
+    )
+    return table
 
 
 @asset(
@@ -246,6 +271,8 @@ def walk_forward_report(context: AssetExecutionContext, strategy_performance: pd
         )
     oos = strategy_performance
     curve = selected_curve(oos)
+    comparisons = period_comparisons(oos, curve)
+    stitched = stitched_baselines(oos, curve)
     matrix = trial_matrix(oos)
     overfitting = study_overfitting(matrix, PBO_MAX_BLOCKS)
     study = performance_metrics(curve["return"].to_numpy(dtype=np.float64)).as_dict(finite_only=True)
@@ -284,6 +311,24 @@ def walk_forward_report(context: AssetExecutionContext, strategy_performance: pd
             **pbo_metadata,
             "equity_and_drawdown": MetadataValue.md(png_markdown(png, "walk-forward equity and drawdown")),
             "metrics": MetadataValue.md(metrics_table.to_markdown(index=False)),
-            "periods_table": MetadataValue.md(_period_table(curve, oos).to_markdown(index=False)),
+            **_stitched_metadata(stitched),
+            "periods_table": MetadataValue.md(_period_table(comparisons).to_markdown(index=False)),
         },
     )
+
+
+def _stitched_metadata(stitched: StitchedBaselines | None) -> dict[str, object]:
+    """The stitched pick beside stitched buy-and-hold, flat and the stitched null model."""
+    if stitched is None:
+        return {
+            "baselines_note": "some periods were measured before baselines were kept: re-materialize them"
+        }
+    held = performance_metrics(stitched.buy_and_hold)
+    return {
+        "buy_and_hold_total_return": float(held.total_return),
+        "buy_and_hold_sharpe": float(held.sharpe_ratio),
+        "flat_total_return": 0.0,
+        "null_percentile": float(stitched.pick_against_null.percentile),
+        "null_p_value": float(stitched.pick_against_null.p_value),
+        "null_median_sharpe": float(np.median(stitched.null_sharpes)),
+    }

@@ -18,6 +18,8 @@ class WalkForwardResource(ConfigurableResource):
     gate_min_deflated_sharpe: float = 0.5
     gate_max_drawdown: float = 0.15
     gate_min_trades: int = 2
+    gate_max_null_p_value: float = 0.05
+    null_genomes: int = 1000
     max_champions: int = 3
 
     def evolution_config(self) -> EvolutionConfig:
@@ -29,4 +31,5 @@ class WalkForwardResource(ConfigurableResource):
             min_deflated_sharpe=self.gate_min_deflated_sharpe,
             max_drawdown=self.gate_max_drawdown,
             min_trades=self.gate_min_trades,
+            max_null_p_value=self.gate_max_null_p_value,
         ).validate()
