@@ -13,7 +13,7 @@ from dagster import BetaWarning, PreviewWarning
 from emp_pipeline.auth.commands import add_token_commands
 from emp_pipeline.monitoring.commands import add_metrics_commands
 from emp_pipeline.parity.commands import add_parity_commands
-from emp_pipeline.settings import Settings
+from emp_pipeline.settings import Settings, SettingsError
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -95,7 +95,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     warnings.filterwarnings("ignore", category=BetaWarning)
     warnings.filterwarnings("ignore", category=PreviewWarning)
     args = build_parser().parse_args(argv)
-    return args.handler(args, Settings.from_env(), out)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"emp: {error}", file=sys.stderr)
+        return 2
+    return args.handler(args, settings, out)
 
 
 if __name__ == "__main__":

@@ -16,21 +16,28 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import TextIO
 
-from dagster import AssetCheckSeverity, AssetKey, AssetRecordsFilter, DagsterInstance, Definitions
+from dagster import (
+    AssetCheckSeverity,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    Definitions,
+    PartitionsDefinition,
+)
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from emp_pipeline.registry.migrate import upgrade_database
-from emp_pipeline.settings import Settings
+from emp_pipeline.settings import Settings, masked_url
 
 RECENT_DAYS = 90
 # The demo's gates are lenient so a three-month study on three instruments yields champions to trade; the
 # production defaults (EMP_GATE_*) are stricter and are printed beside them.
 DEMO_GATES = {
-    "gate_min_sharpe": 0.0,
-    "gate_min_deflated_sharpe": 0.0,
-    "gate_max_drawdown": 0.5,
-    "gate_min_trades": 1,
-    "gate_max_null_p_value": 1.0,
+    "min_sharpe": 0.0,
+    "min_deflated_sharpe": 0.0,
+    "max_drawdown": 0.5,
+    "min_trades": 1,
+    "max_null_p_value": 1.0,
     "max_champions": 5,
 }
 
@@ -115,13 +122,14 @@ def run_demo(
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade_database(settings.database_url)
     from emp_pipeline.definitions import build_definitions
-    from emp_pipeline.defs.partitions import daily_bar_partitions
+    from emp_pipeline.defs.partitions import build_partitions
 
     defs = build_definitions(settings)
+    partitions = build_partitions(settings)
 
     instance = demo_instance(settings)
-    keys = daily_bar_partitions.get_partition_keys(dynamic_partitions_store=instance)
-    source = "bundled sample data" if settings.data_source == "sample" else f"{settings.data_source} data"
+    keys = partitions.bars.get_partition_keys(dynamic_partitions_store=instance)
+    source = "bundled sample data" if settings.data.source == "sample" else f"{settings.data.source} data"
     out.write(
         f"emp demo: {source}, registry {settings.database_url.split(':')[0]}, Parquet files, paper broker\n"
     )
@@ -135,8 +143,8 @@ def run_demo(
                 )
             )
     steps.append(_report(out, _run_job(defs, instance, "daily_update_job", (keys[split], keys[-1]))))
-    # --- walk-forward research: the last `periods` months evolved and measured, then report and champions ---
-    walk_forward_keys = _walk_forward_keys(instance, periods)
+    # The walk-forward study: the last `periods` months evolved and measured, then report and champions.
+    walk_forward_keys = _walk_forward_keys(partitions.walk_forward, instance, periods)
     if not walk_forward_keys:
         out.write(
             f"- walk-forward study skipped: the universe covers {keys[0]}..{keys[-1]}, and the first period "
@@ -147,17 +155,21 @@ def run_demo(
         steps.append(_report(out, _run_job(research_defs, instance, "evolution_job", (key, key))))
     if walk_forward_keys:
         steps.append(_report(out, _run_job(research_defs, instance, "research_job", None)))
-    # --- end walk-forward research ---
     steps.extend(_paper_trade_newest_period(out, defs, instance, settings, walk_forward_keys))
     _write_walk_forward_summary(out, instance, settings, walk_forward_keys)
     _write_paper_tick_summary(out, settings)
-    out.write(f"data files:    {settings.data_dir}\n")
-    out.write(f"registry:      {settings.database_url}\n")
-    out.write(f"dagster home:  {settings.home / 'dagster_home'} (make ui opens it in dagster dev)\n")
+    write_locations(out, settings)
     failed = [step.job for step in steps if not step.success]
     if failed:
         out.write(f"FAILED runs: {', '.join(failed)}\n")
     return steps
+
+
+def write_locations(out: TextIO, settings: Settings) -> None:
+    """Where the demo left its results; the registry URL with its password masked."""
+    out.write(f"data files:    {settings.data_dir}\n")
+    out.write(f"registry:      {masked_url(settings.database_url)}\n")
+    out.write(f"dagster home:  {settings.home / 'dagster_home'} (make ui opens it in dagster dev)\n")
 
 
 def _paper_trade_newest_period(
@@ -235,13 +247,10 @@ def _write_paper_tick_summary(out: TextIO, settings: Settings) -> None:
         out.write(f"    position {position.symbol}: {position.quantity:g} @ {position.avg_price:.2f}\n")
 
 
-# --- walk-forward research (defs/research/) ---
-
-
-def _walk_forward_keys(instance: DagsterInstance, periods: int) -> list[str]:
-    from emp_pipeline.defs.research.partitions import walk_forward_partitions
-
-    keys = walk_forward_partitions.get_partition_keys(dynamic_partitions_store=instance)
+def _walk_forward_keys(
+    walk_forward: PartitionsDefinition, instance: DagsterInstance, periods: int
+) -> list[str]:
+    keys = walk_forward.get_partition_keys(dynamic_partitions_store=instance)
     return keys[-periods:] if periods > 0 else []
 
 
@@ -252,9 +261,12 @@ def _research_definitions(settings: Settings) -> Definitions:
     return build_definitions(
         replace(
             settings,
-            evolution_population=settings.demo_population,
-            evolution_generations=settings.demo_generations,
-            **DEMO_GATES,
+            research=replace(
+                settings.research,
+                population=settings.research.demo_population,
+                generations=settings.research.demo_generations,
+            ),
+            gates=replace(settings.gates, **DEMO_GATES),
         )
     )
 
@@ -278,7 +290,7 @@ def _write_walk_forward_summary(
         return
     out.write(
         f"walk-forward study: {len(keys)} monthly period(s) {keys[0]}..{keys[-1]}, GA population "
-        f"{settings.demo_population} x {settings.demo_generations} generations\n"
+        f"{settings.research.demo_population} x {settings.research.demo_generations} generations\n"
     )
     for key in keys:
         evolved = _latest_metadata(instance, "evolved_strategies", key)
@@ -305,6 +317,3 @@ def _write_walk_forward_summary(
             f"    champions: {champions['promoted']} promoted, {champions['retired']} retired, "
             f"{champions['active_champions']} active (gates: {', '.join(champions['gates'].values())})\n"
         )
-
-
-# --- end walk-forward research ---

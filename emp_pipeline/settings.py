@@ -1,16 +1,30 @@
-"""Every environment variable the project reads, in one place, with embedded-mode defaults.
+"""Every environment variable the project reads, in one place, validated once, with embedded-mode defaults.
 
 The embedded mode needs no server and no network: SQLite registry, Parquet files and the bundled sample
 data under a local home directory. Production sets the variables (docker-compose passes them through).
+
+`Settings.from_env()` is called once per process entry point (the `emp` command, `definitions.py` for
+`dagster dev` and the code server); everything else receives the object it built. A bad value stops the
+process at start-up with one `SettingsError` that names the variable, the value and what is accepted,
+never later at trading time. Secrets are kept out of `repr`, and URLs are shown with their password masked.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from emp_pipeline.endpoint_security import require_tls_off_loopback
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from emp_pipeline.domain.instruments import UniverseError, load_universe
+from emp_pipeline.domain.timeframes import Timeframe, TimeframeError
+from emp_pipeline.endpoint_security import InsecureEndpointError, require_tls_off_loopback
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 UNIVERSES_DIR = PACKAGE_DIR / "data" / "universes"
@@ -18,147 +32,368 @@ SAMPLE_UNIVERSE_FILE = UNIVERSES_DIR / "sample.yaml"
 DEFAULT_UNIVERSE_FILE = UNIVERSES_DIR / "default.yaml"
 
 DATA_SOURCES = ("sample", "csv", "yahoo")
+# A CSV folder of unknown instruments needs no YAML: its universe is inferred from the files at run time.
+DEFAULT_UNIVERSE_FILES: dict[str, Path | None] = {
+    "sample": SAMPLE_UNIVERSE_FILE,
+    "yahoo": DEFAULT_UNIVERSE_FILE,
+    "csv": None,
+}
 BROKERS = ("paper", "ctrader")
 REGIME_CLASSIFIERS = ("rules", "hmm")
+DATABASE_BACKENDS = ("sqlite", "postgresql")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 TOKEN_REQUEST_METHODS = ("GET", "POST")  # GET: what cTrader's official SDKs send (docs/operations.md)
+MASK = "***"
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; the one-line message names the variable, its value and what it accepts."""
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password (if any) replaced by ***, for printing, logging and repr."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    if parts.password is None:
+        return url
+    user_info, _, host = parts.netloc.rpartition("@")
+    user = user_info.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:{MASK}@{host}").geturl()
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where bars come from: the source, the universe and its timeframe, and the FRED key for WHY."""
+
+    source: str = "sample"  # EMP_DATA_SOURCE
+    universe_file: Path | None = SAMPLE_UNIVERSE_FILE  # EMP_UNIVERSE_FILE; None = inferred from a CSV folder
+    csv_dir: Path | None = None  # EMP_CSV_DIR
+    timeframe: Timeframe = Timeframe.D1  # EMP_TIMEFRAME
+    # EMP_DATA_START_DATE: first partition day when no universe file declares one (a CSV folder's universe
+    # is inferred from its files at run time, never while the definitions load).
+    start_date: date = date(2000, 1, 1)
+    fred_api_key: str | None = field(default=None, repr=False)  # FRED_API_KEY
+
+    def __post_init__(self) -> None:
+        if self.source not in DATA_SOURCES:
+            raise SettingsError(f"EMP_DATA_SOURCE={self.source!r} is not one of {', '.join(DATA_SOURCES)}")
+        if self.source == "csv" and self.csv_dir is None:
+            raise SettingsError("EMP_DATA_SOURCE=csv needs EMP_CSV_DIR, the folder of <SYMBOL>.csv files")
+        if self.universe_file is None and self.source != "csv":
+            raise SettingsError(f"EMP_DATA_SOURCE={self.source} needs EMP_UNIVERSE_FILE")
+
+
+@dataclass(frozen=True)
+class CostSettings:
+    """Trading costs (basis points of notional) and the capital a strategy is measured and traded with."""
+
+    fee_bps: float = 1.0  # EMP_FEE_BPS
+    slippage_bps: float = 1.0  # EMP_SLIPPAGE_BPS
+    capital: float = 100_000.0  # EMP_CAPITAL
+
+
+@dataclass(frozen=True)
+class ResearchSettings:
+    """The walk-forward study: the GA's size and seed, the regime classifier, and the costs it measures."""
+
+    seed: int = 7  # EMP_EVOLUTION_SEED
+    population: int = 200  # EMP_EVOLUTION_POPULATION
+    generations: int = 50  # EMP_EVOLUTION_GENERATIONS
+    demo_population: int = 40  # `emp demo` keeps its walk-forward cheap; research runs use the two above
+    demo_generations: int = 8
+    regime_classifier: str = "rules"  # EMP_REGIME_CLASSIFIER
+    null_genomes: int = 1000  # EMP_NULL_GENOMES: random genomes per period in the null model
+    costs: CostSettings = field(default_factory=CostSettings)
+
+
+@dataclass(frozen=True)
+class PromotionGateSettings:
+    """What a champion must show out of sample, how many may trade, and how the promotion gates audit them."""
+
+    min_sharpe: float = 0.5  # EMP_GATE_MIN_SHARPE, annualised out-of-sample Sharpe
+    min_deflated_sharpe: float = 0.5  # EMP_GATE_MIN_DEFLATED_SHARPE
+    max_drawdown: float = 0.15  # EMP_GATE_MAX_DRAWDOWN, magnitude, fraction of equity
+    min_trades: int = 2  # EMP_GATE_MIN_TRADES
+    max_null_p_value: float = 0.05  # EMP_GATE_MAX_NULL_P_VALUE: p-value of its Sharpe against the null model
+    max_champions: int = 3  # EMP_MAX_CHAMPIONS
+    # The look-ahead and parity gates: the newest bars they judge, and how many cut / audit points.
+    window_bars: int = 252
+    history_bars: int = 300
+    lookahead_cuts: int = 8
+    parity_audits: int = 8
+    audit_seed: int = 0
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """Live execution: the broker, the risk limits (fractions of account equity) and where alerts go."""
+
+    broker: str = "paper"  # EMP_BROKER
+    max_position_fraction: float = 0.25  # EMP_MAX_POSITION_FRACTION
+    max_gross_exposure: float = 1.0  # EMP_MAX_GROSS_EXPOSURE
+    daily_loss_limit: float = 0.05  # EMP_DAILY_LOSS_LIMIT
+    alert_webhook_url: str | None = field(default=None, repr=False)  # may embed a token (Slack-style)
+    ctrader_account_id: int = 0  # CTRADER_ACCOUNT_ID: the ctidTraderAccountId the live job trades
+    ctrader_api_url: str = "wss://demo.ctraderapi.com:5036"  # CTRADER_API_URL
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    """The cTrader OAuth application and where its token lives (emp_pipeline/auth); secrets out of repr."""
+
+    client_id: str | None = None  # CTRADER_CLIENT_ID
+    client_secret: str | None = field(default=None, repr=False)  # CTRADER_CLIENT_SECRET
+    refresh_token: str | None = field(default=None, repr=False)  # CTRADER_REFRESH_TOKEN
+    token_url: str = "https://openapi.ctrader.com"  # CTRADER_TOKEN_URL
+    redirect_uri: str | None = None  # CTRADER_REDIRECT_URI
+    refresh_margin_s: float = 3600.0  # CTRADER_REFRESH_MARGIN_SECONDS
+    key: str | None = field(default=None, repr=False)  # EMP_TOKEN_KEY (encrypts the stored token)
+    key_prefix: str = "emp:"  # EMP_TOKEN_KEY_PREFIX
+    request_method: str = "GET"  # CTRADER_TOKEN_REQUEST_METHOD
 
 
 @dataclass(frozen=True)
 class Settings:
-    """A snapshot of the environment; build it with `Settings.from_env()` so tests can pass their own."""
+    """A validated snapshot of the environment; build it with `Settings.from_env()` (tests pass a mapping)."""
 
     home: Path
     data_dir: Path
-    database_url: str
-    data_source: str
-    universe_file: Path | None
-    csv_dir: Path | None
-    redis_url: str
-    broker: str
-    # --- cTrader OAuth token (emp_pipeline/auth): secrets kept out of repr so they never reach a log ---
-    ctrader_client_id: str | None = None
-    ctrader_client_secret: str | None = field(default=None, repr=False)
-    ctrader_refresh_token: str | None = field(default=None, repr=False)
-    ctrader_token_url: str = "https://openapi.ctrader.com"
-    ctrader_redirect_uri: str | None = None
-    ctrader_refresh_margin_s: float = 3600.0
-    emp_token_key: str | None = field(default=None, repr=False)
-    token_key_prefix: str = "emp:"
-    ctrader_token_request_method: str = "GET"
-    # --- end cTrader OAuth token ---
-    # --- live execution (emp_pipeline/live, defs/live/): risk limits as fractions of account equity ---
-    max_position_fraction: float = 0.25
-    max_gross_exposure: float = 1.0
-    daily_loss_limit: float = 0.05
-    alert_webhook_url: str | None = field(default=None, repr=False)  # may embed a token (Slack-style)
-    ctrader_account_id: int = 0  # the ctidTraderAccountId the live job trades (broker=ctrader)
-    ctrader_api_url: str = "wss://demo.ctraderapi.com:5036"
-    # --- end live execution ---
-    # --- perception (defs/perception/): macro source for WHY and the regime classifier ---
-    fred_api_key: str | None = field(default=None, repr=False)
-    regime_classifier: str = "rules"
-    # --- end perception ---
-    # --- walk-forward research (defs/research/) ---
-    evolution_seed: int = 7
-    evolution_population: int = 200
-    evolution_generations: int = 50
-    demo_population: int = 40  # `emp demo` keeps its walk-forward cheap; research runs use the two above
-    demo_generations: int = 8
-    gate_min_sharpe: float = 0.5  # annualised out-of-sample Sharpe
-    gate_min_deflated_sharpe: float = 0.5
-    gate_max_drawdown: float = 0.15  # magnitude, fraction of equity
-    gate_min_trades: int = 2
-    gate_max_null_p_value: float = 0.05  # champion gate: p-value of its Sharpe against the null model
-    null_genomes: int = 1000  # random genomes per period in the null model
-    max_champions: int = 3
-    # --- end walk-forward research ---
+    database_url: str = field(repr=False)
+    redis_url: str = field(repr=False)
+    data: DataSettings = field(default_factory=DataSettings)
+    research: ResearchSettings = field(default_factory=ResearchSettings)
+    gates: PromotionGateSettings = field(default_factory=PromotionGateSettings)
+    live: LiveSettings = field(default_factory=LiveSettings)
+    token: TokenSettings = field(default_factory=TokenSettings)
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(home={str(self.home)!r}, data_dir={str(self.data_dir)!r}, "
+            f"database_url={masked_url(self.database_url)!r}, redis_url={masked_url(self.redis_url)!r}, "
+            f"data={self.data!r}, research={self.research!r}, gates={self.gates!r}, live={self.live!r}, "
+            f"token={self.token!r})"
+        )
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        home = Path(env.get("EMP_HOME", Path.cwd() / ".emp")).resolve()
-        data_dir = Path(env.get("EMP_DATA_DIR", home / "data")).resolve()
-        database_url = (
-            env.get("EMP_DATABASE_URL") or env.get("DATABASE_URL") or f"sqlite:///{home / 'registry.sqlite'}"
-        )
-        data_source = env.get("EMP_DATA_SOURCE", "sample")
-        if data_source not in DATA_SOURCES:
-            raise ValueError(f"EMP_DATA_SOURCE={data_source!r} is not one of {', '.join(DATA_SOURCES)}")
-        # A CSV folder of unknown instruments needs no YAML: its universe is inferred from the files.
-        default_universe = {"sample": SAMPLE_UNIVERSE_FILE, "yahoo": DEFAULT_UNIVERSE_FILE, "csv": None}[
-            data_source
-        ]
-        universe_file = env.get("EMP_UNIVERSE_FILE") or default_universe
-        broker = env.get("EMP_BROKER", "paper")
-        if broker not in BROKERS:
-            raise ValueError(f"EMP_BROKER={broker!r} is not one of {', '.join(BROKERS)}")
-        csv_dir = env.get("EMP_CSV_DIR")
-        # Secrets go to these two over TLS only (plain http/ws is accepted on loopback, for local servers).
-        token_url = require_tls_off_loopback(
-            env.get("CTRADER_TOKEN_URL") or "https://openapi.ctrader.com",
-            variable="CTRADER_TOKEN_URL",
-            tls_scheme="https",
-            plain_scheme="http",
-        )
-        api_url = require_tls_off_loopback(
-            env.get("CTRADER_API_URL") or "wss://demo.ctraderapi.com:5036",
-            variable="CTRADER_API_URL",
-            tls_scheme="wss",
-            plain_scheme="ws",
-        )
-        token_request_method = (env.get("CTRADER_TOKEN_REQUEST_METHOD") or "GET").upper()
-        if token_request_method not in TOKEN_REQUEST_METHODS:
-            raise ValueError(
-                f"CTRADER_TOKEN_REQUEST_METHOD={env['CTRADER_TOKEN_REQUEST_METHOD']!r} is not one of "
-                f"{', '.join(TOKEN_REQUEST_METHODS)}"
-            )
-        regime_classifier = env.get("EMP_REGIME_CLASSIFIER") or "rules"
-        if regime_classifier not in REGIME_CLASSIFIERS:
-            raise ValueError(
-                f"EMP_REGIME_CLASSIFIER={regime_classifier!r} is not one of {', '.join(REGIME_CLASSIFIERS)}"
-            )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every variable; the first bad one raises SettingsError naming it."""
+        env = _Variables(os.environ if environ is None else environ)
+        home = env.path("EMP_HOME", Path.cwd() / ".emp")
+        data = _data_settings(env)
         return cls(
             home=home,
-            data_dir=data_dir,
-            database_url=database_url,
-            data_source=data_source,
-            universe_file=Path(universe_file).resolve() if universe_file else None,
-            csv_dir=Path(csv_dir).resolve() if csv_dir else None,
-            redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-            broker=broker,
-            # --- cTrader OAuth token ---
-            ctrader_client_id=env.get("CTRADER_CLIENT_ID") or None,
-            ctrader_client_secret=env.get("CTRADER_CLIENT_SECRET") or None,
-            ctrader_refresh_token=env.get("CTRADER_REFRESH_TOKEN") or None,
-            ctrader_token_url=token_url,
-            ctrader_redirect_uri=env.get("CTRADER_REDIRECT_URI") or None,
-            ctrader_refresh_margin_s=float(env.get("CTRADER_REFRESH_MARGIN_SECONDS") or 3600.0),
-            emp_token_key=env.get("EMP_TOKEN_KEY") or None,
-            token_key_prefix=env.get("EMP_TOKEN_KEY_PREFIX") or "emp:",
-            ctrader_token_request_method=token_request_method,
-            # --- end cTrader OAuth token ---
-            # --- live execution ---
-            max_position_fraction=float(env.get("EMP_MAX_POSITION_FRACTION") or 0.25),
-            max_gross_exposure=float(env.get("EMP_MAX_GROSS_EXPOSURE") or 1.0),
-            daily_loss_limit=float(env.get("EMP_DAILY_LOSS_LIMIT") or 0.05),
-            alert_webhook_url=env.get("EMP_ALERT_WEBHOOK_URL") or None,
-            ctrader_account_id=int(env.get("CTRADER_ACCOUNT_ID") or 0),
-            ctrader_api_url=api_url,
-            # --- end live execution ---
-            # --- perception ---
-            fred_api_key=env.get("FRED_API_KEY") or None,
-            regime_classifier=regime_classifier,
-            # --- end perception ---
-            # --- walk-forward research ---
-            evolution_seed=int(env.get("EMP_EVOLUTION_SEED") or 7),
-            evolution_population=int(env.get("EMP_EVOLUTION_POPULATION") or 200),
-            evolution_generations=int(env.get("EMP_EVOLUTION_GENERATIONS") or 50),
-            gate_min_sharpe=float(env.get("EMP_GATE_MIN_SHARPE") or 0.5),
-            gate_min_deflated_sharpe=float(env.get("EMP_GATE_MIN_DEFLATED_SHARPE") or 0.5),
-            gate_max_drawdown=float(env.get("EMP_GATE_MAX_DRAWDOWN") or 0.15),
-            gate_min_trades=int(env.get("EMP_GATE_MIN_TRADES") or 2),
-            gate_max_null_p_value=float(env.get("EMP_GATE_MAX_NULL_P_VALUE") or 0.05),
-            null_genomes=int(env.get("EMP_NULL_GENOMES") or 1000),
-            max_champions=int(env.get("EMP_MAX_CHAMPIONS") or 3),
-            # --- end walk-forward research ---
+            data_dir=env.path("EMP_DATA_DIR", home / "data"),
+            database_url=_database_url(env, home),
+            redis_url=env.url("REDIS_URL", "redis://127.0.0.1:6379/0", REDIS_SCHEMES),
+            data=data,
+            research=ResearchSettings(
+                seed=env.integer("EMP_EVOLUTION_SEED", 7, low=0),
+                population=env.integer("EMP_EVOLUTION_POPULATION", 200, low=4),
+                generations=env.integer("EMP_EVOLUTION_GENERATIONS", 50, low=1),
+                regime_classifier=env.choice("EMP_REGIME_CLASSIFIER", "rules", REGIME_CLASSIFIERS),
+                null_genomes=env.integer("EMP_NULL_GENOMES", 1000, low=1),
+                costs=CostSettings(
+                    fee_bps=env.number("EMP_FEE_BPS", 1.0, low=0.0, high=1000.0),
+                    slippage_bps=env.number("EMP_SLIPPAGE_BPS", 1.0, low=0.0, high=1000.0),
+                    capital=env.number("EMP_CAPITAL", 100_000.0, low=0.0, low_open=True),
+                ),
+            ),
+            gates=PromotionGateSettings(
+                min_sharpe=env.number("EMP_GATE_MIN_SHARPE", 0.5, low=-10.0, high=10.0),
+                min_deflated_sharpe=env.number("EMP_GATE_MIN_DEFLATED_SHARPE", 0.5, low=0.0, high=1.0),
+                max_drawdown=env.number("EMP_GATE_MAX_DRAWDOWN", 0.15, low=0.0, high=1.0),
+                min_trades=env.integer("EMP_GATE_MIN_TRADES", 2, low=0),
+                max_null_p_value=env.number("EMP_GATE_MAX_NULL_P_VALUE", 0.05, low=0.0, high=1.0),
+                max_champions=env.integer("EMP_MAX_CHAMPIONS", 3, low=1),
+            ),
+            live=LiveSettings(
+                broker=env.choice("EMP_BROKER", "paper", BROKERS),
+                max_position_fraction=env.number(
+                    "EMP_MAX_POSITION_FRACTION", 0.25, low=0.0, high=1.0, low_open=True
+                ),
+                max_gross_exposure=env.number(
+                    "EMP_MAX_GROSS_EXPOSURE", 1.0, low=0.0, high=10.0, low_open=True
+                ),
+                daily_loss_limit=env.number("EMP_DAILY_LOSS_LIMIT", 0.05, low=0.0, high=1.0, low_open=True),
+                alert_webhook_url=env.optional_url("EMP_ALERT_WEBHOOK_URL", ("http", "https")),
+                ctrader_account_id=env.integer("CTRADER_ACCOUNT_ID", 0, low=0),
+                ctrader_api_url=env.secret_endpoint(
+                    "CTRADER_API_URL", "wss://demo.ctraderapi.com:5036", "wss"
+                ),
+            ),
+            token=TokenSettings(
+                client_id=env.text("CTRADER_CLIENT_ID"),
+                client_secret=env.text("CTRADER_CLIENT_SECRET"),
+                refresh_token=env.text("CTRADER_REFRESH_TOKEN"),
+                token_url=env.secret_endpoint("CTRADER_TOKEN_URL", "https://openapi.ctrader.com", "https"),
+                redirect_uri=env.optional_url("CTRADER_REDIRECT_URI", ("http", "https")),
+                refresh_margin_s=env.number(
+                    "CTRADER_REFRESH_MARGIN_SECONDS", 3600.0, low=0.0, high=30 * 86400.0, low_open=True
+                ),
+                key=env.text("EMP_TOKEN_KEY"),
+                key_prefix=env.text("EMP_TOKEN_KEY_PREFIX") or "emp:",
+                request_method=env.choice(
+                    "CTRADER_TOKEN_REQUEST_METHOD", "GET", TOKEN_REQUEST_METHODS, normalise=str.upper
+                ),
+            ),
         )
+
+
+def _data_settings(env: _Variables) -> DataSettings:
+    source = env.choice("EMP_DATA_SOURCE", "sample", DATA_SOURCES)
+    csv_dir = env.optional_path("EMP_CSV_DIR")
+    if source == "csv" and csv_dir is not None and not csv_dir.is_dir():
+        raise SettingsError(f"EMP_CSV_DIR={str(csv_dir)!r} is not a folder: point it at the CSV files")
+    universe_file = env.optional_path("EMP_UNIVERSE_FILE") or DEFAULT_UNIVERSE_FILES[source]
+    if universe_file is not None:
+        if not universe_file.is_file():
+            raise SettingsError(
+                f"EMP_UNIVERSE_FILE={str(universe_file)!r} does not exist: give the path of a universe file"
+            )
+        try:
+            load_universe(universe_file)
+        except UniverseError as error:
+            raise SettingsError(f"EMP_UNIVERSE_FILE: {error}") from None
+    return DataSettings(
+        source=source,
+        universe_file=universe_file,
+        csv_dir=csv_dir,
+        timeframe=env.timeframe("EMP_TIMEFRAME", Timeframe.D1),
+        start_date=env.day("EMP_DATA_START_DATE", date(2000, 1, 1)),
+        fred_api_key=env.text("FRED_API_KEY"),
+    )
+
+
+def _database_url(env: _Variables, home: Path) -> str:
+    """EMP_DATABASE_URL, else DATABASE_URL, else a SQLite file in the home; only sqlite or postgresql."""
+    name = "EMP_DATABASE_URL" if env.text("EMP_DATABASE_URL") else "DATABASE_URL"
+    url = env.text(name)
+    if url is None:
+        return f"sqlite:///{home / 'registry.sqlite'}"
+    try:
+        backend = make_url(url).get_backend_name()
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise SettingsError(
+            f"{name}={masked_url(url)!r} is not a database URL: use sqlite:///<path> or "
+            "postgresql://<user>:<password>@<host>/<database>"
+        ) from None
+    if backend not in DATABASE_BACKENDS:
+        raise SettingsError(
+            f"{name}={masked_url(url)!r} uses {backend!r}: the registry supports "
+            f"{', '.join(DATABASE_BACKENDS)}"
+        )
+    return url
+
+
+class _Variables:
+    """Typed reads of environment variables; an empty value means unset (as `VAR=` in an env file)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def path(self, name: str, default: Path) -> Path:
+        return Path(self.text(name) or default).resolve()
+
+    def optional_path(self, name: str) -> Path | None:
+        value = self.text(name)
+        return Path(value).resolve() if value else None
+
+    def choice(
+        self, name: str, default: str, choices: tuple[str, ...], normalise: Callable[[str], str] = str
+    ) -> str:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if normalise(raw) not in choices:
+            raise SettingsError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+        return normalise(raw)
+
+    def number(
+        self,
+        name: str,
+        default: float,
+        *,
+        low: float,
+        high: float = math.inf,
+        low_open: bool = False,
+    ) -> float:
+        """A finite number in [low, high] (or (low, high] with `low_open`)."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        accepted = f"{'(' if low_open else '['}{low:g}, {'inf)' if math.isinf(high) else f'{high:g}]'}"
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw} is not a number: use a decimal in {accepted}") from None
+        inside = (value > low if low_open else value >= low) and value <= high
+        if not (math.isfinite(value) and inside):
+            raise SettingsError(f"{name}={raw} is outside {accepted}")
+        return value
+
+    def integer(self, name: str, default: int, *, low: int) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw} is not a whole number: use an integer >= {low}") from None
+        if value < low:
+            raise SettingsError(f"{name}={raw} is below {low}: use an integer >= {low}")
+        return value
+
+    def day(self, name: str, default: date) -> date:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw} is not a date: use YYYY-MM-DD") from None
+
+    def timeframe(self, name: str, default: Timeframe) -> Timeframe:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            return Timeframe.parse(raw)
+        except TimeframeError:
+            accepted = ", ".join(member.value for member in Timeframe)
+            raise SettingsError(f"{name}={raw} is not a timeframe: use one of {accepted}") from None
+
+    def secret_endpoint(self, name: str, default: str, tls_scheme: str) -> str:
+        """A URL secrets travel to: TLS, or its plain twin (http, ws) on loopback only (endpoint_security)."""
+        plain_scheme = {"https": "http", "wss": "ws"}[tls_scheme]
+        url = self.text(name) or default
+        try:
+            require_tls_off_loopback(url, variable=name, tls_scheme=tls_scheme, plain_scheme=plain_scheme)
+        except InsecureEndpointError as error:
+            raise SettingsError(str(error)) from None
+        return self._checked_url(name, url, (tls_scheme, plain_scheme))
+
+    def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
+        return self.optional_url(name, schemes) or default
+
+    def optional_url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        raw = self.text(name)
+        return None if raw is None else self._checked_url(name, raw, schemes)
+
+    @staticmethod
+    def _checked_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+        try:
+            parts = urlsplit(raw)
+            parts.port  # noqa: B018 - parsing the port is the check (a non-numeric port raises)
+        except ValueError as error:
+            raise SettingsError(f"{name}={masked_url(raw)!r} is not a URL ({error})") from None
+        if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
+            raise SettingsError(
+                f"{name}={masked_url(raw)!r} is not a {' or '.join(f'{s}://' for s in schemes)} URL"
+            )
+        return raw

@@ -51,27 +51,27 @@ def authorize(
     out: TextIO = sys.stdout,
 ) -> int:
     """Print the consent URL, take the code (argument or stdin), exchange it and store the pair."""
-    if not settings.ctrader_client_id or not settings.ctrader_client_secret:
+    if not settings.token.client_id or not settings.token.client_secret:
         out.write("CTRADER_CLIENT_ID and CTRADER_CLIENT_SECRET must be set to authorise the cTrader app.\n")
         return EXIT_USAGE
     try:
         manager = build_token_manager(
-            client_id=settings.ctrader_client_id,
-            client_secret=settings.ctrader_client_secret,
+            client_id=settings.token.client_id,
+            client_secret=settings.token.client_secret,
             redis_url=settings.redis_url,
-            token_url=settings.ctrader_token_url,
-            key_prefix=settings.token_key_prefix,
-            token_key=settings.emp_token_key,
-            refresh_margin_s=settings.ctrader_refresh_margin_s,
-            method=token_request_method(settings.ctrader_token_request_method),
+            token_url=settings.token.token_url,
+            key_prefix=settings.token.key_prefix,
+            token_key=settings.token.key,
+            refresh_margin_s=settings.token.refresh_margin_s,
+            method=token_request_method(settings.token.request_method),
         )
         if from_refresh_token:
-            if not settings.ctrader_refresh_token:
+            if not settings.token.refresh_token:
                 out.write("--from-refresh-token needs CTRADER_REFRESH_TOKEN to be set.\n")
                 return EXIT_USAGE
-            state = manager.authorize_with_refresh_token(settings.ctrader_refresh_token)
+            state = manager.authorize_with_refresh_token(settings.token.refresh_token)
         else:
-            redirect = redirect_uri or settings.ctrader_redirect_uri
+            redirect = redirect_uri or settings.token.redirect_uri
             if not redirect:
                 out.write(
                     "a redirect URI registered for the app is needed: pass --redirect-uri or set "
@@ -93,12 +93,10 @@ def authorize(
         out.write(f"authorisation failed: {exc}\n")
         return EXIT_FAILED
     encryption = (
-        "encrypted at rest"
-        if settings.emp_token_key
-        else f"NOT encrypted at rest: {PLAINTEXT_AT_REST_WARNING}"
+        "encrypted at rest" if settings.token.key else f"NOT encrypted at rest: {PLAINTEXT_AT_REST_WARNING}"
     )
     out.write(
-        f"stored token pair version {state.version} for client {settings.ctrader_client_id} "
+        f"stored token pair version {state.version} for client {settings.token.client_id} "
         f"({encryption}); access token expires {_iso(state.expires_at)}\n"
     )
     return EXIT_OK
@@ -120,15 +118,15 @@ def _encryption_line(store: RedisTokenStore) -> tuple[str, str | None]:
 def status(settings: Settings, *, out: TextIO = sys.stdout) -> int:
     """Print the stored token's health (never a token); exit 1 when it is missing, refused, expired, or
     cannot be decrypted with the configured EMP_TOKEN_KEY."""
-    if not settings.ctrader_client_id:
+    if not settings.token.client_id:
         out.write("CTRADER_CLIENT_ID is not set: no cTrader token is configured.\n")
         return EXIT_USAGE
     try:
         store = build_token_store(
-            client_id=settings.ctrader_client_id,
+            client_id=settings.token.client_id,
             redis_url=settings.redis_url,
-            key_prefix=settings.token_key_prefix,
-            token_key=settings.emp_token_key,
+            key_prefix=settings.token.key_prefix,
+            token_key=settings.token.key,
             socket_timeout_s=3.0,
         )
         state = store.read_state()
@@ -138,14 +136,14 @@ def status(settings: Settings, *, out: TextIO = sys.stdout) -> int:
         return EXIT_FAILED
     if state is None:
         out.write(
-            f"no cTrader token stored for client {settings.ctrader_client_id}: run `emp token authorize`\n"
+            f"no cTrader token stored for client {settings.token.client_id}: run `emp token authorize`\n"
         )
         return EXIT_FAILED
     left = state.seconds_to_expiry(time.time())
-    margin = settings.ctrader_refresh_margin_s
+    margin = settings.token.refresh_margin_s
     in_flight = f"yes, since {_iso(state.inflight_started_at)}" if state.inflight_fingerprint else "no"
     lines = [
-        f"client:               {settings.ctrader_client_id} ({store.key})",
+        f"client:               {settings.token.client_id} ({store.key})",
         f"status:               {state.status.value}",
         f"version:              {state.version}",
         f"expires:              {_iso(state.expires_at)} ({left / 3600:.1f} h left)",

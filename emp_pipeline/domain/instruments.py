@@ -25,6 +25,7 @@ import yaml
 
 from emp_pipeline.domain.calendars import CALENDAR_24X5, is_known_calendar
 from emp_pipeline.domain.timeframes import Timeframe, TimeframeError
+from emp_pipeline.domain.yaml_documents import YamlDocumentError, load_yaml
 
 
 class UniverseError(ValueError):
@@ -370,9 +371,9 @@ def load_universe(path: str | Path) -> Universe:
     except OSError as error:
         raise UniverseError(f"cannot read universe file {path}: {error}") from error
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise UniverseError(f"{path}: not valid YAML: {error}") from error
+        document = load_yaml(text, origin=str(path))
+    except YamlDocumentError as error:
+        raise UniverseError(str(error)) from None
     return parse_universe(document, origin=str(path))
 
 

@@ -49,7 +49,7 @@ class EmpCollector(Collector):
         self._engine = registry_engine(settings.database_url, timeout_s)
         self._redis = redis_client(settings.redis_url, timeout_s)
         self._bars = LastBarReader(settings.data_dir)
-        self._client_ids = (settings.ctrader_client_id,) if settings.ctrader_client_id else ()
+        self._client_ids = (settings.token.client_id,) if settings.token.client_id else ()
 
     def close(self) -> None:
         self._engine.dispose()
@@ -68,7 +68,7 @@ class EmpCollector(Collector):
         registry, registry_s, registry_up = self._attempt("registry", lambda: read_registry(self._engine))
         bars, bars_s, bars_up = self._attempt("bar_store", self._bars.read)
         tokens, redis_s, redis_up = self._attempt(
-            "redis", lambda: read_tokens(self._redis, self._client_ids, self.settings.token_key_prefix)
+            "redis", lambda: read_tokens(self._redis, self._client_ids, self.settings.token.key_prefix)
         )
 
         up = GaugeMetricFamily(

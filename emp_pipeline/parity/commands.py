@@ -68,9 +68,9 @@ def _cmd_parity(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
     finally:
         engine.dispose()
     limits = RiskLimits(
-        max_position_fraction=settings.max_position_fraction,
-        max_gross_exposure=settings.max_gross_exposure,
-        daily_loss_limit=settings.daily_loss_limit,
+        max_position_fraction=settings.live.max_position_fraction,
+        max_gross_exposure=settings.live.max_gross_exposure,
+        daily_loss_limit=settings.live.daily_loss_limit,
     )
     status = 0
     for strategy_id, genome in genomes.items():

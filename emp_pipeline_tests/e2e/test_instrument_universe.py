@@ -43,14 +43,14 @@ def _goog(settings: Settings):
 
 
 def _flip_goog_to_crypto(settings: Settings) -> None:
-    text = settings.universe_file.read_text()
+    text = settings.data.universe_file.read_text()
     goog = text.index("symbol: GOOG")
     tail = (
         text[goog:]
         .replace(GOOG_EQUITY, "asset_class: crypto", 1)
         .replace("calendar: XNAS", "calendar: 24x7", 1)
     )
-    settings.universe_file.write_text(text[:goog] + tail)
+    settings.data.universe_file.write_text(text[:goog] + tail)
 
 
 def test_a_changed_term_fails_the_run_by_name_until_accepted_with_a_reason_and_is_recorded(tmp_path):
@@ -87,5 +87,5 @@ def test_a_changed_term_fails_the_run_by_name_until_accepted_with_a_reason_and_i
         ("calendar", "XNAS", "24x7", "GOOG tokenised 24x7"),
     ]
     assert {r.accepted_by for r in history} == {f"dagster run {accepted.run_id}"}
-    assert all(r.origin.startswith(f"universe file {settings.universe_file} (sha256 ") for r in history)
+    assert all(r.origin.startswith(f"universe file {settings.data.universe_file} (sha256 ") for r in history)
     assert _materialize(settings, instance).success  # the accepted terms are now the stored ones

@@ -18,8 +18,10 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, EnvVar, Failure, build_run_status_sensor_context
 
+from emp_pipeline.defs.alerts import AlertWebhookResource
 from emp_pipeline.defs.live.broker import LiveBrokerResource, live_broker_resource
 from emp_pipeline.defs.live.job import LIVE_POOL, LIVE_RUN_TAG, live_execution_job
+from emp_pipeline.defs.live.risk_limits import RiskLimitsResource
 from emp_pipeline.defs.live.triggers import live_execution_failure_sensor, live_execution_sensor, live_run_key
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.backtest import market_arrays, simulate_strategy
@@ -62,12 +64,15 @@ def book(tmp_path, market):
     return database_url, data_dir, strategy_id, decision_bar
 
 
-def _execute(database_url, data_dir, decision_bar, **config):
-    """One live run on the paper broker; returns the result and the run's tags."""
+def _execute(database_url, data_dir, decision_bar, ceilings=None, **config):
+    """One live run on the paper broker; returns the result and the run's tags.
+
+    ``ceilings`` is the environment's risk limits resource (default: EMP_MAX_* at their defaults)."""
     resources = {
         "database": DatabaseResource(url=database_url),
         "lake": DataLakeResource(base_dir=str(data_dir)),
         "live_broker": LiveBrokerResource(kind="paper", initial_cash=INITIAL_CASH),
+        "risk_limits": ceilings or RiskLimitsResource(),
     }
     run_config = {
         "ops": {"execute_live_tick": {"config": {"start_date": str(decision_bar.date()), **config}}}
@@ -193,13 +198,11 @@ def test_position_limit_rejects_an_oversized_entry(book):
         ),
     ],
 )
-def test_run_config_cannot_raise_a_risk_ceiling_and_a_refused_run_trades_nothing(
-    book, monkeypatch, config, refusal
-):
+def test_run_config_cannot_raise_a_risk_ceiling_and_a_refused_run_trades_nothing(book, config, refusal):
     database_url, data_dir, _, decision_bar = book
-    monkeypatch.setenv("EMP_MAX_POSITION_FRACTION", "0.3")
+    ceilings = RiskLimitsResource(max_position_fraction=0.3)  # EMP_MAX_POSITION_FRACTION=0.3
 
-    result, _ = _execute(database_url, data_dir, decision_bar, **config)
+    result, _ = _execute(database_url, data_dir, decision_bar, ceilings, **config)
 
     assert not result.success
     message = result.get_step_failure_events()[0].step_failure_data.error.message
@@ -208,12 +211,12 @@ def test_run_config_cannot_raise_a_risk_ceiling_and_a_refused_run_trades_nothing
     assert not (data_dir / "live_risk_decisions").exists()
 
 
-def test_every_live_run_records_the_limits_it_traded_under(book, monkeypatch):
+def test_every_live_run_records_the_limits_it_traded_under(book):
     database_url, data_dir, _, decision_bar = book
-    monkeypatch.setenv("EMP_MAX_POSITION_FRACTION", "0.3")
+    ceilings = RiskLimitsResource(max_position_fraction=0.3)  # EMP_MAX_POSITION_FRACTION=0.3
     tightened = {"max_position_fraction": 0.1, "max_gross_exposure": 1.0, "daily_loss_limit": 0.05}
 
-    result, tags = _execute(database_url, data_dir, decision_bar, max_position_fraction=0.1)
+    result, tags = _execute(database_url, data_dir, decision_bar, ceilings, max_position_fraction=0.1)
 
     assert result.success
     (output,) = [event for event in result.all_node_events if event.event_type_value == "STEP_OUTPUT"]
@@ -262,14 +265,14 @@ def test_sensor_requests_one_run_per_new_regime_bar_and_champion_set():
     assert live_run_key(instance).startswith("live-2024-03-04-c")
 
 
-def test_a_failed_live_run_raises_an_alert_through_the_webhook(tmp_path, webhook, monkeypatch, caplog):
+def test_a_failed_live_run_raises_an_alert_through_the_webhook(tmp_path, webhook, caplog):
     url, received = webhook
-    monkeypatch.setenv("EMP_ALERT_WEBHOOK_URL", url)
     instance = DagsterInstance.ephemeral()
     resources = {
         "database": DatabaseResource(url=f"sqlite:///{tmp_path / 'registry.sqlite'}"),
         "lake": DataLakeResource(base_dir=str(tmp_path / "empty")),
         "live_broker": LiveBrokerResource(kind="paper"),
+        "risk_limits": RiskLimitsResource(),
     }
     result = live_execution_job.execute_in_process(
         resources=resources, instance=instance, raise_on_error=False
@@ -282,6 +285,7 @@ def test_a_failed_live_run_raises_an_alert_through_the_webhook(tmp_path, webhook
         dagster_event=result.get_run_failure_event(),
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id),
+        resources={"alerts": AlertWebhookResource(webhook_url=url)},
     ).for_run_failure()
     with caplog.at_level("ERROR"):
         live_execution_failure_sensor(context)

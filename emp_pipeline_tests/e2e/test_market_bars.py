@@ -86,7 +86,7 @@ def _csv_settings(tmp_path: Path) -> Settings:
 
 def _write_goog_csv(settings: Settings, rows: pd.DataFrame) -> None:
     rows.assign(date=rows["date"].dt.strftime("%Y-%m-%d")).drop(columns="symbol").to_csv(
-        settings.csv_dir / "GOOG.csv", index=False
+        settings.data.csv_dir / "GOOG.csv", index=False
     )
 
 
@@ -130,7 +130,7 @@ def test_a_short_or_missing_source_fails_the_run_and_keeps_every_stored_bar(tmp_
     materialized = instance.get_materialized_partitions(AssetKey("market_bars"))
 
     if damage == "removed":
-        (settings.csv_dir / "GOOG.csv").unlink()
+        (settings.data.csv_dir / "GOOG.csv").unlink()
     else:
         _write_goog_csv(settings, goog.iloc[: 10 if damage == "truncated" else 0])
     result = _run_bars(settings, instance)
@@ -153,12 +153,12 @@ def test_bars_of_a_symbol_dropped_from_the_universe_are_kept(tmp_path):
     spx_entry = GOOG_UNIVERSE.replace(
         "GOOG, name: Alphabet, asset_class: equity", "^GSPC, name: SPX, asset_class: index"
     )
-    universe = Path(settings.universe_file)
+    universe = Path(settings.data.universe_file)
     universe.write_text(GOOG_UNIVERSE + spx_entry.split("instruments:\n", 1)[1])
     _write_goog_csv(settings, _sample_goog())
     spx = SampleSource().fetch(["^GSPC"], date(2008, 9, 1), date(2008, 10, 23))
     spx.assign(date=spx["date"].dt.strftime("%Y-%m-%d")).drop(columns="symbol").to_csv(
-        settings.csv_dir / "^GSPC.csv", index=False
+        settings.data.csv_dir / "^GSPC.csv", index=False
     )
     instance = DagsterInstance.ephemeral()
     assert _run_bars(settings, instance).success
@@ -166,7 +166,7 @@ def test_bars_of_a_symbol_dropped_from_the_universe_are_kept(tmp_path):
     assert set(before["symbol"]) == {"GOOG", "^GSPC"}
 
     universe.write_text(spx_entry)  # GOOG delisted: out of the universe, its file gone
-    (settings.csv_dir / "GOOG.csv").unlink()
+    (settings.data.csv_dir / "GOOG.csv").unlink()
     result = _run_bars(settings, instance)
 
     assert result.success

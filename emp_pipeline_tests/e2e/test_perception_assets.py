@@ -49,14 +49,16 @@ PERCEPTION = ("sensory_features", "market_regimes")
 @pytest.fixture(scope="module")
 def sample_bars() -> pd.DataFrame:
     settings = Settings.from_env({"EMP_HOME": "/nonexistent"})
-    symbols = [meta.symbol for meta in configured_universe(settings).instruments]
-    return normalise_bars(configured_source(settings).fetch(symbols, *SEEDED_BARS))
+    symbols = [meta.symbol for meta in configured_universe(settings.data).instruments]
+    return normalise_bars(configured_source(settings.data).fetch(symbols, *SEEDED_BARS))
 
 
 @pytest.fixture(scope="module")
 def earlier_features(sample_bars) -> pd.DataFrame:
     """The features of every day before RANGE, as earlier runs of sensory_features stored them."""
-    cortex = SensoryCortex(configured_universe(Settings.from_env({"EMP_HOME": "/nonexistent"})).instruments)
+    cortex = SensoryCortex(
+        configured_universe(Settings.from_env({"EMP_HOME": "/nonexistent"}).data).instruments
+    )
     first, end = sample_bars["date"].min(), pd.Timestamp(RANGE[0], tz="UTC")
     return compute_features_by_year(cortex, sample_bars, load_sample_macro_frame(), first, end)
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from dagster import AssetCheckSeverity, DagsterInstance, materialize
 
+from emp_pipeline.defs.live.risk_limits import RiskLimitsResource
 from emp_pipeline.defs.perception.resources import RegimeClassifierResource
 from emp_pipeline.defs.research.champions import champion_strategies
 from emp_pipeline.defs.research.promotion_gates import (
@@ -132,6 +133,7 @@ def _materialize_champions(url: str, lake: Path):
             "lake": DataLakeResource(base_dir=str(lake)),
             "walk_forward": WalkForwardResource(),
             "regime_classifier": RegimeClassifierResource(),
+            "risk_limits": RiskLimitsResource(),
             "promotion_gates": PromotionGatesResource(
                 feature_function=f"{__name__}:biased_features",
                 window_bars=100,

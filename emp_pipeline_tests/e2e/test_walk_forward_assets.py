@@ -36,24 +36,21 @@ POPULATION, GENERATIONS = 16, 4
 NULL_GENOMES = 100
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 LENIENT = {
-    "gate_min_sharpe": -1e9,
-    "gate_min_deflated_sharpe": 0.0,
-    "gate_max_drawdown": 1.0,
-    "gate_min_trades": 0,
-    "gate_max_null_p_value": 1.0,
+    "min_sharpe": -1e9,
+    "min_deflated_sharpe": 0.0,
+    "max_drawdown": 1.0,
+    "min_trades": 0,
+    "max_null_p_value": 1.0,
 }
-STRICT = {"gate_min_sharpe": 1e9}
+STRICT = {"min_sharpe": 1e9}
 
 
-def _defs(settings: Settings, **overrides: object) -> Definitions:
+def _defs(settings: Settings, **gates: object) -> Definitions:
+    research = dataclasses.replace(
+        settings.research, population=POPULATION, generations=GENERATIONS, null_genomes=NULL_GENOMES
+    )
     return build_definitions(
-        dataclasses.replace(
-            settings,
-            evolution_population=POPULATION,
-            evolution_generations=GENERATIONS,
-            null_genomes=NULL_GENOMES,
-            **overrides,
-        )
+        dataclasses.replace(settings, research=research, gates=dataclasses.replace(settings.gates, **gates))
     )
 
 

@@ -30,6 +30,7 @@ from emp_pipeline.broker.interface import (
     ReconcileReport,
 )
 from emp_pipeline.defs.live.job import live_execution_job
+from emp_pipeline.defs.live.risk_limits import RiskLimitsResource
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.live.commands import kill_switch_command
 from emp_pipeline.live.journal import LiveJournal
@@ -152,6 +153,7 @@ def _run(book, live_broker, **config):
         "database": DatabaseResource(url=database_url),
         "lake": DataLakeResource(base_dir=str(data_dir)),
         "live_broker": live_broker,
+        "risk_limits": RiskLimitsResource(),
     }
     run_config = {
         "ops": {"execute_live_tick": {"config": {"start_date": str(decision_bar.date()), **config}}}

@@ -20,6 +20,7 @@ from dagster import (
 
 from emp_pipeline.auth.build import build_token_store
 from emp_pipeline.auth.token_store import TokenStatus
+from emp_pipeline.defs.alerts import AlertWebhookResource
 from emp_pipeline.defs.token.definitions import ctrader_token_resource
 from emp_pipeline.defs.token.refresh import (
     build_token_refresh_job,
@@ -191,9 +192,10 @@ def test_transient_failure_is_retried_by_the_job(
 
 
 def _failed_run_alert(
-    resource: CTraderTokenResource, instance: DagsterInstance, received: list[dict]
+    resource: CTraderTokenResource, instance: DagsterInstance, webhook: tuple[str, list[dict]]
 ) -> dict:
     """Run the refresh job to its failure, hand that to the failure sensor, return the one alert it sent."""
+    url, received = webhook
     result = build_token_refresh_job(retry_delay_s=0).execute_in_process(
         instance=instance, resources={"ctrader_token": resource}, raise_on_error=False
     )
@@ -203,6 +205,7 @@ def _failed_run_alert(
         dagster_event=result.get_run_failure_event(),
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id),
+        resources={"alerts": AlertWebhookResource(webhook_url=url)},
     ).for_run_failure()
     ctrader_token_failure_sensor(context)
     (alert,) = received
@@ -214,15 +217,12 @@ def test_a_terminal_refresh_failure_alerts_with_the_authorize_instruction(
     key_prefix: str,
     instance: DagsterInstance,
     webhook: tuple[str, list[dict]],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url, received = webhook
-    monkeypatch.setenv("EMP_ALERT_WEBHOOK_URL", url)
     resource = make_resource(token_server.base_url, key_prefix)
     authorize(resource, token_server, expires_in=600)
     token_server.refuse_next("ACCESS_DENIED")
 
-    alert = _failed_run_alert(resource, instance, received)
+    alert = _failed_run_alert(resource, instance, webhook)
 
     assert alert["title"] == "emp cTrader token refresh failed"
     assert "emp token authorize" in alert["details"]["action"]
@@ -260,10 +260,7 @@ def test_the_failure_alert_carries_the_cause_not_only_exceeded_max_retries(
     key_prefix: str,
     instance: DagsterInstance,
     webhook: tuple[str, list[dict]],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url, received = webhook
-    monkeypatch.setenv("EMP_ALERT_WEBHOOK_URL", url)
     resource = make_resource(token_server.base_url, key_prefix, max_attempts=1)
     authorize(resource, token_server, expires_in=600)
     if cause == "HTTP 503":
@@ -279,7 +276,7 @@ def test_the_failure_alert_carries_the_cause_not_only_exceeded_max_retries(
         resource = make_resource(token_server.base_url, key_prefix, token_key="not-a-fernet-key")
         expected = ["TokenKeyError: EMP_TOKEN_KEY is not a valid Fernet key"]
 
-    error = _failed_run_alert(resource, instance, received)["details"]["error"]
+    error = _failed_run_alert(resource, instance, webhook)["details"]["error"]
 
     for text in expected:
         assert text in error, error

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emp_pipeline.endpoint_security import InsecureEndpointError
-from emp_pipeline.settings import Settings
+from emp_pipeline.settings import Settings, SettingsError
 
 
 def _settings(tmp_path, **environment: str) -> Settings:
@@ -14,9 +13,9 @@ def _settings(tmp_path, **environment: str) -> Settings:
 
 def test_the_defaults_are_tls_and_get(tmp_path):
     settings = _settings(tmp_path)
-    assert settings.ctrader_token_url == "https://openapi.ctrader.com"
-    assert settings.ctrader_api_url == "wss://demo.ctraderapi.com:5036"
-    assert settings.ctrader_token_request_method == "GET"
+    assert settings.token.token_url == "https://openapi.ctrader.com"
+    assert settings.live.ctrader_api_url == "wss://demo.ctraderapi.com:5036"
+    assert settings.token.request_method == "GET"
 
 
 @pytest.mark.parametrize(
@@ -28,7 +27,7 @@ def test_the_defaults_are_tls_and_get(tmp_path):
     ],
 )
 def test_plain_endpoints_off_loopback_are_refused_at_start_up_by_name(tmp_path, variable, url, says):
-    with pytest.raises(InsecureEndpointError) as raised:
+    with pytest.raises(SettingsError) as raised:
         _settings(tmp_path, **{variable: url})
     assert str(raised.value).startswith(f"{variable}=") and says in str(raised.value)
 
@@ -37,7 +36,7 @@ def test_plain_endpoints_on_loopback_stay_allowed_for_local_servers(tmp_path):
     settings = _settings(
         tmp_path, CTRADER_TOKEN_URL="http://127.0.0.1:8123", CTRADER_API_URL="ws://127.0.0.1:5036"
     )
-    assert (settings.ctrader_token_url, settings.ctrader_api_url) == (
+    assert (settings.token.token_url, settings.live.ctrader_api_url) == (
         "http://127.0.0.1:8123",
         "ws://127.0.0.1:5036",
     )
@@ -45,7 +44,7 @@ def test_plain_endpoints_on_loopback_stay_allowed_for_local_servers(tmp_path):
 
 @pytest.mark.parametrize(("configured", "method"), [("post", "POST"), ("GET", "GET")])
 def test_the_token_request_method_is_a_setting(tmp_path, configured, method):
-    assert _settings(tmp_path, CTRADER_TOKEN_REQUEST_METHOD=configured).ctrader_token_request_method == method
+    assert _settings(tmp_path, CTRADER_TOKEN_REQUEST_METHOD=configured).token.request_method == method
 
 
 def test_an_unknown_token_request_method_is_refused_by_name(tmp_path):

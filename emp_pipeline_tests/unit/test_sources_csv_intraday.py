@@ -251,9 +251,9 @@ def test_each_file_is_parsed_once_however_many_sources_and_steps_read_it(
         {"EMP_DATA_SOURCE": "csv", "EMP_CSV_DIR": str(folder), "EMP_HOME": str(tmp_path)}
     )
     with pytest.raises(InstrumentTermsMissingError, match="no instrument terms for EURUSD, GBPUSD") as asked:
-        configured_universe(no_universe)  # the inferred-universe mode reads the folder ...
+        configured_universe(no_universe.data)  # the inferred-universe mode reads the folder ...
     with pytest.raises(InstrumentTermsMissingError):
-        configured_universe(no_universe)  # ... and asking again does not read it again
+        configured_universe(no_universe.data)  # ... and asking again does not read it again
     template = yaml.safe_load(str(asked.value).split("\n\n", 1)[1])
     assert (template["timeframe"], template["start_date"]) == ("H1", date(2017, 3, 14))
     template["instruments"] = [
@@ -267,13 +267,13 @@ def test_each_file_is_parsed_once_however_many_sources_and_steps_read_it(
         {"EMP_DATA_SOURCE": "csv", "EMP_CSV_DIR": str(folder), "EMP_UNIVERSE_FILE": str(universe_file)}
     )
     for _ in range(3):  # e.g. the universe step, the bars step and a check, each building its own source
-        universe = configured_universe(settings)
-        assert len(configured_source(settings).fetch(universe.symbols, "2017-03-14", "2017-03-15")) == 12
+        universe = configured_universe(settings.data)
+        assert len(configured_source(settings.data).fetch(universe.symbols, "2017-03-14", "2017-03-15")) == 12
     assert sorted(parses) == ["EURUSD.csv", "GBPUSD.csv"]
     _write(
         folder, "EURUSD.csv", HEADER, *_rows(_hours("2017-03-14 10:00", 7))
     )  # a changed file is read again
-    assert len(configured_source(settings).fetch(["EURUSD"], "2017-03-14", "2017-03-15")) == 7
+    assert len(configured_source(settings.data).fetch(["EURUSD"], "2017-03-14", "2017-03-15")) == 7
     assert sorted(parses) == ["EURUSD.csv", "EURUSD.csv", "GBPUSD.csv"]
 
 
@@ -287,8 +287,8 @@ def test_building_the_source_and_universe_reads_no_data_file_a_bad_one_fails_the
     settings = Settings.from_env(
         {"EMP_DATA_SOURCE": "csv", "EMP_CSV_DIR": str(folder), "EMP_UNIVERSE_FILE": str(universe_file)}
     )
-    source = configured_source(settings)
-    assert configured_universe(settings).timeframe is Timeframe.H1 and source.timeframe is Timeframe.H1
+    source = configured_source(settings.data)
+    assert configured_universe(settings.data).timeframe is Timeframe.H1 and source.timeframe is Timeframe.H1
     with pytest.raises(MalformedDataError, match=r"EURUSD\.csv line 2, column 'Open': 'a' is not a number"):
         source.fetch(["EURUSD"], "2017-01-02", "2017-01-03")
 

@@ -101,13 +101,20 @@ def live_broker_resource(
     settings: Settings, ctrader_token: CTraderTokenResource | None = None
 ) -> LiveBrokerResource:
     """The broker resource the environment asks for (EMP_BROKER); cTrader secrets stay EnvVar references."""
-    if settings.broker != BrokerKind.CTRADER.value:
-        return LiveBrokerResource(kind=BrokerKind.PAPER.value)
+    costs = settings.research.costs
+    traded_like_measured = {
+        "initial_cash": costs.capital,
+        "fee_bps": costs.fee_bps,
+        "slippage_bps": costs.slippage_bps,
+    }
+    if settings.live.broker != BrokerKind.CTRADER.value:
+        return LiveBrokerResource(kind=BrokerKind.PAPER.value, **traded_like_measured)
     return LiveBrokerResource(
         kind=BrokerKind.CTRADER.value,
-        account_name=str(settings.ctrader_account_id),
-        ctrader_url=settings.ctrader_api_url,
-        ctrader_account_id=settings.ctrader_account_id,
+        **traded_like_measured,
+        account_name=str(settings.live.ctrader_account_id),
+        ctrader_url=settings.live.ctrader_api_url,
+        ctrader_account_id=settings.live.ctrader_account_id,
         ctrader_client_id=EnvVar("CTRADER_CLIENT_ID"),
         ctrader_client_secret=EnvVar("CTRADER_CLIENT_SECRET"),
         ctrader_token=ctrader_token,

@@ -22,10 +22,10 @@ from typing import Any
 import pandas as pd
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
 
+from emp_pipeline.defs.live.risk_limits import RiskLimitsResource
 from emp_pipeline.domain.costs import Costs
-from emp_pipeline.domain.risk import RiskConfigError, RiskLimits, tightened_limits
+from emp_pipeline.domain.risk import RiskConfigError, tightened_limits
 from emp_pipeline.live.engine import LiveConfig, LiveExecutionError, LiveTickReport, run_live_tick
-from emp_pipeline.settings import Settings
 
 LIVE_JOB_NAME = "live_execution_job"
 LIVE_RUN_TAG = "emp/live-execution"
@@ -54,20 +54,12 @@ class LiveExecutionConfig(Config):
     daily_loss_limit: float | None = None
 
 
-def risk_ceilings(settings: Settings) -> RiskLimits:
-    return RiskLimits(
-        max_position_fraction=settings.max_position_fraction,
-        max_gross_exposure=settings.max_gross_exposure,
-        daily_loss_limit=settings.daily_loss_limit,
-    )
-
-
 def live_config(
-    config: LiveExecutionConfig, settings: Settings, fee_bps: float, slippage_bps: float
+    config: LiveExecutionConfig, risk_limits: RiskLimitsResource, fee_bps: float, slippage_bps: float
 ) -> LiveConfig:
     """The tick's configuration; a risk limit above its ceiling is refused (RiskCeilingError) by name."""
     requested = {name: getattr(config, name) for name in CEILING_VARIABLES}
-    limits = tightened_limits(risk_ceilings(settings), requested, CEILING_VARIABLES)
+    limits = tightened_limits(risk_limits.ceilings(), requested, CEILING_VARIABLES)
     start = pd.Timestamp(config.start_date, tz="UTC").to_pydatetime() if config.start_date else None
     as_of = pd.Timestamp(config.as_of_date, tz="UTC").to_pydatetime() if config.as_of_date else None
     return LiveConfig(
@@ -106,22 +98,22 @@ def _report_metadata(report: LiveTickReport) -> dict[str, Any]:
 @op(
     name="execute_live_tick",
     description="Champions' signals on the latest bar -> targets -> risk checks -> exactly-once orders.",
-    required_resource_keys={"database", "lake", "live_broker"},
+    required_resource_keys={"database", "lake", "live_broker", "risk_limits"},
     pool=LIVE_POOL,
     tags={"kind": "broker"},
 )
 def execute_live_tick(context: OpExecutionContext, config: LiveExecutionConfig) -> Output[None]:
-    settings = Settings.from_env()
     database = context.resources.database
     data_dir = context.resources.lake.base_dir
     engine = database.engine()
     live_broker = context.resources.live_broker
+    risk_limits = context.resources.risk_limits
     try:
-        tick_config = live_config(config, settings, live_broker.fee_bps, live_broker.slippage_bps)
+        tick_config = live_config(config, risk_limits, live_broker.fee_bps, live_broker.slippage_bps)
     except RiskConfigError as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
     # Recorded before trading, so a run that fails half-way still says what it traded under.
-    limits, ceilings = asdict(tick_config.limits), asdict(risk_ceilings(settings))
+    limits, ceilings = asdict(tick_config.limits), asdict(risk_limits.ceilings())
     context.instance.add_run_tags(
         context.run.run_id, {f"{RISK_TAG_PREFIX}{k}": f"{v:g}" for k, v in limits.items()}
     )

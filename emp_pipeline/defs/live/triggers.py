@@ -16,9 +16,8 @@ from dagster import (
     sensor,
 )
 
+from emp_pipeline.defs.alerts import AlertWebhookResource
 from emp_pipeline.defs.live.job import LIVE_RUN_TAG, live_execution_job
-from emp_pipeline.live.alerts import send_alert
-from emp_pipeline.settings import Settings
 
 REGIMES_KEY = AssetKey("market_regimes")
 CHAMPIONS_KEY = AssetKey("champion_strategies")
@@ -75,11 +74,9 @@ def live_execution_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     default_status=DefaultSensorStatus.RUNNING,
     description="Alert (log + EMP_ALERT_WEBHOOK_URL) when a live run fails: orders may need a look.",
 )
-def live_execution_failure_sensor(context: RunFailureSensorContext) -> None:
-    settings = Settings.from_env()
+def live_execution_failure_sensor(context: RunFailureSensorContext, alerts: AlertWebhookResource) -> None:
     failure = context.failure_event.message or "run failed"
-    send_alert(
+    alerts.send(
         "emp live execution run failed",
         {"run_id": context.dagster_run.run_id, "job": context.dagster_run.job_name, "error": failure[:2000]},
-        settings.alert_webhook_url,
     )

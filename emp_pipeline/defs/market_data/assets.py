@@ -10,12 +10,14 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetsDefinition,
     BackfillPolicy,
     Config,
     Failure,
     MaterializeResult,
     MetadataValue,
     Output,
+    PartitionsDefinition,
     asset,
     asset_check,
 )
@@ -23,7 +25,6 @@ from dagster import (
 from emp_pipeline.defs.check_results import counted_check_result
 from emp_pipeline.defs.io_managers import REPLACE_HISTORY_METADATA
 from emp_pipeline.defs.market_data.resources import MarketDataResource
-from emp_pipeline.defs.partitions import daily_bar_partitions
 from emp_pipeline.defs.publication import StagedCheck, report_then_gate
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.bar_quality import (
@@ -170,34 +171,6 @@ def history_check(shortfalls: tuple[RowShortfall, ...], replace_history: bool) -
     )
 
 
-@asset(
-    partitions_def=daily_bar_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key="frame_io_manager",
-    group_name=GROUP,
-    kinds={"pandas", "parquet"},
-    owners=OWNERS,
-    deps=[instrument_universe],
-    check_specs=[
-        AssetCheckSpec(
-            HISTORY_CHECK,
-            asset="market_bars",
-            blocking=True,
-            description="the source returns every bar already stored for the window; blocks: stored history "
-            "is never deleted by a short or missing source (replace_history: true replaces it explicitly)",
-        ),
-        *(
-            AssetCheckSpec(
-                check.name, asset="market_bars", blocking=check.blocking, description=check.description
-            )
-            for check in BAR_CHECKS
-        ),
-    ],
-    description="Daily OHLCV bars per symbol (canonical frame), one partition per UTC day; a range of "
-    "partitions loads in one run. Staged, checked, then published: a blocking check that fails leaves the "
-    "store untouched (the frame goes to quarantine), and stored bars the source no longer returns are never "
-    "deleted unless the run says replace_history.",
-)
 def market_bars(
     context: AssetExecutionContext,
     config: MarketBarsConfig,
@@ -265,8 +238,41 @@ def market_bars(
     )
 
 
+def market_bars_asset(partitions_def: PartitionsDefinition) -> AssetsDefinition:
+    """`market_bars` over the partitions `build_definitions` made from the settings."""
+    return asset(
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key="frame_io_manager",
+        group_name=GROUP,
+        kinds={"pandas", "parquet"},
+        owners=OWNERS,
+        deps=[instrument_universe],
+        check_specs=[
+            AssetCheckSpec(
+                HISTORY_CHECK,
+                asset="market_bars",
+                blocking=True,
+                description="the source returns every bar already stored for the window; blocks: stored "
+                "history is never deleted by a short or missing source (replace_history: true replaces it "
+                "explicitly)",
+            ),
+            *(
+                AssetCheckSpec(
+                    check.name, asset="market_bars", blocking=check.blocking, description=check.description
+                )
+                for check in BAR_CHECKS
+            ),
+        ],
+        description="Daily OHLCV bars per symbol (canonical frame), one partition per UTC day; a range of "
+        "partitions loads in one run. Staged, checked, then published: a blocking check that fails leaves "
+        "the store untouched (the frame goes to quarantine), and stored bars the source no longer returns "
+        "are never deleted unless the run says replace_history.",
+    )(market_bars)
+
+
 @asset_check(
-    asset=market_bars,
+    asset="market_bars",
     description="Newest stored bar of each symbol is at most a few sessions old, as of today or the "
     "universe's end date, whichever is earlier.",
 )

@@ -24,17 +24,18 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    AssetsDefinition,
     BackfillPolicy,
     BetaWarning,
     MetadataValue,
     Output,
+    PartitionsDefinition,
     TimeWindowPartitionMapping,
     asset,
 )
 
 from emp_pipeline.data.sample import load_sample_macro_frame
 from emp_pipeline.defs.market_data.resources import MarketDataResource
-from emp_pipeline.defs.partitions import daily_bar_partitions
 from emp_pipeline.defs.perception.resources import FredResource, RegimeClassifierResource
 from emp_pipeline.defs.publication import StagedCheck, report_then_gate
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
@@ -234,28 +235,6 @@ def regime_share_table(regimes: pd.DataFrame) -> str:
 # ------------------------------------------------------------------------------------------- assets
 
 
-@asset(
-    partitions_def=daily_bar_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key="frame_io_manager",
-    group_name=GROUP,
-    kinds={"pandas", "parquet"},
-    owners=OWNERS,
-    ins={"market_bars": AssetIn(partition_mapping=_lookback_mapping(FEATURE_HISTORY_YEARS))},
-    check_specs=[
-        AssetCheckSpec(
-            "features_complete_after_warmup",
-            asset="sensory_features",
-            blocking=True,
-            description="no NaN in any feature on a row whose look-backs are complete (warmup False)",
-        )
-    ],
-    description="The sensory cortex's causal features (WHAT, HOW, WHEN, WHY, ANOMALY) per symbol and day. "
-    f"Each year's days are computed from bars since Jan 1 {FEATURE_HISTORY_YEARS} years earlier, so a "
-    "day's features do not depend on how a backfill was split. WHY reads FRED when FRED_API_KEY is set, the "
-    "bundled macro series with the sample data, and is neutral otherwise. Stored only after its blocking "
-    "check passes.",
-)
 def sensory_features(
     context: AssetExecutionContext,
     market_bars: pd.DataFrame,
@@ -302,37 +281,32 @@ def sensory_features(
     )
 
 
-@asset(
-    partitions_def=daily_bar_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key="frame_io_manager",
-    group_name=GROUP,
-    kinds={"pandas", "parquet", "sql"},
-    owners=OWNERS,
-    ins={
-        "market_bars": AssetIn(partition_mapping=_lookback_mapping(REGIME_HISTORY_YEARS)),
-        "sensory_features": AssetIn(partition_mapping=_lookback_mapping(REGIME_HISTORY_YEARS)),
-    },
-    check_specs=[
-        AssetCheckSpec(
-            "probabilities_sum_to_one",
-            asset="market_regimes",
-            blocking=True,
-            description=f"the regime probabilities of every row sum to 1 within {PROBABILITY_TOLERANCE:g}",
-        ),
-        AssetCheckSpec(
-            "labels_known",
-            asset="market_regimes",
-            blocking=True,
-            description=f"every label is one of {', '.join(REGIME_LABELS)}",
-        ),
-    ],
-    description="The causal regime label and label probabilities per symbol and day, stored as Parquet and "
-    "upserted into the registry's market_regimes table (re-materializing replaces), both only after the "
-    "blocking checks pass (a failing check quarantines the frame and publishes nothing). Classifier from "
-    "EMP_REGIME_CLASSIFIER: rules (default) or hmm, refitted per calendar year on the "
-    f"{REGIME_HISTORY_YEARS} years before it.",
-)
+def sensory_features_asset(partitions_def: PartitionsDefinition) -> AssetsDefinition:
+    """`sensory_features` over the partitions `build_definitions` made from the settings."""
+    return asset(
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key="frame_io_manager",
+        group_name=GROUP,
+        kinds={"pandas", "parquet"},
+        owners=OWNERS,
+        ins={"market_bars": AssetIn(partition_mapping=_lookback_mapping(FEATURE_HISTORY_YEARS))},
+        check_specs=[
+            AssetCheckSpec(
+                "features_complete_after_warmup",
+                asset="sensory_features",
+                blocking=True,
+                description="no NaN in any feature on a row whose look-backs are complete (warmup False)",
+            )
+        ],
+        description="The sensory cortex's causal features (WHAT, HOW, WHEN, WHY, ANOMALY) per symbol and "
+        f"day. Each year's days are computed from bars since Jan 1 {FEATURE_HISTORY_YEARS} years earlier, "
+        "so a day's features do not depend on how a backfill was split. WHY reads FRED when FRED_API_KEY "
+        "is set, the bundled macro series with the sample data, and is neutral otherwise. Stored only "
+        "after its blocking check passes.",
+    )(sensory_features)
+
+
 def market_regimes(
     context: AssetExecutionContext,
     market_bars: pd.DataFrame,
@@ -387,3 +361,39 @@ def market_regimes(
         regimes,
         metadata={**_window_metadata(regimes, start, end), "classifier": kind, "registry_rows": upserted},
     )
+
+
+def market_regimes_asset(partitions_def: PartitionsDefinition) -> AssetsDefinition:
+    """`market_regimes` over the partitions `build_definitions` made from the settings."""
+    return asset(
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key="frame_io_manager",
+        group_name=GROUP,
+        kinds={"pandas", "parquet", "sql"},
+        owners=OWNERS,
+        ins={
+            "market_bars": AssetIn(partition_mapping=_lookback_mapping(REGIME_HISTORY_YEARS)),
+            "sensory_features": AssetIn(partition_mapping=_lookback_mapping(REGIME_HISTORY_YEARS)),
+        },
+        check_specs=[
+            AssetCheckSpec(
+                "probabilities_sum_to_one",
+                asset="market_regimes",
+                blocking=True,
+                description="the regime probabilities of every row sum to 1 within "
+                f"{PROBABILITY_TOLERANCE:g}",
+            ),
+            AssetCheckSpec(
+                "labels_known",
+                asset="market_regimes",
+                blocking=True,
+                description=f"every label is one of {', '.join(REGIME_LABELS)}",
+            ),
+        ],
+        description="The causal regime label and label probabilities per symbol and day, stored as Parquet "
+        "and upserted into the registry's market_regimes table (re-materializing replaces), both only after "
+        "the blocking checks pass (a failing check quarantines the frame and publishes nothing). Classifier "
+        "from EMP_REGIME_CLASSIFIER: rules (default) or hmm, refitted per calendar year on the "
+        f"{REGIME_HISTORY_YEARS} years before it.",
+    )(market_regimes)

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
+from dagster import Definitions, EnvVar
 
-from emp_pipeline.defs.perception import assets
+from emp_pipeline.defs.partitions import PipelinePartitions
+from emp_pipeline.defs.perception.assets import market_regimes_asset, sensory_features_asset
 from emp_pipeline.defs.perception.resources import FredResource, RegimeClassifierResource
 from emp_pipeline.settings import Settings
 
 
-def perception_definitions(settings: Settings) -> Definitions:
+def perception_definitions(settings: Settings, partitions: PipelinePartitions) -> Definitions:
     return Definitions(
-        assets=load_assets_from_modules([assets]),
-        asset_checks=load_asset_checks_from_modules([assets]),
+        assets=[sensory_features_asset(partitions.bars), market_regimes_asset(partitions.bars)],
         resources={
             # The FRED key only as EnvVar, and only when it is set (else WHY uses no FRED).
-            "fred": FredResource(api_key=EnvVar("FRED_API_KEY") if settings.fred_api_key else None),
-            "regime_classifier": RegimeClassifierResource(kind=settings.regime_classifier),
+            "fred": FredResource(api_key=EnvVar("FRED_API_KEY") if settings.data.fred_api_key else None),
+            "regime_classifier": RegimeClassifierResource(kind=settings.research.regime_classifier),
         },
     )

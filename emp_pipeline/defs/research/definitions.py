@@ -2,37 +2,53 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
+from dagster import Definitions
 
-from emp_pipeline.defs.research import champions, performance, strategies
+from emp_pipeline.defs.partitions import PipelinePartitions
+from emp_pipeline.defs.research.champions import champion_gate_checks, champion_strategies
 from emp_pipeline.defs.research.jobs import evolution_job, research_job
+from emp_pipeline.defs.research.performance import strategy_performance_asset, walk_forward_report
 from emp_pipeline.defs.research.promotion_gates import PromotionGatesResource, promotion_gate_checks
 from emp_pipeline.defs.research.resources import WalkForwardResource
 from emp_pipeline.defs.research.schedules import evolution_schedule
+from emp_pipeline.defs.research.strategies import evolved_strategies_asset
 from emp_pipeline.settings import Settings
 
-ASSET_MODULES = [strategies, performance, champions]
 
-
-def research_definitions(settings: Settings) -> Definitions:
+def research_definitions(settings: Settings, partitions: PipelinePartitions) -> Definitions:
+    research, gates, costs = settings.research, settings.gates, settings.research.costs
     return Definitions(
-        assets=load_assets_from_modules(ASSET_MODULES),
-        asset_checks=[*load_asset_checks_from_modules(ASSET_MODULES), *promotion_gate_checks],
+        assets=[
+            evolved_strategies_asset(partitions.walk_forward),
+            strategy_performance_asset(partitions.walk_forward),
+            walk_forward_report,
+            champion_strategies,
+        ],
+        asset_checks=[*champion_gate_checks, *promotion_gate_checks],
         jobs=[evolution_job, research_job],
         schedules=[evolution_schedule],
         resources={
             "walk_forward": WalkForwardResource(
-                seed=settings.evolution_seed,
-                population_size=settings.evolution_population,
-                generations=settings.evolution_generations,
-                gate_min_sharpe=settings.gate_min_sharpe,
-                gate_min_deflated_sharpe=settings.gate_min_deflated_sharpe,
-                gate_max_drawdown=settings.gate_max_drawdown,
-                gate_min_trades=settings.gate_min_trades,
-                gate_max_null_p_value=settings.gate_max_null_p_value,
-                null_genomes=settings.null_genomes,
-                max_champions=settings.max_champions,
+                seed=research.seed,
+                population_size=research.population,
+                generations=research.generations,
+                gate_min_sharpe=gates.min_sharpe,
+                gate_min_deflated_sharpe=gates.min_deflated_sharpe,
+                gate_max_drawdown=gates.max_drawdown,
+                gate_min_trades=gates.min_trades,
+                gate_max_null_p_value=gates.max_null_p_value,
+                null_genomes=research.null_genomes,
+                max_champions=gates.max_champions,
             ),
-            "promotion_gates": PromotionGatesResource(),
+            "promotion_gates": PromotionGatesResource(
+                window_bars=gates.window_bars,
+                history_bars=gates.history_bars,
+                lookahead_cuts=gates.lookahead_cuts,
+                parity_audits=gates.parity_audits,
+                seed=gates.audit_seed,
+                capital=costs.capital,
+                fee_bps=costs.fee_bps,
+                slippage_bps=costs.slippage_bps,
+            ),
         },
     )

@@ -1,4 +1,4 @@
-"""Walk-forward periods: monthly partitions over the configured universe's dates."""
+"""Walk-forward periods: monthly partitions over the configured date range, and the training window."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from datetime import date, datetime, timedelta
 
 import pandas as pd
 from dagster import MonthlyPartitionsDefinition
-
-from emp_pipeline.defs.partitions import UNIVERSE
 
 # Each period trains on the WALK_FORWARD_TRAIN_BARS trading days that end WALK_FORWARD_EMBARGO_BARS days
 # before it: the first period is the first whole month with about that much history behind it.
@@ -23,13 +21,12 @@ def first_walk_forward_month(universe_start: date) -> datetime:
     return (month_start if month_start == earliest else month_start + pd.DateOffset(months=1)).to_pydatetime()
 
 
-# Datetimes, not strings: Dagster would parse strings with the "%Y-%m" key format.
-walk_forward_partitions = MonthlyPartitionsDefinition(
-    start_date=first_walk_forward_month(UNIVERSE.start_date),
-    # Exclusive end: the last period is the last whole month the universe covers.
-    end_date=datetime.combine(UNIVERSE.end_date + timedelta(days=1), datetime.min.time())
-    if UNIVERSE.end_date
-    else None,
-    timezone="UTC",
-    fmt="%Y-%m",
-)
+def walk_forward_partitions(first_day: date, last_day: date | None) -> MonthlyPartitionsDefinition:
+    # Datetimes, not strings: Dagster would parse strings with the "%Y-%m" key format.
+    return MonthlyPartitionsDefinition(
+        start_date=first_walk_forward_month(first_day),
+        # Exclusive end: the last period is the last whole month the universe covers.
+        end_date=datetime.combine(last_day + timedelta(days=1), datetime.min.time()) if last_day else None,
+        timezone="UTC",
+        fmt="%Y-%m",
+    )

@@ -21,12 +21,13 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    AssetsDefinition,
     MetadataValue,
     Output,
+    PartitionsDefinition,
     asset,
 )
 
-from emp_pipeline.defs.research.partitions import walk_forward_partitions
 from emp_pipeline.defs.research.resources import WalkForwardResource
 from emp_pipeline.defs.research.strategies import (
     FREQUENCY,
@@ -90,26 +91,6 @@ def _fmt(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-@asset(
-    partitions_def=walk_forward_partitions,
-    io_manager_key="frame_io_manager",
-    group_name=GROUP,
-    kinds={"python", "pandas", "sql"},
-    owners=OWNERS,
-    ins={"evolved_strategies": AssetIn()},
-    deps=["market_bars", "sensory_features", "market_regimes"],
-    check_specs=[
-        AssetCheckSpec(
-            "measured_out_of_sample",
-            asset="strategy_performance",
-            blocking=True,
-            description="every measured bar lies inside the period, after the strategies' training window",
-        )
-    ],
-    description="The period's evolved strategies backtested on the period's bars only (out of sample); every "
-    "strategy's metrics and its deflated Sharpe among the period's trials go to the registry as "
-    "out_of_sample performance, the per-bar returns to Parquet.",
-)
 def strategy_performance(
     context: AssetExecutionContext,
     evolved_strategies: pd.DataFrame,
@@ -236,6 +217,31 @@ def strategy_performance(
         f"{fold.train_end.date()}",
         metadata={"inside_period": inside, "after_training": after_training},
     )
+
+
+def strategy_performance_asset(partitions_def: PartitionsDefinition) -> AssetsDefinition:
+    """`strategy_performance` over the partitions `build_definitions` made from the settings."""
+    return asset(
+        partitions_def=partitions_def,
+        io_manager_key="frame_io_manager",
+        group_name=GROUP,
+        kinds={"python", "pandas", "sql"},
+        owners=OWNERS,
+        ins={"evolved_strategies": AssetIn()},
+        deps=["market_bars", "sensory_features", "market_regimes"],
+        check_specs=[
+            AssetCheckSpec(
+                "measured_out_of_sample",
+                asset="strategy_performance",
+                blocking=True,
+                description="every measured bar lies inside the period, after the strategies' training "
+                "window",
+            )
+        ],
+        description="The period's evolved strategies backtested on the period's bars only (out of sample); "
+        "every strategy's metrics and its deflated Sharpe among the period's trials go to the registry as "
+        "out_of_sample performance, the per-bar returns to Parquet.",
+    )(strategy_performance)
 
 
 def _period_table(comparisons: pd.DataFrame) -> pd.DataFrame:

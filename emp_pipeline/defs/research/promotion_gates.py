@@ -14,9 +14,9 @@ from typing import Any
 
 from dagster import AssetCheckResult, AssetCheckSeverity, ConfigurableResource, MetadataValue, asset_check
 
+from emp_pipeline.defs.live.risk_limits import RiskLimitsResource
 from emp_pipeline.defs.perception.resources import RegimeClassifierResource
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
-from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.parity.gates import (
     GateData,
     GateSettings,
@@ -26,7 +26,6 @@ from emp_pipeline.parity.gates import (
     strategy_genome,
 )
 from emp_pipeline.registry.research import active_strategies, set_strategy_status
-from emp_pipeline.settings import Settings
 
 CHAMPIONS = "champion_strategies"
 RETIRED = "retired"
@@ -135,13 +134,13 @@ def champions_live_parity(
     lake: DataLakeResource,
     promotion_gates: PromotionGatesResource,
     regime_classifier: RegimeClassifierResource,
+    risk_limits: RiskLimitsResource,
 ) -> AssetCheckResult:
     run = _gate_run(database, lake, promotion_gates, regime_classifier)
     if isinstance(run, AssetCheckResult):
         return run
     champions, data, settings = run
-    env = Settings.from_env()
-    limits = RiskLimits(env.max_position_fraction, env.max_gross_exposure, env.daily_loss_limit)
+    limits = risk_limits.ceilings()
     blocking: dict[str, list[str]] = {}
     execution_only: dict[str, list[str]] = {}
     seconds = 0.0

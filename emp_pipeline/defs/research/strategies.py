@@ -22,9 +22,11 @@ from dagster import (
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
+    AssetsDefinition,
     BetaWarning,
     MetadataValue,
     Output,
+    PartitionsDefinition,
     TimeWindowPartitionMapping,
     asset,
 )
@@ -33,7 +35,6 @@ from emp_pipeline.defs.research.partitions import (
     WALK_FORWARD_EMBARGO_BARS,
     WALK_FORWARD_MIN_TRAIN_BARS,
     WALK_FORWARD_TRAIN_BARS,
-    walk_forward_partitions,
 )
 from emp_pipeline.defs.research.resources import WalkForwardResource
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
@@ -244,30 +245,6 @@ def record_run(
     return run_id, registry_ids, len(lineage)
 
 
-@asset(
-    partitions_def=walk_forward_partitions,
-    io_manager_key="frame_io_manager",
-    group_name=GROUP,
-    kinds={"python", "pandas", "sql"},
-    owners=OWNERS,
-    deps=[
-        AssetDep(name, partition_mapping=_training_mapping())
-        for name in ("market_bars", "sensory_features", "market_regimes")
-    ],
-    check_specs=[
-        AssetCheckSpec(
-            "trained_before_period",
-            asset="evolved_strategies",
-            blocking=True,
-            description=f"every training bar lies {WALK_FORWARD_EMBARGO_BARS} trading days or more before "
-            "the period, and nothing read for training is dated in or after it",
-        )
-    ],
-    description="One genetic-algorithm run per walk-forward period (monthly): trained on the "
-    f"{WALK_FORWARD_TRAIN_BARS} trading days ending {WALK_FORWARD_EMBARGO_BARS} days before the period, "
-    "with a seed derived from EMP_EVOLUTION_SEED and the period. The registry gets the run and the final "
-    "population with its lineage; the stored frame is that population ranked by training fitness.",
-)
 def evolved_strategies(
     context: AssetExecutionContext,
     lake: DataLakeResource,
@@ -368,3 +345,32 @@ def evolved_strategies(
             "period_start": str(period_start.date()),
         },
     )
+
+
+def evolved_strategies_asset(partitions_def: PartitionsDefinition) -> AssetsDefinition:
+    """`evolved_strategies` over the partitions `build_definitions` made from the settings."""
+    return asset(
+        partitions_def=partitions_def,
+        io_manager_key="frame_io_manager",
+        group_name=GROUP,
+        kinds={"python", "pandas", "sql"},
+        owners=OWNERS,
+        deps=[
+            AssetDep(name, partition_mapping=_training_mapping())
+            for name in ("market_bars", "sensory_features", "market_regimes")
+        ],
+        check_specs=[
+            AssetCheckSpec(
+                "trained_before_period",
+                asset="evolved_strategies",
+                blocking=True,
+                description=f"every training bar lies {WALK_FORWARD_EMBARGO_BARS} trading days or "
+                "more before "
+                "the period, and nothing read for training is dated in or after it",
+            )
+        ],
+        description="One genetic-algorithm run per walk-forward period (monthly): trained on the "
+        f"{WALK_FORWARD_TRAIN_BARS} trading days ending {WALK_FORWARD_EMBARGO_BARS} days before the period, "
+        "with a seed derived from EMP_EVOLUTION_SEED and the period. The registry gets the run and the final "
+        "population with its lineage; the stored frame is that population ranked by training fitness.",
+    )(evolved_strategies)

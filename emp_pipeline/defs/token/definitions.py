@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 from dagster import Definitions, EnvVar
 
+from emp_pipeline.defs.secrets import env_var_or
 from emp_pipeline.defs.token.refresh import (
     TOKEN_RESOURCE_KEY,
     ctrader_token_failure_sensor,
@@ -16,24 +15,19 @@ from emp_pipeline.defs.token.resources import CTraderTokenResource
 from emp_pipeline.settings import Settings
 
 
-def env_or(variable: str, default: str | None) -> str | EnvVar | None:
-    """EnvVar when the variable is set, so a secret is resolved at run time and never stored in config."""
-    return EnvVar(variable) if os.environ.get(variable) else default
-
-
 def ctrader_token_resource(settings: Settings) -> CTraderTokenResource | None:
     """The token resource, or None without a cTrader app (the paper broker needs no token)."""
-    if not settings.ctrader_client_id:
+    if not settings.token.client_id:
         return None
     return CTraderTokenResource(
         client_id=EnvVar("CTRADER_CLIENT_ID"),
         client_secret=EnvVar("CTRADER_CLIENT_SECRET"),
-        token_key=env_or("EMP_TOKEN_KEY", None),
-        redis_url=env_or("REDIS_URL", settings.redis_url),
-        token_url=settings.ctrader_token_url,
-        key_prefix=settings.token_key_prefix,
-        refresh_margin_seconds=settings.ctrader_refresh_margin_s,
-        request_method=settings.ctrader_token_request_method,
+        token_key=env_var_or("EMP_TOKEN_KEY", None),
+        redis_url=env_var_or("REDIS_URL", settings.redis_url),
+        token_url=settings.token.token_url,
+        key_prefix=settings.token.key_prefix,
+        refresh_margin_seconds=settings.token.refresh_margin_s,
+        request_method=settings.token.request_method,
     )
 
 

@@ -36,9 +36,8 @@ from dagster._utils.error import SerializableErrorInfo
 
 from emp_pipeline.auth.errors import TokenError, TokenStoreUnavailableError, TransientTokenError
 from emp_pipeline.auth.token_store import PLAINTEXT_AT_REST_WARNING, TokenStatus
+from emp_pipeline.defs.alerts import AlertWebhookResource
 from emp_pipeline.defs.token.resources import CTraderTokenResource
-from emp_pipeline.live.alerts import send_alert
-from emp_pipeline.settings import Settings
 
 TOKEN_RESOURCE_KEY = "ctrader_token"  # what the op and sensor parameter `ctrader_token` binds to
 SENSOR_INTERVAL_S = 300
@@ -161,14 +160,14 @@ def failure_with_cause(error: SerializableErrorInfo) -> str:
     description="Alert (log + EMP_ALERT_WEBHOOK_URL) when a token refresh fails: after a terminal error "
     "a person must run `emp token authorize` before the token expires.",
 )
-def ctrader_token_failure_sensor(context: RunFailureSensorContext) -> None:
+def ctrader_token_failure_sensor(context: RunFailureSensorContext, alerts: AlertWebhookResource) -> None:
     step_errors = [
         failure_with_cause(event.step_failure_data.error)
         for event in context.get_step_failure_events()
         if event.step_failure_data and event.step_failure_data.error
     ]
     failure = ("; ".join(step_errors) or context.failure_event.message or "run failed")[:2000]
-    send_alert(
+    alerts.send(
         "emp cTrader token refresh failed",
         {
             "run_id": context.dagster_run.run_id,
@@ -176,5 +175,4 @@ def ctrader_token_failure_sensor(context: RunFailureSensorContext) -> None:
             "error": failure,
             "action": "run `emp token status`; if it says reauth_required, run `emp token authorize`",
         },
-        Settings.from_env().alert_webhook_url,
     )
