@@ -254,9 +254,9 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
     settings = Settings.from_env({"EMP_HOME": str(tmp_path_factory.mktemp("faults") / "home")})
     settings.home.mkdir(parents=True)
     upgrade_database(settings.database_url)
-    universe = configured_universe(settings)
+    universe = configured_universe(settings.data)
     first, published = pd.Timestamp(SEEDED[0], tz="UTC"), pd.Timestamp(PUBLISHED[0], tz="UTC")
-    bars = configured_source(settings).fetch(list(universe.symbols), *SEEDED)
+    bars = configured_source(settings.data).fetch(list(universe.symbols), *SEEDED)
     DatedFrameStore(settings.data_dir, "market_bars").write_window(
         bars.loc[bars["date"] < published], first, published
     )
