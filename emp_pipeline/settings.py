@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from emp_pipeline.domain.evolution import FITNESSES
 from emp_pipeline.domain.instruments import UniverseError, load_universe
 from emp_pipeline.domain.timeframes import Timeframe, TimeframeError
 from emp_pipeline.endpoint_security import InsecureEndpointError, require_tls_off_loopback
@@ -101,6 +102,7 @@ class ResearchSettings:
     seed: int = 7  # EMP_EVOLUTION_SEED
     population: int = 200  # EMP_EVOLUTION_POPULATION
     generations: int = 50  # EMP_EVOLUTION_GENERATIONS
+    fitness: str = "full_window"  # EMP_EVOLUTION_FITNESS: full_window or inner_folds (domain/evolution.py)
     demo_population: int = 40  # `emp demo` keeps its walk-forward cheap; research runs use the two above
     demo_generations: int = 8
     regime_classifier: str = "rules"  # EMP_REGIME_CLASSIFIER
@@ -192,6 +194,7 @@ class Settings:
                 seed=env.integer("EMP_EVOLUTION_SEED", 7, low=0),
                 population=env.integer("EMP_EVOLUTION_POPULATION", 200, low=4),
                 generations=env.integer("EMP_EVOLUTION_GENERATIONS", 50, low=1),
+                fitness=env.choice("EMP_EVOLUTION_FITNESS", "full_window", FITNESSES),
                 regime_classifier=env.choice("EMP_REGIME_CLASSIFIER", "rules", REGIME_CLASSIFIERS),
                 null_genomes=env.integer("EMP_NULL_GENOMES", 1000, low=1),
                 costs=CostSettings(

@@ -42,15 +42,17 @@ from emp_pipeline.domain.genome import (
     Rule,
     RuleEvaluator,
     RuleGroup,
+    genome_conditions,
     genome_to_dict,
     population_signals,
+    rule_conditions,
     strategy_id,
     validate_genome,
 )
 from emp_pipeline.domain.metrics import return_statistics, series_moments
 from emp_pipeline.domain.random_stream import RandomStream
 from emp_pipeline.domain.regimes import REGIME_LABELS
-from emp_pipeline.domain.walkforward import WalkForwardFold
+from emp_pipeline.domain.walkforward import WalkForwardFold, inner_fold_bounds
 
 RUIN_FITNESS = -100.0
 OPERATORS: tuple[str, ...] = ("random", "immigrant", "crossover", "mutation", "crossover+mutation")
@@ -60,6 +62,28 @@ _MAX_CHILD_ATTEMPTS = 20
 
 class EvolutionError(ValueError):
     """The GA cannot run as configured (too few features, bad config); the message says what to change."""
+
+
+FITNESSES: tuple[str, ...] = ("full_window", "inner_folds")
+
+
+@dataclass(frozen=True)
+class InnerFoldFitness:
+    """The ``inner_folds`` fitness: each candidate scored on purged, embargoed inner folds of the training
+    window, rewarded for doing well on all of them, and charged for rule complexity and turnover.
+
+    fitness = mean_k(score_k) - dispersion_weight x std_k(score_k) - trade_penalty x trade shortfall
+              - complexity_penalty x conditions - turnover_penalty x annual turnover,
+    with score_k = Sharpe_k - drawdown_weight x |max drawdown_k| on fold k (backtested alone, starting flat),
+    conditions the number of leaves in all its rules, and annual turnover the traded notional per unit of
+    capital per year. A candidate ruined on any fold scores RUIN_FITNESS.
+    """
+
+    folds: int = 4
+    embargo_bars: int = 5
+    dispersion_weight: float = 0.5
+    complexity_penalty: float = 0.02
+    turnover_penalty: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,8 @@ class EvolutionConfig:
     costs: Costs = field(default_factory=Costs)  # what every fill of the measured backtests pays
     periods_per_year: float = 252.0
     excluded_features: tuple[str, ...] = ()
+    fitness: str = "full_window"  # or "inner_folds" (see InnerFoldFitness)
+    inner_folds: InnerFoldFitness = field(default_factory=InnerFoldFitness)
 
     def validate(self) -> EvolutionConfig:
         checks = (
@@ -93,6 +119,8 @@ class EvolutionConfig:
             ("max_conditions", 1 <= self.max_conditions <= MAX_RULE_CONDITIONS),
             ("min_trades", self.min_trades >= 0),
             ("sharing_threshold", -1.0 <= self.sharing_threshold <= 1.0),
+            ("fitness", self.fitness in FITNESSES),
+            ("inner_folds", self.inner_folds.folds >= 1 and self.inner_folds.embargo_bars >= 0),
         )
         for name, ok in checks:
             if not ok:
@@ -283,16 +311,12 @@ def _replace(rule: Rule, path: Path, new: Rule) -> Rule:
     return RuleGroup(rule.combinator, tuple(children))
 
 
-def _conditions(rule: Rule) -> int:
-    return 1 if isinstance(rule, Condition) else sum(_conditions(child) for child in rule.rules)
-
-
 def _depth(rule: Rule) -> int:
     return 1 if isinstance(rule, Condition) else 1 + max(_depth(child) for child in rule.rules)
 
 
 def _fits(rule: Rule) -> bool:
-    return _conditions(rule) <= MAX_RULE_CONDITIONS and _depth(rule) <= MAX_RULE_DEPTH
+    return rule_conditions(rule) <= MAX_RULE_CONDITIONS and _depth(rule) <= MAX_RULE_DEPTH
 
 
 def _swap_subtree(rng: RandomStream, into: Rule, donor: Rule) -> Rule:
@@ -475,8 +499,84 @@ def score_population(
 ) -> PopulationScores:
     """Backtest the genomes together (signals on the evaluator's panel) into fitness and metrics."""
     signals = evaluator.signals(genomes)
-    result = simulate_population(signals, market, RiskArrays.from_genomes(genomes), config.costs)
-    return population_fitness(result, config)
+    risk = RiskArrays.from_genomes(genomes)
+    if config.fitness == "inner_folds":
+        return inner_fold_fitness(genomes, signals, market, risk, config)
+    return population_fitness(simulate_population(signals, market, risk, config.costs), config)
+
+
+def inner_fold_fitness(
+    genomes: Sequence[Genome],
+    signals: np.ndarray,
+    market: MarketArrays,
+    risk: RiskArrays,
+    config: EvolutionConfig,
+) -> PopulationScores:
+    """The ``inner_folds`` fitness (see InnerFoldFitness); metrics are those of the folds chained."""
+    spec = config.inner_folds
+    bounds = inner_fold_bounds(len(market.dates), spec.folds, spec.embargo_bars)
+    folds = [
+        simulate_population(
+            np.ascontiguousarray(signals[:, start:stop]),
+            _market_bars(market, start, stop),
+            risk,
+            config.costs,
+        )
+        for start, stop in bounds
+    ]
+    chained = population_fitness(_chain_folds(folds), config)
+    scores = []
+    for fold in folds:
+        ruined = ~(fold.equity > 0.0).all(axis=1)
+        returns = np.where(ruined[:, None], 0.0, fold.returns) if ruined.any() else fold.returns
+        statistics = return_statistics(returns, config.periods_per_year)
+        scores.append(statistics.sharpe + config.drawdown_weight * statistics.max_drawdown)
+    score = np.stack(scores)
+    trades = sum(fold.trade_counts for fold in folds)
+    shortfall = np.clip((config.min_trades - trades) / max(config.min_trades, 1), 0.0, 1.0)
+    n_bars = sum(stop - start for start, stop in bounds)
+    annual_turnover = sum(fold.turnover for fold in folds) / n_bars * config.periods_per_year
+    conditions = np.array([genome_conditions(genome) for genome in genomes], dtype=np.float64)
+    fitness = (
+        score.mean(axis=0)
+        - spec.dispersion_weight * score.std(axis=0)
+        - config.trade_penalty * shortfall
+        - spec.complexity_penalty * conditions
+        - spec.turnover_penalty * annual_turnover
+    )
+    ruined = np.array([metrics["ruined"] == 1.0 for metrics in chained.metrics])
+    fitness = np.where(ruined, RUIN_FITNESS, fitness)
+    return replace(chained, fitness=fitness)
+
+
+def _market_bars(market: MarketArrays, start: int, stop: int) -> MarketArrays:
+    """Bars ``start <= index < stop`` of the market."""
+    dates = market.dates
+    return market.window(dates[start], dates[stop] if stop < len(dates) else None)
+
+
+def _chain_folds(folds: Sequence[PopulationResult]) -> PopulationResult:
+    """Fold backtests one after the other: returns concatenated, equity compounded across folds, trade
+    statistics summed, exposure weighted by bars."""
+    returns = np.concatenate([fold.returns for fold in folds], axis=1)
+    scale = np.ones(folds[0].equity.shape[0])
+    equities = []
+    for fold in folds:
+        equities.append(fold.equity * scale[:, None])
+        scale = scale * fold.equity[:, -1]
+    lengths = np.array([fold.returns.shape[1] for fold in folds], dtype=np.float64)
+    return PopulationResult(
+        equity=np.concatenate(equities, axis=1),
+        returns=returns,
+        instrument_equity=None,
+        trade_counts=sum(fold.trade_counts for fold in folds),
+        winning_trades=sum(fold.winning_trades for fold in folds),
+        gross_profit=sum(fold.gross_profit for fold in folds),
+        gross_loss=sum(fold.gross_loss for fold in folds),
+        exposure=sum(fold.exposure * length for fold, length in zip(folds, lengths, strict=True))
+        / lengths.sum(),
+        turnover=sum(fold.turnover for fold in folds),
+    )
 
 
 def population_fitness(result: PopulationResult, config: EvolutionConfig) -> PopulationScores:

@@ -227,6 +227,19 @@ def rule_features(rule: Rule | None) -> set[str]:
     return set().union(*(rule_features(child) for child in rule.rules))
 
 
+def rule_conditions(rule: Rule | None) -> int:
+    """How many leaf comparisons a rule has (0 for no rule): its complexity."""
+    if rule is None:
+        return 0
+    if isinstance(rule, Condition):
+        return 1
+    return sum(rule_conditions(child) for child in rule.rules)
+
+
+def genome_conditions(genome: Genome) -> int:
+    return sum(rule_conditions(rule) for rule in (genome.long_entry, genome.short_entry, genome.exit))
+
+
 def genome_features(genome: Genome) -> set[str]:
     return rule_features(genome.long_entry) | rule_features(genome.short_entry) | rule_features(genome.exit)
 

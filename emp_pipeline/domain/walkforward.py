@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 FREQUENCIES: dict[str, str] = {"monthly": "MS", "quarterly": "QS", "yearly": "YS"}
@@ -170,3 +171,24 @@ def build_folds(
         if fold.n_test_bars > 0:
             folds.append(fold)
     return folds
+
+
+def inner_fold_bounds(n_bars: int, folds: int, embargo_bars: int) -> list[tuple[int, int]]:
+    """[start, stop) bar indices of ``folds`` contiguous inner folds of a training window of ``n_bars``.
+
+    ``embargo_bars`` bars before every fold but the first belong to no fold, so the last bars of one fold
+    and the first of the next are never scored side by side; each fold is backtested on its own (a position
+    never straddles two folds), which purges trades that would span a boundary.
+    """
+    if folds < 1 or embargo_bars < 0:
+        raise WalkForwardError(
+            f"inner folds need folds >= 1 and embargo_bars >= 0; got {folds}, {embargo_bars}"
+        )
+    usable = n_bars - (folds - 1) * embargo_bars
+    if usable < 2 * folds:
+        raise WalkForwardError(
+            f"{n_bars} training bars cannot hold {folds} inner folds of at least 2 bars with "
+            f"{embargo_bars}-bar embargoes; use fewer folds or a longer window"
+        )
+    edges = np.linspace(0, usable, folds + 1).round().astype(int)
+    return [(int(edges[k]) + k * embargo_bars, int(edges[k + 1]) + k * embargo_bars) for k in range(folds)]

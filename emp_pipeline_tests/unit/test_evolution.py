@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -24,13 +25,22 @@ from emp_pipeline.domain.evolution import (
     population_fitness,
     random_genome,
     record_to_dict,
+    score_population,
 )
-from emp_pipeline.domain.genome import feature_panel, genome_features, validate_genome
+from emp_pipeline.domain.genome import (
+    Condition,
+    RuleEvaluator,
+    RuleGroup,
+    feature_panel,
+    genome_features,
+    validate_genome,
+)
 from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta
+from emp_pipeline.domain.random_stream import RandomStream
 from emp_pipeline.domain.regimes import RuleRegimeClassifier
 from emp_pipeline.domain.sensory import SensoryCortex
 from emp_pipeline.domain.synthetic import generate_market
-from emp_pipeline.domain.walkforward import build_fold
+from emp_pipeline.domain.walkforward import WalkForwardError, build_fold, inner_fold_bounds
 
 SMALL = EvolutionConfig(population_size=24, generations=4, elite_count=2, min_trades=5)
 
@@ -177,3 +187,49 @@ def test_evolving_and_evaluating_on_data_cut_at_t_matches_the_full_data_up_to_t(
     assert len(early_dates) < len(full_dates) and full_dates[: len(early_dates)].equals(early_dates)
     np.testing.assert_array_equal(early_result.equity, full_result.equity[:, : len(early_dates)])
     assert (full_result.equity != 1.0).any(), "the out-of-sample check must exercise real trades"
+
+
+def test_inner_folds_are_contiguous_embargoed_and_cover_the_window():
+    bounds = inner_fold_bounds(756, 4, 5)
+    assert bounds[0][0] == 0 and bounds[-1][1] == 756
+    assert all(b[0] - a[1] == 5 for a, b in itertools.pairwise(bounds))
+    sizes = [stop - start for start, stop in bounds]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == 756 - 3 * 5
+    with pytest.raises(WalkForwardError, match="inner folds"):
+        inner_fold_bounds(20, 4, 5)
+
+
+def test_inner_fold_fitness_charges_complexity_and_turnover_by_the_stated_amounts(market_data):
+    _, panel, market = market_data
+    simple = random_genome(RandomStream(3), feature_space(panel))
+    leaf = Condition("what_rsi_14", ">", 1e9)
+    # The same behaviour with one more (never true) condition OR-ed into the exit: one condition more.
+    padded = replace(simple, exit=RuleGroup("any", (simple.exit, leaf)) if simple.exit else leaf)
+    config = replace(SMALL, fitness="inner_folds")
+    evaluator = RuleEvaluator(panel)
+    scores = score_population([simple, padded], evaluator, market, config)
+    np.testing.assert_array_equal(scores.behaviour.scaled[0], scores.behaviour.scaled[1])
+    assert scores.fitness[0] - scores.fitness[1] == pytest.approx(config.inner_folds.complexity_penalty)
+    free = replace(config, inner_folds=replace(config.inner_folds, turnover_penalty=0.0))
+    charged = replace(config, inner_folds=replace(config.inner_folds, turnover_penalty=0.5))
+    difference = (
+        score_population([simple], evaluator, market, free).fitness[0]
+        - (score_population([simple], evaluator, market, charged).fitness[0])
+    )
+    folds = inner_fold_bounds(len(market.dates), 4, 5)
+    scored_bars = sum(stop - start for start, stop in folds)
+    turnover = scores.metrics[0]["turnover"]
+    assert difference == pytest.approx(0.5 * turnover / scored_bars * config.periods_per_year)
+
+
+def test_the_inner_fold_fitness_is_deterministic_and_differs_from_the_full_window(market_data):
+    _, panel, market = market_data
+    config = replace(SMALL, fitness="inner_folds")
+    first = evolve(panel, market, config, seed=5)
+    assert [record_to_dict(r) for r in first.records] == [
+        record_to_dict(r) for r in evolve(panel, market, config, seed=5).records
+    ]
+    full = evolve(panel, market, SMALL, seed=5)
+    assert [r.fitness for r in first.records] != [r.fitness for r in full.records]
+    with pytest.raises(EvolutionError, match="fitness"):
+        replace(SMALL, fitness="sharpe_only").validate()

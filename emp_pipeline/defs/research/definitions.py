@@ -32,6 +32,7 @@ def research_definitions(settings: Settings, partitions: PipelinePartitions) -> 
                 seed=research.seed,
                 population_size=research.population,
                 generations=research.generations,
+                fitness=research.fitness,
                 gate_min_sharpe=gates.min_sharpe,
                 gate_min_deflated_sharpe=gates.min_deflated_sharpe,
                 gate_max_drawdown=gates.max_drawdown,

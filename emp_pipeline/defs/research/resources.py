@@ -14,6 +14,7 @@ class WalkForwardResource(ConfigurableResource):
     seed: int = 7
     population_size: int = 200
     generations: int = 50
+    fitness: str = "full_window"
     gate_min_sharpe: float = 0.5
     gate_min_deflated_sharpe: float = 0.5
     gate_max_drawdown: float = 0.15
@@ -23,7 +24,9 @@ class WalkForwardResource(ConfigurableResource):
     max_champions: int = 3
 
     def evolution_config(self) -> EvolutionConfig:
-        return EvolutionConfig(population_size=self.population_size, generations=self.generations).validate()
+        return EvolutionConfig(
+            population_size=self.population_size, generations=self.generations, fitness=self.fitness
+        ).validate()
 
     def gates(self) -> PromotionGates:
         return PromotionGates(

@@ -274,6 +274,9 @@ def evolved_strategies(
     # The costs' terms sit at the top level of the run's config, as they did before `Costs` existed, so a
     # run's content id (and its strategies' ids) does not change with this layout.
     config_json.update(config_json.pop("costs"), frequency=FREQUENCY, train_bars=WALK_FORWARD_TRAIN_BARS)
+    if config.fitness == "full_window":
+        # The fitness every run used before there was a choice: such runs keep their content ids.
+        del config_json["fitness"], config_json["inner_folds"]
     run_id, registry_ids, recorded = record_run(
         database,
         period,
