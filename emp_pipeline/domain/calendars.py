@@ -270,3 +270,26 @@ def regular_session_stretches(calendar: str) -> tuple[timedelta, ...]:
             (close - at(exchange.break_end_times)).to_pytimedelta(),
         )
     return ((close - open_).to_pytimedelta(),)
+
+
+def scheduled_trading_days(
+    calendar: str, start: date | str | pd.Timestamp, end: date | str | pd.Timestamp
+) -> pd.DatetimeIndex:
+    """Trading days in [start, end] as scheduled in advance: ``trading_days`` without ad-hoc closures.
+
+    An exchange's schedule here is its trading weekdays minus its regular holiday rules (New Year, Good
+    Friday, Thanksgiving, ...); ad-hoc closures (9/11, hurricane Sandy, days of mourning) are left out,
+    because nobody knew them until shortly before, and a feature must not know them earlier.
+    '24x5' and '24x7' have no holidays: the same days as ``trading_days``.
+    """
+    if calendar in ROUND_THE_CLOCK_CALENDARS:
+        return trading_days(calendar, start, end)
+    if calendar not in _exchange_calendar_names():
+        raise _unknown(calendar)
+    first, last = _as_day(start), _as_day(end)
+    if last < first:
+        return pd.DatetimeIndex([], dtype=UTC_DTYPE)
+    exchange = _exchange_covering(calendar, first, last)
+    weekdays = pd.bdate_range(first, last, freq="C", weekmask=exchange.weekmask)
+    holidays = pd.DatetimeIndex(exchange.regular_holidays.holidays(first, last)).as_unit("ns")
+    return _utc_index(weekdays[~weekdays.isin(holidays)])

@@ -22,7 +22,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from emp_pipeline.domain.bars import BAR_COLUMNS
-from emp_pipeline.domain.calendars import CALENDAR_24X7, ROUND_THE_CLOCK_CALENDARS, trading_days
+from emp_pipeline.domain.calendars import CALENDAR_24X7, ROUND_THE_CLOCK_CALENDARS, scheduled_trading_days
 
 if TYPE_CHECKING:
     from emp_pipeline.domain.instruments import InstrumentMeta
@@ -147,11 +147,13 @@ def _wilder(values: pd.Series, period: int) -> pd.Series:
 
 
 def _days_to_next_session(dates: pd.DatetimeIndex, calendar: str) -> np.ndarray:
-    """Calendar days from each bar to the instrument's next scheduled session.
+    """Calendar days from each bar to the instrument's next session as scheduled in advance.
 
-    Causal: exchange holiday schedules are published in advance, and the bars after t are never read.
+    Only what was known at the bar's close: the trading weekdays and the regular holiday rules. Ad-hoc
+    closures are left out (2001-09-10 is one day before its next scheduled session, not seven), since a rule
+    that could see them would pick exactly the bars before a surprise closure.
     """
-    sessions = trading_days(calendar, dates[0], dates[-1] + pd.Timedelta(days=14))
+    sessions = scheduled_trading_days(calendar, dates[0], dates[-1] + pd.Timedelta(days=14))
     following = sessions.searchsorted(dates, side="right")
     out = np.full(len(dates), np.nan)
     known = following < len(sessions)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from emp_pipeline.domain.bars import normalise_bars
+from emp_pipeline.domain.calendars import trading_days
 from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta
 from emp_pipeline.domain.sensory import (
     FEATURE_COLUMNS,
@@ -220,3 +221,23 @@ def test_no_bars_give_an_empty_frame_with_the_contract_columns() -> None:
     assert features.empty
     assert list(features.columns) == ["date", "symbol", *FEATURE_COLUMNS, "warmup"]
     assert str(features["date"].dtype) == "datetime64[ns, UTC]" and features["warmup"].dtype == bool
+
+
+@pytest.mark.parametrize(
+    ("day", "scheduled", "closure"),
+    [
+        ("2001-09-10", 1.0, "the 9/11 closure (reopened 2001-09-17) was not known on the 10th"),
+        ("2012-10-26", 3.0, "hurricane Sandy's closure (29-30 October) was announced on the 28th"),
+        ("2012-11-21", 2.0, "Thanksgiving is a regular holiday rule, known years ahead"),
+    ],
+)
+def test_days_to_next_session_know_the_regular_schedule_and_no_ad_hoc_closure(
+    day: str, scheduled: float, closure: str
+) -> None:
+    # The bars are the exchange's real sessions: the closure shows in the bars that follow, not the feature.
+    sessions = trading_days(
+        "XNYS", pd.Timestamp(day) - pd.Timedelta(days=400), pd.Timestamp(day) + pd.Timedelta(days=20)
+    )
+    bars = _bars("SPX", np.linspace(1000.0, 1100.0, len(sessions)), sessions)
+    features = SensoryCortex([_meta("SPX", "XNYS")]).compute(normalise_bars(bars)).set_index("date")
+    assert features.loc[pd.Timestamp(day, tz="UTC"), "when_days_to_next_session"] == scheduled, closure
