@@ -497,12 +497,14 @@ def _run_kernel(
         final_state,
         new_fills(),
     )
-    previous = np.empty_like(equity)
-    previous[:, 0] = 1.0
-    previous[:, 1:] = equity[:, :-1]
+    # Per-bar returns (equity before the first bar is 1.0), without a shifted copy of the equity.
+    returns = np.empty_like(equity)
+    returns[:, 0] = equity[:, 0]
+    np.divide(equity[:, 1:], equity[:, :-1], out=returns[:, 1:])
+    returns -= 1.0
     result = PopulationResult(
         equity=equity,
-        returns=equity / previous - 1.0,
+        returns=returns,
         instrument_equity=instrument_equity if record_instruments else None,
         trade_counts=stats[:, _STAT_TRADES].astype(np.int64),
         winning_trades=stats[:, _STAT_WINS].astype(np.int64),

@@ -502,7 +502,7 @@ class RuleEvaluator:
         self._n_cells = panel.usable.size
         self._max_rows = max(64, _MAX_LEAF_BYTES // max(self._n_cells, 1))
         self._rows: dict[str, int] = {}
-        self._programs: dict[str, tuple[np.ndarray, int]] = {}
+        self._programs: dict[str, tuple[list[int], int]] = {}
         self._leaves = np.empty((min(256, self._max_rows), self._n_cells), dtype=np.bool_)
         codes = panel.regime_codes.ravel().astype(np.int64)
         known = panel.usable.ravel() & (codes >= 0)
@@ -556,11 +556,10 @@ class RuleEvaluator:
         rows = self._rows
         leaf_op = rule_kernels.PROGRAM_LEAF
         for key, (code, depth) in pending.items():
-            program = [
-                (op, rows[argument.canonical_json]) if op == leaf_op else (op, argument)
-                for op, argument in code
-            ]
-            self._programs[key] = (np.array(program, dtype=np.int64).reshape(-1, 2), depth)
+            flat: list[int] = []
+            for op, argument in code:
+                flat += (op, rows[argument.canonical_json] if op == leaf_op else argument)
+            self._programs[key] = (flat, depth)
 
     def _uncompiled(self, rules: Sequence[Rule]) -> dict[str, tuple[list[tuple[int, Any]], int]]:
         """Postfix code (leaves still as Conditions) and stack depth of each distinct rule not compiled."""
@@ -585,19 +584,18 @@ class RuleEvaluator:
     def _program(self, rules: Sequence[Rule | None]) -> tuple[np.ndarray, np.ndarray, int]:
         """One program holding ``rules`` (None = empty), their (start, stop) bounds, the stack they need."""
         self._compile([rule for rule in rules if rule is not None])
-        parts: list[np.ndarray] = []
-        bounds = np.zeros((len(rules), 2), dtype=np.int64)
-        position = depth = 0
-        for k, rule in enumerate(rules):
-            bounds[k, 0] = position
+        flat: list[int] = []
+        edges = [0]
+        depth = 0
+        for rule in rules:
             if rule is not None:
                 code, needed = self._programs[rule.canonical_json]
-                parts.append(code)
-                position += len(code)
+                flat += code
                 depth = max(depth, needed)
-            bounds[k, 1] = position
-        program = np.concatenate(parts) if parts else np.empty((0, 2), dtype=np.int64)
-        return program, bounds, depth
+            edges.append(len(flat) // 2)
+        positions = np.array(edges, dtype=np.int64)
+        bounds = np.stack([positions[:-1], positions[1:]], axis=1)
+        return np.array(flat, dtype=np.int64).reshape(-1, 2), bounds, depth
 
     def rule(self, rule: Rule) -> np.ndarray:
         """Boolean (n_bars, n_instruments): where the rule holds at the bar's close (NaN compares false)."""
