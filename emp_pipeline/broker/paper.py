@@ -23,11 +23,13 @@ are kept in the registry's `paper_protective_levels` (the orders aggregate: `res
 
 Catching up means walking each book with open orders whose next bar has arrived or resting levels, bar by
 bar up to the latest bar: the orders due at a bar's open, then that bar's protective check. It reads what
-the walk needs in a few set-based statements (open orders, resting levels with their entries' fills and what
-superseded them, the books' positions, filled quantities), walks the books in memory, and writes the fills
-in the same transaction, so its cost does not grow with a query per book and bar. Every call that asks the
-broker anything (`submit_order`, `order_status`, `settle_open_orders`, `reconcile`) catches up first, in the
-transaction that answers it.
+the walk needs in a few set-based statements (open orders, resting levels with the position they protect and
+their entries' fills, the due books' positions, filled quantities), walks the books in memory, and writes the
+fills in the same transaction, so its cost does not grow with a query per book and bar. Levels record the
+position they protect when their entry fills (`arm_protective_levels`), so a bar that only checks them sums
+no fills; a book found holding another position (a fill recorded outside the broker) has its levels ended.
+Every call that asks the broker anything (`submit_order`, `order_status`, `settle_open_orders`,
+`reconcile`) catches up first, in the transaction that answers it.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ from emp_pipeline.domain.sleeve import (
 from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.errors import ClientOrderIdConflictError, UnknownOrderError
 from emp_pipeline.registry.orders import (
+    arm_protective_levels,
     create_order_if_absent,
     end_protective_levels,
     filled_quantities,
@@ -223,12 +226,14 @@ class _ProtectiveFill:
     at: dt.datetime
 
 
-@dataclass(frozen=True)
+@dataclass
 class _BookWalk:
-    """What walking one book produced: the fills in the order they happened, the levels that ended."""
+    """What walking one book produced: the fills in the order they happened, the levels that ended, and the
+    levels left resting with the position they now protect (entry id, units) when that is new."""
 
     fills: list[_OrderFill | _ProtectiveFill]
     ended: list[str]
+    armed: tuple[str, float] | None
 
 
 class PaperBroker:
@@ -247,6 +252,8 @@ class PaperBroker:
         self._engine = engine
         self._prices = prices
         self.costs = costs or Costs()
+        self._fill_costs = self.costs.fill_costs()
+        self._fills = new_fills()  # the step's scratch record: what a bar filled, read before the next bar
         with session_scope(engine) as session:
             account = get_or_create_paper_account(session, account_name, currency, initial_cash)
         self.account_id = account.id
@@ -323,9 +330,9 @@ class PaperBroker:
         were open before it.
 
         What the walk needs is read in a handful of set-based statements (the open orders, the resting
-        levels with their entries' fills, the books' positions, the due orders' filled quantities), the
-        books are walked in memory through the compiled step, and the fills are written in this session's
-        one transaction.
+        levels with the position they protect and their entries' fills, the due books' positions and
+        filled quantities), the books are walked in memory through the compiled step, and the fills are
+        written in this session's one transaction.
         """
         open_orders = orders_for_account(session, self.account_id, _OPEN_STATUSES)
         due: dict[tuple[str | None, str], list[tuple[dt.datetime, OrderRecord]]] = {}
@@ -341,22 +348,34 @@ class PaperBroker:
                 continue  # not filled yet: its levels rest once it fills
             if _protects(row):
                 protected[(row.entry.strategy_id, row.entry.symbol)] = row
-            else:  # refused, or superseded by a later fill of its book
+            else:  # refused, or left no position to protect
                 ended.append(client_order_id)
-        books = sorted(set(due) | set(protected), key=lambda b: (b[0] or "", b[1]))
-        if books:
-            held = book_positions(session, self.account_id, {symbol for _, symbol in books})
-            filled = filled_quantities(session, [order.id for orders in due.values() for _, order in orders])
-            for book in books:
-                walk = self._walk_book(
-                    book, held.get(book, 0.0), due.get(book, []), filled, protected.get(book), levels
-                )
-                for fill in walk.fills:
-                    if isinstance(fill, _OrderFill):
-                        _record_order_fill(session, fill)
-                    else:
-                        _record_protective_exit(session, fill)
-                ended.extend(walk.ended)
+        # Books with orders due (and levels not armed yet) need their position from their fills; a book
+        # that only has armed levels holds the position they protect.
+        unarmed = {book for book, row in protected.items() if row.position is None}
+        held = book_positions(session, self.account_id, {symbol for _, symbol in set(due) | unarmed})
+        filled = filled_quantities(session, [order.id for orders in due.values() for _, order in orders])
+        for book in sorted(set(due) | set(protected), key=lambda b: (b[0] or "", b[1])):
+            row = protected.get(book)
+            position = held.get(book, 0.0) if book in due or book in unarmed else row.position
+            assert position is not None
+            if row is not None and row.position is not None and not _same_position(position, row.position):
+                ended.append(row.entry.client_order_id)  # the book filled outside the broker since
+                row = None
+            walk = self._walk_book(book, position, due.get(book, []), filled, row, levels)
+            if walk.fills and row is not None and book not in due and book not in unarmed:
+                # A protective exit on armed levels: first make sure the book still holds their position.
+                now = book_positions(session, self.account_id, [book[1]]).get(book, 0.0)
+                if not _same_position(now, position):
+                    walk = _BookWalk([], [row.entry.client_order_id], None)
+            for fill in walk.fills:
+                if isinstance(fill, _OrderFill):
+                    _record_order_fill(session, fill)
+                else:
+                    _record_protective_exit(session, fill)
+            ended.extend(walk.ended)
+            if walk.armed is not None:
+                arm_protective_levels(session, *walk.armed)
         end_protective_levels(session, ended)
         return open_orders
 
@@ -390,12 +409,12 @@ class PaperBroker:
         state = start_sleeve(0.0)._replace(units=position, direction=int(np.sign(position)))
         starts = [bar for bar, _ in due]
         if protected is not None:
-            assert protected.entry_price is not None and protected.entry_filled_at is not None
+            assert protected.entry_filled_at is not None
             state = _with_levels(state, protected)
             starts.append(protected.entry_filled_at)
         active = protected.entry if protected is not None else None
-        walk = _BookWalk([], [])
-        fills, costs = new_fills()[0], self.costs.fill_costs()
+        walk = _BookWalk([], [], None)
+        fills, costs = self._fills[0], self._fill_costs
         for bar in self._prices.bars_since(symbol, min(starts)):
             orders = sorted((order for when, order in due if when == bar.time), key=lambda order: order.id)
             key = _bar_key(bar.time)
@@ -423,6 +442,9 @@ class PaperBroker:
         )
         if protected is not None and protected.entry is not active:
             walk.ended.append(protected.entry.client_order_id)
+        rested_before = protected is not None and protected.entry is active and protected.position is not None
+        if active is not None and not rested_before:
+            walk.armed = (active.client_order_id, float(state.units))
         return walk
 
     def _results(self, session: Session, client_order_ids: Sequence[str]) -> list[OrderResult]:
@@ -495,13 +517,18 @@ class PaperBroker:
 
 
 def _protects(row: RestingLevels) -> bool:
-    """Whether a filled entry's levels still rest: it opened a position, its book has not filled since."""
+    """Whether a filled entry's levels rest: it filled and opened a position (later fills end them)."""
     return (
         row.entry.status == OrderStatus.FILLED.value
         and row.entry_price is not None
         and row.entry.target_position != 0
-        and row.superseded_at is None
     )
+
+
+def _same_position(held: float, protected: float) -> bool:
+    """Whether the book still holds the position its levels protect (sums of fills may differ in the last
+    bits from the step's arithmetic: same side and equal to a billionth)."""
+    return np.sign(held) == np.sign(protected) and abs(held - protected) <= 1e-9 * abs(protected)
 
 
 def _distances(row: RestingLevels | None) -> tuple[float, float]:

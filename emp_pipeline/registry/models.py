@@ -364,7 +364,9 @@ class PaperProtectiveLevels(Base):
 
     The paper broker simulates the exchange, so the levels a cTrader order carries to the venue are kept
     here: distances from the entry's fill price (NULL: no such level). A row outlives the entry's fill until
-    the book's next fill ends its protection, when the broker deletes it.
+    the book's next fill ends its protection, when the broker deletes it. `position` is the book's position
+    the levels protect, written in the transaction that records the entry's fill (NULL before), so checking
+    the levels on a bar does not sum the book's fills.
     """
 
     __tablename__ = "paper_protective_levels"
@@ -375,6 +377,7 @@ class PaperProtectiveLevels(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     stop_distance: Mapped[float | None]
     take_profit_distance: Mapped[float | None]
+    position: Mapped[float | None]
 
 
 class Position(Base):

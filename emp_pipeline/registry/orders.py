@@ -15,8 +15,8 @@ from collections.abc import Collection, Iterable
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Row, Select, bindparam, delete, func, select, update
+from sqlalchemy.orm import Session
 
 from emp_pipeline.registry.errors import (
     ClientOrderIdConflictError,
@@ -125,18 +125,31 @@ def get_order(session: Session, client_order_id: str) -> OrderRecord:
     return record_from_row(OrderRecord, _locked_order(session, client_order_id, lock=False))
 
 
-def _locked_order(session: Session, client_order_id: str, *, lock: bool = True) -> Order:
-    query = (
-        select(Order)
-        .where(Order.client_order_id == client_order_id)
-        .execution_options(populate_existing=True)
-    )
-    if lock:
-        query = query.with_for_update()
-    order = session.scalars(query).one_or_none()
-    if order is None:
+def _locked_order(session: Session, client_order_id: str, *, lock: bool = True) -> Row[Any]:
+    """The order's row, read from the database (and locked for this transaction's update when `lock`)."""
+    row = session.execute(_order_query(lock), {"client_order_id": client_order_id}).one_or_none()
+    if row is None:
         raise UnknownOrderError(f"no order with client order id {client_order_id!r}: create it first")
-    return order
+    return row
+
+
+@cache
+def _order_query(lock: bool) -> Select[Any]:
+    orders = Order.__table__.c
+    query = select(*orders).where(orders.client_order_id == bindparam("client_order_id"))
+    return query.with_for_update() if lock else query
+
+
+def _set_order(session: Session, order_id: int, **values: Any) -> Row[Any]:
+    """Update one order's columns (and its update time); returns the row as stored."""
+    orders = Order.__table__
+    statement = (
+        update(orders)
+        .where(orders.c.id == order_id)
+        .values(**values, updated_at=utc_now())
+        .returning(*orders.c)
+    )
+    return session.execute(statement).one()
 
 
 def orders_for_account(
@@ -191,14 +204,12 @@ def update_order_status(
     check_member("status", status, OrderStatus)
     order = _locked_order(session, client_order_id)
     _check_order_transition(order, status)
-    order.status = str(status)
+    values: dict[str, Any] = {"status": str(status)}
     if broker_order_id is not None:
-        order.broker_order_id = broker_order_id
+        values["broker_order_id"] = broker_order_id
     if error is not None:
-        order.error = error
-    order.updated_at = utc_now()
-    session.flush()
-    return record_from_row(OrderRecord, order)
+        values["error"] = error
+    return record_from_row(OrderRecord, _set_order(session, order.id, **values))
 
 
 def record_fill(
@@ -249,24 +260,28 @@ def record_fill(
 
     signed_quantity = quantity if order.side == OrderSide.BUY else -quantity
     apply_fill_to_position(session, order.account_id, order.symbol, signed_quantity, price, fee)
+    accounts = Account.__table__.c
     session.execute(
-        update(Account)
-        .where(Account.id == order.account_id)
-        .values(cash=Account.cash - (signed_quantity * price + fee))
+        update(Account.__table__)
+        .where(accounts.id == order.account_id)
+        .values(cash=accounts.cash - (signed_quantity * price + fee))
     )
-    filled_total = session.scalar(select(func.sum(Fill.quantity)).where(Fill.order_id == order.id)) or 0.0
     if order.status not in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
+        filled_total = filled_quantities(session, [order.id])[order.id]
         complete = filled_total >= order.quantity * (1 - 1e-9)
-        order.status = OrderStatus.FILLED.value if complete else OrderStatus.PARTIALLY_FILLED.value
-        order.updated_at = utc_now()
-    session.flush()
+        _set_order(
+            session,
+            order.id,
+            status=OrderStatus.FILLED.value if complete else OrderStatus.PARTIALLY_FILLED.value,
+        )
     return record_from_row(FillRecord, fill), True
 
 
 def fills_for_order(session: Session, client_order_id: str) -> list[FillRecord]:
     order = _locked_order(session, client_order_id, lock=False)
-    query = select(Fill).where(Fill.order_id == order.id).order_by(Fill.filled_at, Fill.id)
-    return [record_from_row(FillRecord, row) for row in session.scalars(query)]
+    _, fills_query = _orders_with_fills_queries()
+    rows = session.execute(fills_query, {"order_ids": [order.id]})
+    return [record_from_row(FillRecord, row) for row in rows]
 
 
 def orders_with_fills(
@@ -341,59 +356,46 @@ def rest_protective_levels(
     return session.execute(statement).scalar_one_or_none() is not None
 
 
-def resting_levels(session: Session, account_id: int) -> list[RestingLevels]:
-    """Every resting level of the account with its order, its first fill and what superseded it, in one read.
+def arm_protective_levels(session: Session, client_order_id: str, position: float) -> None:
+    """Record the book position an order's levels protect (in the transaction that records its fill)."""
+    table = PaperProtectiveLevels
+    session.execute(update(table).where(table.client_order_id == client_order_id).values(position=position))
 
-    `superseded_at` is the earliest fill after the order's first fill of another order of the same book
-    (account, symbol and strategy, a strategy-less order's book being the strategy-less orders).
-    """
+
+def resting_levels(session: Session, account_id: int) -> list[RestingLevels]:
+    """Every resting level of the account with its order and the order's first fill, in one read."""
     rows = session.execute(_resting_levels_query(), {"account_id": account_id})
     return [RestingLevels(record_from_row(OrderRecord, row), *row[-5:]) for row in rows]
 
 
 @cache
 def _resting_levels_query() -> Select[Any]:
-    """`resting_levels`' statement, built once: the paper broker runs it on every catch-up, and building a
-    statement with aliases and correlated subqueries costs more than running it."""
-    first_fill = aliased(Fill)
-    other_order, other_fill = aliased(Order), aliased(Fill)
-    orders = Order.__table__
+    """`resting_levels`' statement, built once: the paper broker runs it on every catch-up."""
+    orders, fills = Order.__table__.c, Fill.__table__
+    levels = PaperProtectiveLevels.__table__.c
+    first_fill = fills.alias("first_fill")
     first_fill_id = (
-        select(Fill.id)
-        .where(Fill.order_id == orders.c.id)
-        .order_by(Fill.filled_at, Fill.id)
+        select(fills.c.id)
+        .where(fills.c.order_id == orders.id)
+        .order_by(fills.c.filled_at, fills.c.id)
         .limit(1)
-        .correlate(orders)
         .scalar_subquery()
     )
-    superseded_at = (
-        select(func.min(other_fill.filled_at))
-        .join(other_order, other_fill.order_id == other_order.id)
-        .where(
-            other_order.account_id == orders.c.account_id,
-            other_order.symbol == orders.c.symbol,
-            other_order.strategy_id.is_not_distinct_from(orders.c.strategy_id),
-            other_order.id != orders.c.id,
-            other_fill.filled_at > first_fill.filled_at,
-        )
-        .correlate(orders, first_fill)
-        .scalar_subquery()
-    )
-    levels = PaperProtectiveLevels
     return (
         select(
-            *orders.c,
+            *orders,
             levels.stop_distance,
             levels.take_profit_distance,
-            first_fill.price,
-            first_fill.filled_at,
-            superseded_at,
+            levels.position,
+            first_fill.c.price,
+            first_fill.c.filled_at,
         )
-        .select_from(levels)
-        .join(orders, orders.c.client_order_id == levels.client_order_id)
-        .outerjoin(first_fill, first_fill.id == first_fill_id)
+        .join_from(
+            PaperProtectiveLevels.__table__, Order.__table__, orders.client_order_id == levels.client_order_id
+        )
+        .outerjoin(first_fill, first_fill.c.id == first_fill_id)
         .where(levels.account_id == bindparam("account_id"))
-        .order_by(orders.c.id)
+        .order_by(orders.id)
     )
 
 

@@ -6,7 +6,7 @@ from collections.abc import Collection
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, case, func, select
+from sqlalchemy import Select, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from emp_pipeline.domain.costs import DEFAULT_CAPITAL
@@ -77,22 +77,25 @@ def apply_fill_to_position(
         .values(blank)
         .on_conflict_do_nothing(index_elements=["account_id", "symbol"])
     )
-    position = session.scalars(
-        select(Position)
-        .where(Position.account_id == account_id, Position.symbol == symbol)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    positions = Position.__table__
+    key = (positions.c.account_id == account_id) & (positions.c.symbol == symbol)
+    position = session.execute(select(positions).where(key).with_for_update()).one()
     state = apply_fill(
         PositionState(position.quantity, position.avg_price, position.realised_pnl),
         signed_quantity,
         price,
         fee,
     )
-    position.quantity = state.quantity
-    position.avg_price = state.avg_price
-    position.realised_pnl = state.realised_pnl
-    position.updated_at = utc_now()
+    session.execute(
+        update(positions)
+        .where(key)
+        .values(
+            quantity=state.quantity,
+            avg_price=state.avg_price,
+            realised_pnl=state.realised_pnl,
+            updated_at=utc_now(),
+        )
+    )
 
 
 def positions_for_account(

@@ -130,19 +130,18 @@ class FillRecord:
 
 @dataclass(frozen=True)
 class RestingLevels:
-    """A paper order's relative protective levels with what decides whether they still rest.
+    """A paper order's relative protective levels, the position they protect and the order's first fill.
 
-    `entry_price` and `entry_filled_at` are the order's first fill (None while it has none);
-    `superseded_at` is the first later fill of another order of the same book (strategy and symbol), which
-    ends the protection, or None. A distance of None means no such level.
+    `position` is None until the order's fill armed the levels; `entry_price` and `entry_filled_at` are the
+    order's first fill (None while it has none). A distance of None means no such level.
     """
 
     entry: OrderRecord
     stop_distance: float | None
     take_profit_distance: float | None
+    position: float | None
     entry_price: float | None
     entry_filled_at: dt.datetime | None
-    superseded_at: dt.datetime | None
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import io
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any, TypeVar
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -60,23 +61,32 @@ def upsert_rows(
     return len(rows)
 
 
-def insert_once(session: Session, model: type[Any], row: Mapping[str, Any], key: str) -> tuple[Any, bool]:
+def insert_once(
+    session: Session, model: type[Any], row: Mapping[str, Any], key: str
+) -> tuple[Row[Any], bool]:
     """Insert `row` unless its unique `key` is taken; returns (the stored row, whether this call inserted it).
 
-    `ON CONFLICT DO NOTHING` makes a concurrent loser a no-op that then reads the winner's row, refreshed from
-    the database in case the session already held a stale copy.
+    `ON CONFLICT DO NOTHING` makes a concurrent loser a no-op that then reads the winner's row from the
+    database. The winner gets its row back from `RETURNING`: one statement when the key was free.
     """
-    statement = (
-        dialect_insert(session, model)
-        .values(row)
-        .on_conflict_do_nothing(index_elements=[key])
-        .returning(model.id)
-    )
-    created = session.execute(statement).scalar_one_or_none() is not None
-    stored = session.scalars(
-        select(model).where(getattr(model, key) == row[key]).execution_options(populate_existing=True)
-    ).one()
-    return stored, created
+    table = model.__table__
+    inserted = session.execute(_insert_once_statement(session, model, key), dict(row)).one_or_none()
+    if inserted is not None:
+        return inserted, True
+    return session.execute(select(table).where(table.c[key] == row[key])).one(), False
+
+
+def _insert_once_statement(session: Session, model: type[Any], key: str) -> Any:
+    dialect = session.get_bind().dialect.name
+    return _cached_insert_once(dialect, model, key)
+
+
+@cache
+def _cached_insert_once(dialect: str, model: type[Any], key: str) -> Any:
+    """`insert_once`'s statement per dialect, model and key, built once (orders and fills are hot paths)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = model.__table__
+    return insert(table).on_conflict_do_nothing(index_elements=[key]).returning(*table.c)
 
 
 def record_from_row(record_type: type[RecordT], row: Any) -> RecordT:

@@ -22,6 +22,7 @@ from emp_pipeline.registry.errors import (
 )
 from emp_pipeline.registry.models import Fill, Order
 from emp_pipeline.registry.orders import (
+    arm_protective_levels,
     create_order_if_absent,
     end_protective_levels,
     filled_quantities,
@@ -344,8 +345,8 @@ def _fill_at(engine: Engine, client_order_id: str, quantity: float, hours: int) 
 
 
 def test_books_and_resting_levels_are_read_in_one_statement_each(registry_engine: Engine) -> None:
-    """What a paper catch-up reads: levels with the entry's first fill and the book's next fill after it,
-    each strategy's position per symbol, and orders with their fills; a book is (strategy, symbol)."""
+    """What a paper catch-up reads: levels with the position they protect and the entry's first fill, each
+    strategy's position per symbol, and orders with their fills; a book is (strategy, symbol)."""
     account_id = paper_account(registry_engine)
     strategy_id = _strategy(registry_engine)
     order(registry_engine, account_id, "entry", "buy", 10)  # the strategy-less book in SPY
@@ -358,25 +359,24 @@ def test_books_and_resting_levels_are_read_in_one_statement_each(registry_engine
         rested = [rest_protective_levels(session, **levels, take_profit_distance=None) for _ in range(2)]
         (waiting,) = resting_levels(session, account_id)
     assert rested == [True, False]  # kept once
-    assert (waiting.entry_price, waiting.entry_filled_at, waiting.superseded_at) == (None, None, None)
+    assert (waiting.position, waiting.entry_price, waiting.entry_filled_at) == (None, None, None)
 
-    _fill_at(registry_engine, "entry", 4, hours=0)
-    _fill_at(registry_engine, "entry", 6, hours=1)
-    _fill_at(registry_engine, "other-book", 5, hours=2)  # another strategy's book: supersedes nothing
+    _fill_at(registry_engine, "entry", 4, hours=1)
+    _fill_at(registry_engine, "entry", 6, hours=0)  # reported late, filled first
+    _fill_at(registry_engine, "other-book", 5, hours=2)
     with session_scope(registry_engine) as session:
-        (filled,) = resting_levels(session, account_id)
+        arm_protective_levels(session, "entry", 10.0)
+        (armed,) = resting_levels(session, account_id)
         assert book_positions(session, account_id, ["SPY", "QQQ"]) == {
             (None, "SPY"): 10.0,
             (strategy_id, "SPY"): 5.0,
         }
-    assert (filled.entry.status, filled.stop_distance, filled.take_profit_distance) == ("filled", 2.0, None)
-    assert (filled.entry_price, filled.entry_filled_at, filled.superseded_at) == (100.0, AT, None)
+    assert (armed.entry.status, armed.stop_distance, armed.take_profit_distance) == ("filled", 2.0, None)
+    assert (armed.position, armed.entry_price, armed.entry_filled_at) == (10.0, 100.0, AT)
 
     order(registry_engine, account_id, "exit", "sell", 10)
     _fill_at(registry_engine, "exit", 3, hours=3)
     with session_scope(registry_engine) as session:
-        (superseded,) = resting_levels(session, account_id)
-        assert superseded.superseded_at == AT + dt.timedelta(hours=3)
         assert book_positions(session, account_id, ["SPY"])[(None, "SPY")] == 7.0
         entry_id, exit_id = (get_order(session, name).id for name in ("entry", "exit"))
         assert filled_quantities(session, [entry_id, exit_id]) == {entry_id: 10.0, exit_id: 3.0}

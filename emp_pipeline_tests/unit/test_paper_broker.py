@@ -25,7 +25,7 @@ from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.errors import ClientOrderIdConflictError
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.models import PaperProtectiveLevels
-from emp_pipeline.registry.orders import create_order_if_absent
+from emp_pipeline.registry.orders import create_order_if_absent, record_fill
 from emp_pipeline.registry.positions import get_account
 
 DAYS = pd.date_range("2024-03-04", periods=4, freq="D", tz="UTC")
@@ -262,5 +262,31 @@ def test_an_exit_at_the_open_ends_the_protection_before_that_bars_stop(engine: E
     assert report.orders[protective_exit_id("long")].status is OrderStatus.NOT_FOUND
     assert report.positions == ()
     # The superseded levels are settled for good: nothing is left to rescan on later calls.
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(PaperProtectiveLevels)).scalar_one() == 0
+
+
+def test_a_fill_recorded_outside_the_broker_ends_the_levels_of_its_book(engine: Engine) -> None:
+    """Levels protect the position their entry left; a book moved by a fill the broker did not make (here a
+    fill recorded straight into the registry) is no longer that position, so the stop does not sell it."""
+    frame, _ = _protective_market([FLAT, FLAT, FLAT, (100.0, 100.5, 90.0), FLAT])
+    entry = OrderRequest("long", "XYZ", "buy", 10.0, relative_stop_loss=STOP_ATR)
+    broker = PaperBroker(engine, BarFrameOpens(frame.iloc[:1]), costs=COSTS)
+    broker.submit_order(entry)
+    PaperBroker(engine, BarFrameOpens(frame.iloc[:3]), costs=COSTS).reconcile()  # filled, levels armed
+    with session_scope(engine) as session:
+        create_order_if_absent(
+            session, client_order_id="manual", account_id=broker.account_id, symbol="XYZ", side="sell",
+            quantity=4.0, bar_time=frame["date"].iloc[2], target_position=6.0,
+        )  # fmt: skip
+        record_fill(
+            session, client_order_id="manual", broker_fill_id="desk-1", price=100.0, quantity=4.0,
+            filled_at=frame["date"].iloc[2],
+        )  # fmt: skip
+
+    report = PaperBroker(engine, BarFrameOpens(frame), costs=COSTS).reconcile([protective_exit_id("long")])
+
+    assert report.orders[protective_exit_id("long")].status is OrderStatus.NOT_FOUND
+    assert report.position_quantity("XYZ") == 6.0
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(PaperProtectiveLevels)).scalar_one() == 0
