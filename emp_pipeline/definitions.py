@@ -43,7 +43,7 @@ def build_definitions(settings: Settings) -> Definitions:
     ctrader_token = ctrader_token_resource(settings)
     return Definitions.merge(
         shared_definitions(settings),
-        market_data_definitions(settings, partitions),
+        market_data_definitions(settings, partitions, ctrader_token),
         perception_definitions(settings, partitions),
         research_definitions(settings, partitions),
         live_definitions(settings, ctrader_token),

@@ -7,9 +7,11 @@ that reads it, never the loading of the definitions.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 from emp_pipeline.data.csv import CsvSource
+from emp_pipeline.data.ctrader import CTraderAccess, CTraderSource
 from emp_pipeline.data.sample import SAMPLE_DIR, SampleSource
 from emp_pipeline.data.source import MarketDataSource
 from emp_pipeline.data.yahoo import YahooFinanceSource
@@ -17,9 +19,15 @@ from emp_pipeline.domain.instruments import Universe, load_universe
 from emp_pipeline.settings import DataSettings
 
 
-def configured_source(data: DataSettings) -> MarketDataSource:
+class CTraderAccessMissingError(ValueError):
+    """EMP_DATA_SOURCE=ctrader, but the caller has no cTrader connection to hand to the source."""
+
+
+def configured_source(data: DataSettings, ctrader: CTraderAccess | None = None) -> MarketDataSource:
     """The source of the configured kind, reading the universe's timeframe (and, for files, its timezone
-    and calendars) when a universe file is configured."""
+    and calendars) when a universe file is configured. The cTrader source also needs `ctrader`."""
+    if data.source == "ctrader":
+        return _ctrader_source(data, ctrader, configured_universe(data))
     universe = load_universe(data.universe_file) if data.universe_file is not None else None
     if data.source == "sample":
         return SampleSource.for_universe(SAMPLE_DIR, universe) if universe else SampleSource()
@@ -36,6 +44,27 @@ def configured_universe(data: DataSettings) -> Universe:
     if data.universe_file is not None:
         return load_universe(data.universe_file)
     raise CsvSource(data.csv_dir).terms_missing(name=f"csv-{data.csv_dir.name}")
+
+
+def universe_with_venue_terms(data: DataSettings, ctrader: CTraderAccess | None = None) -> Universe:
+    """The universe whose terms are stored and traded: the file's, or with the cTrader source the file's
+    instruments carrying the venue's current trading terms (tick, pip, lot, volumes, swaps)."""
+    universe = configured_universe(data)
+    if data.source != "ctrader":
+        return universe
+    venue = _ctrader_source(data, ctrader, universe)
+    return replace(universe, instruments=venue.instruments(universe.instruments))
+
+
+def _ctrader_source(data: DataSettings, ctrader: CTraderAccess | None, universe: Universe) -> CTraderSource:
+    if ctrader is None:
+        raise CTraderAccessMissingError(
+            "EMP_DATA_SOURCE=ctrader needs the cTrader account: CTRADER_ACCOUNT_ID, CTRADER_CLIENT_ID/SECRET "
+            "and a stored token (emp token authorize)"
+        )
+    return CTraderSource(
+        ctrader.config, ctrader.tokens, timeframe=universe.timeframe, symbol_map=dict(data.ctrader_symbol_map)
+    )
 
 
 def partition_date_range(data: DataSettings) -> tuple[date, date | None]:

@@ -32,13 +32,16 @@ UNIVERSES_DIR = PACKAGE_DIR / "data" / "universes"
 SAMPLE_UNIVERSE_FILE = UNIVERSES_DIR / "sample.yaml"
 DEFAULT_UNIVERSE_FILE = UNIVERSES_DIR / "default.yaml"
 
-DATA_SOURCES = ("sample", "csv", "yahoo")
+DATA_SOURCES = ("sample", "csv", "yahoo", "ctrader")
 # A CSV folder of unknown instruments needs no YAML: its universe is inferred from the files at run time.
 DEFAULT_UNIVERSE_FILES: dict[str, Path | None] = {
     "sample": SAMPLE_UNIVERSE_FILE,
     "yahoo": DEFAULT_UNIVERSE_FILE,
     "csv": None,
+    "ctrader": None,  # the venue gives terms, not asset classes and calendars: a universe file is needed
 }
+# What EMP_DATA_SOURCE=ctrader needs besides the universe file: the Open API application and the account.
+CTRADER_DATA_VARIABLES = ("CTRADER_CLIENT_ID", "CTRADER_CLIENT_SECRET", "CTRADER_ACCOUNT_ID")
 BROKERS = ("paper", "ctrader")
 REGIME_CLASSIFIERS = ("rules", "hmm")
 DATABASE_BACKENDS = ("sqlite", "postgresql")
@@ -66,7 +69,11 @@ def masked_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class DataSettings:
-    """Where bars come from: the source, the universe and its timeframe, and the FRED key for WHY."""
+    """Where bars come from: the source, the universe and its timeframe, and the FRED key for WHY.
+
+    With the cTrader source the account and application are the ones the live and token sections name;
+    `ctrader_symbol_map` maps the universe's symbols to the broker's names where they differ.
+    """
 
     source: str = "sample"  # EMP_DATA_SOURCE
     universe_file: Path | None = SAMPLE_UNIVERSE_FILE  # EMP_UNIVERSE_FILE; None = inferred from a CSV folder
@@ -76,6 +83,7 @@ class DataSettings:
     # is inferred from its files at run time, never while the definitions load).
     start_date: date = date(2000, 1, 1)
     fred_api_key: str | None = field(default=None, repr=False)  # FRED_API_KEY
+    ctrader_symbol_map: tuple[tuple[str, str], ...] = ()  # CTRADER_SYMBOL_MAP: OURS=BROKERS,...
 
     def __post_init__(self) -> None:
         if self.source not in DATA_SOURCES:
@@ -259,6 +267,14 @@ def _data_settings(env: _Variables) -> DataSettings:
             load_universe(universe_file)
         except UniverseError as error:
             raise SettingsError(f"EMP_UNIVERSE_FILE: {error}") from None
+    if source == "ctrader":
+        missing = [name for name in CTRADER_DATA_VARIABLES if env.text(name) is None]
+        if missing:
+            raise SettingsError(
+                f"EMP_DATA_SOURCE=ctrader needs {', '.join(missing)}: the Open API application and the "
+                "account whose bars are read"
+            )
+        env.integer("CTRADER_ACCOUNT_ID", 0, low=1)
     return DataSettings(
         source=source,
         universe_file=universe_file,
@@ -266,6 +282,7 @@ def _data_settings(env: _Variables) -> DataSettings:
         timeframe=env.timeframe("EMP_TIMEFRAME", Timeframe.D1),
         start_date=env.day("EMP_DATA_START_DATE", date(2000, 1, 1)),
         fred_api_key=env.text("FRED_API_KEY"),
+        ctrader_symbol_map=env.pairs("CTRADER_SYMBOL_MAP"),
     )
 
 
@@ -351,6 +368,21 @@ class _Variables:
         if value < low:
             raise SettingsError(f"{name}={raw} is below {low}: use an integer >= {low}")
         return value
+
+    def pairs(self, name: str) -> tuple[tuple[str, str], ...]:
+        """`A=B,C=D` -> (("A", "B"), ("C", "D")); each left side at most once."""
+        raw = self.text(name)
+        if raw is None:
+            return ()
+        pairs: dict[str, str] = {}
+        for entry in raw.split(","):
+            left, equals, right = (part.strip() for part in entry.partition("="))
+            if not (equals and left and right):
+                raise SettingsError(f"{name}: {entry.strip()!r} is not OURS=BROKERS (e.g. GOLD=XAUUSD)")
+            if left in pairs:
+                raise SettingsError(f"{name}: {left!r} is mapped twice ({pairs[left]!r} and {right!r})")
+            pairs[left] = right
+        return tuple(pairs.items())
 
     def day(self, name: str, default: date) -> date:
         raw = self.text(name)

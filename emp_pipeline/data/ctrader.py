@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
@@ -146,6 +146,14 @@ def apply_venue_terms(meta: InstrumentMeta, symbol: CTraderSymbol) -> Instrument
         raise MalformedDataError(
             f"cTrader symbol {symbol.name!r} has terms the project cannot use: {error}", symbol=meta.symbol
         ) from error
+
+
+@dataclass(frozen=True)
+class CTraderAccess:
+    """What reading one cTrader account takes: the connection settings and where access tokens come from."""
+
+    config: CTraderConfig
+    tokens: AccessTokenProvider
 
 
 class CTraderSource(MarketDataSource):

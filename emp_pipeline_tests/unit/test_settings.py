@@ -52,6 +52,12 @@ def test_variables_reach_their_sections(tmp_path: Path) -> None:
     assert built.research.population == 4 and built.token.refresh_margin_s == 600.0
 
 
+def test_the_ctrader_symbol_map_reaches_the_data_section(tmp_path: Path) -> None:
+    built = settings(tmp_path, CTRADER_SYMBOL_MAP=" GOLD = XAUUSD ,SPX500=US500")
+    assert built.data.ctrader_symbol_map == (("GOLD", "XAUUSD"), ("SPX500", "US500"))
+    assert settings(tmp_path).data.ctrader_symbol_map == ()
+
+
 def test_an_empty_variable_means_unset(tmp_path: Path) -> None:
     assert settings(tmp_path, EMP_MAX_GROSS_EXPOSURE="", EMP_BROKER="").live.max_gross_exposure == 1.0
 
@@ -107,6 +113,34 @@ def test_an_empty_variable_means_unset(tmp_path: Path) -> None:
         (
             {"EMP_UNIVERSE_FILE": "/no/such/universe.yaml"},
             "EMP_UNIVERSE_FILE='/no/such/universe.yaml' does not exist",
+        ),
+        (
+            {"EMP_DATA_SOURCE": "ctrader", "CTRADER_CLIENT_ID": "app"},
+            "EMP_DATA_SOURCE=ctrader needs CTRADER_CLIENT_SECRET, CTRADER_ACCOUNT_ID: the Open API",
+        ),
+        (
+            {
+                "EMP_DATA_SOURCE": "ctrader",
+                "CTRADER_CLIENT_ID": "app",
+                "CTRADER_CLIENT_SECRET": "secret",
+                "CTRADER_ACCOUNT_ID": "0",
+            },
+            "CTRADER_ACCOUNT_ID=0 is below 1",
+        ),
+        (
+            {
+                "EMP_DATA_SOURCE": "ctrader",
+                "CTRADER_CLIENT_ID": "app",
+                "CTRADER_CLIENT_SECRET": "secret",
+                "CTRADER_ACCOUNT_ID": "4242",
+            },
+            "EMP_DATA_SOURCE=ctrader needs EMP_UNIVERSE_FILE",
+        ),
+        ({"CTRADER_SYMBOL_MAP": "GOLD"}, "CTRADER_SYMBOL_MAP: 'GOLD' is not OURS=BROKERS (e.g. GOLD=XAUUSD)"),
+        ({"CTRADER_SYMBOL_MAP": "=XAUUSD"}, "CTRADER_SYMBOL_MAP: '=XAUUSD' is not OURS=BROKERS"),
+        (
+            {"CTRADER_SYMBOL_MAP": "GOLD=XAUUSD, GOLD=XAUEUR"},
+            "CTRADER_SYMBOL_MAP: 'GOLD' is mapped twice ('XAUUSD' and 'XAUEUR')",
         ),
     ],
 )

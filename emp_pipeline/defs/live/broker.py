@@ -117,5 +117,6 @@ def live_broker_resource(
         ctrader_account_id=settings.live.ctrader_account_id,
         ctrader_client_id=EnvVar("CTRADER_CLIENT_ID"),
         ctrader_client_secret=EnvVar("CTRADER_CLIENT_SECRET"),
+        ctrader_symbol_map=dict(settings.data.ctrader_symbol_map),  # orders name what the bars were read as
         ctrader_token=ctrader_token,
     )

@@ -72,7 +72,7 @@ def instrument_universe(
     market_data: MarketDataResource,
     database: DatabaseResource,
 ) -> MaterializeResult:
-    universe = market_data.universe()
+    universe = market_data.universe_with_terms()
     origin = market_data.universe_origin()
     if config.accept_term_changes and not config.reason.strip():
         raise Failure(description="accept_term_changes needs a reason: say why the terms change")
