@@ -28,6 +28,12 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.settings import Settings, masked_url
+from emp_pipeline.storage.datasets import (
+    EVOLVED_STRATEGIES,
+    MARKET_BARS,
+    STRATEGY_PERFORMANCE,
+    WALK_FORWARD_REPORT,
+)
 
 RECENT_DAYS = 90
 # The demo's gates are lenient so a three-month study on three instruments yields champions to trade; the
@@ -183,10 +189,8 @@ def _paper_trade_newest_period(
     """
     if not keys:
         return []
-    from emp_pipeline.storage.parquet_frames import DatedFrameStore
-
     start = f"{keys[-1]}-01"
-    days = DatedFrameStore(settings.data_dir, "market_bars").read_window(start)["date"].drop_duplicates()
+    days = MARKET_BARS.read(settings.data_dir, start)["date"].drop_duplicates()
     steps = []
     started = time.perf_counter()
     for day in sorted(days):
@@ -293,8 +297,8 @@ def _write_walk_forward_summary(
         f"{settings.research.demo_population} x {settings.research.demo_generations} generations\n"
     )
     for key in keys:
-        evolved = _latest_metadata(instance, "evolved_strategies", key)
-        measured = _latest_metadata(instance, "strategy_performance", key)
+        evolved = _latest_metadata(instance, EVOLVED_STRATEGIES.name, key)
+        measured = _latest_metadata(instance, STRATEGY_PERFORMANCE.name, key)
         if not evolved or not measured:
             out.write(f"    {key}: not measured\n")
             continue
@@ -304,7 +308,7 @@ def _write_walk_forward_summary(
             f"strategy Sharpe {float(measured['selected_sharpe']):.2f}, "
             f"return {float(measured['selected_total_return']):+.2%}\n"
         )
-    report = _latest_metadata(instance, "walk_forward_report")
+    report = _latest_metadata(instance, WALK_FORWARD_REPORT.name)
     if report:
         out.write(
             f"    stitched out of sample: return {float(report['total_return']):+.2%}, Sharpe "

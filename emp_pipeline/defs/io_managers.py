@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
+from emp_pipeline.storage.datasets import dataset_named
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
 # Output metadata by which an asset run replaces stored history explicitly (see DatedFrameStore).
@@ -14,7 +13,7 @@ REPLACE_HISTORY_METADATA = "replace_history"
 
 
 class ParquetFrameIOManager(ConfigurableIOManager):
-    """Dated DataFrames under ``base_dir/<asset key path>``; partition windows map to date ranges.
+    """Each asset's dataset (storage/datasets.py) under ``base_dir``; partition windows map to date ranges.
 
     Dagster's default pickle IO manager cannot take a multi-partition output, which single-run backfills
     produce; this one writes the whole window and loads any window a downstream partition mapping asks for.
@@ -23,7 +22,7 @@ class ParquetFrameIOManager(ConfigurableIOManager):
     base_dir: str
 
     def _store(self, context: InputContext | OutputContext) -> DatedFrameStore:
-        return DatedFrameStore(Path(self.base_dir), "/".join(context.asset_key.path))
+        return dataset_named("/".join(context.asset_key.path)).store(self.base_dir)
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame | None) -> None:
         if obj is None:

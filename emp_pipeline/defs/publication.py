@@ -21,9 +21,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext,
 
 from emp_pipeline.defs.check_results import counted_check_result
 from emp_pipeline.domain.bar_quality import BarCheckOutcome, bar_check
-from emp_pipeline.storage.parquet_frames import DatedFrameStore
-
-QUARANTINE_DIR = "_quarantine"
+from emp_pipeline.storage.datasets import Dataset
 
 
 @dataclass(frozen=True)
@@ -60,10 +58,10 @@ class StagedCheck:
 
 
 def quarantine(
-    data_dir: Path | str, asset: str, run_id: str, frame: pd.DataFrame, failed: Sequence[StagedCheck]
+    data_dir: Path | str, dataset: Dataset, run_id: str, frame: pd.DataFrame, failed: Sequence[StagedCheck]
 ) -> Path:
     """Keep a rejected frame and why, for the operator to inspect; nothing reads this directory."""
-    store = DatedFrameStore(Path(data_dir) / QUARANTINE_DIR / asset, run_id)
+    store = dataset.quarantine_store(data_dir, run_id)
     store.write_all(frame)
     reasons = [
         {"check": check.name, "description": check.description, "examples": list(map(str, check.examples))}
@@ -75,7 +73,7 @@ def quarantine(
 
 def report_then_gate(
     context: AssetExecutionContext,
-    asset: str,
+    dataset: Dataset,
     frame: pd.DataFrame,
     checks: Sequence[StagedCheck],
     data_dir: Path | str,
@@ -90,11 +88,11 @@ def report_then_gate(
     failed = [check for check in checks if check.blocking and not check.passed]
     if not failed:
         return
-    kept = quarantine(data_dir, asset, context.run.run_id, frame, failed)
+    kept = quarantine(data_dir, dataset, context.run.run_id, frame, failed)
     names = ", ".join(check.name for check in failed)
     raise Failure(
         description=(
-            f"{asset}: blocking check(s) {names} failed; nothing was published (store, registry and "
+            f"{dataset.name}: blocking check(s) {names} failed; nothing was published (store, registry and "
             f"materialized partitions unchanged). "
             + "; ".join(
                 f"{check.name}: {check.description} ({', '.join(map(str, check.examples))})"

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
+import pandas as pd
 from dagster import ConfigurableResource
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from emp_pipeline.registry.engine import session_scope, shared_engine
 from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.storage.datasets import Dataset
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
 
@@ -20,8 +21,13 @@ class DataLakeResource(ConfigurableResource):
 
     base_dir: str
 
-    def store(self, name: str) -> DatedFrameStore:
-        return DatedFrameStore(Path(self.base_dir), name)
+    def store(self, dataset: Dataset) -> DatedFrameStore:
+        return dataset.store(self.base_dir)
+
+    def read(
+        self, dataset: Dataset, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
+    ) -> pd.DataFrame:
+        return dataset.read(self.base_dir, start, end)
 
 
 class DatabaseResource(ConfigurableResource):

@@ -11,8 +11,8 @@ it. The analysis names each culprit with the first bar and symbol where the two 
 * ``rule`` findings: a leaf of a rule tree, by path (``long_entry.all[1]``), evaluates differently;
 * ``signal`` findings: the desired direction per bar differs.
 
-The feature and regime computations are injectable, so a test (or an operator) can point the analysis at any
-implementation; the defaults are the project's sensory cortex and configured regime classifier.
+The feature and regime computations are injectable, so a test can point the analysis at any implementation;
+the gates pass the ones the perception assets run (`anchored_perception.window_features`/`window_regimes`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from emp_pipeline.domain.anchored_perception import window_regimes
 from emp_pipeline.domain.genome import (
     Condition,
     FeaturePanel,
@@ -35,7 +36,7 @@ from emp_pipeline.domain.genome import (
     rule_features,
     validate_genome,
 )
-from emp_pipeline.domain.regimes import REGIME_LABELS, make_classifier
+from emp_pipeline.domain.regimes import REGIME_LABELS, RegimeConfig
 
 FeatureFunction = Callable[[pd.DataFrame], pd.DataFrame]
 RegimeFunction = Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
@@ -47,9 +48,8 @@ class LookaheadInputError(ValueError):
     """The bars or the window cannot be analysed (too few bars, no cut point possible)."""
 
 
-def default_regimes(bars: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
-    """The configured classifier fitted and applied on the data it is given (as the regime asset does)."""
-    return make_classifier().fit(bars, features).classify(bars, features)
+# The default classifier, computed exactly as the market_regimes asset computes it (year-anchored).
+default_regimes: RegimeFunction = window_regimes(RegimeConfig().kind)
 
 
 def rule_leaves(genome: Genome) -> Iterator[tuple[str, Condition]]:

@@ -84,13 +84,10 @@ from emp_pipeline.registry.orders import (
 )
 from emp_pipeline.registry.positions import get_account, positions_for_account
 from emp_pipeline.registry.research import active_strategies
-from emp_pipeline.storage.parquet_frames import DatedFrameStore
+from emp_pipeline.storage.datasets import MARKET_BARS, MARKET_REGIMES, PERCEPTION_INPUTS, SENSORY_FEATURES
 
 log = logging.getLogger(__name__)
 
-BARS_DATASET = "market_bars"
-FEATURES_DATASET = "sensory_features"
-REGIMES_DATASET = "market_regimes"
 ATR_COLUMN = "what_atr_14"
 
 # The broker's statuses are the registry's (plus NOT_FOUND, which changes nothing by itself).
@@ -181,26 +178,26 @@ def load_market_view(
     """Bars, features and regimes from the store, cut at the last bar time all three have (at or before
     ``as_of`` when given)."""
     end = pd.Timestamp(as_of).tz_convert("UTC").normalize() + pd.Timedelta(days=1) if as_of else None
-    frames = {
-        name: DatedFrameStore(data_dir, name).read_window(start, end)
-        for name in (BARS_DATASET, FEATURES_DATASET, REGIMES_DATASET)
-    }
-    empty = [name for name, frame in frames.items() if frame.empty or "symbol" not in frame.columns]
+    frames = {dataset: dataset.read(data_dir, start, end) for dataset in PERCEPTION_INPUTS}
+    empty = [
+        dataset.name for dataset, frame in frames.items() if frame.empty or "symbol" not in frame.columns
+    ]
     if empty:
         raise LiveInputError(
-            f"no stored rows in {empty} under {data_dir}: materialise market_bars, sensory_features and "
-            "market_regimes for the latest bar before running the live job"
+            f"no stored rows in {empty} under {data_dir}: materialise "
+            f"{', '.join(dataset.name for dataset in PERCEPTION_INPUTS)} for the latest bar before running "
+            "the live job"
         )
     bar_time = min(pd.Timestamp(frame["date"].max()) for frame in frames.values())
     cut = {
         name: frame.loc[frame["date"] <= bar_time].reset_index(drop=True) for name, frame in frames.items()
     }
-    bars = cut[BARS_DATASET]
+    bars = cut[MARKET_BARS]
     last = bars.loc[bars["date"] == bar_time]
     # Marks and sizing on the adjusted scale, as the kernel's (adj_close; equal to close on the newest bar
     # of back-adjusted data).
     closes = dict(zip(last["symbol"].astype(str), last["adj_close"].astype(float), strict=True))
-    return MarketView(bars, cut[FEATURES_DATASET], cut[REGIMES_DATASET], bar_time, closes)
+    return MarketView(bars, cut[SENSORY_FEATURES], cut[MARKET_REGIMES], bar_time, closes)
 
 
 # ------------------------------------------------------------------------------------------- decisions

@@ -17,10 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from emp_pipeline.domain.risk import RiskLimits
+from emp_pipeline.storage.datasets import LIVE_EQUITY, LIVE_RISK_DECISIONS, LIVE_RISK_LIMITS
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
-EQUITY_DATASET = "live_equity"
-DECISIONS_DATASET = "live_risk_decisions"
 DECISION_COLUMNS = (
     "date",
     "decided_at",
@@ -35,7 +34,6 @@ DECISION_COLUMNS = (
     "reason",
     "client_order_id",
 )
-LIMITS_DATASET = "live_risk_limits"
 LIMIT_COLUMNS = ("date", "decided_at", *(field.name for field in fields(RiskLimits)))
 
 
@@ -59,9 +57,10 @@ class LiveJournal:
     """Per-account equity, risk decisions and risk limits under `data_dir`."""
 
     def __init__(self, data_dir: Path | str, account_id: int) -> None:
-        self._equity = DatedFrameStore(data_dir, f"{EQUITY_DATASET}/account_{account_id}")
-        self._decisions = DatedFrameStore(data_dir, f"{DECISIONS_DATASET}/account_{account_id}")
-        self._limits = DatedFrameStore(data_dir, f"{LIMITS_DATASET}/account_{account_id}")
+        part = f"account_{account_id}"
+        self._equity = LIVE_EQUITY.store(data_dir, part)
+        self._decisions = LIVE_RISK_DECISIONS.store(data_dir, part)
+        self._limits = LIVE_RISK_LIMITS.store(data_dir, part)
 
     def day_start_equity(self, bar_time: pd.Timestamp) -> float | None:
         """The equity recorded at the last bar before `bar_time`, or None on the first live day."""

@@ -31,9 +31,7 @@ from emp_pipeline.registry.models import (
     Strategy,
     StrategyStatus,
 )
-from emp_pipeline.storage.parquet_frames import DatedFrameStore
-
-BARS_DATASET = "market_bars"
+from emp_pipeline.storage.datasets import MARKET_BARS
 
 
 def registry_engine(url: str, timeout_s: float) -> Engine:
@@ -141,8 +139,8 @@ class LastBarReader:
     size or modification time changes (the store replaces files atomically, so either changes on a write).
     """
 
-    def __init__(self, data_dir: Path, dataset: str = BARS_DATASET) -> None:
-        self.store = DatedFrameStore(data_dir, dataset)
+    def __init__(self, data_dir: Path) -> None:
+        self.store = MARKET_BARS.store(data_dir)
         self._summaries: dict[int, tuple[tuple[int, int], dict[str, LastBar]]] = {}
 
     def _year_files(self) -> dict[int, Path]:

@@ -7,15 +7,18 @@ when the gate passes (1 when it finds a divergence or a look-ahead, 2 when the i
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from typing import TextIO
 
 from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.parity.gates import (
+    FeatureFactory,
     GateInputError,
     GateSettings,
     load_gate_data,
     lookahead_gate,
     parity_gate,
+    sensory_features,
     strategy_genome,
 )
 from emp_pipeline.registry.engine import make_engine, session_scope
@@ -31,11 +34,12 @@ def _gate_settings(args: argparse.Namespace) -> GateSettings:
         lookahead_cuts=getattr(args, "cuts", 8),
         parity_audits=getattr(args, "audit", 8),
         seed=args.seed,
-        feature_function=args.features,
     )
 
 
-def _cmd_lookahead(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+def _cmd_lookahead(
+    args: argparse.Namespace, settings: Settings, out: TextIO, features: FeatureFactory = sensory_features
+) -> int:
     engine = make_engine(settings.database_url)
     try:
         genome = strategy_genome(engine, args.genome_id)
@@ -46,12 +50,14 @@ def _cmd_lookahead(args: argparse.Namespace, settings: Settings, out: TextIO) ->
         return 2
     finally:
         engine.dispose()
-    report = lookahead_gate(genome, data, gate)
+    report = lookahead_gate(genome, data, gate, features)
     out.write(f"{args.genome_id}: {report.describe()}\n")
     return 0 if report.passed else 1
 
 
-def _cmd_parity(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+def _cmd_parity(
+    args: argparse.Namespace, settings: Settings, out: TextIO, features: FeatureFactory = sensory_features
+) -> int:
     engine = make_engine(settings.database_url)
     try:
         with session_scope(engine) as session:
@@ -74,7 +80,7 @@ def _cmd_parity(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
     )
     status = 0
     for strategy_id, genome in genomes.items():
-        report = parity_gate(genome, data, gate, limits)
+        report = parity_gate(genome, data, gate, limits, features)
         out.write(f"{strategy_id}: {report.describe()}\n")
         if not report.passed:
             status = 1
@@ -85,20 +91,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bars", type=int, default=252, help="bars in the window (the newest ones)")
     parser.add_argument("--history", type=int, default=300, help="bars before the window (warm-up)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random cut/audit points")
-    parser.add_argument(
-        "--features", default="", help="feature factory as module:callable (default: the SensoryCortex)"
-    )
 
 
-def add_parity_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register `emp parity` and `emp lookahead` on the `emp` command's subparsers."""
+def add_parity_commands(
+    subparsers: argparse._SubParsersAction, features: FeatureFactory = sensory_features
+) -> None:
+    """Register `emp parity` and `emp lookahead` on the `emp` command's subparsers.
+
+    `features` is the feature computation the gates judge: the pipeline's own; a test passes another."""
     parity = subparsers.add_parser(
         "parity", help="replay the live path bar by bar over stored bars and compare it with the backtest"
     )
     parity.add_argument("--strategy", action="append", help="strategy id (repeatable; default: all active)")
     parity.add_argument("--audit", type=int, default=8, help="bars recomputed point in time")
     _common(parity)
-    parity.set_defaults(handler=_cmd_parity)
+    parity.set_defaults(handler=partial(_cmd_parity, features=features))
 
     lookahead = subparsers.add_parser(
         "lookahead", help="features, rules and signals on full vs truncated data: name what looks ahead"
@@ -106,4 +113,4 @@ def add_parity_commands(subparsers: argparse._SubParsersAction) -> None:
     lookahead.add_argument("genome_id", help="registry id of the strategy")
     lookahead.add_argument("--cuts", type=int, default=8, help="random cut points")
     _common(lookahead)
-    lookahead.set_defaults(handler=_cmd_lookahead)
+    lookahead.set_defaults(handler=partial(_cmd_lookahead, features=features))

@@ -2,34 +2,33 @@
 
 Both gates read what the pipeline stored: the bars in the lake (``market_bars``) and the instruments and
 strategies in the registry. They look at the last ``window_bars`` bars, with ``history_bars`` before them for
-the features' warm-up and the signal state. The feature computation is named by an import path
-(``module:factory``, the factory taking the instruments and returning ``bars -> features``) so an operator or
-a test can put any implementation under the gates; empty means the project's `SensoryCortex`.
+the features' warm-up and the signal state. Features and regimes are computed by the very functions the
+perception assets store them with (`domain.anchored_perception`), so the gates judge the pipeline's own
+computation. A test puts another feature implementation under the gates through the Python API: the
+`features` argument (a factory taking the instruments and returning ``bars -> features``).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import Engine
 
+from emp_pipeline.domain.anchored_perception import window_features, window_regimes
 from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.genome import Genome, genome_from_dict
 from emp_pipeline.domain.instruments import InstrumentMeta
-from emp_pipeline.domain.lookahead import FeatureFunction, LookaheadReport, RegimeFunction, analyse_lookahead
-from emp_pipeline.domain.regimes import RegimeConfig, make_classifier
+from emp_pipeline.domain.lookahead import FeatureFunction, LookaheadReport, analyse_lookahead
 from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.domain.sensory import SensoryCortex
-from emp_pipeline.live.engine import BARS_DATASET
 from emp_pipeline.parity.replay import ParityConfig, ParityReport, run_parity
 from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.instruments import load_instruments
 from emp_pipeline.registry.research import get_strategy
-from emp_pipeline.storage.parquet_frames import DatedFrameStore
+from emp_pipeline.storage.datasets import MARKET_BARS
 
 
 class GateInputError(ValueError):
@@ -43,7 +42,6 @@ class GateSettings:
     lookahead_cuts: int = 8
     parity_audits: int = 8
     seed: int = 0
-    feature_function: str = ""
     regime_kind: str = "rules"
     capital: float = 100_000.0
     fee_bps: float = 1.0
@@ -58,25 +56,21 @@ class GateData:
     end: pd.Timestamp
 
 
-def load_feature_function(path: str, instruments: Sequence[InstrumentMeta]) -> FeatureFunction:
-    """``module:factory`` -> factory(instruments); empty -> SensoryCortex(instruments).compute."""
-    if not path:
-        return SensoryCortex(instruments).compute
-    module_name, _, attribute = path.partition(":")
-    if not attribute:
-        raise GateInputError(f"feature function {path!r} must look like 'package.module:factory'")
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise GateInputError(f"feature function {path!r} cannot be imported: {error}") from error
-    return factory(instruments)
+FeatureFactory = Callable[[Sequence[InstrumentMeta]], FeatureFunction]
+
+
+def sensory_features(instruments: Sequence[InstrumentMeta]) -> FeatureFunction:
+    """The sensory cortex's features, computed as the sensory_features asset computes them."""
+    return window_features(SensoryCortex(instruments))
 
 
 def load_gate_data(data_dir: Path | str, engine: Engine, settings: GateSettings) -> GateData:
     """The last ``window_bars`` stored bars (plus history) of the symbols the registry has metadata for."""
-    bars = DatedFrameStore(data_dir, BARS_DATASET).read_window()
+    bars = MARKET_BARS.read(data_dir)
     if bars.empty or "symbol" not in bars.columns:
-        raise GateInputError(f"no market_bars under {data_dir}: materialise market_bars before promoting")
+        raise GateInputError(
+            f"no {MARKET_BARS.name} under {data_dir}: materialise {MARKET_BARS.name} before promoting"
+        )
     with session_scope(engine) as session:
         instruments = tuple(load_instruments(session))
     known = {meta.symbol for meta in instruments}
@@ -103,19 +97,14 @@ def strategy_genome(engine: Engine, strategy_id: str) -> Genome:
         return genome_from_dict(get_strategy(session, strategy_id).genome)
 
 
-def _regimes(kind: str) -> RegimeFunction:
-    def compute(bars: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
-        return make_classifier(RegimeConfig(kind=kind)).fit(bars, features).classify(bars, features)
-
-    return compute
-
-
-def lookahead_gate(genome: Genome, data: GateData, settings: GateSettings) -> LookaheadReport:
+def lookahead_gate(
+    genome: Genome, data: GateData, settings: GateSettings, features: FeatureFactory = sensory_features
+) -> LookaheadReport:
     return analyse_lookahead(
         genome,
         data.bars,
-        load_feature_function(settings.feature_function, data.instruments),
-        _regimes(settings.regime_kind),
+        features(data.instruments),
+        window_regimes(settings.regime_kind),
         n_cuts=settings.lookahead_cuts,
         seed=settings.seed,
         start=data.start,
@@ -124,7 +113,11 @@ def lookahead_gate(genome: Genome, data: GateData, settings: GateSettings) -> Lo
 
 
 def parity_gate(
-    genome: Genome, data: GateData, settings: GateSettings, limits: RiskLimits | None = None
+    genome: Genome,
+    data: GateData,
+    settings: GateSettings,
+    limits: RiskLimits | None = None,
+    features: FeatureFactory = sensory_features,
 ) -> ParityReport:
     config = ParityConfig(
         costs=Costs(fee_bps=settings.fee_bps, slippage_bps=settings.slippage_bps),
@@ -139,7 +132,7 @@ def parity_gate(
         data.instruments,
         data.start,
         data.end,
-        load_feature_function(settings.feature_function, data.instruments),
-        _regimes(settings.regime_kind),
+        features(data.instruments),
+        window_regimes(settings.regime_kind),
         config=config,
     )

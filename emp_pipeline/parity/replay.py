@@ -62,9 +62,6 @@ from emp_pipeline.domain.risk import AccountSnapshot, ProposedOrder, RiskLimits,
 from emp_pipeline.domain.sleeve import ALL_PHASES, fee_cost, new_fills, start_sleeve, step_sleeve
 from emp_pipeline.live.engine import (
     ATR_COLUMN,
-    BARS_DATASET,
-    FEATURES_DATASET,
-    REGIMES_DATASET,
     MarketView,
     StrategyBook,
     decide_orders,
@@ -82,7 +79,13 @@ from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.orders import fills_for_order, orders_for_account
 from emp_pipeline.registry.positions import get_account, positions_for_account
-from emp_pipeline.storage.parquet_frames import DatedFrameStore
+from emp_pipeline.storage.datasets import (
+    MARKET_BARS,
+    MARKET_REGIMES,
+    PERCEPTION_INPUTS,
+    SENSORY_FEATURES,
+    Dataset,
+)
 
 ONE_DAY = pd.Timedelta(days=1)
 DEFAULT_AUDITS = 8
@@ -220,19 +223,16 @@ def _write_lake(root: Path, inputs: StoredInputs, feature_columns: Sequence[str]
     because a step's read parses whole yearly files and its cost grows with the columns."""
     features = inputs.features.loc[:, ["date", "symbol", "warmup", *feature_columns]]
     frames = (
-        (BARS_DATASET, inputs.bars),
-        (FEATURES_DATASET, features),
-        (REGIMES_DATASET, inputs.regimes),
+        (MARKET_BARS, inputs.bars),
+        (SENSORY_FEATURES, features),
+        (MARKET_REGIMES, inputs.regimes),
     )
-    for name, frame in frames:
-        DatedFrameStore(root, name).write_window(frame, frame["date"].min(), frame["date"].max() + ONE_DAY)
+    for dataset, frame in frames:
+        dataset.store(root).write_window(frame, frame["date"].min(), frame["date"].max() + ONE_DAY)
 
 
-def _read(root: Path, start: pd.Timestamp | None, end: pd.Timestamp) -> dict[str, pd.DataFrame]:
-    return {
-        name: DatedFrameStore(root, name).read_window(start, end)
-        for name in (BARS_DATASET, FEATURES_DATASET, REGIMES_DATASET)
-    }
+def _read(root: Path, start: pd.Timestamp | None, end: pd.Timestamp) -> dict[Dataset, pd.DataFrame]:
+    return {dataset: dataset.read(root, start, end) for dataset in PERCEPTION_INPUTS}
 
 
 def _registry(root: Path) -> Engine:
@@ -259,9 +259,9 @@ def _stored_grids(
     is exactly what a read of bar t alone would give; each step reads only rows up to its own.
     """
     frames = _read(root, None, dates[-1] + ONE_DAY)
-    bars, features = frames[BARS_DATASET], frames[FEATURES_DATASET]
+    bars, features = frames[MARKET_BARS], frames[SENSORY_FEATURES]
     panel = feature_panel(
-        features.loc[:, ["date", "symbol", "warmup", *names]], frames[REGIMES_DATASET], symbols
+        features.loc[:, ["date", "symbol", "warmup", *names]], frames[MARKET_REGIMES], symbols
     )
     if not panel.dates.equals(dates):
         missing = dates.difference(panel.dates)
@@ -491,7 +491,7 @@ def _audit(
     compute_regimes: RegimeFunction,
 ) -> list[Divergence]:
     """Row ``at`` recomputed from the bars up to it (read through the store) against the stored row."""
-    bars = DatedFrameStore(root, BARS_DATASET).read_window(None, at + ONE_DAY)
+    bars = MARKET_BARS.read(root, None, at + ONE_DAY)
     features = compute_features(bars)
     cut = feature_panel(features, compute_regimes(bars, features), full.symbols)
     return [
@@ -645,11 +645,11 @@ def _engine_cross_check(
 ) -> Divergence | None:
     """The engine's own `decide_orders` on the store up to the last bar must ask for the stepped orders."""
     frames = _read(root, None, at + ONE_DAY)
-    today = frames[BARS_DATASET].loc[frames[BARS_DATASET]["date"] == at]
+    today = frames[MARKET_BARS].loc[frames[MARKET_BARS]["date"] == at]
     view = MarketView(
-        frames[BARS_DATASET],
-        frames[FEATURES_DATASET],
-        frames[REGIMES_DATASET],
+        frames[MARKET_BARS],
+        frames[SENSORY_FEATURES],
+        frames[MARKET_REGIMES],
         at,
         dict(zip(today["symbol"].astype(str), today["close"].astype(float), strict=True)),
     )

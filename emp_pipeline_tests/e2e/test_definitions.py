@@ -9,6 +9,7 @@ from dagster import DagsterInstance, build_resources
 import emp_pipeline
 from emp_pipeline.definitions import build_definitions
 from emp_pipeline.settings import SAMPLE_UNIVERSE_FILE, Settings
+from emp_pipeline.storage.datasets import DATASETS, dataset_named
 
 
 def test_definitions_load_and_validate(embedded_settings):
@@ -155,3 +156,18 @@ def test_nothing_under_defs_reads_the_settings_from_the_environment():
             if isinstance(node, ast.Attribute) and node.attr == "from_env":
                 offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []
+
+
+def test_every_asset_the_io_manager_stores_is_a_dataset_of_the_lake(embedded_settings):
+    defs = build_definitions(embedded_settings)
+    stored = [
+        spec.key.to_user_string()
+        for assets_def in defs.assets
+        for spec in assets_def.specs
+        if assets_def.get_io_manager_key_for_asset_key(spec.key) == "frame_io_manager"
+    ]
+    assert sorted(stored) == sorted(
+        dataset.name for dataset in DATASETS if not dataset.name.startswith("live_")
+    )
+    for name in stored:
+        assert dataset_named(name).name == name

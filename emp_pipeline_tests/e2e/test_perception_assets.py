@@ -23,12 +23,9 @@ from sqlalchemy import func, select
 
 from emp_pipeline.data.sample import load_sample_macro_frame
 from emp_pipeline.definitions import build_definitions
-from emp_pipeline.defs.perception.assets import (
-    compute_features_by_year,
-    regime_frame_problems,
-    settled_rows_with_nan,
-)
+from emp_pipeline.defs.perception.assets import regime_frame_problems, settled_rows_with_nan
 from emp_pipeline.defs.perception.resources import FredResource
+from emp_pipeline.domain.anchored_perception import compute_features_by_year
 from emp_pipeline.domain.bars import normalise_bars
 from emp_pipeline.domain.regimes import REGIME_LABELS
 from emp_pipeline.domain.sensory import SensoryCortex

@@ -72,6 +72,13 @@ def biased_features(instruments: Sequence[InstrumentMeta]) -> Callable[[pd.DataF
     return compute
 
 
+class BiasedFeatureGates(PromotionGatesResource):
+    """The gates with the look-ahead feature computation under test (the Python API for injecting one)."""
+
+    def features(self, instruments: Sequence[InstrumentMeta]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+        return biased_features(instruments)
+
+
 def _seed_registry(url: str, instruments: Sequence[InstrumentMeta], genomes: Sequence[Genome]) -> list[str]:
     upgrade_database(url)
     engine = make_engine(url)
@@ -134,8 +141,7 @@ def _materialize_champions(url: str, lake: Path):
             "walk_forward": WalkForwardResource(),
             "regime_classifier": RegimeClassifierResource(),
             "risk_limits": RiskLimitsResource(),
-            "promotion_gates": PromotionGatesResource(
-                feature_function=f"{__name__}:biased_features",
+            "promotion_gates": BiasedFeatureGates(
                 window_bars=100,
                 history_bars=260,
                 lookahead_cuts=4,
@@ -232,22 +238,19 @@ def test_emp_lookahead_and_parity_commands(tmp_path: Path) -> None:
         {"EMP_HOME": str(tmp_path), "EMP_DATA_DIR": str(tmp_path / "lake"), "EMP_DATABASE_URL": url}
     )
     parser = argparse.ArgumentParser(prog="emp")
-    add_parity_commands(parser.add_subparsers(dest="command", required=True))
-    features = f"--features={__name__}:biased_features"
+    add_parity_commands(parser.add_subparsers(dest="command", required=True), features=biased_features)
 
     def run(*argv: str) -> tuple[int, str]:
         out = io.StringIO()
         args = parser.parse_args(list(argv))
         return args.handler(args, settings, out), out.getvalue()
 
-    status, text = run("lookahead", biased_id, "--bars=100", "--history=260", "--cuts=4", features)
+    status, text = run("lookahead", biased_id, "--bars=100", "--history=260", "--cuts=4")
     assert status == 1 and "what_future_return" in text and "long_entry.all[1]" in text
-    status, text = run("lookahead", correct_id, "--bars=100", "--history=260", "--cuts=4", features)
+    status, text = run("lookahead", correct_id, "--bars=100", "--history=260", "--cuts=4")
     assert status == 0 and "no value changed" in text
     status, text = run("lookahead", "no-such-strategy", "--bars=100")
     assert status == 2 and "no-such-strategy" in text
 
-    status, text = run(
-        "parity", f"--strategy={biased_id}", "--bars=60", "--history=260", "--audit=3", features
-    )
+    status, text = run("parity", f"--strategy={biased_id}", "--bars=60", "--history=260", "--audit=3")
     assert status == 1 and "[inputs]" in text and "what_future_return" in text

@@ -31,8 +31,7 @@ from emp_pipeline.definitions import build_definitions
 from emp_pipeline.defs.live.triggers import live_run_key
 from emp_pipeline.defs.market_data.resources import MarketDataResource
 from emp_pipeline.defs.perception import assets as perception_assets
-from emp_pipeline.defs.perception.assets import classify_by_year
-from emp_pipeline.defs.publication import QUARANTINE_DIR
+from emp_pipeline.domain.anchored_perception import classify_by_year
 from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.regimes import PROBABILITY_COLUMNS
 from emp_pipeline.environment import configured_source, configured_universe
@@ -42,6 +41,7 @@ from emp_pipeline.registry.instruments import load_instruments
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.models import MarketRegime
 from emp_pipeline.settings import Settings
+from emp_pipeline.storage.datasets import QUARANTINE_DIR
 from emp_pipeline.storage.parquet_frames import DatedFrameStore, HistoryLossError
 from emp_pipeline_tests.live_setup import ALWAYS_LONG
 

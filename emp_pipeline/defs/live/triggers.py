@@ -18,8 +18,9 @@ from dagster import (
 
 from emp_pipeline.defs.alerts import AlertWebhookResource
 from emp_pipeline.defs.live.job import LIVE_RUN_TAG, live_execution_job
+from emp_pipeline.storage.datasets import MARKET_REGIMES
 
-REGIMES_KEY = AssetKey("market_regimes")
+REGIMES_KEY = AssetKey(MARKET_REGIMES.name)
 CHAMPIONS_KEY = AssetKey("champion_strategies")
 SENSOR_INTERVAL_S = 60
 

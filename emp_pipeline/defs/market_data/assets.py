@@ -38,6 +38,7 @@ from emp_pipeline.domain.bars import empty_bars, normalise_bars
 from emp_pipeline.domain.calendars import trading_days
 from emp_pipeline.domain.instrument_changes import InstrumentTermsChangedError
 from emp_pipeline.registry.instruments import TermAcceptance, pending_term_changes, store_instruments
+from emp_pipeline.storage.datasets import MARKET_BARS
 from emp_pipeline.storage.parquet_frames import RowShortfall, describe_shortfalls
 
 GROUP = "market_data"
@@ -190,7 +191,7 @@ def market_bars(
     else:
         bars = empty_bars()
 
-    store = lake.store("market_bars")
+    store = lake.store(MARKET_BARS)
     stored = store.read_window(window.start, window.end)
     # Bars of symbols this run does not fetch (dropped from the universe, no session in the window) stay.
     if "symbol" in stored.columns:
@@ -216,8 +217,8 @@ def market_bars(
         *(StagedCheck.from_bar_outcome(outcome) for outcome in outcomes),
     ]
     if shortfalls and config.replace_history:
-        context.log.warning(f"market_bars: {checks[0].description}")
-    yield from report_then_gate(context, "market_bars", bars, checks, lake.base_dir)
+        context.log.warning(f"{MARKET_BARS.name}: {checks[0].description}")
+    yield from report_then_gate(context, MARKET_BARS, bars, checks, lake.base_dir)
 
     per_symbol = staged.groupby("symbol")["date"].agg(["count", "min", "max"]).reset_index()
     per_symbol["min"] = per_symbol["min"].dt.date.astype(str)
@@ -251,7 +252,7 @@ def market_bars_asset(partitions_def: PartitionsDefinition) -> AssetsDefinition:
         check_specs=[
             AssetCheckSpec(
                 HISTORY_CHECK,
-                asset="market_bars",
+                asset=MARKET_BARS.name,
                 blocking=True,
                 description="the source returns every bar already stored for the window; blocks: stored "
                 "history is never deleted by a short or missing source (replace_history: true replaces it "
@@ -259,7 +260,7 @@ def market_bars_asset(partitions_def: PartitionsDefinition) -> AssetsDefinition:
             ),
             *(
                 AssetCheckSpec(
-                    check.name, asset="market_bars", blocking=check.blocking, description=check.description
+                    check.name, asset=MARKET_BARS.name, blocking=check.blocking, description=check.description
                 )
                 for check in BAR_CHECKS
             ),
@@ -272,7 +273,7 @@ def market_bars_asset(partitions_def: PartitionsDefinition) -> AssetsDefinition:
 
 
 @asset_check(
-    asset="market_bars",
+    asset=MARKET_BARS.name,
     description="Newest stored bar of each symbol is at most a few sessions old, as of today or the "
     "universe's end date, whichever is earlier.",
 )
@@ -282,7 +283,7 @@ def market_bars_fresh(
     universe = market_data.universe()
     today = datetime.now(UTC).date()
     as_of = min(today, universe.end_date) if universe.end_date else today
-    recent = lake.store("market_bars").read_window(start=pd.Timestamp(as_of - timedelta(days=400)))
+    recent = lake.read(MARKET_BARS, start=pd.Timestamp(as_of - timedelta(days=400)))
     latest = (
         {symbol: stamp.date() for symbol, stamp in recent.groupby("symbol")["date"].max().items()}
         if "symbol" in recent.columns

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dagster import AssetCheckKey, AssetKey, AssetSelection, define_asset_job
 
-MARKET_BARS_FRESH = AssetCheckKey(AssetKey("market_bars"), "market_bars_fresh")
+from emp_pipeline.storage.datasets import MARKET_BARS
+
+MARKET_BARS_FRESH = AssetCheckKey(AssetKey(MARKET_BARS.name), "market_bars_fresh")
 
 universe_job = define_asset_job(
     "universe_job",

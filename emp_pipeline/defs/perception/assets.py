@@ -1,15 +1,8 @@
 """Perception assets: the sensory features and the market regimes of every symbol and day.
 
-Both are daily partitioned like `market_bars` and read their look-back through a time-window partition
-mapping. The stored value of a day must not depend on how a range was split into runs, so every day is
-computed from history that starts at a FIXED anchor, never at the run's first day: the days of calendar
-year Y are computed from data starting on Jan 1 of Y - N (N = FEATURE_HISTORY_YEARS for features,
-REGIME_HISTORY_YEARS for regimes). Rolling sums, Wilder averages and the HMM's forward filter then see the
-same inputs in the same order whichever run computes the day, so the stored frames are identical bit for bit.
-
-The HMM classifier is refitted per calendar year on the REGIME_HISTORY_YEARS years strictly before Jan 1 of
-that year (its training window), then filters forward from the start of that window; a symbol with fewer
-than HMM_MIN_TRAINING_BARS training bars is left in warm-up (neutral label) for that year.
+Both are daily partitioned like the bars and read their look-back through a time-window partition mapping;
+what a day's values are computed from (a fixed yearly anchor, so a backfill's split changes nothing) is the
+domain's `anchored_perception`, which the look-ahead and parity gates judge too.
 """
 # No `from __future__ import annotations` here: Dagster inspects the assets' context annotations at runtime.
 
@@ -39,39 +32,26 @@ from emp_pipeline.defs.market_data.resources import MarketDataResource
 from emp_pipeline.defs.perception.resources import FredResource, RegimeClassifierResource
 from emp_pipeline.defs.publication import StagedCheck, report_then_gate
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
-from emp_pipeline.domain.regimes import (
-    NEUTRAL_LABEL,
-    PROBABILITY_COLUMNS,
-    REGIME_COLUMNS,
-    REGIME_LABELS,
-    make_classifier,
+from emp_pipeline.domain.anchored_perception import (
+    FEATURE_HISTORY_YEARS,
+    REGIME_HISTORY_YEARS,
+    classify_by_year,
+    compute_features_by_year,
+    lookback_days,
+    rows_between,
+    year_start,
 )
-from emp_pipeline.domain.sensory import (
-    FEATURE_COLUMNS,
-    MACRO_LOOKBACK_DAYS,
-    SensoryCortex,
-    empty_features,
-    macro_coverage,
-)
+from emp_pipeline.domain.regimes import PROBABILITY_COLUMNS, REGIME_LABELS, make_classifier
+from emp_pipeline.domain.sensory import FEATURE_COLUMNS, MACRO_LOOKBACK_DAYS, SensoryCortex, macro_coverage
 from emp_pipeline.registry.regimes import upsert_market_regimes
 from emp_pipeline.reporting.regime_chart import regime_chart_png
+from emp_pipeline.storage.datasets import MARKET_BARS, MARKET_REGIMES, SENSORY_FEATURES
 
 GROUP = "perception"
 OWNERS = ["team:research"]
-# Features look back 252 bars at most: two years of history also lets the Wilder averages settle, so a
-# day's features equal those of a run over the whole history (up to float rounding).
-FEATURE_HISTORY_YEARS = 2
-# Rules rank volatility over 756 bars (three years); the HMM trains on the five years before each year.
-REGIME_HISTORY_YEARS = 5
-HMM_MIN_TRAINING_BARS = 252
 PROBABILITY_TOLERANCE = 1e-9
 MACRO_MARGIN_DAYS = 30
 EXAMPLES_SHOWN = 5
-
-
-def lookback_days(history_years: int) -> int:
-    """Calendar days that reach Jan 1 of (year - history_years) from any day of the year (Dec 31 at worst)."""
-    return (history_years + 1) * 366
 
 
 def _lookback_mapping(history_years: int) -> TimeWindowPartitionMapping:
@@ -81,91 +61,6 @@ def _lookback_mapping(history_years: int) -> TimeWindowPartitionMapping:
         return TimeWindowPartitionMapping(
             start_offset=-lookback_days(history_years), allow_nonexistent_upstream_partitions=True
         )
-
-
-def _utc(year: int) -> pd.Timestamp:
-    return pd.Timestamp(year=year, month=1, day=1, tz="UTC")
-
-
-def year_blocks(start: pd.Timestamp, end: pd.Timestamp) -> Iterator[tuple[int, pd.Timestamp, pd.Timestamp]]:
-    """(year, first, end) for each calendar year the window [start, end) touches, clipped to the window."""
-    last = end - pd.Timedelta(microseconds=1)
-    for year in range(start.year, last.year + 1):
-        yield year, max(start, _utc(year)), min(end, _utc(year + 1))
-
-
-def _between(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    return frame.loc[(frame["date"] >= start) & (frame["date"] < end)]
-
-
-def compute_features_by_year(
-    cortex: SensoryCortex,
-    bars: pd.DataFrame,
-    macro: pd.DataFrame | None,
-    start: pd.Timestamp,
-    end: pd.Timestamp,
-) -> pd.DataFrame:
-    """Features of the days in [start, end), each year's days computed from bars since its fixed anchor."""
-    pieces = []
-    for year, first, block_end in year_blocks(start, end):
-        history = _between(bars, _utc(year - FEATURE_HISTORY_YEARS), block_end)
-        if history.empty:
-            continue
-        pieces.append(_between(cortex.compute(history, macro), first, block_end))
-    pieces = [piece for piece in pieces if not piece.empty]
-    return pd.concat(pieces, ignore_index=True) if pieces else empty_features()
-
-
-def _neutral_regimes(bars: pd.DataFrame) -> pd.DataFrame:
-    """Warm-up rows (neutral label, uniform probabilities) for symbols a classifier could not be fitted on."""
-    frame = pd.DataFrame(
-        {"date": bars["date"].to_numpy(), "symbol": bars["symbol"].to_numpy(), "regime": NEUTRAL_LABEL}
-    )
-    for column in PROBABILITY_COLUMNS:
-        frame[column] = 1.0 / len(REGIME_LABELS)
-    frame["warmup"] = True
-    frame["date"] = frame["date"].astype("datetime64[ns, UTC]")
-    return frame.loc[:, list(REGIME_COLUMNS)]
-
-
-def classify_by_year(
-    kind: str, bars: pd.DataFrame, features: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp
-) -> pd.DataFrame:
-    """Regimes of the days in [start, end); year Y is fitted on years before Jan 1 of Y (see module doc)."""
-    pieces = []
-    for year, first, block_end in year_blocks(start, end):
-        anchor, training_end = _utc(year - REGIME_HISTORY_YEARS), _utc(year)
-        block_bars = _between(bars, anchor, block_end)
-        block_features = _between(features, anchor, block_end)
-        if block_features.empty:
-            continue
-        untrained: list[str] = []
-        if kind == "hmm":
-            training_bars = block_bars.loc[block_bars["date"] < training_end]
-            counts = training_bars["symbol"].value_counts()
-            untrained = sorted(
-                str(symbol)
-                for symbol in block_bars["symbol"].unique()
-                if counts.get(symbol, 0) < HMM_MIN_TRAINING_BARS
-            )
-            trained_bars = block_bars.loc[~block_bars["symbol"].isin(untrained)]
-            window_bars = _between(block_bars, first, block_end)
-            pieces.append(_neutral_regimes(window_bars.loc[window_bars["symbol"].isin(untrained)]))
-            if trained_bars.empty:
-                continue
-            classifier = make_classifier({"kind": kind}).fit(
-                training_bars.loc[~training_bars["symbol"].isin(untrained)], None
-            )
-            labelled = classifier.classify(trained_bars, None)
-        else:
-            classifier = make_classifier({"kind": kind}).fit(block_bars, block_features)
-            labelled = classifier.classify(block_bars, block_features)
-        pieces.append(_between(labelled, first, block_end))
-    pieces = [piece for piece in pieces if not piece.empty]
-    if not pieces:
-        return _neutral_regimes(bars.iloc[0:0])
-    frame = pd.concat(pieces, ignore_index=True)
-    return frame.sort_values(["symbol", "date"], kind="mergesort").reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------- macro
@@ -237,17 +132,17 @@ def regime_share_table(regimes: pd.DataFrame) -> str:
 
 def sensory_features(
     context: AssetExecutionContext,
-    market_bars: pd.DataFrame,
+    bars: pd.DataFrame,
     market_data: MarketDataResource,
     fred: FredResource,
     lake: DataLakeResource,
 ) -> Iterator:
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
-    history_start = _utc(start.year - FEATURE_HISTORY_YEARS)
+    history_start = year_start(start.year - FEATURE_HISTORY_YEARS)
     macro, macro_source, macro_status = macro_for_features(fred, market_data, history_start, end)
     cortex = SensoryCortex(market_data.universe().instruments)
-    features = compute_features_by_year(cortex, market_bars, macro, start, end)
+    features = compute_features_by_year(cortex, bars, macro, start, end)
 
     incomplete = settled_rows_with_nan(features)
     check = StagedCheck(
@@ -258,7 +153,7 @@ def sensory_features(
         failures=int(incomplete.sum()),
         examples=tuple(_examples(features, incomplete)),
     )
-    yield from report_then_gate(context, "sensory_features", features, [check], lake.base_dir)
+    yield from report_then_gate(context, SENSORY_FEATURES, features, [check], lake.base_dir)
 
     coverage = macro_coverage(features)
     context.add_asset_metadata(
@@ -290,11 +185,11 @@ def sensory_features_asset(partitions_def: PartitionsDefinition) -> AssetsDefini
         group_name=GROUP,
         kinds={"pandas", "parquet"},
         owners=OWNERS,
-        ins={"market_bars": AssetIn(partition_mapping=_lookback_mapping(FEATURE_HISTORY_YEARS))},
+        ins={"bars": AssetIn(MARKET_BARS.name, partition_mapping=_lookback_mapping(FEATURE_HISTORY_YEARS))},
         check_specs=[
             AssetCheckSpec(
                 "features_complete_after_warmup",
-                asset="sensory_features",
+                asset=SENSORY_FEATURES.name,
                 blocking=True,
                 description="no NaN in any feature on a row whose look-backs are complete (warmup False)",
             )
@@ -309,8 +204,8 @@ def sensory_features_asset(partitions_def: PartitionsDefinition) -> AssetsDefini
 
 def market_regimes(
     context: AssetExecutionContext,
-    market_bars: pd.DataFrame,
-    sensory_features: pd.DataFrame,
+    bars: pd.DataFrame,
+    features: pd.DataFrame,
     regime_classifier: RegimeClassifierResource,
     database: DatabaseResource,
     lake: DataLakeResource,
@@ -318,7 +213,7 @@ def market_regimes(
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
     kind = regime_classifier.kind
-    regimes = classify_by_year(kind, market_bars, sensory_features, start, end)
+    regimes = classify_by_year(kind, bars, features, start, end)
     bad_sum, unknown = regime_frame_problems(regimes)
     checks = [
         StagedCheck(
@@ -338,14 +233,14 @@ def market_regimes(
             examples=tuple(_examples(regimes, unknown)),
         ),
     ]
-    yield from report_then_gate(context, "market_regimes", regimes, checks, lake.base_dir)
+    yield from report_then_gate(context, MARKET_REGIMES, regimes, checks, lake.base_dir)
 
     # Published only now: the registry first, then the Parquet the live job reads (the IO manager writes it
     # when the output is yielded); the materialization event, which the live sensor follows, comes last.
     with database.session() as session:
         upserted = upsert_market_regimes(session, regimes, make_classifier({"kind": kind}).name)
     if not regimes.empty:
-        png = regime_chart_png(_between(market_bars, start, end), regimes)
+        png = regime_chart_png(rows_between(bars, start, end), regimes)
         chart = f"![regimes](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
         # Output metadata is copied onto every partition's event of a range run: the table and the
         # picture go on the newest day only, which is what the UI shows as the latest materialization.
@@ -373,20 +268,22 @@ def market_regimes_asset(partitions_def: PartitionsDefinition) -> AssetsDefiniti
         kinds={"pandas", "parquet", "sql"},
         owners=OWNERS,
         ins={
-            "market_bars": AssetIn(partition_mapping=_lookback_mapping(REGIME_HISTORY_YEARS)),
-            "sensory_features": AssetIn(partition_mapping=_lookback_mapping(REGIME_HISTORY_YEARS)),
+            "bars": AssetIn(MARKET_BARS.name, partition_mapping=_lookback_mapping(REGIME_HISTORY_YEARS)),
+            "features": AssetIn(
+                SENSORY_FEATURES.name, partition_mapping=_lookback_mapping(REGIME_HISTORY_YEARS)
+            ),
         },
         check_specs=[
             AssetCheckSpec(
                 "probabilities_sum_to_one",
-                asset="market_regimes",
+                asset=MARKET_REGIMES.name,
                 blocking=True,
                 description="the regime probabilities of every row sum to 1 within "
                 f"{PROBABILITY_TOLERANCE:g}",
             ),
             AssetCheckSpec(
                 "labels_known",
-                asset="market_regimes",
+                asset=MARKET_REGIMES.name,
                 blocking=True,
                 description=f"every label is one of {', '.join(REGIME_LABELS)}",
             ),

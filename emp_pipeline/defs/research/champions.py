@@ -49,6 +49,7 @@ from emp_pipeline.registry.research import (
     performance_records,
     set_strategy_status,
 )
+from emp_pipeline.storage.datasets import EVOLVED_STRATEGIES, WALK_FORWARD_REPORT
 
 PROMOTION_POOL_SIZE = 5
 PROMOTABLE_STATUSES = ("candidate", "retired")
@@ -66,14 +67,14 @@ class MissingStudyError(RuntimeError):
 
 def study_pool(lake: DataLakeResource) -> tuple[str, list[str]]:
     """(newest period of the report, registry ids of its top strategies by training fitness)."""
-    report = lake.store("walk_forward_report").read_all()
+    report = lake.store(WALK_FORWARD_REPORT).read_all()
     if report.empty or "period" not in report.columns:
         raise MissingStudyError(
             "walk_forward_report holds no curve: materialize research_job after evolution"
         )
     period = str(report["period"].max())
     start, end = period_bounds(period, FREQUENCY)
-    evolved = lake.store("evolved_strategies").read_window(start, end)
+    evolved = lake.read(EVOLVED_STRATEGIES, start, end)
     top = evolved.loc[evolved["rank"] < PROMOTION_POOL_SIZE].sort_values("rank", kind="mergesort")
     return period, top["strategy_id"].astype(str).tolist()
 
@@ -154,7 +155,7 @@ def reject_lookahead(
     data = load_gate_data(lake.base_dir, database.engine(), settings)
     rejected: dict[str, str] = {}
     for record in promotable:
-        report = lookahead_gate(genome_from_dict(record.genome), data, settings)
+        report = lookahead_gate(genome_from_dict(record.genome), data, settings, promotion_gates.features)
         if report.passed:
             continue
         reason = f"look-ahead gate before promotion: {report.findings[0].describe()}"[:1000]
@@ -190,7 +191,7 @@ def _fmt_number(value: object, missing: str = "n/a") -> str:
 
 
 @asset(
-    deps=["walk_forward_report"],
+    deps=[WALK_FORWARD_REPORT.name],
     group_name=GROUP,
     kinds={"python", "sql"},
     owners=OWNERS,

@@ -59,6 +59,7 @@ from emp_pipeline.domain.walkforward_study import (
 from emp_pipeline.registry.records import PerformanceEntry
 from emp_pipeline.registry.research import record_performance
 from emp_pipeline.reporting.walk_forward_plots import equity_drawdown_png, png_markdown
+from emp_pipeline.storage.datasets import PERCEPTION_INPUTS, STRATEGY_PERFORMANCE
 
 PBO_MAX_BLOCKS = 16
 TOP_SHOWN = 10
@@ -79,10 +80,7 @@ class MissingEvaluationDataError(RuntimeError):
 
 
 def _read(lake: DataLakeResource, start: pd.Timestamp, end: pd.Timestamp) -> list[pd.DataFrame]:
-    return [
-        lake.store(name).read_window(start, end)
-        for name in ("market_bars", "sensory_features", "market_regimes")
-    ]
+    return [lake.read(dataset, start, end) for dataset in PERCEPTION_INPUTS]
 
 
 def _fmt(value: object) -> str:
@@ -227,12 +225,11 @@ def strategy_performance_asset(partitions_def: PartitionsDefinition) -> AssetsDe
         group_name=GROUP,
         kinds={"python", "pandas", "sql"},
         owners=OWNERS,
-        ins={"evolved_strategies": AssetIn()},
-        deps=["market_bars", "sensory_features", "market_regimes"],
+        deps=[dataset.name for dataset in PERCEPTION_INPUTS],
         check_specs=[
             AssetCheckSpec(
                 "measured_out_of_sample",
-                asset="strategy_performance",
+                asset=STRATEGY_PERFORMANCE.name,
                 blocking=True,
                 description="every measured bar lies inside the period, after the strategies' training "
                 "window",
@@ -264,18 +261,18 @@ def _period_table(comparisons: pd.DataFrame) -> pd.DataFrame:
     group_name=GROUP,
     kinds={"python", "pandas", "parquet"},
     owners=OWNERS,
-    ins={"strategy_performance": AssetIn(partition_mapping=AllPartitionMapping())},
+    ins={"measured": AssetIn(STRATEGY_PERFORMANCE.name, partition_mapping=AllPartitionMapping())},
     description="The walk-forward study: every measured period's out-of-sample returns of the strategy "
     "ranked first by training fitness, chained into one equity curve (stored as Parquet), with the "
     "probability of backtest overfitting (CSCV, Bailey et al. 2016) over the study's trials. A backfill of "
     "evolved_strategies + strategy_performance over N periods, then this, is an N-period walk-forward study.",
 )
-def walk_forward_report(context: AssetExecutionContext, strategy_performance: pd.DataFrame) -> Iterator:
-    if strategy_performance.empty or "rank" not in strategy_performance.columns:
+def walk_forward_report(context: AssetExecutionContext, measured: pd.DataFrame) -> Iterator:
+    if measured.empty or "rank" not in measured.columns:
         raise MissingEvaluationDataError(
             "no strategy_performance partition is materialized: run evolution_job for some periods first"
         )
-    oos = strategy_performance
+    oos = measured
     curve = selected_curve(oos)
     comparisons = period_comparisons(oos, curve)
     stitched = stitched_baselines(oos, curve)

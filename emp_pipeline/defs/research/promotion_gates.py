@@ -10,6 +10,7 @@ blocking (see parity.report for the layers).
 """
 # No `from __future__ import annotations` here: Dagster inspects the checks' resource annotations at runtime.
 
+from collections.abc import Sequence
 from typing import Any
 
 from dagster import AssetCheckResult, AssetCheckSeverity, ConfigurableResource, MetadataValue, asset_check
@@ -17,12 +18,15 @@ from dagster import AssetCheckResult, AssetCheckSeverity, ConfigurableResource, 
 from emp_pipeline.defs.live.risk_limits import RiskLimitsResource
 from emp_pipeline.defs.perception.resources import RegimeClassifierResource
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
+from emp_pipeline.domain.instruments import InstrumentMeta
+from emp_pipeline.domain.lookahead import FeatureFunction
 from emp_pipeline.parity.gates import (
     GateData,
     GateSettings,
     load_gate_data,
     lookahead_gate,
     parity_gate,
+    sensory_features,
     strategy_genome,
 )
 from emp_pipeline.registry.research import active_strategies, set_strategy_status
@@ -32,15 +36,15 @@ RETIRED = "retired"
 
 
 class PromotionGatesResource(ConfigurableResource):
-    """How the look-ahead and parity gates run: the window (newest bars), cut and audit points, the feature
-    factory under test (module:callable, empty = SensoryCortex) and the capital and costs of the replay."""
+    """How the look-ahead and parity gates run: the window (newest bars), cut and audit points, and the
+    capital and costs of the replay. `features` is the computation under test: the sensory cortex as the
+    perception assets run it (a test subclasses the resource to put another one under the gates)."""
 
     window_bars: int = 252
     history_bars: int = 300
     lookahead_cuts: int = 8
     parity_audits: int = 8
     seed: int = 0
-    feature_function: str = ""
     capital: float = 100_000.0
     fee_bps: float = 1.0
     slippage_bps: float = 1.0
@@ -52,12 +56,14 @@ class PromotionGatesResource(ConfigurableResource):
             lookahead_cuts=self.lookahead_cuts,
             parity_audits=self.parity_audits,
             seed=self.seed,
-            feature_function=self.feature_function,
             regime_kind=regime_kind,
             capital=self.capital,
             fee_bps=self.fee_bps,
             slippage_bps=self.slippage_bps,
         )
+
+    def features(self, instruments: Sequence[InstrumentMeta]) -> FeatureFunction:
+        return sensory_features(instruments)
 
 
 def _champions(database: DatabaseResource) -> list[str]:
@@ -102,7 +108,8 @@ def champions_free_of_lookahead(
     champions, data, settings = run
     findings: dict[str, Any] = {}
     for strategy_id in champions:
-        report = lookahead_gate(strategy_genome(database.engine(), strategy_id), data, settings)
+        genome = strategy_genome(database.engine(), strategy_id)
+        report = lookahead_gate(genome, data, settings, promotion_gates.features)
         if not report.passed:
             findings[strategy_id] = [finding.describe() for finding in report.findings]
             _retire(database, strategy_id, f"look-ahead gate: {report.findings[0].describe()}")
@@ -145,7 +152,8 @@ def champions_live_parity(
     execution_only: dict[str, list[str]] = {}
     seconds = 0.0
     for strategy_id in champions:
-        report = parity_gate(strategy_genome(database.engine(), strategy_id), data, settings, limits)
+        genome = strategy_genome(database.engine(), strategy_id)
+        report = parity_gate(genome, data, settings, limits, promotion_gates.features)
         seconds += report.elapsed_s
         lines = [divergence.describe() for divergence in report.divergences] + list(report.notes)
         if not report.decision_passed:

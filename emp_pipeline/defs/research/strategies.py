@@ -64,6 +64,7 @@ from emp_pipeline.registry.research import (
     strategy_content_id,
 )
 from emp_pipeline.reporting.walk_forward_plots import fitness_per_generation_png, png_markdown
+from emp_pipeline.storage.datasets import EVOLVED_STRATEGIES, PERCEPTION_INPUTS
 
 GROUP = "research"
 OWNERS = ["team:research"]
@@ -121,22 +122,21 @@ def read_training_frames(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Bars, features and regimes of the training look-back: every row strictly before the period."""
     window_start = period_start - pd.Timedelta(days=TRAINING_LOOKBACK_DAYS)
-    frames = {
-        name: lake.store(name).read_window(window_start, period_start)
-        for name in ("market_bars", "sensory_features", "market_regimes")
-    }
-    for name, frame in frames.items():
+    frames = {dataset: lake.read(dataset, window_start, period_start) for dataset in PERCEPTION_INPUTS}
+    for dataset, frame in frames.items():
         if frame.empty or "symbol" not in frame.columns:
             raise MissingTrainingDataError(
-                f"{name} holds no rows in [{window_start.date()}, {period_start.date()}): materialize "
-                "daily_update_job over that range before evolving this period"
+                f"{dataset.name} holds no rows in [{window_start.date()}, {period_start.date()}): "
+                "materialize daily_update_job over that range before evolving this period"
             )
         latest = frame["date"].max()
         if latest >= period_start:
             raise LookAheadError(
-                f"{name} rows up to {latest.date()} were read to train period starting {period_start.date()}"
+                f"{dataset.name} rows up to {latest.date()} were read to train period starting "
+                f"{period_start.date()}"
             )
-    return frames["market_bars"], frames["sensory_features"], frames["market_regimes"]
+    bars, features, regimes = (frames[dataset] for dataset in PERCEPTION_INPUTS)
+    return bars, features, regimes
 
 
 def walk_forward_grid(
@@ -358,14 +358,11 @@ def evolved_strategies_asset(partitions_def: PartitionsDefinition) -> AssetsDefi
         group_name=GROUP,
         kinds={"python", "pandas", "sql"},
         owners=OWNERS,
-        deps=[
-            AssetDep(name, partition_mapping=_training_mapping())
-            for name in ("market_bars", "sensory_features", "market_regimes")
-        ],
+        deps=[AssetDep(dataset.name, partition_mapping=_training_mapping()) for dataset in PERCEPTION_INPUTS],
         check_specs=[
             AssetCheckSpec(
                 "trained_before_period",
-                asset="evolved_strategies",
+                asset=EVOLVED_STRATEGIES.name,
                 blocking=True,
                 description=f"every training bar lies {WALK_FORWARD_EMBARGO_BARS} trading days or "
                 "more before "
