@@ -11,6 +11,7 @@ from typing import TextIO
 from dagster import BetaWarning, PreviewWarning
 
 from emp_pipeline.auth.commands import add_token_commands
+from emp_pipeline.job_runs import add_run_command
 from emp_pipeline.monitoring.commands import add_metrics_commands
 from emp_pipeline.parity.commands import add_parity_commands
 from emp_pipeline.settings import Settings, SettingsError
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--revision", default="head", help="Alembic revision to upgrade to")
     upgrade.set_defaults(handler=_cmd_db_upgrade)
 
+    add_run_command(commands)
     add_token_commands(commands)
     add_metrics_commands(commands)
     add_parity_commands(commands)

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from emp_pipeline.registry.engine import session_scope, shared_engine
-from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.registry.migrate import ensure_embedded_registry, upgrade_database
 from emp_pipeline.storage.datasets import Dataset
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
@@ -36,7 +36,12 @@ class DatabaseResource(ConfigurableResource):
     url: str
 
     def engine(self) -> Engine:
-        """One pooled engine per process and URL, shared by every asset op running in that process."""
+        """One pooled engine per process and URL, shared by every asset op running in that process.
+
+        An embedded SQLite registry is migrated to the latest revision on first use (see
+        ensure_embedded_registry); PostgreSQL is migrated only by `emp db upgrade`.
+        """
+        ensure_embedded_registry(self.url)
         return shared_engine(self.url)
 
     @contextmanager

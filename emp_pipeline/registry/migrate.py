@@ -7,6 +7,8 @@ passwords never pass through configparser interpolation. SQLite migrations run w
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from emp_pipeline.registry.engine import make_engine
 from emp_pipeline.registry.errors import RegistryError
@@ -41,6 +44,31 @@ def head_revision() -> str:
 def upgrade_database(url: str, revision: str = "head") -> str | None:
     """Bring the registry at `url` up to `revision` (default: the latest); returns the revision reached."""
     return _migrate(url, command.upgrade, revision)
+
+
+_embedded_checked: set[tuple[int, str]] = set()
+_embedded_lock = threading.Lock()
+
+
+def ensure_embedded_registry(url: str) -> None:
+    """Bring an embedded (SQLite) registry to the latest revision on its first use in this process.
+
+    A fresh clone's first `dagster job execute` or `make ui` run must not fail with "no such table": the
+    embedded registry is a file nobody administers, so it is migrated where it is first opened. Concurrent
+    first uses queue on SQLite's write lock (migrations begin IMMEDIATE), and the second finds it at head.
+    PostgreSQL, production's registry, is only ever migrated on purpose (`emp db upgrade`, compose's
+    emp_migrate service), so it is left alone here.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    key = (os.getpid(), url)
+    with _embedded_lock:
+        if key in _embedded_checked:
+            return
+        if current_revision(url) != head_revision():
+            upgrade_database(url)
+        _embedded_checked.add(key)
 
 
 def downgrade_database(url: str, revision: str) -> str | None:
