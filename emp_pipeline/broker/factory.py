@@ -19,12 +19,11 @@ from sqlalchemy import Engine
 
 from emp_pipeline.broker.ctrader_broker import CTraderBroker
 from emp_pipeline.broker.ctrader_client import CTraderConfig, CTraderConfigError
-from emp_pipeline.broker.interface import AccessTokenProvider, Broker, BrokerError
+from emp_pipeline.broker.interface import AccessTokenProvider, Broker, BrokerError, BrokerKind
 from emp_pipeline.broker.paper import BarFrameOpens, PaperBroker
 from emp_pipeline.domain.bars import adjusted_ohlc
 from emp_pipeline.domain.costs import DEFAULT_CAPITAL, Costs
 from emp_pipeline.registry.engine import session_scope
-from emp_pipeline.registry.models import BrokerKind
 from emp_pipeline.registry.positions import get_or_create_account
 from emp_pipeline.storage.datasets import MARKET_BARS
 

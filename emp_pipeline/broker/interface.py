@@ -17,6 +17,14 @@ MAX_CLIENT_ORDER_ID_LENGTH = 50  # cTrader's clientOrderId limit; the paper brok
 MAX_LABEL_LENGTH = 100
 
 
+class BrokerKind(StrEnum):
+    """The brokers a live run can trade through (broker.factory); the registry stores the value as text,
+    so a new kind needs code here and in the factory, never a schema migration."""
+
+    PAPER = "paper"
+    CTRADER = "ctrader"
+
+
 class OrderSide(StrEnum):
     BUY = "buy"
     SELL = "sell"
@@ -27,7 +35,8 @@ class OrderSide(StrEnum):
 
 
 class OrderStatus(StrEnum):
-    """Lifecycle of an order; the values are the registry's order statuses (plus `not_found`)."""
+    """Lifecycle of an order, for the brokers and the registry alike (the registry never stores
+    `not_found`, see RECORDED_STATUSES)."""
 
     PENDING = "pending"  # recorded, not sent yet
     SUBMITTED = "submitted"  # sent, not acknowledged yet
@@ -45,6 +54,10 @@ class OrderStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.REJECTED, OrderStatus.CANCELLED})
+# What an order row in the registry may say, and which of those are still in flight (an `unknown` order may
+# yet fill: it counts as open until reconciliation tells the truth).
+RECORDED_STATUSES = tuple(status for status in OrderStatus if status is not OrderStatus.NOT_FOUND)
+OPEN_STATUSES = tuple(status for status in RECORDED_STATUSES if status not in TERMINAL_STATUSES)
 
 
 class BrokerError(Exception):

@@ -34,13 +34,14 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from emp_pipeline.broker.interface import (
+    OPEN_STATUSES,
     Broker,
     BrokerError,
     OrderRequest,
     OrderResult,
     OrderSide,
+    OrderStatus,
 )
-from emp_pipeline.broker.interface import OrderStatus as BrokerStatus
 from emp_pipeline.domain.backtest import MarketArrays, market_arrays
 from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.execution import (
@@ -68,13 +69,11 @@ from emp_pipeline.domain.risk import (
     check_orders,
 )
 from emp_pipeline.domain.sleeve import fold_sleeve, start_sleeve
-from emp_pipeline.live.book import OPEN_ORDER_STATUSES, activation_time, strategy_positions
 from emp_pipeline.live.journal import LiveJournal
 from emp_pipeline.registry.control import KILL_SWITCH, flag_enabled
 from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.errors import ClientOrderIdConflictError, InvalidOrderTransitionError
 from emp_pipeline.registry.instruments import load_instruments
-from emp_pipeline.registry.models import OrderStatus as RegistryStatus
 from emp_pipeline.registry.orders import (
     create_order_if_absent,
     get_order,
@@ -82,18 +81,13 @@ from emp_pipeline.registry.orders import (
     record_fill,
     update_order_status,
 )
-from emp_pipeline.registry.positions import get_account, positions_for_account
-from emp_pipeline.registry.research import active_strategies
+from emp_pipeline.registry.positions import get_account, positions_for_account, strategy_positions
+from emp_pipeline.registry.research import activation_time, active_strategies
 from emp_pipeline.storage.datasets import MARKET_BARS, MARKET_REGIMES, PERCEPTION_INPUTS, SENSORY_FEATURES
 
 log = logging.getLogger(__name__)
 
 ATR_COLUMN = "what_atr_14"
-
-# The broker's statuses are the registry's (plus NOT_FOUND, which changes nothing by itself).
-_REGISTRY_STATUS = {
-    status: RegistryStatus(status.value) for status in BrokerStatus if status is not BrokerStatus.NOT_FOUND
-}
 
 
 class LiveExecutionError(RuntimeError):
@@ -280,9 +274,10 @@ def record_result(engine: Engine, result: OrderResult) -> str:
                 fee=fill.fee,
             )
         order = get_order(session, result.client_order_id)
-        new_status = _REGISTRY_STATUS.get(result.status)
-        if new_status is RegistryStatus.FILLED and order.status != RegistryStatus.FILLED.value:
-            new_status = RegistryStatus.ACCEPTED  # filled per the broker, not all fills reported yet
+        # NOT_FOUND changes nothing by itself; every other status the broker reports is the registry's.
+        new_status = None if result.status is OrderStatus.NOT_FOUND else result.status
+        if new_status is OrderStatus.FILLED and order.status != OrderStatus.FILLED.value:
+            new_status = OrderStatus.ACCEPTED  # filled per the broker, not all fills reported yet
         if new_status is None:
             return order.status
         try:
@@ -329,7 +324,7 @@ def reconcile_open_orders(
     it is cancelled rather than sent late, and no longer counts as in flight.
     """
     with session_scope(engine) as session:
-        open_orders = orders_for_account(session, account_id, OPEN_ORDER_STATUSES)
+        open_orders = orders_for_account(session, account_id, OPEN_STATUSES)
     try:
         broker.reconcile()  # the broker catches up first; what it did to these orders is recorded below
     except BrokerError as exc:
@@ -340,7 +335,7 @@ def reconcile_open_orders(
         except BrokerError as exc:
             report.errors.append(f"reconcile {order.client_order_id}: {exc}")
             continue
-        if result.status is not BrokerStatus.NOT_FOUND:
+        if result.status is not OrderStatus.NOT_FOUND:
             report.reconciled[order.client_order_id] = record_result(engine, result)
             continue
         lapsed = order.bar_time < bar_time.to_pydatetime() and now - order.updated_at >= stale_after
@@ -351,10 +346,10 @@ def reconcile_open_orders(
             update_order_status(
                 session,
                 order.client_order_id,
-                RegistryStatus.CANCELLED.value,
+                OrderStatus.CANCELLED.value,
                 error=f"never reached the broker; the decision of bar {order.bar_time} lapsed at {bar_time}",
             )
-        report.reconciled[order.client_order_id] = RegistryStatus.CANCELLED.value
+        report.reconciled[order.client_order_id] = OrderStatus.CANCELLED.value
 
 
 # ------------------------------------------------------------------------------------------- the tick
@@ -421,13 +416,13 @@ def _submit(
         # cancelled): it was sent once already and is not sent again for this bar.
         return "decision already recorded for this bar with another quantity; not sent again"
     if not created:
-        if order.status not in OPEN_ORDER_STATUSES:
+        if order.status not in OPEN_STATUSES:
             return f"already {order.status}"
         if now - order.updated_at < stale_after:
             report.left_to_other_run.append(intent.client_order_id)
             return "recorded by another run, left to it"
         existing = broker.order_status(intent.client_order_id)
-        if existing.status is not BrokerStatus.NOT_FOUND:
+        if existing.status is not OrderStatus.NOT_FOUND:
             return record_result(engine, existing)
         log.warning("order %s was recorded but never reached the broker; sending it", order.client_order_id)
     try:
@@ -435,10 +430,10 @@ def _submit(
     except BrokerError as exc:
         with session_scope(engine) as session:
             update_order_status(
-                session, intent.client_order_id, RegistryStatus.UNKNOWN.value, error=f"submit failed: {exc}"
+                session, intent.client_order_id, OrderStatus.UNKNOWN.value, error=f"submit failed: {exc}"
             )
         report.errors.append(f"submit {intent.client_order_id}: {exc}")
-        return RegistryStatus.UNKNOWN.value
+        return OrderStatus.UNKNOWN.value
     return record_result(engine, result)
 
 

@@ -15,6 +15,7 @@ from typing import TypeVar
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from emp_pipeline.broker.interface import RECORDED_STATUSES
 from emp_pipeline.monitoring.readings import (
     LastBar,
     LastBarReader,
@@ -25,7 +26,7 @@ from emp_pipeline.monitoring.readings import (
     redis_client,
     registry_engine,
 )
-from emp_pipeline.registry.models import OrderStatus, StrategyStatus
+from emp_pipeline.registry.models import StrategyStatus
 from emp_pipeline.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def _registry_metrics(reading: RegistryReading, marks: dict[str, float]) -> Iter
         value=reading.active_champions,
     )
     orders = GaugeMetricFamily("emp_orders", "orders by status", labels=["status"])
-    for status in OrderStatus:
+    for status in RECORDED_STATUSES:
         orders.add_metric([status.value], reading.orders_by_status.get(status.value, 0))
     yield orders
     yield CounterMetricFamily("emp_fills", "broker fills recorded (never decreases)", value=reading.fills)

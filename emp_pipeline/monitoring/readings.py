@@ -17,11 +17,11 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from emp_pipeline.auth.redis_connection import connect_redis
 from emp_pipeline.auth.token_store import RedisTokenStore, TokenState, TokenStatus
+from emp_pipeline.broker.interface import BrokerKind
 from emp_pipeline.registry.control import KILL_SWITCH
 from emp_pipeline.registry.engine import make_engine
 from emp_pipeline.registry.models import (
     Account,
-    BrokerKind,
     ControlFlag,
     EvolutionRun,
     Fill,

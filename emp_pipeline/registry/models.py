@@ -1,7 +1,8 @@
 """The registry schema: SQLAlchemy 2 typed models shared by SQLite (embedded) and PostgreSQL (production).
 
 Only portable column types are used (JSON, timezone-aware timestamps, plain strings with CHECK constraints
-for the enumerations) so the same models and the same Alembic migrations serve both databases. Every
+for the enumerations the schema owns; the broker kind is checked in code, so a new broker needs no
+migration) so the same models and the same Alembic migrations serve both databases. Every
 constraint has a deterministic name (see NAMING_CONVENTION) so migrations can address it, including
 SQLite batch rebuilds.
 """
@@ -9,6 +10,7 @@ SQLite batch rebuilds.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -30,6 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from emp_pipeline.broker.interface import RECORDED_STATUSES, OrderSide, OrderStatus
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -70,28 +74,7 @@ class WindowKind(StrEnum):
     OUT_OF_SAMPLE = "out_of_sample"
 
 
-class BrokerKind(StrEnum):
-    PAPER = "paper"
-    CTRADER = "ctrader"
-
-
-class OrderSide(StrEnum):
-    BUY = "buy"
-    SELL = "sell"
-
-
-class OrderStatus(StrEnum):
-    PENDING = "pending"
-    SUBMITTED = "submitted"
-    ACCEPTED = "accepted"
-    PARTIALLY_FILLED = "partially_filled"
-    FILLED = "filled"
-    REJECTED = "rejected"
-    CANCELLED = "cancelled"
-    UNKNOWN = "unknown"
-
-
-def _one_of(column: str, values: type[StrEnum], name: str) -> CheckConstraint:
+def _one_of(column: str, values: Iterable[StrEnum], name: str) -> CheckConstraint:
     allowed = ", ".join(f"'{member.value}'" for member in values)
     return CheckConstraint(f"{column} IN ({allowed})", name=name)
 
@@ -301,7 +284,8 @@ class Account(Base):
     """A trading account: the paper broker keeps its whole state here, cTrader accounts mirror the broker."""
 
     __tablename__ = "accounts"
-    __table_args__ = (UniqueConstraint("broker", "name"), _one_of("broker", BrokerKind, "broker"))
+    # `broker` is a broker.interface.BrokerKind value, checked in code: a new broker needs no migration.
+    __table_args__ = (UniqueConstraint("broker", "name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     broker: Mapped[str] = mapped_column(String(16))
@@ -318,7 +302,7 @@ class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
         _one_of("side", OrderSide, "side"),
-        _one_of("status", OrderStatus, "status"),
+        _one_of("status", RECORDED_STATUSES, "status"),
         CheckConstraint("quantity > 0", name="quantity_positive"),
         Index("ix_orders_account_id_status", "account_id", "status"),
         Index("ix_orders_account_id_symbol", "account_id", "symbol"),  # a book's orders (paper broker)

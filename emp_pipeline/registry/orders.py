@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Row, Select, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from emp_pipeline.broker.interface import RECORDED_STATUSES, TERMINAL_STATUSES, OrderSide, OrderStatus
 from emp_pipeline.registry.errors import (
     ClientOrderIdConflictError,
     FillConflictError,
@@ -33,8 +34,6 @@ from emp_pipeline.registry.models import (
     Account,
     Fill,
     Order,
-    OrderSide,
-    OrderStatus,
     PaperProtectiveLevels,
     Strategy,
     utc_now,
@@ -53,7 +52,6 @@ _ORDER_PROGRESS = {
     OrderStatus.PARTIALLY_FILLED: 3,
     OrderStatus.FILLED: 4,
 }
-TERMINAL_ORDER_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.REJECTED, OrderStatus.CANCELLED})
 
 
 def create_order_if_absent(
@@ -176,7 +174,7 @@ def _check_order_transition(order: Order, new_status: str) -> None:
     current = order.status
     if current == new_status:
         return
-    if current in TERMINAL_ORDER_STATUSES:
+    if current in TERMINAL_STATUSES:
         raise InvalidOrderTransitionError(
             f"order {order.client_order_id} is already {current} (final) and cannot become {new_status}: "
             "reconcile with the broker instead of replaying old events"
@@ -201,7 +199,7 @@ def update_order_status(
     error: str | None = None,
 ) -> OrderRecord:
     """Move an order along its lifecycle (see _ORDER_PROGRESS); repeating the current status is a no-op."""
-    check_member("status", status, OrderStatus)
+    check_member("status", status, RECORDED_STATUSES)
     order = _locked_order(session, client_order_id)
     _check_order_transition(order, status)
     values: dict[str, Any] = {"status": str(status)}

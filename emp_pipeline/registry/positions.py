@@ -1,7 +1,9 @@
-"""The positions aggregate: broker accounts (cash), their net positions by symbol, and the books in them."""
+"""The positions aggregate: broker accounts (cash), their net positions by symbol, and the books in them
+(each strategy's own position in a symbol, rebuilt from its orders and fills)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Collection
 from functools import cache
 from typing import Any
@@ -9,10 +11,11 @@ from typing import Any
 from sqlalchemy import Select, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
+from emp_pipeline.broker.interface import OPEN_STATUSES, BrokerKind, OrderSide
 from emp_pipeline.domain.costs import DEFAULT_CAPITAL
 from emp_pipeline.registry.errors import UnknownAccountError
 from emp_pipeline.registry.input_checks import check_member
-from emp_pipeline.registry.models import Account, BrokerKind, Fill, Order, OrderSide, Position, utc_now
+from emp_pipeline.registry.models import Account, Fill, Order, Position, utc_now
 from emp_pipeline.registry.position_accounting import PositionState, apply_fill
 from emp_pipeline.registry.records import AccountRecord, PositionRecord
 from emp_pipeline.registry.statements import dialect_insert, record_from_row
@@ -142,3 +145,24 @@ def _book_positions_query() -> Select[Any]:
         )
         .group_by(orders.strategy_id, orders.symbol)
     )
+
+
+def strategy_positions(session: Session, account_id: int) -> dict[tuple[str, str], float]:
+    """(strategy id, symbol) -> signed units filled plus the unfilled rest of orders still open.
+
+    An order still in flight counts at its full quantity, so the live job never sends a decision a second
+    time under another id while the first is unanswered.
+    """
+    filled = select(Fill.order_id, func.sum(Fill.quantity).label("filled")).group_by(Fill.order_id).subquery()
+    rows = session.execute(
+        select(Order.strategy_id, Order.symbol, Order.side, Order.quantity, Order.status, filled.c.filled)
+        .outerjoin(filled, filled.c.order_id == Order.id)
+        .where(Order.account_id == account_id, Order.strategy_id.is_not(None))
+    )
+    positions: dict[tuple[str, str], float] = defaultdict(float)
+    for strategy_id, symbol, side, quantity, status, filled_quantity in rows:
+        sign = 1.0 if side == OrderSide.BUY.value else -1.0
+        done = float(filled_quantity or 0.0)
+        open_rest = max(quantity - done, 0.0) if status in OPEN_STATUSES else 0.0
+        positions[(strategy_id, symbol)] += sign * (done + open_rest)
+    return dict(positions)

@@ -420,3 +420,9 @@ def performance_records(
         )
         for row in session.scalars(query)
     ]
+
+
+def activation_time(session: Session, strategy_id: str) -> dt.datetime | None:
+    """When the strategy last became active (the start of its live track record), or None if never."""
+    changes = [c for c in status_history(session, strategy_id) if c.to_status == StrategyStatus.ACTIVE.value]
+    return changes[-1].at if changes else None

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from emp_pipeline.registry.engine import make_engine, session_scope
+from emp_pipeline.registry.errors import InvalidRegistryInputError
 from emp_pipeline.registry.migrate import (
     current_revision,
     downgrade_database,
@@ -16,7 +19,7 @@ from emp_pipeline.registry.migrate import (
 )
 from emp_pipeline.registry.models import Base
 from emp_pipeline.registry.orders import create_order_if_absent, resting_levels
-from emp_pipeline.registry.positions import get_or_create_paper_account
+from emp_pipeline.registry.positions import get_or_create_account, get_or_create_paper_account
 
 
 def test_upgrade_reaches_head_and_schema_matches_models(registry_url: str) -> None:
@@ -115,3 +118,30 @@ def test_levels_the_paper_broker_created_at_run_time_survive_the_upgrade(registr
     finally:
         engine.dispose()
     assert (kept.entry.client_order_id, kept.stop_distance, kept.take_profit_distance) == ("entry", 2.5, None)
+
+
+def test_a_new_broker_kind_needs_no_migration_and_accounts_survive_0006(registry_url: str) -> None:
+    """0006 drops the database CHECK on accounts.broker (the kind is checked in code, broker.interface)."""
+    upgrade_database(registry_url, "0005")
+    engine = make_engine(registry_url)
+    insert = text(
+        "INSERT INTO accounts (broker, name, currency, initial_cash, cash, created_at) "
+        "VALUES (:broker, :name, 'USD', 1000.0, 1000.0, CURRENT_TIMESTAMP)"
+    )
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert, {"broker": "paper", "name": "kept"})
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(insert, {"broker": "ib", "name": "refused-by-0005"})
+
+        upgrade_database(registry_url)
+
+        with engine.begin() as connection:
+            connection.execute(insert, {"broker": "ib", "name": "a-new-broker"})
+            brokers = connection.execute(text("SELECT broker, name FROM accounts ORDER BY id")).all()
+        assert [tuple(row) for row in brokers] == [("paper", "kept"), ("ib", "a-new-broker")]
+        with session_scope(engine) as session, pytest.raises(InvalidRegistryInputError, match="broker='ib'"):
+            get_or_create_account(session, broker="ib", name="x", currency="USD", initial_cash=1.0)
+    finally:
+        engine.dispose()
+    assert schema_differences(registry_url) == []

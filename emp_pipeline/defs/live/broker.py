@@ -8,10 +8,9 @@ from dagster import ConfigurableResource, EnvVar, Failure
 from sqlalchemy import Engine
 
 from emp_pipeline.broker.factory import BrokerSetupError, BrokerSpec, open_broker
-from emp_pipeline.broker.interface import Broker
+from emp_pipeline.broker.interface import Broker, BrokerKind
 from emp_pipeline.defs.token.resources import CTraderTokenResource
 from emp_pipeline.domain.costs import Costs
-from emp_pipeline.registry.models import BrokerKind
 from emp_pipeline.settings import Settings
 
 
