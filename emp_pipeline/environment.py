@@ -15,8 +15,10 @@ from emp_pipeline.data.ctrader import CTraderAccess, CTraderSource
 from emp_pipeline.data.sample import SAMPLE_DIR, SampleSource
 from emp_pipeline.data.source import MarketDataSource
 from emp_pipeline.data.yahoo import YahooFinanceSource
+from emp_pipeline.domain.calendars import CALENDAR_24X5
 from emp_pipeline.domain.instruments import Universe, load_universe
-from emp_pipeline.settings import DataSettings
+from emp_pipeline.domain.study_windows import StudyWindows
+from emp_pipeline.settings import DataSettings, ResearchSettings
 
 
 class CTraderAccessMissingError(ValueError):
@@ -74,3 +76,16 @@ def partition_date_range(data: DataSettings) -> tuple[date, date | None]:
         universe = load_universe(data.universe_file)
         return universe.start_date, universe.end_date
     return data.start_date, None
+
+
+def configured_study_windows(data: DataSettings, research: ResearchSettings) -> StudyWindows:
+    """The study's windows in bars of the universe's timeframe, from its instruments' calendars.
+
+    Without a universe file (a CSV folder) the calendars are unknown until the run asks for the terms, and
+    no research runs before that: the windows then assume the FX calendar of the configured timeframe.
+    """
+    if data.universe_file is not None:
+        universe = load_universe(data.universe_file)
+        calendars = universe.calendars.values()
+        return StudyWindows.for_universe(universe.timeframe, calendars, research.train_months)
+    return StudyWindows.for_universe(data.timeframe, [CALENDAR_24X5], research.train_months)

@@ -24,6 +24,7 @@ from sqlalchemy.exc import ArgumentError
 
 from emp_pipeline.domain.evolution import FITNESSES
 from emp_pipeline.domain.instruments import UniverseError, load_universe
+from emp_pipeline.domain.study_windows import DEFAULT_TRAIN_MONTHS
 from emp_pipeline.domain.timeframes import Timeframe, TimeframeError
 from emp_pipeline.endpoint_security import InsecureEndpointError, require_tls_off_loopback
 
@@ -115,6 +116,8 @@ class ResearchSettings:
     demo_generations: int = 8
     regime_classifier: str = "rules"  # EMP_REGIME_CLASSIFIER
     null_genomes: int = 1000  # EMP_NULL_GENOMES: random genomes per period in the null model
+    # EMP_WALK_FORWARD_TRAIN_MONTHS: the training span, turned into bars of the timeframe (study_windows.py)
+    train_months: int = DEFAULT_TRAIN_MONTHS
     costs: CostSettings = field(default_factory=CostSettings)
 
 
@@ -205,6 +208,7 @@ class Settings:
                 fitness=env.choice("EMP_EVOLUTION_FITNESS", "full_window", FITNESSES),
                 regime_classifier=env.choice("EMP_REGIME_CLASSIFIER", "rules", REGIME_CLASSIFIERS),
                 null_genomes=env.integer("EMP_NULL_GENOMES", 1000, low=1),
+                train_months=env.integer("EMP_WALK_FORWARD_TRAIN_MONTHS", DEFAULT_TRAIN_MONTHS, low=1),
                 costs=CostSettings(
                     fee_bps=env.number("EMP_FEE_BPS", 1.0, low=0.0, high=1000.0),
                     slippage_bps=env.number("EMP_SLIPPAGE_BPS", 1.0, low=0.0, high=1000.0),

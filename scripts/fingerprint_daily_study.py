@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 
 from emp_pipeline.data.sample import SampleSource, load_sample_macro_frame
-from emp_pipeline.defs.perception.assets import classify_by_year, compute_features_by_year
 from emp_pipeline.defs.research.strategies import walk_forward_grid
+from emp_pipeline.domain.anchored_perception import classify_by_year, compute_features_by_year
 from emp_pipeline.domain.baselines import period_baselines
 from emp_pipeline.domain.evolution import EvolutionConfig, backtest_fold, evolve_fold
 from emp_pipeline.domain.genome import genome_to_json
 from emp_pipeline.domain.sensory import SensoryCortex
+from emp_pipeline.domain.study_windows import StudyWindows
 from emp_pipeline.domain.walkforward_study import out_of_sample_metrics, period_seed, search_trials
 from emp_pipeline.settings import SAMPLE_UNIVERSE_FILE, load_universe
 
@@ -57,6 +58,7 @@ def main() -> None:
     universe = load_universe(SAMPLE_UNIVERSE_FILE)
     bars = SampleSource().fetch(universe.symbols, universe.start_date, universe.end_date)
     cortex = SensoryCortex(universe.instruments)
+    windows = StudyWindows.for_universe(universe.timeframe, universe.calendars.values())
     macro = load_sample_macro_frame()
 
     features = compute_features_by_year(cortex, bars, macro, utc("2004-01-01"), utc("2011-01-01"))
@@ -64,14 +66,18 @@ def main() -> None:
     print(f"features_2007_2008={frame_digest(features.loc[in_2007_2008])}")
     print(f"features_rows={len(features)}")
     for kind in ("rules", "hmm"):
-        regimes = classify_by_year(kind, bars, features, utc("2009-01-01"), utc("2010-01-01"))
+        regimes = classify_by_year(
+            kind, bars, features, utc("2009-01-01"), utc("2010-01-01"), windows=windows
+        )
         print(f"regimes_{kind}_2009={frame_digest(regimes)}")
-    regimes = classify_by_year("rules", bars, features, utc("2005-01-01"), utc("2011-01-01"))
+    regimes = classify_by_year("rules", bars, features, utc("2005-01-01"), utc("2011-01-01"), windows=windows)
     print(f"regimes_rules_2005_2010={frame_digest(regimes)}")
 
-    panel, market, fold = walk_forward_grid(bars, features, regimes, PERIOD)
+    panel, market, fold = walk_forward_grid(bars, features, regimes, PERIOD, windows)
     print(f"fold={fold.train_start.date()}..{fold.train_end.date()}:{fold.n_train_bars}+{fold.embargo_bars}")
-    config = EvolutionConfig(population_size=40, generations=8).validate()
+    config = EvolutionConfig(
+        population_size=40, generations=8, periods_per_year=float(windows.periods_per_year)
+    ).validate()
     print(
         f"evolution_config={text_digest(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str))}"
     )

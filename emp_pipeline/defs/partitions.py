@@ -37,5 +37,5 @@ def build_partitions(settings: Settings) -> PipelinePartitions:
     first_day, last_day = partition_date_range(settings.data)
     return PipelinePartitions(
         bars=daily_bar_partitions(first_day, last_day),
-        walk_forward=walk_forward_partitions(first_day, last_day),
+        walk_forward=walk_forward_partitions(first_day, last_day, settings.research.train_months),
     )

@@ -8,7 +8,10 @@ same inputs in the same order whichever run computes the day, so the stored fram
 
 The HMM classifier is refitted per calendar year on the REGIME_HISTORY_YEARS years strictly before Jan 1 of
 that year (its training window), then filters forward from the start of that window; a symbol with fewer
-than HMM_MIN_TRAINING_BARS training bars is left in warm-up (neutral label) for that year.
+training bars than a year of its timeframe holds (StudyWindows.hmm_min_training_bars) is left in warm-up
+(neutral label) for that year. The rule classifier's volatility ranking and its warm-up are spans of time
+in bars too (StudyWindows). The anchors are calendar years whatever the timeframe, so on intraday bars a
+bar's features and regime do not depend on how the runs were split either.
 
 The perception assets store what these functions return, and the look-ahead and parity gates judge the same
 functions (`window_features`, `window_regimes` adapt them to a frame of bars), so a gate tests the
@@ -26,16 +29,18 @@ from emp_pipeline.domain.regimes import (
     PROBABILITY_COLUMNS,
     REGIME_COLUMNS,
     REGIME_LABELS,
+    RegimeConfig,
+    RuleConfig,
     make_classifier,
 )
 from emp_pipeline.domain.sensory import SensoryCortex, empty_features
+from emp_pipeline.domain.study_windows import StudyWindows
 
-# Features look back 252 bars at most: two years of history also lets the Wilder averages settle, so a
-# day's features equal those of a run over the whole history (up to float rounding).
+# Features look back 252 bars at most (counts of bars on every timeframe): two years of history also lets
+# the Wilder averages settle, so a day's features equal those of a run over the whole history.
 FEATURE_HISTORY_YEARS = 2
-# Rules rank volatility over 756 bars (three years); the HMM trains on the five years before each year.
+# Rules rank volatility over three years of bars; the HMM trains on the five years before each year.
 REGIME_HISTORY_YEARS = 5
-HMM_MIN_TRAINING_BARS = 252
 
 
 def lookback_days(history_years: int) -> int:
@@ -88,10 +93,25 @@ def neutral_regimes(bars: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[:, list(REGIME_COLUMNS)]
 
 
+def regime_config(kind: str, windows: StudyWindows) -> RegimeConfig:
+    """The classifier of `kind` with its ranking window and warm-up in bars of the universe's timeframe."""
+    rules = RuleConfig(
+        volatility_lookback=windows.regime_volatility_lookback, min_history=windows.regime_min_history
+    )
+    return RegimeConfig(kind=kind, rules=rules)
+
+
 def classify_by_year(
-    kind: str, bars: pd.DataFrame, features: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp
+    kind: str,
+    bars: pd.DataFrame,
+    features: pd.DataFrame,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    *,
+    windows: StudyWindows,
 ) -> pd.DataFrame:
     """Regimes of the days in [start, end); year Y is fitted on years before Jan 1 of Y (see module doc)."""
+    config = regime_config(kind, windows)
     pieces = []
     for year, first, block_end in year_blocks(start, end):
         anchor, training_end = year_start(year - REGIME_HISTORY_YEARS), year_start(year)
@@ -106,19 +126,19 @@ def classify_by_year(
             untrained = sorted(
                 str(symbol)
                 for symbol in block_bars["symbol"].unique()
-                if counts.get(symbol, 0) < HMM_MIN_TRAINING_BARS
+                if counts.get(symbol, 0) < windows.hmm_min_training_bars
             )
             trained_bars = block_bars.loc[~block_bars["symbol"].isin(untrained)]
             window_bars = rows_between(block_bars, first, block_end)
             pieces.append(neutral_regimes(window_bars.loc[window_bars["symbol"].isin(untrained)]))
             if trained_bars.empty:
                 continue
-            classifier = make_classifier({"kind": kind}).fit(
+            classifier = make_classifier(config).fit(
                 training_bars.loc[~training_bars["symbol"].isin(untrained)], None
             )
             labelled = classifier.classify(trained_bars, None)
         else:
-            classifier = make_classifier({"kind": kind}).fit(block_bars, block_features)
+            classifier = make_classifier(config).fit(block_bars, block_features)
             labelled = classifier.classify(block_bars, block_features)
         pieces.append(rows_between(labelled, first, block_end))
     pieces = [piece for piece in pieces if not piece.empty]
@@ -147,12 +167,12 @@ def window_features(
     return compute
 
 
-def window_regimes(kind: str) -> Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]:
+def window_regimes(kind: str, windows: StudyWindows) -> Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]:
     """``(bars, features) -> regimes`` over the bars' span, computed as the market_regimes asset computes."""
 
     def compute(bars: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
         if bars.empty:
             return neutral_regimes(bars)
-        return classify_by_year(kind, bars, features, *_span(bars))
+        return classify_by_year(kind, bars, features, *_span(bars), windows=windows)
 
     return compute

@@ -49,7 +49,7 @@ from emp_pipeline.domain.genome import (
     strategy_id,
     validate_genome,
 )
-from emp_pipeline.domain.metrics import return_statistics, series_moments
+from emp_pipeline.domain.metrics import DAILY_PERIODS_PER_YEAR, return_statistics, series_moments
 from emp_pipeline.domain.random_stream import RandomStream
 from emp_pipeline.domain.regimes import REGIME_LABELS
 from emp_pipeline.domain.walkforward import WalkForwardFold, inner_fold_bounds
@@ -102,7 +102,7 @@ class EvolutionConfig:
     sharing_threshold: float = 0.95
     sharing_penalty: float = 0.05
     costs: Costs = field(default_factory=Costs)  # what every fill of the measured backtests pays
-    periods_per_year: float = 252.0
+    periods_per_year: float = DAILY_PERIODS_PER_YEAR
     excluded_features: tuple[str, ...] = ()
     fitness: str = "full_window"  # or "inner_folds" (see InnerFoldFitness)
     inner_folds: InnerFoldFitness = field(default_factory=InnerFoldFitness)

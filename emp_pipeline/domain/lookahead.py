@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from emp_pipeline.domain.study_windows import StudyWindows
+from emp_pipeline.domain.timeframes import EXCHANGE_DAYS_PER_YEAR
 from emp_pipeline.domain.anchored_perception import window_regimes
 from emp_pipeline.domain.genome import (
     Condition,
@@ -48,8 +50,9 @@ class LookaheadInputError(ValueError):
     """The bars or the window cannot be analysed (too few bars, no cut point possible)."""
 
 
-# The default classifier, computed exactly as the market_regimes asset computes it (year-anchored).
-default_regimes: RegimeFunction = window_regimes(RegimeConfig().kind)
+# The default classifier, computed exactly as the market_regimes asset computes it (year-anchored), with
+# the windows of daily exchange bars; a gate judging another timeframe passes its own `window_regimes`.
+default_regimes: RegimeFunction = window_regimes(RegimeConfig().kind, StudyWindows(EXCHANGE_DAYS_PER_YEAR))
 
 
 def rule_leaves(genome: Genome) -> Iterator[tuple[str, Condition]]:

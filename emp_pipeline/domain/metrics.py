@@ -13,7 +13,8 @@ registry agree):
   drawdown, anything on fewer than two bars) is reported as 0.0: it is undefined, and reporting 0.0 rather
   than infinity or NaN keeps a degenerate series from winning a fitness comparison by a division by ~zero.
   "Zero" allows for floating-point noise: a volatility below ``1e-12 * max(1, |mean|)`` counts as zero.
-* Annualisation uses ``periods_per_year`` (252 trading days by default); the annual risk-free rate is turned
+* Annualisation uses ``periods_per_year``: callers pass their universe's (domain/study_windows.py); the
+  default is daily exchange bars' 252. The annual risk-free rate is turned
   into a per-bar rate by compounding, ``(1 + rf) ** (1 / periods_per_year) - 1``.
 
 The Sharpe ratios that feed the probabilistic and deflated Sharpe ratios (Bailey and Lopez de Prado) are
@@ -27,6 +28,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from numba import njit
+
+from emp_pipeline.domain.timeframes import EXCHANGE_DAYS_PER_YEAR
+
+# The default annualisation factor: daily bars of an exchange, periods_per_year(D1, exchange).
+DAILY_PERIODS_PER_YEAR = float(EXCHANGE_DAYS_PER_YEAR)
 
 ZERO_VOLATILITY_TOLERANCE = 1e-12
 """A per-bar volatility at or below this (times max(1, |mean|)) is zero: ratios over it are undefined."""
@@ -110,7 +116,7 @@ def total_returns(returns: object) -> np.ndarray:
     return equity_curves(returns)[..., -1] - 1.0
 
 
-def cagrs(returns: object, periods_per_year: float = 252) -> np.ndarray:
+def cagrs(returns: object, periods_per_year: float = DAILY_PERIODS_PER_YEAR) -> np.ndarray:
     """Compound annual growth rate, ``(1 + total) ** (periods_per_year / n_bars) - 1``.
 
     Short series annualise wildly (one +1 % day is +1,127 % a year); -1.0 once equity is wiped out.
@@ -122,7 +128,7 @@ def cagrs(returns: object, periods_per_year: float = 252) -> np.ndarray:
         return np.expm1(np.log(growth) * (periods_per_year / array.shape[-1]))
 
 
-def annualised_volatilities(returns: object, periods_per_year: float = 252) -> np.ndarray:
+def annualised_volatilities(returns: object, periods_per_year: float = DAILY_PERIODS_PER_YEAR) -> np.ndarray:
     """Sample standard deviation (ddof=1) of per-bar returns times sqrt(periods_per_year); 0.0 on one bar."""
     _check_periods_per_year(periods_per_year)
     array = _returns_array(returns)
@@ -131,7 +137,9 @@ def annualised_volatilities(returns: object, periods_per_year: float = 252) -> n
     return array.std(axis=-1, ddof=1) * math.sqrt(periods_per_year)
 
 
-def sharpe_ratios(returns: object, periods_per_year: float = 252, risk_free_rate: float = 0.0) -> np.ndarray:
+def sharpe_ratios(
+    returns: object, periods_per_year: float = DAILY_PERIODS_PER_YEAR, risk_free_rate: float = 0.0
+) -> np.ndarray:
     """Annualised Sharpe ratio: mean excess return over its sample standard deviation, times sqrt(ppy).
 
     0.0 where undefined (fewer than two bars, or zero volatility, e.g. all-zero or constant returns). Pass
@@ -193,7 +201,7 @@ class ReturnStatistics:
     squared_deviations: np.ndarray
 
 
-def return_statistics(returns: object, periods_per_year: float = 252) -> ReturnStatistics:
+def return_statistics(returns: object, periods_per_year: float = DAILY_PERIODS_PER_YEAR) -> ReturnStatistics:
     """Sharpe ratio (no risk-free rate), max drawdown and moments of every series of ``returns``."""
     _check_periods_per_year(periods_per_year)
     array = _returns_array(returns)
@@ -292,7 +300,9 @@ def _row_moments(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return means, squares
 
 
-def sortino_ratios(returns: object, periods_per_year: float = 252, risk_free_rate: float = 0.0) -> np.ndarray:
+def sortino_ratios(
+    returns: object, periods_per_year: float = DAILY_PERIODS_PER_YEAR, risk_free_rate: float = 0.0
+) -> np.ndarray:
     """Annualised Sortino ratio: mean excess return over the downside deviation, times sqrt(ppy).
 
     Downside deviation is the standard (Sortino and Price) one: ``sqrt(mean(min(r - target, 0) ** 2))`` over
@@ -377,7 +387,7 @@ def max_drawdown_durations(returns: object) -> np.ndarray:
     return durations.reshape(equity.shape[:-1]).astype(np.int64)
 
 
-def calmar_ratios(returns: object, periods_per_year: float = 252) -> np.ndarray:
+def calmar_ratios(returns: object, periods_per_year: float = DAILY_PERIODS_PER_YEAR) -> np.ndarray:
     """CAGR divided by the magnitude of the maximum drawdown; 0.0 where there is no drawdown."""
     growth = cagrs(returns, periods_per_year)
     depth = -max_drawdowns(returns)
@@ -530,7 +540,7 @@ def performance_metrics(
     trade_returns: object | None = None,
     positions: object | None = None,
     turnover: object | None = None,
-    periods_per_year: float = 252,
+    periods_per_year: float = DAILY_PERIODS_PER_YEAR,
     risk_free_rate: float = 0.0,
 ) -> PerformanceMetrics:
     """All metrics of one strategy from its per-bar simple returns (1-d).

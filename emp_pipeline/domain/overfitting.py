@@ -21,7 +21,7 @@ from itertools import combinations
 
 import numpy as np
 
-from emp_pipeline.domain.metrics import ZERO_VOLATILITY_TOLERANCE
+from emp_pipeline.domain.metrics import DAILY_PERIODS_PER_YEAR, ZERO_VOLATILITY_TOLERANCE
 
 PerformanceMetric = Callable[[np.ndarray], np.ndarray]
 """Maps a (rows, N) block of per-period returns to one figure per trial (column), higher = better."""
@@ -128,7 +128,7 @@ def probability_of_backtest_overfitting(
     performance: object,
     n_blocks: int = 16,
     metric: PerformanceMetric | None = None,
-    periods_per_year: float = 252,
+    periods_per_year: float = DAILY_PERIODS_PER_YEAR,
 ) -> BacktestOverfitting:
     """PBO of selecting the best of N trials, from a T x N matrix of per-period returns (time on rows).
 

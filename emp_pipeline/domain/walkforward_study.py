@@ -24,6 +24,7 @@ from emp_pipeline.domain.backtest import PopulationResult
 from emp_pipeline.domain.baselines import NullComparison, PeriodBaselines, clean_returns, compare_with_null
 from emp_pipeline.domain.evolution import EvolutionResult, StrategyRecord
 from emp_pipeline.domain.metrics import (
+    DAILY_PERIODS_PER_YEAR,
     MetricsInputError,
     expected_maximum_sharpe,
     max_drawdowns,
@@ -50,9 +51,6 @@ OOS_COLUMNS: tuple[str, ...] = ("date", "period", "series", "rank", "strategy_id
 # period's buy-and-hold benchmark, or null genome number ``rank``.
 STRATEGY, BUY_AND_HOLD, NULL = "strategy", "buy_and_hold", "null"
 CURVE_COLUMNS: tuple[str, ...] = ("date", "period", "strategy_id", "return", "equity", "drawdown")
-# Trading days per calendar day is at most 5/7 minus holidays; 250/366 leaves room for a few more holidays.
-_TRADING_DAYS_PER_CALENDAR_DAY = 250.0 / 366.0
-_LOOKBACK_MARGIN_DAYS = 14
 
 
 class StudyInputError(ValueError):
@@ -64,11 +62,6 @@ def period_seed(base_seed: int, period_key: str) -> int:
     for bit, and neighbouring periods still draw independent populations. 31 bits fit any SQL integer."""
     digest = hashlib.sha256(f"{base_seed}:{period_key}".encode()).hexdigest()
     return int(digest[:8], 16) & 0x7FFF_FFFF
-
-
-def training_lookback_days(train_bars: int, embargo_bars: int) -> int:
-    """Calendar days before a period that surely hold ``train_bars + embargo_bars`` trading days."""
-    return math.ceil((train_bars + embargo_bars) / _TRADING_DAYS_PER_CALENDAR_DAY) + _LOOKBACK_MARGIN_DAYS
 
 
 def lineage_closure(result: EvolutionResult) -> list[StrategyRecord]:
@@ -152,7 +145,7 @@ def deflation_metrics(returns: np.ndarray, trials: SearchTrials) -> dict[str, fl
 
 
 def out_of_sample_metrics(
-    result: PopulationResult, trials: SearchTrials, periods_per_year: float = 252.0
+    result: PopulationResult, trials: SearchTrials, periods_per_year: float = DAILY_PERIODS_PER_YEAR
 ) -> list[dict[str, Any]]:
     """Registry-named metrics of every strategy of an out-of-sample backtest, JSON-safe (no infinities).
 
@@ -307,7 +300,7 @@ def usable_blocks(n_bars: int, max_blocks: int) -> int:
 
 
 def study_overfitting(
-    matrix: pd.DataFrame, max_blocks: int = 16, periods_per_year: float = 252.0
+    matrix: pd.DataFrame, max_blocks: int = 16, periods_per_year: float = DAILY_PERIODS_PER_YEAR
 ) -> BacktestOverfitting | None:
     """PBO of the study's trial matrix, or None when it has fewer than 2 trials or 4 bars."""
     n_bars, n_trials = matrix.shape
@@ -330,7 +323,7 @@ class StitchedBaselines:
 
 
 def stitched_baselines(
-    oos: pd.DataFrame, curve: pd.DataFrame, periods_per_year: float = 252.0
+    oos: pd.DataFrame, curve: pd.DataFrame, periods_per_year: float = DAILY_PERIODS_PER_YEAR
 ) -> StitchedBaselines | None:
     """None when some period of the curve has no baseline rows (measured before baselines were kept)."""
     dates = pd.DatetimeIndex(curve["date"])
@@ -351,7 +344,7 @@ def stitched_baselines(
 
 
 def period_comparisons(
-    oos: pd.DataFrame, curve: pd.DataFrame, periods_per_year: float = 252.0
+    oos: pd.DataFrame, curve: pd.DataFrame, periods_per_year: float = DAILY_PERIODS_PER_YEAR
 ) -> pd.DataFrame:
     """Per period of the honest curve: the pick's return and Sharpe beside buy-and-hold's, where the pick's
     Sharpe falls in the period's null distribution (NaN when the period has no null rows), and whether it

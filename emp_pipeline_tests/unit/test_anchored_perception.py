@@ -11,9 +11,11 @@ from emp_pipeline.domain.anchored_perception import (
 )
 from emp_pipeline.domain.lookahead import default_regimes
 from emp_pipeline.domain.sensory import SensoryCortex
+from emp_pipeline.domain.study_windows import StudyWindows
 from emp_pipeline.domain.synthetic import generate_market
 from emp_pipeline.parity.gates import sensory_features
 
+DAILY = StudyWindows(252)
 MARKET = generate_market(n_instruments=2, n_bars=900, seed=11, start="2004-06-01")
 
 
@@ -45,9 +47,9 @@ def test_the_gates_classify_regimes_as_the_asset_stores_them() -> None:
     bars = MARKET.bars
     features = sensory_features(MARKET.instruments)(bars)
     start, end = bars["date"].min(), bars["date"].max() + pd.Timedelta(days=1)
-    stored = classify_by_year("rules", bars, features, start, end)
+    stored = classify_by_year("rules", bars, features, start, end, windows=DAILY)
 
-    pd.testing.assert_frame_equal(window_regimes("rules")(bars, features), stored)
+    pd.testing.assert_frame_equal(window_regimes("rules", DAILY)(bars, features), stored)
     pd.testing.assert_frame_equal(default_regimes(bars, features), stored)
 
 

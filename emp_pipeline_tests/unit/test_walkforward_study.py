@@ -27,7 +27,6 @@ from emp_pipeline.domain.walkforward_study import (
     selected_curve,
     stitched_baselines,
     study_overfitting,
-    training_lookback_days,
     trial_matrix,
     usable_blocks,
 )
@@ -54,14 +53,6 @@ def test_period_seeds_are_fixed_by_seed_and_period_and_fit_a_signed_int32():
     seeds = {period_seed(seed, key) for seed in (7, 8) for key in ("2010-01", "2010-02", "2010-03")}
     assert len(seeds) == 6
     assert all(0 <= seed < 2**31 for seed in seeds)
-
-
-def test_the_training_lookback_holds_the_training_bars_even_with_holidays():
-    days = training_lookback_days(756, 5)
-    for end in ("2010-01-01", "2013-07-15"):
-        weekdays = int((pd.date_range(end=end, periods=days).day_of_week < 5).sum())
-        holidays = 10 * (days // 365 + 1)  # US exchanges close on about nine or ten weekdays a year
-        assert weekdays - holidays >= 756 + 5
 
 
 def test_lineage_closure_keeps_survivors_and_their_ancestors_parents_first():

@@ -213,7 +213,7 @@ def market_regimes(
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
     kind = regime_classifier.kind
-    regimes = classify_by_year(kind, bars, features, start, end)
+    regimes = classify_by_year(kind, bars, features, start, end, windows=regime_classifier.windows())
     bad_sum, unknown = regime_frame_problems(regimes)
     checks = [
         StagedCheck(

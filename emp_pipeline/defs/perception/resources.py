@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 
 from emp_pipeline.data.fred import FRED_BASE_URL, FredSource
+from emp_pipeline.domain.study_windows import StudyWindows
 
 
 class FredResource(ConfigurableResource):
@@ -26,3 +27,9 @@ class RegimeClassifierResource(ConfigurableResource):
     """Which regime classifier `market_regimes` runs: "rules" (default) or "hmm" (EMP_REGIME_CLASSIFIER)."""
 
     kind: str = "rules"
+    # The universe's bars per year: the rule classifier's ranking window and the HMM's minimum training set
+    # are spans of time turned into bars (domain/study_windows.py).
+    periods_per_year: int = 252
+
+    def windows(self) -> StudyWindows:
+        return StudyWindows(self.periods_per_year)

@@ -12,14 +12,16 @@ from emp_pipeline.defs.research.promotion_gates import PromotionGatesResource, p
 from emp_pipeline.defs.research.resources import WalkForwardResource
 from emp_pipeline.defs.research.schedules import evolution_schedule
 from emp_pipeline.defs.research.strategies import evolved_strategies_asset
+from emp_pipeline.environment import configured_study_windows
 from emp_pipeline.settings import Settings
 
 
 def research_definitions(settings: Settings, partitions: PipelinePartitions) -> Definitions:
     research, gates, costs = settings.research, settings.gates, settings.research.costs
+    windows = configured_study_windows(settings.data, research)
     return Definitions(
         assets=[
-            evolved_strategies_asset(partitions.walk_forward),
+            evolved_strategies_asset(partitions.walk_forward, windows),
             strategy_performance_asset(partitions.walk_forward),
             walk_forward_report,
             champion_strategies,
@@ -40,6 +42,8 @@ def research_definitions(settings: Settings, partitions: PipelinePartitions) -> 
                 gate_max_null_p_value=gates.max_null_p_value,
                 null_genomes=research.null_genomes,
                 max_champions=gates.max_champions,
+                periods_per_year=windows.periods_per_year,
+                train_months=windows.train_months,
             ),
             "promotion_gates": PromotionGatesResource(
                 window_bars=gates.window_bars,

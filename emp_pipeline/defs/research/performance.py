@@ -33,7 +33,6 @@ from emp_pipeline.defs.research.strategies import (
     FREQUENCY,
     GROUP,
     OWNERS,
-    TRAINING_LOOKBACK_DAYS,
     walk_forward_grid,
 )
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
@@ -110,10 +109,11 @@ def strategy_performance(
     )
     # The look-back only places the period on the same trading-day grid as its fold; the backtest itself
     # starts flat on the period's first bar and sees nothing before it.
+    windows = walk_forward.windows()
     bars, features, regimes = _read(
-        lake, period_start - pd.Timedelta(days=TRAINING_LOOKBACK_DAYS), period_end
+        lake, period_start - pd.Timedelta(days=windows.training_lookback_days), period_end
     )
-    panel, market, fold = walk_forward_grid(bars, features, regimes, period)
+    panel, market, fold = walk_forward_grid(bars, features, regimes, period, windows)
     if fold.n_test_bars < 1:
         raise MissingEvaluationDataError(
             f"no feature rows dated in {period}: materialize daily_update_job for "
@@ -267,18 +267,23 @@ def _period_table(comparisons: pd.DataFrame) -> pd.DataFrame:
     "probability of backtest overfitting (CSCV, Bailey et al. 2016) over the study's trials. A backfill of "
     "evolved_strategies + strategy_performance over N periods, then this, is an N-period walk-forward study.",
 )
-def walk_forward_report(context: AssetExecutionContext, measured: pd.DataFrame) -> Iterator:
+def walk_forward_report(
+    context: AssetExecutionContext, measured: pd.DataFrame, walk_forward: WalkForwardResource
+) -> Iterator:
     if measured.empty or "rank" not in measured.columns:
         raise MissingEvaluationDataError(
             "no strategy_performance partition is materialized: run evolution_job for some periods first"
         )
     oos = measured
+    # The universe's bars per year: the report annualises as the periods were measured.
+    per_year = float(walk_forward.periods_per_year)
     curve = selected_curve(oos)
-    comparisons = period_comparisons(oos, curve)
-    stitched = stitched_baselines(oos, curve)
+    comparisons = period_comparisons(oos, curve, per_year)
+    stitched = stitched_baselines(oos, curve, per_year)
     matrix = trial_matrix(oos)
-    overfitting = study_overfitting(matrix, PBO_MAX_BLOCKS)
-    study = performance_metrics(curve["return"].to_numpy(dtype=np.float64)).as_dict(finite_only=True)
+    overfitting = study_overfitting(matrix, PBO_MAX_BLOCKS, per_year)
+    study = performance_metrics(curve["return"].to_numpy(dtype=np.float64), periods_per_year=per_year)
+    study = study.as_dict(finite_only=True)
     metrics_table = pd.DataFrame(
         [{"metric": name, "value": _fmt(value)} for name, value in study.items() if value is not None]
     )
@@ -314,19 +319,20 @@ def walk_forward_report(context: AssetExecutionContext, measured: pd.DataFrame) 
             **pbo_metadata,
             "equity_and_drawdown": MetadataValue.md(png_markdown(png, "walk-forward equity and drawdown")),
             "metrics": MetadataValue.md(metrics_table.to_markdown(index=False)),
-            **_stitched_metadata(stitched),
+            "periods_per_year": per_year,
+            **_stitched_metadata(stitched, per_year),
             "periods_table": MetadataValue.md(_period_table(comparisons).to_markdown(index=False)),
         },
     )
 
 
-def _stitched_metadata(stitched: StitchedBaselines | None) -> dict[str, object]:
+def _stitched_metadata(stitched: StitchedBaselines | None, periods_per_year: float) -> dict[str, object]:
     """The stitched pick beside stitched buy-and-hold, flat and the stitched null model."""
     if stitched is None:
         return {
             "baselines_note": "some periods were measured before baselines were kept: re-materialize them"
         }
-    held = performance_metrics(stitched.buy_and_hold)
+    held = performance_metrics(stitched.buy_and_hold, periods_per_year=periods_per_year)
     return {
         "buy_and_hold_total_return": float(held.total_return),
         "buy_and_hold_sharpe": float(held.sharpe_ratio),

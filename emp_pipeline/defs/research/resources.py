@@ -6,6 +6,7 @@ from dagster import ConfigurableResource
 
 from emp_pipeline.domain.evolution import EvolutionConfig
 from emp_pipeline.domain.promotion import PromotionGates
+from emp_pipeline.domain.study_windows import DEFAULT_TRAIN_MONTHS, StudyWindows
 
 
 class WalkForwardResource(ConfigurableResource):
@@ -22,10 +23,19 @@ class WalkForwardResource(ConfigurableResource):
     gate_max_null_p_value: float = 0.05
     null_genomes: int = 1000
     max_champions: int = 3
+    # The universe's bars per year and training span (environment.configured_study_windows).
+    periods_per_year: int = 252
+    train_months: int = DEFAULT_TRAIN_MONTHS
+
+    def windows(self) -> StudyWindows:
+        return StudyWindows(self.periods_per_year, self.train_months)
 
     def evolution_config(self) -> EvolutionConfig:
         return EvolutionConfig(
-            population_size=self.population_size, generations=self.generations, fitness=self.fitness
+            population_size=self.population_size,
+            generations=self.generations,
+            fitness=self.fitness,
+            periods_per_year=float(self.periods_per_year),
         ).validate()
 
     def gates(self) -> PromotionGates:

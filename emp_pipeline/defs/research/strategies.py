@@ -1,11 +1,12 @@
 """`evolved_strategies`: one genetic-algorithm run per walk-forward period, trained strictly before it.
 
 A period's run reads bars, features and regimes of the training look-back only (everything it reads ends
-before the period starts, and the asset refuses to run otherwise), trains on the WALK_FORWARD_TRAIN_BARS
-trading days that end WALK_FORWARD_EMBARGO_BARS days before the period, with a seed fixed by the configured
-seed and the period key. The registry gets the run and the final population with every ancestor (lineage
-down to generation 0); the content-derived ids make a re-materialisation record nothing twice. The stored
-frame is the final population ranked by training fitness: what `strategy_performance` measures next.
+before the period starts, and the asset refuses to run otherwise), trains on the bars of the training span
+that end an embargo of at least a week of bars before the period (StudyWindows: 756 and 5 bars on daily
+exchange bars), with a seed fixed by the configured seed and the period key. The registry gets the run
+and the final population with every ancestor (lineage down to generation 0); the content-derived ids make
+a re-materialisation record nothing twice. The stored frame is the final population ranked by training
+fitness: what `strategy_performance` measures next.
 """
 # No `from __future__ import annotations` here: Dagster inspects the assets' context annotations at runtime.
 
@@ -31,11 +32,6 @@ from dagster import (
     asset,
 )
 
-from emp_pipeline.defs.research.partitions import (
-    WALK_FORWARD_EMBARGO_BARS,
-    WALK_FORWARD_MIN_TRAIN_BARS,
-    WALK_FORWARD_TRAIN_BARS,
-)
 from emp_pipeline.defs.research.resources import WalkForwardResource
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.backtest import MarketArrays, market_arrays
@@ -47,13 +43,13 @@ from emp_pipeline.domain.genome import (
     genome_to_dict,
     genome_to_json,
 )
+from emp_pipeline.domain.study_windows import StudyWindows
 from emp_pipeline.domain.walkforward import WalkForwardFold, build_fold, period_bounds
 from emp_pipeline.domain.walkforward_study import (
     lineage_closure,
     period_seed,
     population_deflation,
     search_trials,
-    training_lookback_days,
 )
 from emp_pipeline.registry.records import NewStrategy, PerformanceEntry
 from emp_pipeline.registry.research import (
@@ -69,9 +65,6 @@ from emp_pipeline.storage.datasets import EVOLVED_STRATEGIES, PERCEPTION_INPUTS
 GROUP = "research"
 OWNERS = ["team:research"]
 FREQUENCY = "monthly"
-TRAINING_LOOKBACK_DAYS = training_lookback_days(WALK_FORWARD_TRAIN_BARS, WALK_FORWARD_EMBARGO_BARS)
-# Months of daily partitions the training look-back spans, for the asset graph (the read uses days).
-TRAINING_LOOKBACK_MONTHS = -(-TRAINING_LOOKBACK_DAYS // 28)
 # The GA names how a strategy was born in its own words; the registry has a fixed vocabulary.
 REGISTRY_OPERATORS = {
     "random": "seed",
@@ -108,20 +101,22 @@ class MissingTrainingDataError(RuntimeError):
     """The stores hold too little history before the period; the message says what to materialize."""
 
 
-def _training_mapping() -> TimeWindowPartitionMapping:
-    """The daily partitions of the months before the period, never the period's own days."""
+def _training_mapping(windows: StudyWindows) -> TimeWindowPartitionMapping:
+    """The bar partitions of the months before the period, never the period's own."""
+    # Months the training look-back spans, for the asset graph (the read itself uses days).
+    months = -(-windows.training_lookback_days // 28)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)
         return TimeWindowPartitionMapping(
-            start_offset=-TRAINING_LOOKBACK_MONTHS, end_offset=-1, allow_nonexistent_upstream_partitions=True
+            start_offset=-months, end_offset=-1, allow_nonexistent_upstream_partitions=True
         )
 
 
 def read_training_frames(
-    lake: DataLakeResource, period_start: pd.Timestamp
+    lake: DataLakeResource, period_start: pd.Timestamp, windows: StudyWindows
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Bars, features and regimes of the training look-back: every row strictly before the period."""
-    window_start = period_start - pd.Timedelta(days=TRAINING_LOOKBACK_DAYS)
+    window_start = period_start - pd.Timedelta(days=windows.training_lookback_days)
     frames = {dataset: lake.read(dataset, window_start, period_start) for dataset in PERCEPTION_INPUTS}
     for dataset, frame in frames.items():
         if frame.empty or "symbol" not in frame.columns:
@@ -140,7 +135,7 @@ def read_training_frames(
 
 
 def walk_forward_grid(
-    bars: pd.DataFrame, features: pd.DataFrame, regimes: pd.DataFrame, period: str
+    bars: pd.DataFrame, features: pd.DataFrame, regimes: pd.DataFrame, period: str, windows: StudyWindows
 ) -> tuple[FeaturePanel, MarketArrays, WalkForwardFold]:
     """Signals, prices and the period's fold on one date x symbol grid.
 
@@ -152,9 +147,9 @@ def walk_forward_grid(
         panel.dates,
         period,
         FREQUENCY,
-        train_bars=WALK_FORWARD_TRAIN_BARS,
-        embargo_bars=WALK_FORWARD_EMBARGO_BARS,
-        min_train_bars=WALK_FORWARD_MIN_TRAIN_BARS,
+        train_bars=windows.train_bars,
+        embargo_bars=windows.embargo_bars,
+        min_train_bars=windows.min_train_bars,
     )
     return panel, market, fold
 
@@ -253,8 +248,9 @@ def evolved_strategies(
 ) -> Iterator:
     period = context.partition_key
     period_start, _ = period_bounds(period, FREQUENCY)
-    bars, features, regimes = read_training_frames(lake, period_start)
-    panel, market, fold = walk_forward_grid(bars, features, regimes, period)
+    windows = walk_forward.windows()
+    bars, features, regimes = read_training_frames(lake, period_start, windows)
+    panel, market, fold = walk_forward_grid(bars, features, regimes, period, windows)
     training_days = panel.dates[(panel.dates >= fold.train_start) & (panel.dates < fold.train_end)]
     last_training_day = training_days[-1]
     config = walk_forward.evolution_config()
@@ -273,7 +269,7 @@ def evolved_strategies(
     config_json = json.loads(json.dumps(dataclasses.asdict(config)))
     # The costs' terms sit at the top level of the run's config, as they did before `Costs` existed, so a
     # run's content id (and its strategies' ids) does not change with this layout.
-    config_json.update(config_json.pop("costs"), frequency=FREQUENCY, train_bars=WALK_FORWARD_TRAIN_BARS)
+    config_json.update(config_json.pop("costs"), frequency=FREQUENCY, train_bars=windows.train_bars)
     if config.fitness == "full_window":
         # The fitness every run used before there was a choice: such runs keep their content ids.
         del config_json["fitness"], config_json["inner_folds"]
@@ -350,27 +346,30 @@ def evolved_strategies(
     )
 
 
-def evolved_strategies_asset(partitions_def: PartitionsDefinition) -> AssetsDefinition:
-    """`evolved_strategies` over the partitions `build_definitions` made from the settings."""
+def evolved_strategies_asset(partitions_def: PartitionsDefinition, windows: StudyWindows) -> AssetsDefinition:
+    """`evolved_strategies` over the partitions `build_definitions` made from the settings, reading the
+    look-back its `windows` need (the same windows the WalkForwardResource hands the asset)."""
     return asset(
         partitions_def=partitions_def,
         io_manager_key="frame_io_manager",
         group_name=GROUP,
         kinds={"python", "pandas", "sql"},
         owners=OWNERS,
-        deps=[AssetDep(dataset.name, partition_mapping=_training_mapping()) for dataset in PERCEPTION_INPUTS],
+        deps=[
+            AssetDep(dataset.name, partition_mapping=_training_mapping(windows))
+            for dataset in PERCEPTION_INPUTS
+        ],
         check_specs=[
             AssetCheckSpec(
                 "trained_before_period",
                 asset=EVOLVED_STRATEGIES.name,
                 blocking=True,
-                description=f"every training bar lies {WALK_FORWARD_EMBARGO_BARS} trading days or "
-                "more before "
-                "the period, and nothing read for training is dated in or after it",
+                description=f"every training bar lies {windows.embargo_bars} bars or more before the "
+                "period, and nothing read for training is dated in or after it",
             )
         ],
         description="One genetic-algorithm run per walk-forward period (monthly): trained on the "
-        f"{WALK_FORWARD_TRAIN_BARS} trading days ending {WALK_FORWARD_EMBARGO_BARS} days before the period, "
+        f"{windows.train_bars} bars ending {windows.embargo_bars} bars before the period, "
         "with a seed derived from EMP_EVOLUTION_SEED and the period. The registry gets the run and the final "
         "population with its lineage; the stored frame is that population ranked by training fitness.",
     )(evolved_strategies)
