@@ -23,8 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from emp_pipeline.domain.study_windows import StudyWindows
-from emp_pipeline.domain.timeframes import EXCHANGE_DAYS_PER_YEAR
 from emp_pipeline.domain.anchored_perception import window_regimes
 from emp_pipeline.domain.genome import (
     Condition,
@@ -39,6 +37,8 @@ from emp_pipeline.domain.genome import (
     validate_genome,
 )
 from emp_pipeline.domain.regimes import REGIME_LABELS, RegimeConfig
+from emp_pipeline.domain.study_windows import StudyWindows
+from emp_pipeline.domain.timeframes import EXCHANGE_DAYS_PER_YEAR
 
 FeatureFunction = Callable[[pd.DataFrame], pd.DataFrame]
 RegimeFunction = Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
