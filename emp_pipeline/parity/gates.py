@@ -24,6 +24,8 @@ from emp_pipeline.domain.instruments import InstrumentMeta
 from emp_pipeline.domain.lookahead import FeatureFunction, LookaheadReport, analyse_lookahead
 from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.domain.sensory import SensoryCortex
+from emp_pipeline.domain.study_windows import StudyWindows
+from emp_pipeline.domain.timeframes import EXCHANGE_DAYS_PER_YEAR
 from emp_pipeline.parity.replay import ParityConfig, ParityReport, run_parity
 from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.instruments import load_instruments
@@ -43,6 +45,8 @@ class GateSettings:
     parity_audits: int = 8
     seed: int = 0
     regime_kind: str = "rules"
+    # The universe's bars per year: the regimes the gates recompute use the asset's windows (study_windows).
+    periods_per_year: int = EXCHANGE_DAYS_PER_YEAR
     capital: float = 100_000.0
     fee_bps: float = 1.0
     slippage_bps: float = 1.0
@@ -104,7 +108,7 @@ def lookahead_gate(
         genome,
         data.bars,
         features(data.instruments),
-        window_regimes(settings.regime_kind),
+        window_regimes(settings.regime_kind, StudyWindows(settings.periods_per_year)),
         n_cuts=settings.lookahead_cuts,
         seed=settings.seed,
         start=data.start,
@@ -133,6 +137,6 @@ def parity_gate(
         data.start,
         data.end,
         features(data.instruments),
-        window_regimes(settings.regime_kind),
+        window_regimes(settings.regime_kind, StudyWindows(settings.periods_per_year)),
         config=config,
     )

@@ -151,7 +151,7 @@ def reject_lookahead(
     promotable = [record for record in records if record.status in PROMOTABLE_STATUSES]
     if not promotable:
         return {}
-    settings = promotion_gates.gate_settings(regime_classifier.kind)
+    settings = promotion_gates.gate_settings(regime_classifier)
     data = load_gate_data(lake.base_dir, database.engine(), settings)
     rejected: dict[str, str] = {}
     for record in promotable:

@@ -49,14 +49,15 @@ class PromotionGatesResource(ConfigurableResource):
     fee_bps: float = 1.0
     slippage_bps: float = 1.0
 
-    def gate_settings(self, regime_kind: str) -> GateSettings:
+    def gate_settings(self, regimes: RegimeClassifierResource) -> GateSettings:
         return GateSettings(
             window_bars=self.window_bars,
             history_bars=self.history_bars,
             lookahead_cuts=self.lookahead_cuts,
             parity_audits=self.parity_audits,
             seed=self.seed,
-            regime_kind=regime_kind,
+            regime_kind=regimes.kind,
+            periods_per_year=regimes.periods_per_year,
             capital=self.capital,
             fee_bps=self.fee_bps,
             slippage_bps=self.slippage_bps,
@@ -86,7 +87,7 @@ def _gate_run(
     champions = _champions(database)
     if not champions:
         return AssetCheckResult(passed=True, description="no active champion", metadata={"champions": 0})
-    settings = gates.gate_settings(regimes.kind)
+    settings = gates.gate_settings(regimes)
     return champions, load_gate_data(lake.base_dir, database.engine(), settings), settings
 
 
