@@ -27,6 +27,7 @@ from dagster import (
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.reporting.formatting import ratio_text
 from emp_pipeline.settings import Settings, masked_url
 from emp_pipeline.storage.datasets import (
     EVOLVED_STRATEGIES,
@@ -304,16 +305,16 @@ def _write_walk_forward_summary(
             continue
         out.write(
             f"    {key}: {evolved['recorded_strategies']} strategies with lineage recorded, best training "
-            f"fitness {float(evolved['best_fitness']):.2f}; out of sample {measured['bars']} bars, selected "
-            f"strategy Sharpe {float(measured['selected_sharpe']):.2f}, "
-            f"return {float(measured['selected_total_return']):+.2%}\n"
+            f"fitness {ratio_text(evolved['best_fitness'])}; out of sample {measured['bars']} bars, selected "
+            f"strategy Sharpe {ratio_text(measured['selected_sharpe'])}, "
+            f"return {measured['selected_total_return']}\n"
         )
     report = _latest_metadata(instance, WALK_FORWARD_REPORT.name)
     if report:
         out.write(
-            f"    stitched out of sample: return {float(report['total_return']):+.2%}, Sharpe "
-            f"{float(report['sharpe']):.2f}, max drawdown {float(report['max_drawdown']):.2%}, "
-            f"PBO {float(report['pbo']):.2f}\n"
+            f"    stitched out of sample: return {report['total_return']}, Sharpe "
+            f"{ratio_text(report['sharpe'])}, max drawdown {report['max_drawdown']}, "
+            f"PBO {ratio_text(report['pbo'])}\n"
         )
     champions = _latest_metadata(instance, "champion_strategies")
     if champions:

@@ -149,6 +149,7 @@ class StrategyBook:
 class LiveTickReport:
     bar_time: pd.Timestamp | None
     strategies: int = 0
+    strategy_ids: tuple[str, ...] = ()
     reconciled: dict[str, str] = field(default_factory=dict)
     decisions: list[dict[str, object]] = field(default_factory=list)
     submitted: dict[str, str] = field(default_factory=dict)
@@ -460,6 +461,7 @@ def run_live_tick(
 
     books = _active_books(engine, config)
     report.strategies = len(books)
+    report.strategy_ids = tuple(book.strategy_id for book in books)
     with session_scope(engine) as session:
         metas = list(instruments) if instruments is not None else load_instruments(session)
         held = strategy_positions(session, account_id)

@@ -12,7 +12,9 @@ import io
 
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import MaxNLocator
+
+from emp_pipeline.reporting.formatting import PercentAxisFormatter
 
 CURVE_COLUMNS = ("date", "period", "equity", "drawdown")
 HISTORY_COLUMNS = ("generation", "best_fitness", "mean_fitness")
@@ -49,7 +51,7 @@ def equity_drawdown_png(curve: pd.DataFrame, dpi: int = 72) -> bytes:
     top.set_title(f"Walk-forward out of sample: {ordered['period'].nunique()} period(s), {len(ordered)} bars")
     bottom.fill_between(dates, ordered["drawdown"], 0.0, color="#d62728", alpha=0.4, linewidth=0)
     bottom.set_ylabel("drawdown")
-    bottom.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.0%}"))
+    bottom.yaxis.set_major_formatter(PercentAxisFormatter())
     starts = dates.groupby(ordered["period"].to_numpy()).min().sort_values()
     for start in starts.iloc[1:]:
         for axis in (top, bottom):

@@ -233,6 +233,17 @@ def test_every_live_run_records_the_limits_it_traded_under(book):
     assert journal["date"].tolist() == [decision_bar]
 
 
+def test_a_live_run_is_tagged_with_its_bar_and_strategies(book):
+    database_url, data_dir, strategy_id, decision_bar = book
+
+    result, tags = _execute(database_url, data_dir, decision_bar)
+
+    assert result.success
+    # The runs table tells ticks apart: the bar decided on and the active champions (short ids).
+    assert tags["emp/bar"] == f"{decision_bar:%Y-%m-%d}"
+    assert tags["emp/strategies"] == f"1: {strategy_id[:8]}"
+
+
 def test_job_carries_the_concurrency_tag_and_pool(book):
     assert live_execution_job.tags[LIVE_RUN_TAG] == "true"
     assert live_execution_job.graph.node_named("execute_live_tick").definition.pool == LIVE_POOL

@@ -168,7 +168,9 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
     null_rows = oos_returns.loc[oos_returns["series"] == "null"]
     assert null_rows.groupby("period")["rank"].nunique().to_dict() == {p: NULL_GENOMES for p in PERIODS}
     assert 0.0 <= report["null_percentile"] <= 100.0 and 0.0 < report["null_p_value"] <= 1.0
-    assert "buy_and_hold_total_return" in report and report["flat_total_return"] == 0.0
+    assert "buy_and_hold_total_return" in report and report["flat_total_return"] == "0.00%"
+    # As the UI shows them: ratios rounded to 2 decimals, returns and drawdowns as percent text.
+    assert report["sharpe"] == round(report["sharpe"], 2) and report["max_drawdown"].endswith("%")
     assert "null_percentile" in report["periods_table"] and "buy_and_hold_return" in report["periods_table"]
     assert curve["date"].is_monotonic_increasing and len(curve) == len(selected) == report["rows"]
     np.testing.assert_allclose(curve["equity"].iloc[-1], np.prod(1.0 + selected["return"].to_numpy()))

@@ -26,10 +26,15 @@ from emp_pipeline.defs.live.risk_limits import RiskLimitsResource
 from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.risk import RiskConfigError, tightened_limits
 from emp_pipeline.live.engine import LiveConfig, LiveExecutionError, LiveTickReport, run_live_tick
+from emp_pipeline.reporting.formatting import MONEY_DECIMALS, rounded, short_id
 
 LIVE_JOB_NAME = "live_execution_job"
 LIVE_RUN_TAG = "emp/live-execution"
 LIVE_POOL = "emp_live_execution"
+# What a live run traded, as run tags the runs table shows: the bar decided on and the active strategies.
+BAR_TAG = "emp/bar"
+STRATEGIES_TAG = "emp/strategies"
+TAGGED_STRATEGIES = 4  # more would not fit a tag chip; the count says how many there were
 
 
 # The environment's risk limits are ceilings: a run's config may only tighten them (see tightened_limits).
@@ -72,10 +77,23 @@ def live_config(
     )
 
 
+def tick_tags(report: LiveTickReport) -> dict[str, str]:
+    """emp/bar (the day, or day and time for an intraday bar) and emp/strategies ("3: a1b2c3d4,...")."""
+    tags = {STRATEGIES_TAG: str(len(report.strategy_ids))}
+    if report.strategy_ids:
+        shown = ",".join(short_id(strategy_id) for strategy_id in report.strategy_ids[:TAGGED_STRATEGIES])
+        more = ",..." if len(report.strategy_ids) > TAGGED_STRATEGIES else ""
+        tags[STRATEGIES_TAG] = f"{len(report.strategy_ids)}: {shown}{more}"
+    if report.bar_time is not None:
+        bar = pd.Timestamp(report.bar_time)
+        tags[BAR_TAG] = f"{bar:%Y-%m-%d}" if bar == bar.normalize() else f"{bar:%Y-%m-%d %H:%M}"
+    return tags
+
+
 def _report_metadata(report: LiveTickReport) -> dict[str, Any]:
     rows = "\n".join(
-        f"| {d['strategy_id']} | {d['symbol']} | {d['decision']} | {d['current']:g} | {d['target']:g} | "
-        f"{d['verdict']} | {d['reason']} |"
+        f"| {short_id(str(d['strategy_id']))} | {d['symbol']} | {d['decision']} | {d['current']:g} | "
+        f"{d['target']:g} | {d['verdict']} | {d['reason']} |"
         for d in report.decisions
     )
     header = "| strategy | symbol | decision | current | target | verdict | reason |\n" + "|---" * 7 + "|\n"
@@ -89,8 +107,8 @@ def _report_metadata(report: LiveTickReport) -> dict[str, Any]:
         "orders_left_to_other_run": len(report.left_to_other_run),
         "orders_reconciled": len(report.reconciled),
         "kill_switch": report.kill_switch,
-        "equity": float(report.equity) if report.equity is not None else None,
-        "day_start_equity": float(report.day_start_equity) if report.day_start_equity is not None else None,
+        "equity": rounded(report.equity, MONEY_DECIMALS),
+        "day_start_equity": rounded(report.day_start_equity, MONEY_DECIMALS),
         "decisions": MetadataValue.md(table if report.decisions else "no order needed at this bar"),
     }
 
@@ -135,6 +153,7 @@ def execute_live_tick(context: OpExecutionContext, config: LiveExecutionConfig) 
     except LiveExecutionError as exc:
         # Retrying the same inputs cannot help; the failure sensor alerts a person instead.
         raise Failure(description=str(exc), allow_retries=False, metadata=limits_metadata) from exc
+    context.instance.add_run_tags(context.run.run_id, tick_tags(report))
     for decision in report.rejected:
         context.log.warning(
             f"risk {decision['verdict']}: {decision['strategy_id']} {decision['symbol']} "

@@ -38,12 +38,12 @@ from emp_pipeline.domain.anchored_perception import (
     classify_by_year,
     compute_features_by_year,
     lookback_days,
-    rows_between,
     year_start,
 )
 from emp_pipeline.domain.regimes import PROBABILITY_COLUMNS, REGIME_LABELS, make_classifier
 from emp_pipeline.domain.sensory import FEATURE_COLUMNS, MACRO_LOOKBACK_DAYS, SensoryCortex, macro_coverage
 from emp_pipeline.registry.regimes import upsert_market_regimes
+from emp_pipeline.reporting.formatting import percent_text
 from emp_pipeline.reporting.regime_chart import regime_chart_png
 from emp_pipeline.storage.datasets import MARKET_BARS, MARKET_REGIMES, SENSORY_FEATURES
 
@@ -121,7 +121,7 @@ def regime_share_table(regimes: pd.DataFrame) -> str:
         columns=list(REGIME_LABELS), fill_value=0.0
     )
     table = shares.reindex(sorted(regimes["symbol"].unique()), fill_value=0.0)
-    table = table.map(lambda share: f"{share:.1%}")
+    table = table.map(lambda share: percent_text(share, 1))
     table.insert(0, "days", regimes.groupby("symbol").size().reindex(table.index))
     table["warmup_days"] = regimes.groupby("symbol")["warmup"].sum().reindex(table.index).astype(int)
     return table.reset_index().rename(columns={"index": "symbol"}).to_markdown(index=False)
@@ -160,7 +160,7 @@ def sensory_features(
         {
             "macro_coverage": MetadataValue.md(
                 pd.DataFrame(
-                    {"role": list(coverage), "share_of_bars": [f"{v:.1%}" for v in coverage.values()]}
+                    {"role": list(coverage), "share_of_bars": [percent_text(v, 1) for v in coverage.values()]}
                 ).to_markdown(index=False)
             ),
         },
@@ -240,7 +240,10 @@ def market_regimes(
     with database.session() as session:
         upserted = upsert_market_regimes(session, regimes, make_classifier({"kind": kind}).name)
     if not regimes.empty:
-        png = regime_chart_png(rows_between(bars, start, end), regimes)
+        # The whole stored history around this run's window (not yet stored: the IO manager writes it later).
+        stored = (lake.read(MARKET_REGIMES, None, start), regimes, lake.read(MARKET_REGIMES, end, None))
+        history = pd.concat([frame for frame in stored if not frame.empty], ignore_index=True)
+        png = regime_chart_png(lake.read(MARKET_BARS), history)
         chart = f"![regimes](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
         # Output metadata is copied onto every partition's event of a range run: the table and the
         # picture go on the newest day only, which is what the UI shows as the latest materialization.

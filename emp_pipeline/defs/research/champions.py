@@ -49,6 +49,7 @@ from emp_pipeline.registry.research import (
     performance_records,
     set_strategy_status,
 )
+from emp_pipeline.reporting.formatting import count_text, markdown_tables, percent_text, ratio_text
 from emp_pipeline.storage.datasets import EVOLVED_STRATEGIES, WALK_FORWARD_REPORT
 
 PROMOTION_POOL_SIZE = 5
@@ -108,10 +109,10 @@ def _metric(evaluation: GateEvaluation, gate: str) -> str:
     if value is None:
         return "n/a"
     if gate == "max_drawdown":
-        return f"{value:.1%}"
+        return percent_text(value)
     if gate == "beats_null":
-        return f"p={value:.3f}"
-    return f"{int(value)}" if gate == "trade_count" else f"{value:.2f}"
+        return f"p={ratio_text(value, 3)}"
+    return count_text(value) if gate == "trade_count" else ratio_text(value)
 
 
 def _contender_table(contenders: Sequence[Contender]) -> str:
@@ -121,15 +122,13 @@ def _contender_table(contenders: Sequence[Contender]) -> str:
         {
             "strategy_id": contender.strategy_id,
             "period": contender.period,
-            "training_fitness": f"{contender.training_fitness:.3f}"
-            if contender.training_fitness is not None
-            else "n/a",
+            "training_fitness": ratio_text(contender.training_fitness),
             **{gate: _metric(contender.evaluation, gate) for gate in GATE_NAMES},
             "passes": contender.evaluation.passed,
         }
         for contender in contenders
     ]
-    return pd.DataFrame(rows).to_markdown(index=False)
+    return markdown_tables(pd.DataFrame(rows), keys=("strategy_id",), id_columns=("strategy_id",))
 
 
 def reject_lookahead(
@@ -176,18 +175,16 @@ def _track_record_table(performance: dict[str, PerformanceRecord]) -> str:
         {
             "strategy_id": strategy_id,
             "period": record.period,
-            "deflated_sharpe": _fmt_number(record.metrics.get("deflated_sharpe")),
-            "dsr_trials": record.metrics.get("dsr_trials", "n/a"),
-            "track_bars": record.metrics.get("n_bars", "n/a"),
-            "min_track_record_bars": _fmt_number(record.metrics.get("min_track_record_bars"), "never"),
+            "deflated_sharpe": ratio_text(record.metrics.get("deflated_sharpe")),
+            "dsr_trials": count_text(record.metrics.get("dsr_trials")),
+            "track_bars": count_text(record.metrics.get("n_bars")),
+            "min_track_record_bars": "never"
+            if record.metrics.get("min_track_record_bars") is None
+            else ratio_text(record.metrics.get("min_track_record_bars"), 0),
         }
         for strategy_id, record in sorted(performance.items())
     ]
-    return pd.DataFrame(rows).to_markdown(index=False)
-
-
-def _fmt_number(value: object, missing: str = "n/a") -> str:
-    return f"{float(value):.2f}" if isinstance(value, int | float) else missing
+    return markdown_tables(pd.DataFrame(rows), keys=("strategy_id",), id_columns=("strategy_id",))
 
 
 @asset(
@@ -235,10 +232,8 @@ def champion_strategies(
     retired = [t for t in transitions if t.to_status != ACTIVE]
     for transition in transitions:
         context.log.info("%s: %s -> %s (%s)", *vars(transition).values())
-    changes = (
-        pd.DataFrame([vars(transition) for transition in transitions]).to_markdown(index=False)
-        if transitions
-        else "none"
+    changes = markdown_tables(
+        pd.DataFrame([vars(transition) for transition in transitions]), id_columns=("strategy_id",)
     )
     return MaterializeResult(
         metadata={

@@ -57,6 +57,13 @@ from emp_pipeline.domain.walkforward_study import (
 )
 from emp_pipeline.registry.records import PerformanceEntry
 from emp_pipeline.registry.research import record_performance
+from emp_pipeline.reporting.formatting import (
+    markdown_tables,
+    metric_text,
+    percent_metadata,
+    ratio_metadata,
+    ratio_text,
+)
 from emp_pipeline.reporting.walk_forward_plots import equity_drawdown_png, png_markdown
 from emp_pipeline.storage.datasets import PERCEPTION_INPUTS, STRATEGY_PERFORMANCE
 
@@ -80,12 +87,6 @@ class MissingEvaluationDataError(RuntimeError):
 
 def _read(lake: DataLakeResource, start: pd.Timestamp, end: pd.Timestamp) -> list[pd.DataFrame]:
     return [lake.read(dataset, start, end) for dataset in PERCEPTION_INPUTS]
-
-
-def _fmt(value: object) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "n/a"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def strategy_performance(
@@ -169,7 +170,6 @@ def strategy_performance(
     table.insert(0, "training_fitness", population["fitness"].head(TOP_SHOWN).to_numpy())
     table.insert(0, "strategy_id", ids[:TOP_SHOWN])
     table.insert(0, "rank", population["rank"].head(TOP_SHOWN).to_numpy())
-    table = table.map(_fmt)
     selected = metrics[0]
     sharpes = np.array([row["sharpe"] for row in metrics], dtype=np.float64)
     period_curve = selected_curve(oos)
@@ -183,26 +183,26 @@ def strategy_performance(
             "first_day": str(dates[0].date()),
             "last_day": str(dates[-1].date()),
             "selected_strategy": ids[0],
-            "selected_sharpe": float(selected["sharpe"]),
-            "selected_deflated_sharpe": float(selected["deflated_sharpe"])
-            if selected["deflated_sharpe"] is not None
-            else float("nan"),
+            "selected_sharpe": ratio_metadata(selected["sharpe"]),
+            "selected_deflated_sharpe": ratio_metadata(selected["deflated_sharpe"]),
             "dsr_trials": MetadataValue.int(trials.count),
-            "selected_min_track_record_bars": float(selected["min_track_record_bars"])
+            "selected_min_track_record_bars": ratio_metadata(selected["min_track_record_bars"], 0)
             if selected["min_track_record_bars"] is not None
-            else float("inf"),
-            "selected_total_return": float(selected["total_return"]),
-            "selected_null_percentile": float(selected["null_percentile"]),
-            "selected_null_p_value": float(selected["null_p_value"]),
+            else MetadataValue.text("never"),
+            "selected_total_return": percent_metadata(selected["total_return"]),
+            "selected_null_percentile": ratio_metadata(selected["null_percentile"], 1),
+            "selected_null_p_value": ratio_metadata(selected["null_p_value"], 3),
             "null_genomes": MetadataValue.int(walk_forward.null_genomes),
-            "spa_p_value": float(baselines.spa.consistent) if baselines.spa is not None else float("nan"),
-            "buy_and_hold_return": float(selected["buy_and_hold_return"]),
-            "buy_and_hold_sharpe": float(selected["buy_and_hold_sharpe"]),
-            "flat_return": 0.0,
-            "best_sharpe": float(np.max(sharpes)),
-            "median_sharpe": float(np.median(sharpes)),
+            "spa_p_value": ratio_metadata(baselines.spa.consistent if baselines.spa is not None else None, 3),
+            "buy_and_hold_return": percent_metadata(selected["buy_and_hold_return"]),
+            "buy_and_hold_sharpe": ratio_metadata(selected["buy_and_hold_sharpe"]),
+            "flat_return": percent_metadata(0.0),
+            "best_sharpe": ratio_metadata(np.max(sharpes)),
+            "median_sharpe": ratio_metadata(np.median(sharpes)),
             "selected_equity": MetadataValue.md(png_markdown(png, "selected strategy, out of sample")),
-            "metrics_by_training_rank": MetadataValue.md(table.to_markdown(index=False)),
+            "metrics_by_training_rank": MetadataValue.md(
+                markdown_tables(table, keys=("rank", "strategy_id"), id_columns=("strategy_id",))
+            ),
         },
     )
     inside = bool(((dates >= period_start) & (dates < period_end)).all())
@@ -241,19 +241,12 @@ def strategy_performance_asset(partitions_def: PartitionsDefinition) -> AssetsDe
     )(strategy_performance)
 
 
-def _period_table(comparisons: pd.DataFrame) -> pd.DataFrame:
+def _period_table(comparisons: pd.DataFrame) -> str:
     """Per period: the pick beside buy-and-hold and its place in the period's null distribution."""
-    percent = ("return", "max_drawdown", "buy_and_hold_return")
-    decimals = ("sharpe", "buy_and_hold_sharpe", "null_p_value")
-    table = comparisons.copy()
-    for column in percent:
-        table[column] = table[column].map(lambda value: "n/a" if pd.isna(value) else f"{value:.2%}")
-    for column in decimals:
-        table[column] = table[column].map(lambda value: "n/a" if pd.isna(value) else f"{value:.3f}")
-    table["null_percentile"] = table["null_percentile"].map(
-        lambda value: "n/a" if pd.isna(value) else f"{value:.0f}"
-    )
-    return table
+    table = comparisons.astype(object)
+    table["null_percentile"] = table["null_percentile"].map(lambda value: ratio_text(value, 0))
+    table["null_p_value"] = table["null_p_value"].map(lambda value: ratio_text(value, 3))
+    return markdown_tables(table, keys=("period",), id_columns=("strategy_id",))
 
 
 @asset(
@@ -285,19 +278,23 @@ def walk_forward_report(
     study = performance_metrics(curve["return"].to_numpy(dtype=np.float64), periods_per_year=per_year)
     study = study.as_dict(finite_only=True)
     metrics_table = pd.DataFrame(
-        [{"metric": name, "value": _fmt(value)} for name, value in study.items() if value is not None]
+        [
+            {"metric": name, "value": metric_text(name, value)}
+            for name, value in study.items()
+            if value is not None
+        ]
     )
     png = equity_drawdown_png(curve)
     pbo_metadata: dict[str, object] = (
         {
-            "pbo": float(overfitting.pbo),
+            "pbo": ratio_metadata(overfitting.pbo),
             "pbo_blocks": overfitting.n_blocks,
             "pbo_combinations": overfitting.n_combinations,
             "pbo_trials": overfitting.n_trials,
             "pbo_details": MetadataValue.json(overfitting.summary()),
         }
         if overfitting is not None
-        else {"pbo": float("nan"), "pbo_note": f"too few bars ({len(matrix)}) or trials for CSCV"}
+        else {"pbo": ratio_metadata(None), "pbo_note": f"too few bars ({len(matrix)}) or trials for CSCV"}
     )
     context.log.info(
         "walk-forward study: %d periods, %d bars, total return %.2f%%, PBO %s",
@@ -313,15 +310,15 @@ def walk_forward_report(
             "periods": int(curve["period"].nunique()),
             "first_day": str(curve["date"].min().date()),
             "last_day": str(curve["date"].max().date()),
-            "total_return": float(study["total_return"]),
-            "sharpe": float(study["sharpe_ratio"]),
-            "max_drawdown": float(study["max_drawdown"]),
+            "total_return": percent_metadata(study["total_return"]),
+            "sharpe": ratio_metadata(study["sharpe_ratio"]),
+            "max_drawdown": percent_metadata(study["max_drawdown"]),
             **pbo_metadata,
             "equity_and_drawdown": MetadataValue.md(png_markdown(png, "walk-forward equity and drawdown")),
             "metrics": MetadataValue.md(metrics_table.to_markdown(index=False)),
             "periods_per_year": per_year,
             **_stitched_metadata(stitched, per_year),
-            "periods_table": MetadataValue.md(_period_table(comparisons).to_markdown(index=False)),
+            "periods_table": MetadataValue.md(_period_table(comparisons)),
         },
     )
 
@@ -334,10 +331,10 @@ def _stitched_metadata(stitched: StitchedBaselines | None, periods_per_year: flo
         }
     held = performance_metrics(stitched.buy_and_hold, periods_per_year=periods_per_year)
     return {
-        "buy_and_hold_total_return": float(held.total_return),
-        "buy_and_hold_sharpe": float(held.sharpe_ratio),
-        "flat_total_return": 0.0,
-        "null_percentile": float(stitched.pick_against_null.percentile),
-        "null_p_value": float(stitched.pick_against_null.p_value),
-        "null_median_sharpe": float(np.median(stitched.null_sharpes)),
+        "buy_and_hold_total_return": percent_metadata(held.total_return),
+        "buy_and_hold_sharpe": ratio_metadata(held.sharpe_ratio),
+        "flat_total_return": percent_metadata(0.0),
+        "null_percentile": ratio_metadata(stitched.pick_against_null.percentile, 1),
+        "null_p_value": ratio_metadata(stitched.pick_against_null.p_value, 3),
+        "null_median_sharpe": ratio_metadata(np.median(stitched.null_sharpes)),
     }

@@ -59,6 +59,7 @@ from emp_pipeline.registry.research import (
     record_strategies,
     strategy_content_id,
 )
+from emp_pipeline.reporting.formatting import markdown_tables, ratio_metadata
 from emp_pipeline.reporting.walk_forward_plots import fitness_per_generation_png, png_markdown
 from emp_pipeline.storage.datasets import EVOLVED_STRATEGIES, PERCEPTION_INPUTS
 
@@ -314,19 +315,21 @@ def evolved_strategies(
         survivors,
         metadata={
             "rows": len(survivors),
-            "best_fitness": float(result.best.fitness),
+            "best_fitness": ratio_metadata(result.best.fitness),
             "population_size": config.population_size,
             "generations": config.generations,
             "recorded_strategies": recorded,
             "search_trials": MetadataValue.int(trials.count),
-            "search_sharpe_std_per_bar": float(np.sqrt(trials.sharpe_variance)),
-            "dsr_hurdle_sharpe_per_bar": trials.expected_maximum_sharpe,
+            "search_sharpe_std_per_bar": ratio_metadata(np.sqrt(trials.sharpe_variance), 4),
+            "dsr_hurdle_sharpe_per_bar": ratio_metadata(trials.expected_maximum_sharpe, 4),
             "train_window": train_window,
             "seed": seed,
             "evolution_run_id": run_id,
             "fitness_per_generation": MetadataValue.md(png_markdown(png, "fitness per generation")),
-            "generation_history": MetadataValue.md(history.to_markdown(index=False, floatfmt=".3f")),
-            "top_strategies": MetadataValue.md(top.to_markdown(index=False, floatfmt=".3f")),
+            "generation_history": MetadataValue.md(markdown_tables(history, keys=("generation",))),
+            "top_strategies": MetadataValue.md(
+                markdown_tables(top, keys=("rank",), id_columns=("strategy_id",))
+            ),
         },
     )
     latest_read = max(frame["date"].max() for frame in (bars, features, regimes))
