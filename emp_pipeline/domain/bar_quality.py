@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ import pandas as pd
 from emp_pipeline.domain.bars import PRICE_COLUMNS
 from emp_pipeline.domain.calendars import trading_days
 from emp_pipeline.domain.instruments import InstrumentMeta
-from emp_pipeline.domain.timeframes import Timeframe
+from emp_pipeline.domain.timeframes import Timeframe, bar_open_times, outside_trading_time
 
 EXAMPLES_SHOWN = 5
 
@@ -285,48 +285,79 @@ def check_future_bars(
     return _outcome("no_future_bars", examples, int(broken.sum()), "a date in the future")
 
 
-def check_on_calendar(bars: pd.DataFrame, instruments: Sequence[InstrumentMeta]) -> BarCheckOutcome:
-    """Each bar's day is a session of its instrument's calendar (symbols outside ``instruments`` pass)."""
+def check_on_calendar(
+    bars: pd.DataFrame, instruments: Sequence[InstrumentMeta], timeframe: Timeframe = Timeframe.D1
+) -> BarCheckOutcome:
+    """Each bar lies in its instrument's trading time (symbols outside ``instruments`` pass): a daily bar's
+    day is a session; an intraday bar overlaps the calendar's open time (a Saturday FX bar does not)."""
     calendars = {meta.symbol: meta.calendar for meta in instruments}
     off = pd.Series(False, index=bars.index)
     for symbol, rows in bars.groupby("symbol"):
         calendar = calendars.get(str(symbol))
         if calendar is None or rows.empty:
             continue
-        sessions = trading_days(calendar, rows["date"].min(), rows["date"].max())
-        off.loc[rows.index] = ~rows["date"].isin(sessions)
+        if timeframe.is_intraday:
+            off.loc[rows.index] = outside_trading_time(calendar, timeframe, pd.DatetimeIndex(rows["date"]))
+        else:
+            sessions = trading_days(calendar, rows["date"].min(), rows["date"].max())
+            off.loc[rows.index] = ~rows["date"].isin(sessions)
+    closed = "trading time" if timeframe.is_intraday else "session"
     examples = [
-        f"{row.symbol} {_day(row.date)} ({pd.Timestamp(row.date).day_name()}) is not a "
-        f"{calendars[row.symbol]} session"
+        f"{row.symbol} {_label(row.date, timeframe)} ({pd.Timestamp(row.date).day_name()}) is not a "
+        f"{calendars[row.symbol]} {closed}"
         for row in bars.loc[off].head(EXAMPLES_SHOWN).itertuples()
     ]
     return _outcome("on_calendar", examples, int(off.sum()), "a day outside the instrument's calendar")
 
 
 def find_calendar_gaps(
-    bars: pd.DataFrame, instruments: Sequence[InstrumentMeta], start: date, end: date
-) -> dict[str, list[date]]:
-    """Trading days of each instrument's calendar in [start, end] that have no bar."""
-    gaps: dict[str, list[date]] = {}
+    bars: pd.DataFrame,
+    instruments: Sequence[InstrumentMeta],
+    start: date,
+    end: date,
+    timeframe: Timeframe = Timeframe.D1,
+) -> dict[str, list[pd.Timestamp]]:
+    """Bars each instrument's calendar has on the UTC days [start, end] that are missing: trading days
+    (daily), or bar open times (intraday: `bar_open_times`, so a weekend or a closed night is no gap)."""
+    gaps: dict[str, list[pd.Timestamp]] = {}
     for instrument in instruments:
-        expected = trading_days(instrument.calendar, start, end)
+        if timeframe.is_intraday:
+            expected = bar_open_times(instrument.calendar, timeframe, start, end + timedelta(days=1))
+        else:
+            expected = trading_days(instrument.calendar, start, end)
         have = pd.DatetimeIndex(bars.loc[bars["symbol"] == instrument.symbol, "date"])
         missing = expected.difference(have)
         if len(missing):
-            gaps[instrument.symbol] = [stamp.date() for stamp in missing]
+            gaps[instrument.symbol] = list(missing)
     return gaps
 
 
+def _label(stamp: object, timeframe: Timeframe) -> str:
+    """A bar's label as people read it: its day (daily) or its UTC open time (intraday)."""
+    if timeframe.is_intraday:
+        return pd.Timestamp(stamp).strftime("%Y-%m-%d %H:%M UTC")
+    return str(_day(stamp))
+
+
 def check_calendar_gaps(
-    bars: pd.DataFrame, instruments: Sequence[InstrumentMeta], start: date, end: date
+    bars: pd.DataFrame,
+    instruments: Sequence[InstrumentMeta],
+    start: date,
+    end: date,
+    timeframe: Timeframe = Timeframe.D1,
 ) -> BarCheckOutcome:
-    gaps = find_calendar_gaps(bars, instruments, start, end)
-    failures = sum(len(days) for days in gaps.values())
-    examples = tuple(f"{symbol} {day}" for symbol, days in gaps.items() for day in days[:EXAMPLES_SHOWN])
+    gaps = find_calendar_gaps(bars, instruments, start, end, timeframe)
+    failures = sum(len(stamps) for stamps in gaps.values())
+    examples = tuple(
+        f"{symbol} {_label(stamp, timeframe)}"
+        for symbol, stamps in gaps.items()
+        for stamp in stamps[:EXAMPLES_SHOWN]
+    )
+    what = "bars" if timeframe.is_intraday else "trading days"
     description = (
-        f"{failures} expected trading days without a bar ({', '.join(sorted(gaps))})"
+        f"{failures} expected {what} without a bar ({', '.join(sorted(gaps))})"
         if failures
-        else "every expected trading day has a bar"
+        else f"every expected {what[:-1]} has a bar"
     )
     return BarCheckOutcome(
         "no_calendar_gaps", failures == 0, description, failures, examples[:EXAMPLES_SHOWN]
@@ -375,9 +406,9 @@ def evaluate_bar_checks(
             check_adjusted_close(bars),
             check_frozen_prices(bars, history),
             check_future_bars(bars, now, timeframe),
-            check_on_calendar(bars, instruments),
+            check_on_calendar(bars, instruments, timeframe),
             check_robust_jumps(bars, history),
-            check_calendar_gaps(bars, instruments, first_day, last_day),
+            check_calendar_gaps(bars, instruments, first_day, last_day, timeframe),
         )
     }
     return [outcomes[check.name] for check in BAR_CHECKS]

@@ -35,7 +35,7 @@ from emp_pipeline.domain.bar_quality import (
     evaluate_bar_checks,
 )
 from emp_pipeline.domain.bars import empty_bars, normalise_bars
-from emp_pipeline.domain.calendars import trading_days
+from emp_pipeline.domain.calendars import as_utc, trading_days
 from emp_pipeline.domain.instrument_changes import InstrumentTermsChangedError
 from emp_pipeline.registry.instruments import TermAcceptance, pending_term_changes, store_instruments
 from emp_pipeline.storage.datasets import MARKET_BARS
@@ -186,8 +186,13 @@ def market_bars(
         meta for meta in universe.instruments if len(trading_days(meta.calendar, first_day, last_day)) > 0
     ]
     if trading:
-        bars = market_data.build_source().fetch([meta.symbol for meta in trading], first_day, last_day)
-        bars = normalise_bars(bars)
+        source = market_data.build_source()
+        symbols = [meta.symbol for meta in trading]
+        if universe.timeframe.is_intraday:
+            bars = source.fetch(symbols, as_utc(window.start), as_utc(window.end))
+        else:
+            bars = source.fetch(symbols, first_day, last_day)
+        bars = normalise_bars(bars, universe.timeframe)
     else:
         bars = empty_bars()
 
@@ -210,7 +215,9 @@ def market_bars(
         pd.Timestamp.now(tz="UTC"),
         universe.timeframe,
     )
-    staged = normalise_bars(pd.concat([bars, kept], ignore_index=True)) if len(kept) else bars
+    staged = (
+        normalise_bars(pd.concat([bars, kept], ignore_index=True), universe.timeframe) if len(kept) else bars
+    )
     shortfalls = store.shortfalls(staged, window.start, window.end)
     checks = [
         history_check(shortfalls, config.replace_history),
