@@ -104,6 +104,7 @@ def in_process_ms(server: FakeCTraderServer, tokens: FakeTokenProvider) -> list[
                 short_entry=Condition("what_log_return_1", "<", -0.001 * k),
             ),
             pd.Timestamp(start),
+            Costs(),
         )
         for k in range(IN_PROCESS_STRATEGIES)
     ]
@@ -115,7 +116,7 @@ def in_process_ms(server: FakeCTraderServer, tokens: FakeTokenProvider) -> list[
         view = MarketView(market.bars, market.features, market.regimes, last, closes)  # panel built per tick
         intents = []
         for book in books:
-            intents.extend(decide_orders(book, view, {}, instruments, Costs(), DEFAULT_CAPITAL)[0])
+            intents.extend(decide_orders(book, view, {}, instruments, DEFAULT_CAPITAL)[0])
         proposed = [ProposedOrder(i.client_order_id, i.symbol, i.signed_quantity) for i in intents]
         decisions = check_orders(proposed, snapshot, RiskLimits())
         requests = [

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes, genome_to_dict
 from emp_pipeline.domain.instruments import InstrumentMeta
 from emp_pipeline.domain.regimes import REGIME_LABELS, make_classifier
@@ -74,8 +75,11 @@ def write_frames(data_dir: Path, market: LiveMarket, until: pd.Timestamp) -> Non
         DatedFrameStore(data_dir, name).write_window(rows, rows["date"].min(), until + pd.Timedelta(days=1))
 
 
-def prepare_registry(database_url: str, market: LiveMarket, genome: Genome = ALWAYS_LONG) -> str:
-    """Migrate, store the instruments and one active strategy; returns the strategy id."""
+def prepare_registry(
+    database_url: str, market: LiveMarket, genome: Genome = ALWAYS_LONG, costs: Costs | None = None
+) -> str:
+    """Migrate, store the instruments and one active strategy measured with `costs` (default: the default
+    Costs); returns the strategy id."""
     upgrade_database(database_url)
     engine = shared_engine(database_url)
     with session_scope(engine) as session:
@@ -88,6 +92,7 @@ def prepare_registry(database_url: str, market: LiveMarket, genome: Genome = ALW
             embargo_days=0,
             seed=1,
             config={"test": True},
+            costs=costs or Costs(),
         )
         (strategy_id,) = record_strategies(
             session, run_id, [NewStrategy(genome_to_dict(genome), 1, 0, "seed", 1.0)]

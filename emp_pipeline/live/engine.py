@@ -10,7 +10,9 @@ Steps, in this order, each a reason the next one can be trusted:
    lost in an earlier run is known before anything could be sent again.
 3. **Decide** per active strategy and symbol with the domain's pure code (`decide_orders`): the genome's own
    signals, the backtest kernel's own step (`sleeve.step_sleeve`) folded in one compiled call over the bars
-   since the strategy started trading, the target position, the order that reaches it.
+   since the strategy started trading, the target position, the order that reaches it. The fold pays the
+   costs the strategy was measured with (its evolution run's `Costs`, read from the registry with it), not
+   the current cost settings: the kernel equity it sizes from is then the one its backtest had.
 4. **Check risk** against the account (registry cash and positions marked at the close, kill switch, the
    day's starting equity from the journal) and journal every decision with its reason.
 5. **Submit exactly once**: each order is recorded (`create_order_if_absent`, status pending) *before* it is
@@ -100,7 +102,7 @@ class LiveInputError(LiveExecutionError):
 
 @dataclass(frozen=True)
 class LiveConfig:
-    """How the live book trades; the costs must be those the strategies were measured with.
+    """How the live book trades (each strategy's costs come from the registry with it, see `StrategyBook`).
 
     `start` anchors each strategy's simulated track record (the kernel state is replayed from the first bar
     on or after it); None uses the time the strategy became active. `as_of` makes the tick decide on the
@@ -109,7 +111,6 @@ class LiveConfig:
     currency behind 1.0 of a strategy's kernel equity; None splits the account's initial cash equally.
     """
 
-    costs: Costs = field(default_factory=Costs)
     limits: RiskLimits = field(default_factory=RiskLimits)
     start: dt.datetime | None = None
     capital_per_strategy: float | None = None
@@ -140,9 +141,13 @@ class MarketView:
 
 @dataclass(frozen=True)
 class StrategyBook:
+    """An active strategy as the tick trades it: its genome, the costs it was measured with, and the first
+    bar of its simulated track record."""
+
     strategy_id: str
     genome: Genome
     start: pd.Timestamp
+    costs: Costs
 
 
 @dataclass
@@ -203,7 +208,6 @@ def decide_orders(
     market: MarketView,
     held: Mapping[str, float],
     instruments: Mapping[str, InstrumentMeta],
-    costs: Costs,
     capital: float,
 ) -> tuple[list[OrderIntent], list[str]]:
     """The orders one strategy needs at the market's last bar, plus notes on symbols it could not trade.
@@ -221,7 +225,7 @@ def decide_orders(
         return [], [f"{book.strategy_id}: not trading yet (starts {book.start.date()})"]
     first = int(live_rows[0])
     start = start_sleeve(1.0 / len(prices.symbols))
-    rules, fill_costs = sleeve_rules(book.genome.risk), costs.fill_costs()
+    rules, fill_costs = sleeve_rules(book.genome.risk), book.costs.fill_costs()
     bar_time = market.bar_time.to_pydatetime()
     orders: list[OrderIntent] = []
     for i, symbol in enumerate(prices.symbols):
@@ -364,7 +368,7 @@ def _active_books(engine: Engine, config: LiveConfig) -> list[StrategyBook]:
             if start is None:
                 continue
             stamp = pd.Timestamp(start).tz_convert("UTC").normalize()
-            books.append(StrategyBook(record.id, genome_from_dict(record.genome), stamp))
+            books.append(StrategyBook(record.id, genome_from_dict(record.genome), stamp, record.costs))
     return sorted(books, key=lambda book: book.strategy_id)
 
 
@@ -475,7 +479,7 @@ def run_live_tick(
     intents: list[OrderIntent] = []
     for book in books:
         mine = {symbol: q for (strategy_id, symbol), q in held.items() if strategy_id == book.strategy_id}
-        orders, notes = decide_orders(book, market, mine, by_symbol, config.costs, capital)
+        orders, notes = decide_orders(book, market, mine, by_symbol, capital)
         intents.extend(orders)
         for note in notes:
             log.info(note)

@@ -19,7 +19,7 @@ from emp_pipeline.parity.gates import (
     lookahead_gate,
     parity_gate,
     sensory_features,
-    strategy_genome,
+    stored_strategy,
 )
 from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.errors import RegistryError
@@ -27,13 +27,14 @@ from emp_pipeline.registry.research import active_strategies
 from emp_pipeline.settings import Settings
 
 
-def _gate_settings(args: argparse.Namespace) -> GateSettings:
+def _gate_settings(args: argparse.Namespace, settings: Settings) -> GateSettings:
     return GateSettings(
         window_bars=args.bars,
         history_bars=args.history,
         lookahead_cuts=getattr(args, "cuts", 8),
         parity_audits=getattr(args, "audit", 8),
         seed=args.seed,
+        capital=settings.research.capital,
     )
 
 
@@ -42,8 +43,8 @@ def _cmd_lookahead(
 ) -> int:
     engine = make_engine(settings.database_url)
     try:
-        genome = strategy_genome(engine, args.genome_id)
-        gate = _gate_settings(args)
+        genome = stored_strategy(engine, args.genome_id).genome
+        gate = _gate_settings(args, settings)
         data = load_gate_data(settings.data_dir, engine, gate)
     except (GateInputError, RegistryError) as error:
         out.write(f"cannot analyse {args.genome_id}: {error}\n")
@@ -65,9 +66,9 @@ def _cmd_parity(
         if not ids:
             out.write("no active strategy to replay: name one with --strategy\n")
             return 2
-        gate = _gate_settings(args)
+        gate = _gate_settings(args, settings)
         data = load_gate_data(settings.data_dir, engine, gate)
-        genomes = {strategy_id: strategy_genome(engine, strategy_id) for strategy_id in ids}
+        strategies = {strategy_id: stored_strategy(engine, strategy_id) for strategy_id in ids}
     except (GateInputError, RegistryError) as error:
         out.write(f"cannot replay: {error}\n")
         return 2
@@ -79,8 +80,8 @@ def _cmd_parity(
         daily_loss_limit=settings.live.daily_loss_limit,
     )
     status = 0
-    for strategy_id, genome in genomes.items():
-        report = parity_gate(genome, data, gate, limits, features)
+    for strategy_id, strategy in strategies.items():
+        report = parity_gate(strategy, data, gate, limits, features)
         out.write(f"{strategy_id}: {report.describe()}\n")
         if not report.passed:
             status = 1

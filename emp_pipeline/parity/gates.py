@@ -6,6 +6,9 @@ the features' warm-up and the signal state. Features and regimes are computed by
 perception assets store them with (`domain.anchored_perception`), so the gates judge the pipeline's own
 computation. A test puts another feature implementation under the gates through the Python API: the
 `features` argument (a factory taking the instruments and returning ``bars -> features``).
+
+The parity gate replays a strategy with the costs it was measured with (its evolution run's, stored with it
+in the registry: `stored_strategy`), as the live job trades it, whatever the cost settings say now.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from emp_pipeline.domain.anchored_perception import window_features, window_regimes
-from emp_pipeline.domain.costs import Costs
+from emp_pipeline.domain.costs import DEFAULT_CAPITAL, Costs
 from emp_pipeline.domain.genome import Genome, genome_from_dict
 from emp_pipeline.domain.instruments import InstrumentMeta
 from emp_pipeline.domain.lookahead import FeatureFunction, LookaheadReport, analyse_lookahead
@@ -47,9 +50,7 @@ class GateSettings:
     regime_kind: str = "rules"
     # The universe's bars per year: the regimes the gates recompute use the asset's windows (study_windows).
     periods_per_year: int = EXCHANGE_DAYS_PER_YEAR
-    capital: float = 100_000.0
-    fee_bps: float = 1.0
-    slippage_bps: float = 1.0
+    capital: float = DEFAULT_CAPITAL  # account currency behind 1.0 of the strategy's kernel equity
 
 
 @dataclass(frozen=True)
@@ -96,9 +97,18 @@ def load_gate_data(data_dir: Path | str, engine: Engine, settings: GateSettings)
     )
 
 
-def strategy_genome(engine: Engine, strategy_id: str) -> Genome:
+@dataclass(frozen=True)
+class GatedStrategy:
+    """A stored strategy as the gates judge it: its genome and the costs it was measured with."""
+
+    genome: Genome
+    costs: Costs
+
+
+def stored_strategy(engine: Engine, strategy_id: str) -> GatedStrategy:
     with session_scope(engine) as session:
-        return genome_from_dict(get_strategy(session, strategy_id).genome)
+        record = get_strategy(session, strategy_id)
+    return GatedStrategy(genome_from_dict(record.genome), record.costs)
 
 
 def lookahead_gate(
@@ -117,21 +127,21 @@ def lookahead_gate(
 
 
 def parity_gate(
-    genome: Genome,
+    strategy: GatedStrategy,
     data: GateData,
     settings: GateSettings,
     limits: RiskLimits | None = None,
     features: FeatureFactory = sensory_features,
 ) -> ParityReport:
     config = ParityConfig(
-        costs=Costs(fee_bps=settings.fee_bps, slippage_bps=settings.slippage_bps),
+        costs=strategy.costs,
         capital=settings.capital,
         limits=limits or RiskLimits(),
         audit=settings.parity_audits,
         seed=settings.seed,
     )
     return run_parity(
-        genome,
+        strategy.genome,
         data.bars,
         data.instruments,
         data.start,

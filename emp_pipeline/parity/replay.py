@@ -653,8 +653,8 @@ def _engine_cross_check(
         at,
         dict(zip(today["symbol"].astype(str), today["close"].astype(float), strict=True)),
     )
-    book = StrategyBook(strategy_id(genome), genome, start)
-    orders, _ = decide_orders(book, view, held, instruments, config.costs, config.capital)
+    book = StrategyBook(strategy_id(genome), genome, start, config.costs)
+    orders, _ = decide_orders(book, view, held, instruments, config.capital)
     engine_orders = sorted((o.symbol, o.target) for o in orders)
     stepped_orders = sorted((o.symbol, o.target) for o in stepped)
     if engine_orders == stepped_orders:

@@ -172,6 +172,9 @@ class EvolutionRun(Base):
     embargo_days: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(Integer)
     config: Mapped[dict[str, Any]]
+    # `domain.costs.Costs.to_dict()`: what every fill of the run's backtests paid. Its strategies are
+    # measured, gated and traded with these costs (migration 0007 filled it in for older runs).
+    costs: Mapped[dict[str, Any]]
     started_at: Mapped[dt.datetime] = mapped_column(default=utc_now)
     finished_at: Mapped[dt.datetime | None]
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING.value)

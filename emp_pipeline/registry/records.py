@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from emp_pipeline.domain.costs import Costs
+
 
 @dataclass(frozen=True)
 class NewStrategy:
@@ -30,6 +32,8 @@ class NewStrategy:
 
 @dataclass(frozen=True)
 class StrategyRecord:
+    """A stored strategy with the costs of its evolution run: what it was measured with and trades with."""
+
     id: str
     genome: dict[str, Any]
     genome_version: int
@@ -40,6 +44,11 @@ class StrategyRecord:
     fitness: float | None
     status: str
     created_at: dt.datetime
+    costs: Costs
+
+
+# The StrategyRecord fields that are columns of the strategies table (costs come from the run).
+STRATEGY_COLUMNS = tuple(name for name in StrategyRecord.__dataclass_fields__ if name != "costs")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """The research aggregate: evolution runs, their strategies and lineage, status history, and performance.
 
-Ids are content-derived (a run from its period, window, seed and config; a strategy from its genome within
-its run), so re-running a period records nothing twice.
+Ids are content-derived (a run from its period, window, seed, config and costs; a strategy from its genome
+within its run), so re-running a period records nothing twice.
+
+A run records the `Costs` its backtests paid, and every `StrategyRecord` read from here carries its run's
+costs: what the strategy was measured with is what the gates replay and the live job trades it with.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.registry.errors import (
     InvalidRegistryInputError,
     InvalidStatusTransitionError,
@@ -35,6 +39,7 @@ from emp_pipeline.registry.models import (
     utc_now,
 )
 from emp_pipeline.registry.records import (
+    STRATEGY_COLUMNS,
     Ancestor,
     NewStrategy,
     PerformanceEntry,
@@ -113,13 +118,23 @@ def record_evolution_run(
     embargo_days: int,
     seed: int,
     config: Mapping[str, Any],
+    costs: Costs,
 ) -> str:
-    """Register (or restart) the run for this period and configuration; returns its id, status `running`."""
+    """Register (or restart) the run of this period, config and costs; returns its id, status `running`.
+
+    The costs are part of the run's identity as top-level terms of its config (where runs recorded before
+    the `costs` column kept them, so their ids stay the same); `config` itself must not name them.
+    """
     if train_end < train_start:
         raise InvalidRegistryInputError(
             f"train_end {train_end} is before train_start {train_start}: swap them"
         )
-    run_id = evolution_run_id(period, train_start, train_end, embargo_days, seed, config)
+    terms = costs.to_dict()
+    if clash := sorted(terms.keys() & config.keys()):
+        raise InvalidRegistryInputError(
+            f"config names the cost terms {', '.join(clash)}: pass them only as costs= (a Costs value)"
+        )
+    run_id = evolution_run_id(period, train_start, train_end, embargo_days, seed, {**config, **terms})
     row = {
         "id": run_id,
         "period": period,
@@ -128,6 +143,7 @@ def record_evolution_run(
         "embargo_days": embargo_days,
         "seed": seed,
         "config": dict(config),
+        "costs": terms,
         "started_at": utc_now(),
         "finished_at": None,
         "status": RunStatus.RUNNING.value,
@@ -235,13 +251,37 @@ def existing_strategy_ids(session: Session, strategy_ids: Iterable[str]) -> set[
     return found
 
 
+def evolution_run_costs(session: Session, run_id: str) -> Costs:
+    """The costs a run's backtests paid (and its strategies trade with)."""
+    stored = session.scalar(select(EvolutionRun.costs).where(EvolutionRun.id == run_id))
+    if stored is None:
+        raise UnknownEvolutionRunError(
+            f"evolution run {run_id!r} is not registered: materialize evolved_strategies for its period"
+        )
+    return Costs.from_dict(stored, source=f"evolution run {run_id}")
+
+
+def _strategy_records(session: Session, query: Select[Any]) -> list[StrategyRecord]:
+    """Records of the strategies `query` selects (a select of Strategy rows), each with its run's costs."""
+    rows = session.execute(
+        query.add_columns(EvolutionRun.costs).join(EvolutionRun, Strategy.evolution_run_id == EvolutionRun.id)
+    )
+    return [
+        StrategyRecord(
+            **{name: getattr(strategy, name) for name in STRATEGY_COLUMNS},
+            costs=Costs.from_dict(costs, source=f"evolution run {strategy.evolution_run_id}"),
+        )
+        for strategy, costs in rows
+    ]
+
+
 def get_strategy(session: Session, strategy_id: str) -> StrategyRecord:
-    row = session.get(Strategy, strategy_id)
-    if row is None:
+    found = _strategy_records(session, select(Strategy).where(Strategy.id == strategy_id))
+    if not found:
         raise UnknownStrategyError(
             f"strategy {strategy_id!r} is not in the registry: check the id (see strategies)"
         )
-    return record_from_row(StrategyRecord, row)
+    return found[0]
 
 
 def strategies_for_run(session: Session, run_id: str) -> list[StrategyRecord]:
@@ -251,7 +291,7 @@ def strategies_for_run(session: Session, run_id: str) -> list[StrategyRecord]:
         .where(Strategy.evolution_run_id == run_id)
         .order_by(Strategy.fitness.desc().nulls_last(), Strategy.id)
     )
-    return [record_from_row(StrategyRecord, row) for row in session.scalars(query)]
+    return _strategy_records(session, query)
 
 
 def active_strategies(session: Session, period: str | None = None) -> list[StrategyRecord]:
@@ -260,7 +300,7 @@ def active_strategies(session: Session, period: str | None = None) -> list[Strat
     if period is not None:
         query = query.where(Strategy.period == period)
     query = query.order_by(Strategy.fitness.desc().nulls_last(), Strategy.id)
-    return [record_from_row(StrategyRecord, row) for row in session.scalars(query)]
+    return _strategy_records(session, query)
 
 
 def ancestry(session: Session, strategy_id: str) -> list[Ancestor]:

@@ -441,6 +441,71 @@ def test_live_ticks_follow_the_kernel_through_stops_and_take_profits_to_1e_9(tmp
         assert live[key] == pytest.approx(quantity, abs=2e-6), key
 
 
+def _signed_fills(engine) -> dict[tuple[str, pd.Timestamp], float]:
+    """Signed quantity the paper account filled per (symbol, fill bar)."""
+    filled: dict[tuple[str, pd.Timestamp], float] = defaultdict(float)
+    with session_scope(engine) as session:
+        account = get_or_create_paper_account(session)
+        for order in orders_for_account(session, account.id):
+            sign = 1 if order.side == "buy" else -1
+            for fill in fills_for_order(session, order.client_order_id):
+                filled[(order.symbol, pd.Timestamp(fill.filled_at))] += sign * fill.quantity
+    return filled
+
+
+def _kernel_fills(trades: pd.DataFrame, capital: float) -> dict[tuple[str, pd.Timestamp], float]:
+    """The kernel's trades as signed account units per (symbol, fill bar); a reversal's legs sum."""
+    expected: dict[tuple[str, pd.Timestamp], float] = defaultdict(float)
+    for trade in trades.itertuples():
+        expected[(trade.symbol, trade.entry_date)] += trade.units * capital
+        if trade.exit_reason != "end_of_data":
+            expected[(trade.symbol, trade.exit_date)] -= trade.units * capital
+    return expected
+
+
+def test_a_strategy_trades_with_the_costs_it_was_measured_with_not_the_current_setting(tmp_path, market):
+    """Measured with 2 bps fees and 3 bps slippage, traded by the live job whose cost setting says 1 bps
+    (the paper venue charges 1 bps): every quantity the job trades is the 2/3 bps kernel's. After the first
+    round trip the sleeve equity it sizes from differs from a 1 bps kernel's, so the assertion can tell."""
+    fine = replace(
+        market,
+        instruments=tuple(replace(m, min_volume=1e-6, step_volume=1e-6) for m in market.instruments),
+    )
+    genome = replace(
+        ALWAYS_LONG,
+        direction="both",
+        long_entry=Condition("what_log_return_1", ">", 0.004),
+        short_entry=Condition("what_log_return_1", "<", -0.004),
+        risk=RiskGenes(stop_atr=10.0, take_profit_atr=20.0, position_fraction=0.4, max_holding_bars=6),
+    )
+    measured = Costs(fee_bps=2.0, slippage_bps=3.0)
+    database_url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    data_dir = tmp_path / "data"
+    prepare_registry(database_url, fine, genome, costs=measured)
+    dates = fine.dates
+    first = len(dates) - 20
+    for t in range(first, len(dates)):
+        write_frames(data_dir, fine, until=dates[t])
+        assert _run(database_url, data_dir, dates[first])["orders_rejected_by_risk"] == 0
+
+    signals = genome_signals(genome, fine.features, fine.regimes)
+    prices = market_arrays(fine.bars, fine.features, "what_atr_14", signals.index, list(signals.columns))
+    window = prices.window(dates[first], None)
+
+    def kernel(costs: Costs) -> pd.DataFrame:
+        return simulate_strategy(genome, signals.to_numpy()[first:], window, costs).trades
+
+    trades = kernel(measured)
+    assert set(trades["exit_reason"]) <= {"signal", "max_holding", "end_of_data"}  # no broker-side levels
+    expected = _kernel_fills(trades, INITIAL_CASH)
+    live = _signed_fills(shared_engine(database_url))
+    assert live.keys() == expected.keys()
+    for key, quantity in expected.items():
+        assert live[key] == pytest.approx(quantity, abs=2e-6), key
+    at_setting = _kernel_fills(kernel(Costs(fee_bps=1.0, slippage_bps=1.0)), INITIAL_CASH)
+    assert max(abs(at_setting[key] - expected[key]) for key in expected) > 1e-3
+
+
 def test_the_environment_picks_the_broker_and_secrets_stay_env_references(tmp_path):
     paper = live_broker_resource(Settings.from_env({"EMP_HOME": str(tmp_path)}))
     assert paper.kind == "paper"
@@ -458,9 +523,9 @@ def test_an_order_another_run_recorded_a_moment_ago_is_left_to_it(book, market):
     """The race: another run derived the same decision and recorded it first; this run must not send it."""
     database_url, data_dir, strategy_id, decision_bar = book
     view = load_market_view(data_dir)
-    strategy_book = StrategyBook(strategy_id, ALWAYS_LONG, decision_bar)
+    strategy_book = StrategyBook(strategy_id, ALWAYS_LONG, decision_bar, Costs())
     instruments = {meta.symbol: meta for meta in market.instruments}
-    intents, _ = decide_orders(strategy_book, view, {}, instruments, Costs(), INITIAL_CASH)
+    intents, _ = decide_orders(strategy_book, view, {}, instruments, INITIAL_CASH)
     assert len(intents) == 2
     engine = shared_engine(database_url)
     with session_scope(engine) as session:

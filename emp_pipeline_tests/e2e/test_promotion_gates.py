@@ -28,6 +28,7 @@ from emp_pipeline.defs.research.promotion_gates import (
 )
 from emp_pipeline.defs.research.resources import WalkForwardResource
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.genome import Genome, genome_to_dict
 from emp_pipeline.domain.instruments import InstrumentMeta
 from emp_pipeline.domain.sensory import SensoryCortex
@@ -93,6 +94,7 @@ def _seed_registry(url: str, instruments: Sequence[InstrumentMeta], genomes: Seq
                 embargo_days=0,
                 seed=1,
                 config={"test": "promotion gates"},
+                costs=Costs(),
             )
             ids = record_strategies(
                 session,

@@ -213,9 +213,9 @@ def _live_decisions(data_dir: Path, instruments) -> tuple[pd.Timestamp, list]:
     """What the live job would decide now for an always-long champion holding 10 units of each symbol: the
     bar it trades and the orders that take each holding to the champion's target."""
     market = load_market_view(data_dir)
-    book = StrategyBook("champion", ALWAYS_LONG, pd.Timestamp("2008-01-02", tz="UTC"))
+    book = StrategyBook("champion", ALWAYS_LONG, pd.Timestamp("2008-01-02", tz="UTC"), Costs())
     held = {meta.symbol: 10.0 for meta in instruments}
-    orders, _ = decide_orders(book, market, held, {meta.symbol: meta for meta in instruments}, Costs(), 1e5)
+    orders, _ = decide_orders(book, market, held, {meta.symbol: meta for meta in instruments}, 1e5)
     return market.bar_time, orders
 
 

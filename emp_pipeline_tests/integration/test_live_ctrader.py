@@ -93,9 +93,6 @@ class StaticTokens:
 class LocalCTraderBroker:
     """Stands in for LiveBrokerResource(kind="ctrader"): same `open` contract, aimed at the local server."""
 
-    fee_bps = 1.0
-    slippage_bps = 1.0
-
     def __init__(self, url: str, tokens, **hooks) -> None:
         self.url = url
         self.tokens = tokens

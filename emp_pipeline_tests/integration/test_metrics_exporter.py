@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
 from emp_pipeline.auth.token_store import RedisTokenStore
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.monitoring import start_metrics_server
 from emp_pipeline.registry.control import KILL_SWITCH, set_flag
 from emp_pipeline.registry.engine import session_scope
@@ -127,6 +128,7 @@ def _seed_registry(url: str) -> None:
             embargo_days=5,
             seed=7,
             config={"population": 4},
+            costs=Costs(),
         )
         ids = record_strategies(
             session,

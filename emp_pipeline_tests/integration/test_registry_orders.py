@@ -10,6 +10,7 @@ from multiprocessing.synchronize import Barrier
 import pytest
 from sqlalchemy import Engine, func, select
 
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.errors import (
     ClientOrderIdConflictError,
@@ -327,7 +328,7 @@ def _strategy(engine: Engine) -> str:
     with session_scope(engine) as session:
         run_id = record_evolution_run(
             session, period="2024-01", train_start=dt.date(2020, 1, 1), train_end=dt.date(2023, 12, 31),
-            embargo_days=5, seed=1, config={},
+            embargo_days=5, seed=1, config={}, costs=Costs(),
         )  # fmt: skip
         seed = NewStrategy(
             {"version": 1, "direction": "long"}, 1, generation=0, operator="seed", fitness=None

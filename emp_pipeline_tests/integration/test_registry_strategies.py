@@ -9,6 +9,7 @@ import random
 import pytest
 from sqlalchemy import Engine, func, select
 
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.errors import (
     InvalidRegistryInputError,
@@ -48,7 +49,9 @@ def genome(n: int) -> dict:
 
 def new_run(engine: Engine, period: str = "2012-01", seed: int = 7) -> str:
     with session_scope(engine) as session:
-        return record_evolution_run(session, period=period, seed=seed, config={"population": 4}, **TRAIN)
+        return record_evolution_run(
+            session, period=period, seed=seed, config={"population": 4}, costs=Costs(), **TRAIN
+        )
 
 
 def test_evolution_run_is_identified_by_its_content(registry_engine: Engine) -> None:

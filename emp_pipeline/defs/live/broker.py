@@ -10,20 +10,24 @@ from sqlalchemy import Engine
 from emp_pipeline.broker.factory import BrokerSetupError, BrokerSpec, open_broker
 from emp_pipeline.broker.interface import Broker, BrokerKind
 from emp_pipeline.defs.token.resources import CTraderTokenResource
-from emp_pipeline.domain.costs import Costs
+from emp_pipeline.domain.costs import DEFAULT_CAPITAL, DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS, Costs
 from emp_pipeline.settings import Settings
 
 
 class LiveBrokerResource(ConfigurableResource):
     """Which broker the live job trades through: `paper` (default, fills at the next bar's open from the bar
-    store) or `ctrader` (Open API; the OAuth token comes from the `ctrader_token` resource's Redis store)."""
+    store) or `ctrader` (Open API; the OAuth token comes from the `ctrader_token` resource's Redis store).
+
+    `fee_bps` and `slippage_bps` are what the paper exchange charges its fills (the simulated venue, like
+    cTrader's own charges); each strategy's decisions fold the costs it was measured with, from the registry.
+    `initial_cash` is the account's starting cash (EMP_CAPITAL)."""
 
     kind: str = "paper"
     account_name: str = "paper"
     currency: str = "USD"
-    initial_cash: float = 100_000.0
-    fee_bps: float = 1.0
-    slippage_bps: float = 1.0
+    initial_cash: float = DEFAULT_CAPITAL
+    fee_bps: float = DEFAULT_FEE_BPS
+    slippage_bps: float = DEFAULT_SLIPPAGE_BPS
     ctrader_url: str = "wss://demo.ctraderapi.com:5036"
     ctrader_account_id: int = 0
     ctrader_client_id: str = ""
@@ -64,17 +68,18 @@ def live_broker_resource(
     settings: Settings, ctrader_token: CTraderTokenResource | None = None
 ) -> LiveBrokerResource:
     """The broker resource the environment asks for (EMP_BROKER); cTrader secrets stay EnvVar references."""
-    costs = settings.research.costs
-    traded_like_measured = {
-        "initial_cash": costs.capital,
-        "fee_bps": costs.fee_bps,
-        "slippage_bps": costs.slippage_bps,
+    research = settings.research
+    # The capital and the paper venue's charges; each strategy's decisions use its own stored costs.
+    account_and_venue = {
+        "initial_cash": research.capital,
+        "fee_bps": research.costs.fee_bps,
+        "slippage_bps": research.costs.slippage_bps,
     }
     if settings.live.broker != BrokerKind.CTRADER.value:
-        return LiveBrokerResource(kind=BrokerKind.PAPER.value, **traded_like_measured)
+        return LiveBrokerResource(kind=BrokerKind.PAPER.value, **account_and_venue)
     return LiveBrokerResource(
         kind=BrokerKind.CTRADER.value,
-        **traded_like_measured,
+        **account_and_venue,
         account_name=str(settings.live.ctrader_account_id),
         ctrader_url=settings.live.ctrader_api_url,
         ctrader_account_id=settings.live.ctrader_account_id,

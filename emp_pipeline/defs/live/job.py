@@ -23,7 +23,6 @@ import pandas as pd
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
 
 from emp_pipeline.defs.live.risk_limits import RiskLimitsResource
-from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.risk import RiskConfigError, tightened_limits
 from emp_pipeline.live.engine import LiveConfig, LiveExecutionError, LiveTickReport, run_live_tick
 from emp_pipeline.reporting.formatting import MONEY_DECIMALS, rounded, short_id
@@ -59,17 +58,16 @@ class LiveExecutionConfig(Config):
     daily_loss_limit: float | None = None
 
 
-def live_config(
-    config: LiveExecutionConfig, risk_limits: RiskLimitsResource, fee_bps: float, slippage_bps: float
-) -> LiveConfig:
-    """The tick's configuration; a risk limit above its ceiling is refused (RiskCeilingError) by name."""
+def live_config(config: LiveExecutionConfig, risk_limits: RiskLimitsResource) -> LiveConfig:
+    """The tick's configuration; a risk limit above its ceiling is refused (RiskCeilingError) by name.
+
+    Each strategy's costs are not in it: the tick reads them from the registry with the strategy."""
     requested = {name: getattr(config, name) for name in CEILING_VARIABLES}
     limits = tightened_limits(risk_limits.ceilings(), requested, CEILING_VARIABLES)
     start = pd.Timestamp(config.start_date, tz="UTC").to_pydatetime() if config.start_date else None
     as_of = pd.Timestamp(config.as_of_date, tz="UTC").to_pydatetime() if config.as_of_date else None
     return LiveConfig(
         as_of=as_of,
-        costs=Costs(fee_bps=fee_bps, slippage_bps=slippage_bps),
         limits=limits,
         start=start,
         capital_per_strategy=config.capital_per_strategy,
@@ -127,7 +125,7 @@ def execute_live_tick(context: OpExecutionContext, config: LiveExecutionConfig) 
     live_broker = context.resources.live_broker
     risk_limits = context.resources.risk_limits
     try:
-        tick_config = live_config(config, risk_limits, live_broker.fee_bps, live_broker.slippage_bps)
+        tick_config = live_config(config, risk_limits)
     except RiskConfigError as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
     # Recorded before trading, so a run that fails half-way still says what it traded under.

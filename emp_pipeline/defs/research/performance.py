@@ -37,7 +37,6 @@ from emp_pipeline.defs.research.strategies import (
 )
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.baselines import period_baselines
-from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.evolution import backtest_fold
 from emp_pipeline.domain.genome import genome_from_json
 from emp_pipeline.domain.metrics import performance_metrics
@@ -56,7 +55,7 @@ from emp_pipeline.domain.walkforward_study import (
     trial_matrix,
 )
 from emp_pipeline.registry.records import PerformanceEntry
-from emp_pipeline.registry.research import record_performance
+from emp_pipeline.registry.research import evolution_run_costs, record_performance
 from emp_pipeline.reporting.formatting import (
     markdown_tables,
     metric_text,
@@ -102,10 +101,12 @@ def strategy_performance(
         raise MissingEvaluationDataError(f"no evolved strategies stored for {period}: materialize them first")
     population = evolved_strategies.sort_values("rank", kind="mergesort").reset_index(drop=True)
     first = population.iloc[0]
+    with database.session() as session:  # the costs the population was evolved with, from its run
+        costs = evolution_run_costs(session, str(first["evolution_run_id"]))
     # The GA's gene pool settings (for the null model) with the costs the period was evolved with.
     config = dataclasses.replace(
         walk_forward.evolution_config(),
-        costs=Costs(fee_bps=float(first["fee_bps"]), slippage_bps=float(first["slippage_bps"])),
+        costs=costs,
         periods_per_year=float(first["periods_per_year"]),
     )
     # The look-back only places the period on the same trading-day grid as its fold; the backtest itself

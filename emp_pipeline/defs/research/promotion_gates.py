@@ -18,6 +18,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, ConfigurableResource, 
 from emp_pipeline.defs.live.risk_limits import RiskLimitsResource
 from emp_pipeline.defs.perception.resources import RegimeClassifierResource
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
+from emp_pipeline.domain.costs import DEFAULT_CAPITAL
 from emp_pipeline.domain.instruments import InstrumentMeta
 from emp_pipeline.domain.lookahead import FeatureFunction
 from emp_pipeline.parity.gates import (
@@ -27,7 +28,7 @@ from emp_pipeline.parity.gates import (
     lookahead_gate,
     parity_gate,
     sensory_features,
-    strategy_genome,
+    stored_strategy,
 )
 from emp_pipeline.registry.research import active_strategies, set_strategy_status
 
@@ -37,7 +38,8 @@ RETIRED = "retired"
 
 class PromotionGatesResource(ConfigurableResource):
     """How the look-ahead and parity gates run: the window (newest bars), cut and audit points, and the
-    capital and costs of the replay. `features` is the computation under test: the sensory cortex as the
+    capital of the replay (EMP_CAPITAL); each strategy is replayed with the costs it was measured with, read
+    from the registry with it. `features` is the computation under test: the sensory cortex as the
     perception assets run it (a test subclasses the resource to put another one under the gates)."""
 
     window_bars: int = 252
@@ -45,9 +47,7 @@ class PromotionGatesResource(ConfigurableResource):
     lookahead_cuts: int = 8
     parity_audits: int = 8
     seed: int = 0
-    capital: float = 100_000.0
-    fee_bps: float = 1.0
-    slippage_bps: float = 1.0
+    capital: float = DEFAULT_CAPITAL
 
     def gate_settings(self, regimes: RegimeClassifierResource) -> GateSettings:
         return GateSettings(
@@ -59,8 +59,6 @@ class PromotionGatesResource(ConfigurableResource):
             regime_kind=regimes.kind,
             periods_per_year=regimes.periods_per_year,
             capital=self.capital,
-            fee_bps=self.fee_bps,
-            slippage_bps=self.slippage_bps,
         )
 
     def features(self, instruments: Sequence[InstrumentMeta]) -> FeatureFunction:
@@ -109,7 +107,7 @@ def champions_free_of_lookahead(
     champions, data, settings = run
     findings: dict[str, Any] = {}
     for strategy_id in champions:
-        genome = strategy_genome(database.engine(), strategy_id)
+        genome = stored_strategy(database.engine(), strategy_id).genome
         report = lookahead_gate(genome, data, settings, promotion_gates.features)
         if not report.passed:
             findings[strategy_id] = [finding.describe() for finding in report.findings]
@@ -153,8 +151,8 @@ def champions_live_parity(
     execution_only: dict[str, list[str]] = {}
     seconds = 0.0
     for strategy_id in champions:
-        genome = strategy_genome(database.engine(), strategy_id)
-        report = parity_gate(genome, data, settings, limits, promotion_gates.features)
+        strategy = stored_strategy(database.engine(), strategy_id)
+        report = parity_gate(strategy, data, settings, limits, promotion_gates.features)
         seconds += report.elapsed_s
         lines = [divergence.describe() for divergence in report.divergences] + list(report.notes)
         if not report.decision_passed:

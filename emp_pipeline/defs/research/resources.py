@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from dagster import ConfigurableResource
 
+from emp_pipeline.domain.costs import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS, Costs
 from emp_pipeline.domain.evolution import EvolutionConfig
 from emp_pipeline.domain.promotion import PromotionGates
 from emp_pipeline.domain.study_windows import DEFAULT_TRAIN_MONTHS, StudyWindows
 
 
 class WalkForwardResource(ConfigurableResource):
-    """How each period's GA runs and the gates a champion must pass out of sample (from Settings)."""
+    """How each period's GA runs and the gates a champion must pass out of sample (from Settings).
+
+    `fee_bps` and `slippage_bps` are the costs a new run is measured with (EMP_FEE_BPS, EMP_SLIPPAGE_BPS);
+    the run records them and its strategies keep them, whatever these become later."""
 
     seed: int = 7
     population_size: int = 200
     generations: int = 50
     fitness: str = "full_window"
+    fee_bps: float = DEFAULT_FEE_BPS
+    slippage_bps: float = DEFAULT_SLIPPAGE_BPS
     gate_min_sharpe: float = 0.5
     gate_min_deflated_sharpe: float = 0.5
     gate_max_drawdown: float = 0.15
@@ -36,6 +42,7 @@ class WalkForwardResource(ConfigurableResource):
             generations=self.generations,
             fitness=self.fitness,
             periods_per_year=float(self.periods_per_year),
+            costs=Costs(fee_bps=self.fee_bps, slippage_bps=self.slippage_bps),
         ).validate()
 
     def gates(self) -> PromotionGates:

@@ -35,6 +35,7 @@ from dagster import (
 from emp_pipeline.defs.research.resources import WalkForwardResource
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.backtest import MarketArrays, market_arrays
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.evolution import EvolutionResult, StrategyRecord, backtest_window, evolve_fold
 from emp_pipeline.domain.genome import (
     GENOME_VERSION,
@@ -86,8 +87,6 @@ EVOLVED_COLUMNS = (
     "genome",
     "evolution_run_id",
     "seed",
-    "fee_bps",
-    "slippage_bps",
     "periods_per_year",
     "search_trials",
     "search_sharpe_variance",
@@ -186,6 +185,7 @@ def record_run(
     last_training_day: pd.Timestamp,
     seed: int,
     config_json: dict[str, object],
+    costs: Costs,
     result: EvolutionResult,
     deflation: list[dict[str, float | int | None]],
 ) -> tuple[str, dict[str, str], int]:
@@ -203,6 +203,7 @@ def record_run(
             embargo_days=fold.embargo_bars,
             seed=seed,
             config=config_json,
+            costs=costs,
         )
         registry_ids = {
             record.strategy_id: strategy_content_id(genome_to_dict(record.genome), run_id)
@@ -268,9 +269,8 @@ def evolved_strategies(
     )
 
     config_json = json.loads(json.dumps(dataclasses.asdict(config)))
-    # The costs' terms sit at the top level of the run's config, as they did before `Costs` existed, so a
-    # run's content id (and its strategies' ids) does not change with this layout.
-    config_json.update(config_json.pop("costs"), frequency=FREQUENCY, train_bars=windows.train_bars)
+    del config_json["costs"]  # recorded in the run's own column (record_run), part of its identity there
+    config_json.update(frequency=FREQUENCY, train_bars=windows.train_bars)
     if config.fitness == "full_window":
         # The fitness every run used before there was a choice: such runs keep their content ids.
         del config_json["fitness"], config_json["inner_folds"]
@@ -281,6 +281,7 @@ def evolved_strategies(
         last_training_day,
         seed,
         config_json,
+        config.costs,
         result,
         population_deflation(training, trials),
     )
@@ -297,8 +298,6 @@ def evolved_strategies(
             "genome": [genome_to_json(record.genome) for record in result.final_population],
             "evolution_run_id": run_id,
             "seed": seed,
-            "fee_bps": config.costs.fee_bps,
-            "slippage_bps": config.costs.slippage_bps,
             "periods_per_year": config.periods_per_year,
             "search_trials": trials.count,
             "search_sharpe_variance": trials.sharpe_variance,
