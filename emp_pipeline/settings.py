@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from emp_pipeline.domain.costs import DEFAULT_CAPITAL, DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS, MAX_BPS, Costs
 from emp_pipeline.domain.evolution import FITNESSES
 from emp_pipeline.domain.instruments import UniverseError, load_universe
 from emp_pipeline.domain.study_windows import DEFAULT_TRAIN_MONTHS
@@ -96,17 +97,15 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
-class CostSettings:
-    """Trading costs (basis points of notional) and the capital a strategy is measured and traded with."""
-
-    fee_bps: float = 1.0  # EMP_FEE_BPS
-    slippage_bps: float = 1.0  # EMP_SLIPPAGE_BPS
-    capital: float = 100_000.0  # EMP_CAPITAL
-
-
-@dataclass(frozen=True)
 class ResearchSettings:
-    """The walk-forward study: the GA's size and seed, the regime classifier, and the costs it measures."""
+    """The walk-forward study: the GA's size and seed, the regime classifier, the costs it measures new runs
+    with, and the one capital (account currency behind 1.0 of a strategy's kernel equity, the paper account's
+    starting cash, the gates' replay capital).
+
+    `costs` is the one cost knob: new evolution runs are measured with it and record it, and the paper broker
+    (the simulated venue) charges it. A strategy already recorded keeps the costs it was measured with: the
+    gates replay it and the live job trades it with those, read from the registry (domain/costs.py).
+    """
 
     seed: int = 7  # EMP_EVOLUTION_SEED
     population: int = 200  # EMP_EVOLUTION_POPULATION
@@ -118,7 +117,8 @@ class ResearchSettings:
     null_genomes: int = 1000  # EMP_NULL_GENOMES: random genomes per period in the null model
     # EMP_WALK_FORWARD_TRAIN_MONTHS: the training span, turned into bars of the timeframe (study_windows.py)
     train_months: int = DEFAULT_TRAIN_MONTHS
-    costs: CostSettings = field(default_factory=CostSettings)
+    costs: Costs = field(default_factory=Costs)  # EMP_FEE_BPS, EMP_SLIPPAGE_BPS (per side, bps)
+    capital: float = DEFAULT_CAPITAL  # EMP_CAPITAL
 
 
 @dataclass(frozen=True)
@@ -209,11 +209,11 @@ class Settings:
                 regime_classifier=env.choice("EMP_REGIME_CLASSIFIER", "rules", REGIME_CLASSIFIERS),
                 null_genomes=env.integer("EMP_NULL_GENOMES", 1000, low=1),
                 train_months=env.integer("EMP_WALK_FORWARD_TRAIN_MONTHS", DEFAULT_TRAIN_MONTHS, low=1),
-                costs=CostSettings(
-                    fee_bps=env.number("EMP_FEE_BPS", 1.0, low=0.0, high=1000.0),
-                    slippage_bps=env.number("EMP_SLIPPAGE_BPS", 1.0, low=0.0, high=1000.0),
-                    capital=env.number("EMP_CAPITAL", 100_000.0, low=0.0, low_open=True),
+                costs=Costs(
+                    fee_bps=env.number("EMP_FEE_BPS", DEFAULT_FEE_BPS, low=0.0, high=MAX_BPS),
+                    slippage_bps=env.number("EMP_SLIPPAGE_BPS", DEFAULT_SLIPPAGE_BPS, low=0.0, high=MAX_BPS),
                 ),
+                capital=env.number("EMP_CAPITAL", DEFAULT_CAPITAL, low=0.0, low_open=True),
             ),
             gates=PromotionGateSettings(
                 min_sharpe=env.number("EMP_GATE_MIN_SHARPE", 0.5, low=-10.0, high=10.0),

@@ -8,6 +8,7 @@ from dagster import DagsterInstance, build_resources
 
 import emp_pipeline
 from emp_pipeline.definitions import build_definitions
+from emp_pipeline.domain.costs import Costs
 from emp_pipeline.settings import SAMPLE_UNIVERSE_FILE, Settings
 from emp_pipeline.storage.datasets import DATASETS, dataset_named
 
@@ -171,3 +172,15 @@ def test_every_asset_the_io_manager_stores_is_a_dataset_of_the_lake(embedded_set
     )
     for name in stored:
         assert dataset_named(name).name == name
+
+
+def test_one_cost_knob_and_one_capital_reach_research_gates_and_the_paper_venue(embedded_settings):
+    """EMP_FEE_BPS / EMP_SLIPPAGE_BPS measure new runs and price the paper venue; EMP_CAPITAL is the paper
+    account's cash and the gates' replay capital (strategies already recorded keep their own costs)."""
+    costs = Costs(fee_bps=2.5, slippage_bps=0.5)
+    research = dataclasses.replace(embedded_settings.research, costs=costs, capital=25_000.0)
+    resources = build_definitions(dataclasses.replace(embedded_settings, research=research)).resources
+    assert resources["walk_forward"].evolution_config().costs == costs
+    assert resources["promotion_gates"].capital == 25_000.0
+    broker = resources["live_broker"]
+    assert (broker.fee_bps, broker.slippage_bps, broker.initial_cash) == (2.5, 0.5, 25_000.0)

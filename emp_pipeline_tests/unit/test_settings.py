@@ -26,7 +26,7 @@ def test_defaults_fill_every_section(tmp_path: Path) -> None:
         Timeframe.D1,
     )
     assert (built.research.population, built.research.generations, built.research.seed) == (200, 50, 7)
-    assert (built.research.costs.fee_bps, built.research.costs.capital) == (1.0, 100_000.0)
+    assert (built.research.costs.fee_bps, built.research.capital) == (1.0, 100_000.0)
     assert (built.gates.min_sharpe, built.gates.max_champions) == (0.5, 3)
     assert (built.live.broker, built.live.max_position_fraction) == ("paper", 0.25)
     assert built.token.client_id is None
@@ -47,7 +47,7 @@ def test_variables_reach_their_sections(tmp_path: Path) -> None:
     )
     assert built.data.timeframe is Timeframe.H1 and built.data.start_date == date(2015, 3, 2)
     assert (built.research.costs.fee_bps, built.research.costs.slippage_bps) == (2.5, 0.0)
-    assert built.research.costs.capital == 25_000.0
+    assert built.research.capital == 25_000.0
     assert built.live.max_position_fraction == 1.0 and built.gates.min_trades == 0
     assert built.research.population == 4 and built.token.refresh_margin_s == 600.0
 

@@ -17,7 +17,7 @@ from emp_pipeline.settings import Settings
 
 
 def research_definitions(settings: Settings, partitions: PipelinePartitions) -> Definitions:
-    research, gates, costs = settings.research, settings.gates, settings.research.costs
+    research, gates = settings.research, settings.gates
     windows = configured_study_windows(settings.data, research)
     return Definitions(
         assets=[
@@ -35,6 +35,8 @@ def research_definitions(settings: Settings, partitions: PipelinePartitions) -> 
                 population_size=research.population,
                 generations=research.generations,
                 fitness=research.fitness,
+                fee_bps=research.costs.fee_bps,
+                slippage_bps=research.costs.slippage_bps,
                 gate_min_sharpe=gates.min_sharpe,
                 gate_min_deflated_sharpe=gates.min_deflated_sharpe,
                 gate_max_drawdown=gates.max_drawdown,
@@ -51,9 +53,7 @@ def research_definitions(settings: Settings, partitions: PipelinePartitions) -> 
                 lookahead_cuts=gates.lookahead_cuts,
                 parity_audits=gates.parity_audits,
                 seed=gates.audit_seed,
-                capital=costs.capital,
-                fee_bps=costs.fee_bps,
-                slippage_bps=costs.slippage_bps,
+                capital=research.capital,
             ),
         },
     )
