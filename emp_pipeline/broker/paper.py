@@ -19,7 +19,7 @@ id ``paper-exit-<hash of the entry's id>``, broker order id ``paper-<stop|take_p
 positions and cash follow the kernel through stop-outs. The levels end at the next fill of the book (an
 exit or reversal at an open comes before that bar's intrabar check, as in the kernel). The resting levels
 are kept in the registry's `paper_protective_levels` (the orders aggregate: `rest_protective_levels`,
-`resting_levels`, `end_protective_levels`).
+`open_orders_and_resting_levels`, `end_protective_levels`).
 
 Catching up means walking each book with open orders whose next bar has arrived or resting levels, bar by
 bar up to the latest bar: the orders due at a bar's open, then that bar's protective check. It reads what
@@ -80,11 +80,10 @@ from emp_pipeline.registry.orders import (
     end_protective_levels,
     filled_quantities,
     get_order,
-    orders_for_account,
+    open_orders_and_resting_levels,
     orders_with_fills,
     record_fill,
     rest_protective_levels,
-    resting_levels,
     update_order_status,
 )
 from emp_pipeline.registry.positions import (
@@ -334,13 +333,13 @@ class PaperBroker:
         filled quantities), the books are walked in memory through the compiled step, and the fills are
         written in this session's one transaction.
         """
-        open_orders = orders_for_account(session, self.account_id, _OPEN_STATUSES)
+        open_orders, resting = open_orders_and_resting_levels(session, self.account_id, _OPEN_STATUSES)
         due: dict[tuple[str | None, str], list[tuple[dt.datetime, OrderRecord]]] = {}
         for order in open_orders:
             bar = self._due_bar(session, order)
             if bar is not None:
                 due.setdefault((order.strategy_id, order.symbol), []).append((bar, order))
-        levels = {row.entry.client_order_id: row for row in resting_levels(session, self.account_id)}
+        levels = {row.entry.client_order_id: row for row in resting}
         protected: dict[tuple[str | None, str], RestingLevels] = {}
         ended: list[str] = []
         for client_order_id, row in levels.items():

@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, delete, func, select, update
+from sqlalchemy import Row, Select, bindparam, delete, func, literal, select, union_all, update
 from sqlalchemy.orm import Session
 
 from emp_pipeline.broker.interface import RECORDED_STATUSES, TERMINAL_STATUSES, OrderSide, OrderStatus
@@ -360,17 +360,29 @@ def arm_protective_levels(session: Session, client_order_id: str, position: floa
     session.execute(update(table).where(table.client_order_id == client_order_id).values(position=position))
 
 
-def resting_levels(session: Session, account_id: int) -> list[RestingLevels]:
-    """Every resting level of the account with its order and the order's first fill, in one read."""
-    rows = session.execute(_resting_levels_query(), {"account_id": account_id})
-    return [RestingLevels(record_from_row(OrderRecord, row), *row[-5:]) for row in rows]
+def open_orders_and_resting_levels(
+    session: Session, account_id: int, open_statuses: Iterable[str]
+) -> tuple[list[OrderRecord], list[RestingLevels]]:
+    """The account's orders in `open_statuses` (as `orders_for_account` lists them) and every resting level
+    with its order and the order's first fill: what a paper catch-up starts from, in one read."""
+    parameters = {"account_id": account_id, "statuses": [str(status) for status in open_statuses]}
+    open_orders: list[OrderRecord] = []
+    levels: list[RestingLevels] = []
+    for row in session.execute(_open_orders_and_levels_query(), parameters):
+        order = record_from_row(OrderRecord, row)
+        if row.is_open:
+            open_orders.append(order)
+        if row.rested is not None:
+            levels.append(RestingLevels(order, *row[-5:]))
+    return open_orders, sorted(levels, key=lambda level: level.entry.id)
 
 
 @cache
-def _resting_levels_query() -> Select[Any]:
-    """`resting_levels`' statement, built once: the paper broker runs it on every catch-up."""
-    orders, fills = Order.__table__.c, Fill.__table__
-    levels = PaperProtectiveLevels.__table__.c
+def _open_orders_and_levels_query() -> Any:
+    """The statement of `open_orders_and_resting_levels`, built once (a catch-up runs it on every bar): open
+    orders with their levels if any, then the levels of the other orders, each part on its own index."""
+    orders_table, levels_table = Order.__table__, PaperProtectiveLevels.__table__
+    orders, levels, fills = orders_table.c, levels_table.c, Fill.__table__
     first_fill = fills.alias("first_fill")
     first_fill_id = (
         select(fills.c.id)
@@ -379,22 +391,35 @@ def _resting_levels_query() -> Select[Any]:
         .limit(1)
         .scalar_subquery()
     )
-    return (
-        select(
+    statuses = bindparam("statuses", expanding=True)
+
+    def part(is_open: bool) -> Select[Any]:
+        return select(
             *orders,
+            literal(is_open).label("is_open"),
+            levels.client_order_id.label("rested"),
             levels.stop_distance,
             levels.take_profit_distance,
             levels.position,
             first_fill.c.price,
             first_fill.c.filled_at,
         )
-        .join_from(
-            PaperProtectiveLevels.__table__, Order.__table__, orders.client_order_id == levels.client_order_id
-        )
+
+    with_levels = orders.client_order_id == levels.client_order_id
+    open_part = (
+        part(True)
+        .select_from(orders_table.outerjoin(levels_table, with_levels))
         .outerjoin(first_fill, first_fill.c.id == first_fill_id)
-        .where(levels.account_id == bindparam("account_id"))
-        .order_by(orders.id)
+        .where(orders.account_id == bindparam("account_id"), orders.status.in_(statuses))
     )
+    rested_part = (
+        part(False)
+        .select_from(levels_table.join(orders_table, with_levels))
+        .outerjoin(first_fill, first_fill.c.id == first_fill_id)
+        .where(levels.account_id == bindparam("account_id"), orders.status.not_in(statuses))
+    )
+    merged = union_all(open_part, rested_part).subquery()
+    return select(merged).order_by(merged.c.created_at, merged.c.id)
 
 
 def end_protective_levels(session: Session, client_order_ids: Collection[str]) -> None:

@@ -67,22 +67,27 @@ def _account_query() -> Select[Any]:
 def apply_fill_to_position(
     session: Session, account_id: int, symbol: str, signed_quantity: float, price: float, fee: float
 ) -> None:
-    blank = {
-        "account_id": account_id,
-        "symbol": symbol,
-        "quantity": 0.0,
-        "avg_price": 0.0,
-        "realised_pnl": 0.0,
-        "updated_at": utc_now(),
-    }
-    session.execute(
-        dialect_insert(session, Position)
-        .values(blank)
-        .on_conflict_do_nothing(index_elements=["account_id", "symbol"])
-    )
     positions = Position.__table__
     key = (positions.c.account_id == account_id) & (positions.c.symbol == symbol)
-    position = session.execute(select(positions).where(key).with_for_update()).one()
+    locked = select(positions).where(key).with_for_update()
+    position = session.execute(locked).one_or_none()
+    if (
+        position is None
+    ):  # the symbol's first fill: a flat row to lock (a concurrent first fill makes one too)
+        blank = {
+            "account_id": account_id,
+            "symbol": symbol,
+            "quantity": 0.0,
+            "avg_price": 0.0,
+            "realised_pnl": 0.0,
+            "updated_at": utc_now(),
+        }
+        session.execute(
+            dialect_insert(session, Position)
+            .values(blank)
+            .on_conflict_do_nothing(index_elements=["account_id", "symbol"])
+        )
+        position = session.execute(locked).one()
     state = apply_fill(
         PositionState(position.quantity, position.avg_price, position.realised_pnl),
         signed_quantity,

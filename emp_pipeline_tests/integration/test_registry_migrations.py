@@ -18,7 +18,7 @@ from emp_pipeline.registry.migrate import (
     upgrade_database,
 )
 from emp_pipeline.registry.models import Base
-from emp_pipeline.registry.orders import create_order_if_absent, resting_levels
+from emp_pipeline.registry.orders import create_order_if_absent, open_orders_and_resting_levels
 from emp_pipeline.registry.positions import get_or_create_account, get_or_create_paper_account
 
 
@@ -114,7 +114,7 @@ def test_levels_the_paper_broker_created_at_run_time_survive_the_upgrade(registr
     engine = make_engine(registry_url)
     try:
         with session_scope(engine) as session:
-            (kept,) = resting_levels(session, account.id)
+            _, (kept,) = open_orders_and_resting_levels(session, account.id, ["pending"])
     finally:
         engine.dispose()
     assert (kept.entry.client_order_id, kept.stop_distance, kept.take_profit_distance) == ("entry", 2.5, None)

@@ -29,11 +29,11 @@ from emp_pipeline.registry.orders import (
     filled_quantities,
     fills_for_order,
     get_order,
+    open_orders_and_resting_levels,
     orders_for_account,
     orders_with_fills,
     record_fill,
     rest_protective_levels,
-    resting_levels,
     update_order_status,
 )
 from emp_pipeline.registry.positions import (
@@ -324,6 +324,9 @@ def test_concurrent_fills_on_one_symbol_serialise_the_position(
     assert account.cash == pytest.approx(100_000.0 - 2 * sum(100.0 + n for n in range(15)))
 
 
+OPEN = ("pending", "submitted", "accepted", "partially_filled")
+
+
 def _strategy(engine: Engine) -> str:
     with session_scope(engine) as session:
         run_id = record_evolution_run(
@@ -346,8 +349,9 @@ def _fill_at(engine: Engine, client_order_id: str, quantity: float, hours: int) 
 
 
 def test_books_and_resting_levels_are_read_in_one_statement_each(registry_engine: Engine) -> None:
-    """What a paper catch-up reads: levels with the position they protect and the entry's first fill, each
-    strategy's position per symbol, and orders with their fills; a book is (strategy, symbol)."""
+    """What a paper catch-up reads: open orders with every resting level (the position it protects, the
+    entry's first fill), each strategy's position per symbol, and orders with their fills; a book is
+    (strategy, symbol)."""
     account_id = paper_account(registry_engine)
     strategy_id = _strategy(registry_engine)
     order(registry_engine, account_id, "entry", "buy", 10)  # the strategy-less book in SPY
@@ -358,8 +362,12 @@ def test_books_and_resting_levels_are_read_in_one_statement_each(registry_engine
         )  # fmt: skip
         levels = {"client_order_id": "entry", "account_id": account_id, "stop_distance": 2.0}
         rested = [rest_protective_levels(session, **levels, take_profit_distance=None) for _ in range(2)]
-        (waiting,) = resting_levels(session, account_id)
+        ([pending_entry, pending_other], (waiting,)) = open_orders_and_resting_levels(
+            session, account_id, OPEN
+        )
     assert rested == [True, False]  # kept once
+    assert (pending_entry.client_order_id, pending_other.client_order_id) == ("entry", "other-book")
+    assert waiting.entry == pending_entry
     assert (waiting.position, waiting.entry_price, waiting.entry_filled_at) == (None, None, None)
 
     _fill_at(registry_engine, "entry", 4, hours=1)
@@ -367,7 +375,7 @@ def test_books_and_resting_levels_are_read_in_one_statement_each(registry_engine
     _fill_at(registry_engine, "other-book", 5, hours=2)
     with session_scope(registry_engine) as session:
         arm_protective_levels(session, "entry", 10.0)
-        (armed,) = resting_levels(session, account_id)
+        ([], (armed,)) = open_orders_and_resting_levels(session, account_id, OPEN)
         assert book_positions(session, account_id, ["SPY", "QQQ"]) == {
             (None, "SPY"): 10.0,
             (strategy_id, "SPY"): 5.0,
@@ -386,4 +394,4 @@ def test_books_and_resting_levels_are_read_in_one_statement_each(registry_engine
         assert [f.broker_fill_id for f in read["entry"][1]] == ["F-entry-0", "F-entry-1"]
         assert read["exit"][0].status == "partially_filled"
         end_protective_levels(session, ["entry"])
-        assert resting_levels(session, account_id) == []
+        assert open_orders_and_resting_levels(session, account_id, OPEN)[1] == []
