@@ -18,21 +18,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
+from sample_grid import sample_grid
 
-from emp_pipeline.data.sample import SampleSource, load_sample_macro_frame
-from emp_pipeline.domain.backtest import market_arrays
 from emp_pipeline.domain.baselines import NULL_GENOMES, backtest_genomes, period_baselines
 from emp_pipeline.domain.evolution import EvolutionConfig, evolve
-from emp_pipeline.domain.genome import feature_panel, genome_to_json
-from emp_pipeline.domain.instruments import load_universe
-from emp_pipeline.domain.regimes import make_classifier
-from emp_pipeline.domain.sensory import SensoryCortex
-
-UNIVERSE = Path(__file__).resolve().parent.parent / "emp_pipeline" / "data" / "universes" / "sample.yaml"
-START, END = "1999-01-01", "2018-12-31"
+from emp_pipeline.domain.genome import genome_to_json
 
 
 def main() -> None:
@@ -43,15 +35,10 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    universe = load_universe(UNIVERSE)
-    bars = SampleSource().fetch(universe.symbols, START, END)
-    features = SensoryCortex(universe.instruments).compute(bars, macro=load_sample_macro_frame())
-    regimes = make_classifier().classify(bars, features)
-    panel = feature_panel(features, regimes)
-    market = market_arrays(bars, features, dates=panel.dates, symbols=panel.symbols)
+    universe, panel, market = sample_grid()
     prepare_seconds = time.perf_counter() - start
     print(
-        f"universe={universe.name} symbols={','.join(panel.symbols)} bars={len(panel.dates)} "
+        f"universe={universe} symbols={','.join(panel.symbols)} bars={len(panel.dates)} "
         f"features={len(panel.names)} {panel.dates[0].date()}..{panel.dates[-1].date()}"
     )
 

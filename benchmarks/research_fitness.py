@@ -28,20 +28,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sample_grid import sample_grid
 
-from emp_pipeline.data.sample import SampleSource, load_sample_macro_frame
-from emp_pipeline.domain.backtest import market_arrays
-from emp_pipeline.domain.baselines import NULL_GENOMES, period_baselines
+from emp_pipeline.domain.baselines import NULL_GENOMES, fold_baselines
 from emp_pipeline.domain.evolution import FITNESSES, EvolutionConfig, backtest_fold, evolve_fold
-from emp_pipeline.domain.genome import feature_panel
-from emp_pipeline.domain.instruments import load_universe
 from emp_pipeline.domain.metrics import sharpe_ratios
-from emp_pipeline.domain.regimes import make_classifier
-from emp_pipeline.domain.sensory import SensoryCortex
 from emp_pipeline.domain.walkforward import build_fold, period_keys
 from emp_pipeline.domain.walkforward_study import (
     period_comparisons,
@@ -51,8 +45,6 @@ from emp_pipeline.domain.walkforward_study import (
     stitched_baselines,
 )
 
-UNIVERSE = Path(__file__).resolve().parent.parent / "emp_pipeline" / "data" / "universes" / "sample.yaml"
-START, END = "1999-01-01", "2018-12-31"
 TRAIN_BARS, EMBARGO_BARS = 756, 5
 
 
@@ -63,10 +55,10 @@ def run_study(panel, market, months: list[str], config: EvolutionConfig, seed: i
         result = evolve_fold(panel, market, fold, config, period_seed(seed, month))
         genomes = [record.genome for record in result.final_population]
         dates, measured = backtest_fold(genomes, panel, market, fold, config)
-        baselines = period_baselines(
-            panel.window(fold.train_start, fold.train_end),
-            panel.window(fold.test_start, fold.test_end),
-            market.window(fold.test_start, fold.test_end),
+        baselines = fold_baselines(
+            panel,
+            market,
+            fold,
             measured.returns,
             config,
             seed=period_seed(seed, f"{month}:null"),
@@ -106,12 +98,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
-    universe = load_universe(UNIVERSE)
-    bars = SampleSource().fetch(universe.symbols, START, END)
-    features = SensoryCortex(universe.instruments).compute(bars, macro=load_sample_macro_frame())
-    regimes = make_classifier().classify(bars, features)
-    panel = feature_panel(features, regimes)
-    market = market_arrays(bars, features, dates=panel.dates, symbols=panel.symbols)
+    _, panel, market = sample_grid()
     months = period_keys(panel.dates[0], panel.dates[-1] + pd.Timedelta(days=1))[-args.months :]
     print(f"study: {months[0]}..{months[-1]} ({len(months)} months), {','.join(panel.symbols)}")
 

@@ -30,6 +30,7 @@ from emp_pipeline.domain.evolution import EvolutionConfig, FeatureSpace, feature
 from emp_pipeline.domain.genome import FeaturePanel, Genome, population_signals
 from emp_pipeline.domain.metrics import sharpe_ratios
 from emp_pipeline.domain.random_stream import RandomStream
+from emp_pipeline.domain.walkforward import WalkForwardFold
 
 NULL_GENOMES = 1_000
 SPA_REPETITIONS = 1_000
@@ -193,3 +194,24 @@ def period_baselines(
 def clean_returns(returns: np.ndarray) -> np.ndarray:
     """A ruined strategy's equity hits zero and its later returns are 0/0: it lost all, then nothing more."""
     return np.clip(np.where(np.isfinite(returns), returns, 0.0), -1.0, None)
+
+
+def fold_baselines(
+    panel: FeaturePanel,
+    market: MarketArrays,
+    fold: WalkForwardFold,
+    candidate_returns: np.ndarray,
+    config: EvolutionConfig,
+    seed: int,
+    n_null: int = NULL_GENOMES,
+) -> PeriodBaselines:
+    """``period_baselines`` of a walk-forward fold: gene pool from its training window, its test bars."""
+    return period_baselines(
+        panel.window(fold.train_start, fold.train_end),
+        panel.window(fold.test_start, fold.test_end),
+        market.window(fold.test_start, fold.test_end),
+        candidate_returns,
+        config,
+        seed,
+        n_null,
+    )

@@ -651,6 +651,12 @@ def normal_ppf(p: float) -> float:
     return x
 
 
+def _require_finite(**values: float) -> None:
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise MetricsInputError(f"{name} must be finite; got {value!r}")
+
+
 def probabilistic_sharpe_ratio(
     observed_sharpe: float,
     benchmark_sharpe: float,
@@ -666,14 +672,12 @@ def probabilistic_sharpe_ratio(
     """
     if n_observations < 2:
         raise MetricsInputError(f"the PSR needs at least 2 observations; got n_observations={n_observations}")
-    for name, value in (
-        ("observed_sharpe", observed_sharpe),
-        ("benchmark_sharpe", benchmark_sharpe),
-        ("skewness", skewness),
-        ("kurtosis", kurtosis),
-    ):
-        if not math.isfinite(value):
-            raise MetricsInputError(f"{name} must be finite; got {value!r}")
+    _require_finite(
+        observed_sharpe=observed_sharpe,
+        benchmark_sharpe=benchmark_sharpe,
+        skewness=skewness,
+        kurtosis=kurtosis,
+    )
     variance_factor = 1.0 - skewness * observed_sharpe + (kurtosis - 1.0) / 4.0 * observed_sharpe**2
     if variance_factor <= 0.0:
         raise MetricsInputError(
@@ -750,14 +754,12 @@ def minimum_track_record_length(
     Sharpe ratios PER BAR, kurtosis non-excess; infinite when the observed Sharpe does not exceed the
     benchmark (no track record, however long, makes it significant).
     """
-    for name, value in (
-        ("observed_sharpe", observed_sharpe),
-        ("benchmark_sharpe", benchmark_sharpe),
-        ("skewness", skewness),
-        ("kurtosis", kurtosis),
-    ):
-        if not math.isfinite(value):
-            raise MetricsInputError(f"{name} must be finite; got {value!r}")
+    _require_finite(
+        observed_sharpe=observed_sharpe,
+        benchmark_sharpe=benchmark_sharpe,
+        skewness=skewness,
+        kurtosis=kurtosis,
+    )
     if not 0.0 < confidence < 1.0:
         raise MetricsInputError(f"confidence must be strictly between 0 and 1; got {confidence!r}")
     if observed_sharpe <= benchmark_sharpe:

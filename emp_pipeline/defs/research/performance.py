@@ -36,7 +36,7 @@ from emp_pipeline.defs.research.strategies import (
     walk_forward_grid,
 )
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
-from emp_pipeline.domain.baselines import period_baselines
+from emp_pipeline.domain.baselines import fold_baselines
 from emp_pipeline.domain.evolution import backtest_fold
 from emp_pipeline.domain.genome import genome_from_json
 from emp_pipeline.domain.metrics import performance_metrics
@@ -132,10 +132,10 @@ def strategy_performance(
     )
     genomes = [genome_from_json(text) for text in population["genome"]]
     dates, result = backtest_fold(genomes, panel, market, fold, config)
-    baselines = period_baselines(
-        panel.window(fold.train_start, fold.train_end),
-        panel.window(fold.test_start, fold.test_end),
-        market.window(fold.test_start, fold.test_end),
+    baselines = fold_baselines(
+        panel,
+        market,
+        fold,
         result.returns,
         config,
         seed=period_seed(walk_forward.seed, f"{period}:null"),
