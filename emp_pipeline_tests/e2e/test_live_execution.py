@@ -27,7 +27,7 @@ from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.backtest import market_arrays, simulate_strategy
 from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.execution import round_to_step
-from emp_pipeline.domain.genome import Condition, RiskGenes, genome_signals
+from emp_pipeline.domain.genome import Condition, Genome, RiskGenes, genome_signals
 from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.domain.sleeve import entry_fill_price, fee_cost
 from emp_pipeline.live.alerts import send_alert
@@ -44,9 +44,28 @@ from emp_pipeline.registry.engine import session_scope, shared_engine
 from emp_pipeline.registry.orders import create_order_if_absent, fills_for_order, orders_for_account
 from emp_pipeline.registry.positions import get_or_create_paper_account, positions_for_account
 from emp_pipeline.settings import Settings
-from emp_pipeline_tests.live_setup import ALWAYS_LONG, make_market, prepare_registry, write_frames
+from emp_pipeline_tests.live_setup import ALWAYS_LONG, LiveMarket, make_market, prepare_registry, write_frames
 
 INITIAL_CASH = 100_000.0
+
+
+def both_ways(threshold: float, risk: RiskGenes) -> Genome:
+    """Long above +threshold and short below -threshold of the day's log return, with these risk genes."""
+    return replace(
+        ALWAYS_LONG,
+        direction="both",
+        long_entry=Condition("what_log_return_1", ">", threshold),
+        short_entry=Condition("what_log_return_1", "<", -threshold),
+        risk=risk,
+    )
+
+
+def fine_volume_step(market: LiveMarket) -> LiveMarket:
+    """The market with a 1e-6 unit volume step: live quantities round to the kernel's within 1e-6."""
+    return replace(
+        market,
+        instruments=tuple(replace(m, min_volume=1e-6, step_volume=1e-6) for m in market.instruments),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -320,13 +339,7 @@ def test_live_ticks_bar_by_bar_trade_when_and_at_the_prices_the_backtest_does(tm
     prices and directions must be the kernel's. Wide stops keep protective exits out of this comparison (the
     next test has them, with a fine volume step and equity to 1e-9).
     """
-    genome = replace(
-        ALWAYS_LONG,
-        direction="both",
-        long_entry=Condition("what_log_return_1", ">", 0.004),
-        short_entry=Condition("what_log_return_1", "<", -0.004),
-        risk=RiskGenes(stop_atr=10.0, take_profit_atr=20.0, position_fraction=0.4, max_holding_bars=6),
-    )
+    genome = both_ways(0.004, RiskGenes(10.0, 20.0, 0.4, 6))  # signal and holding exits only
     database_url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
     data_dir = tmp_path / "data"
     prepare_registry(database_url, market, genome)
@@ -378,17 +391,8 @@ def test_live_ticks_follow_the_kernel_through_stops_and_take_profits_to_1e_9(tmp
     A fine volume step (1e-6 units) keeps rounding below that tolerance; synthetic bars have adj_close =
     close, so the account's raw-close marks are the kernel's adjusted ones.
     """
-    fine = replace(
-        market,
-        instruments=tuple(replace(m, min_volume=1e-6, step_volume=1e-6) for m in market.instruments),
-    )
-    genome = replace(
-        ALWAYS_LONG,
-        direction="both",
-        long_entry=Condition("what_log_return_1", ">", 0.002),
-        short_entry=Condition("what_log_return_1", "<", -0.002),
-        risk=RiskGenes(stop_atr=0.6, take_profit_atr=0.9, position_fraction=0.4, max_holding_bars=4),
-    )
+    fine = fine_volume_step(market)
+    genome = both_ways(0.002, RiskGenes(0.6, 0.9, 0.4, 4))
     database_url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
     data_dir = tmp_path / "data"
     prepare_registry(database_url, fine, genome)
@@ -467,17 +471,8 @@ def test_a_strategy_trades_with_the_costs_it_was_measured_with_not_the_current_s
     """Measured with 2 bps fees and 3 bps slippage, traded by the live job whose cost setting says 1 bps
     (the paper venue charges 1 bps): every quantity the job trades is the 2/3 bps kernel's. After the first
     round trip the sleeve equity it sizes from differs from a 1 bps kernel's, so the assertion can tell."""
-    fine = replace(
-        market,
-        instruments=tuple(replace(m, min_volume=1e-6, step_volume=1e-6) for m in market.instruments),
-    )
-    genome = replace(
-        ALWAYS_LONG,
-        direction="both",
-        long_entry=Condition("what_log_return_1", ">", 0.004),
-        short_entry=Condition("what_log_return_1", "<", -0.004),
-        risk=RiskGenes(stop_atr=10.0, take_profit_atr=20.0, position_fraction=0.4, max_holding_bars=6),
-    )
+    fine = fine_volume_step(market)
+    genome = both_ways(0.004, RiskGenes(10.0, 20.0, 0.4, 6))  # signal and holding exits only
     measured = Costs(fee_bps=2.0, slippage_bps=3.0)
     database_url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
     data_dir = tmp_path / "data"
