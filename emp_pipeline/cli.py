@@ -20,7 +20,7 @@ from emp_pipeline.settings import Settings, SettingsError
 def _cmd_demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from emp_pipeline.demo import run_demo
 
-    steps = run_demo(settings, out=out, periods=args.periods, record_all=args.record_all)
+    steps = run_demo(settings, out=out, periods=args.periods)
     return 0 if all(step.success for step in steps) else 1
 
 
@@ -64,11 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="materialize the whole pipeline on the embedded defaults")
     demo.add_argument("--periods", type=int, default=3, help="walk-forward periods to evolve and evaluate")
-    demo.add_argument(
-        "--record-all",
-        action="store_true",
-        help="record the whole daily history in the UI's Dagster instance too (several minutes longer)",
-    )
     demo.set_defaults(handler=_cmd_demo)
 
     database = commands.add_parser("db", help="registry database").add_subparsers(

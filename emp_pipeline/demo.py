@@ -1,12 +1,10 @@
 """`emp demo`: the whole pipeline on the embedded defaults, in-process, with a short printed summary.
 
-Runs go to a persistent SQLite Dagster instance under EMP_HOME, so `make ui` (dagster dev with DAGSTER_HOME
-pointing there) shows the demo's materializations and check results afterwards. Dagster's SQLite event log
-costs about 10 ms per event and a single-run backfill writes two events per asset and day, so the long daily
-history (~3,100 days x 3 assets) would take minutes there; by default it is loaded through an in-memory
-instance into the same Parquet files and registry, and only the newest RECENT_DAYS days, the walk-forward,
-the report, the champions and the live tick are recorded in the persistent instance (`--record-all`
-records everything).
+Every run goes to a persistent SQLite Dagster instance under EMP_HOME, so `make ui` (dagster dev with
+DAGSTER_HOME pointing there) shows the demo's whole history afterwards: every bar partition with data
+materialized, the checks, the walk-forward, the report, the champions and the live ticks. Bar partitions are
+months of daily bars (defs/partitions.py), so the whole history is one single-run backfill of a few hundred
+partition events.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ from emp_pipeline.storage.datasets import (
     WALK_FORWARD_REPORT,
 )
 
-RECENT_DAYS = 90
 # The demo's gates are lenient so a three-month study on three instruments yields champions to trade; the
 # production defaults (EMP_GATE_*) are stricter and are printed beside them.
 DEMO_GATES = {
@@ -62,7 +59,6 @@ class StepSummary:
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)
     checks_warned: list[str] = field(default_factory=list)
-    instance: str = "persistent"
     success: bool = True
 
 
@@ -78,7 +74,6 @@ def _run_job(
     instance: DagsterInstance,
     job_name: str,
     partition_range: tuple[str, str] | None,
-    instance_label: str = "persistent",
     op_config: dict[str, dict] | None = None,
 ) -> StepSummary:
     tags = (
@@ -100,7 +95,6 @@ def _run_job(
         raise_on_error=False,
     )
     summary = StepSummary(
-        instance=instance_label,
         success=result.success,
         job=job_name,
         partitions=f"{partition_range[0]}..{partition_range[1]}" if partition_range else "unpartitioned",
@@ -123,9 +117,7 @@ def _run_job(
     return summary
 
 
-def run_demo(
-    settings: Settings, out: TextIO, periods: int = 3, record_all: bool = False
-) -> list[StepSummary]:
+def run_demo(settings: Settings, out: TextIO, periods: int = 3) -> list[StepSummary]:
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade_database(settings.database_url)
     from emp_pipeline.definitions import build_definitions
@@ -141,15 +133,7 @@ def run_demo(
         f"emp demo: {source}, registry {settings.database_url.split(':')[0]}, Parquet files, paper broker\n"
     )
     steps = [_report(out, _run_job(defs, instance, "universe_job", None))]
-    split = 0 if record_all or len(keys) <= RECENT_DAYS else len(keys) - RECENT_DAYS
-    if split:
-        with DagsterInstance.ephemeral() as history:
-            steps.append(
-                _report(
-                    out, _run_job(defs, history, "daily_update_job", (keys[0], keys[split - 1]), "in-memory")
-                )
-            )
-    steps.append(_report(out, _run_job(defs, instance, "daily_update_job", (keys[split], keys[-1]))))
+    steps.append(_report(out, _run_job(defs, instance, "daily_update_job", (keys[0], keys[-1]))))
     # The walk-forward study: the last `periods` months evolved and measured, then report and champions.
     walk_forward_keys = _walk_forward_keys(partitions.walk_forward, instance, periods)
     if not walk_forward_keys:
@@ -202,7 +186,7 @@ def _paper_trade_newest_period(
             return [_report(out, step)]
     out.write(
         f"- live_execution_job x {len(steps)} paper ticks [{start}..{max(days):%Y-%m-%d}] in "
-        f"{time.perf_counter() - started:.1f}s (persistent instance)\n"
+        f"{time.perf_counter() - started:.1f}s\n"
     )
     return steps
 
@@ -210,7 +194,7 @@ def _paper_trade_newest_period(
 def _report(out: TextIO, step: StepSummary) -> StepSummary:
     """Print a step as soon as it ends, so a long demo shows progress."""
     status = "" if step.success else " FAILED"
-    out.write(f"- {step.job} [{step.partitions}] in {step.seconds:.1f}s ({step.instance} instance){status}\n")
+    out.write(f"- {step.job} [{step.partitions}] in {step.seconds:.1f}s{status}\n")
     for key, count in sorted(step.materializations.items()):
         rows = f", {step.rows[key]:,} rows" if key in step.rows else ""
         out.write(f"    {key}: {count} materialization(s){rows}\n")

@@ -1,13 +1,13 @@
 """Which universe and market-data source this environment uses, decided from the data settings.
 
 Kept apart from the Dagster layer so the CLI, the live job and the tests make the same choice. Bar data is
-read only when a run fetches it; `partition_date_range` reads no bar file, so a bad data file fails the run
+read only when a run fetches it; `partition_plan` reads no bar file, so a bad data file fails the run
 that reads it, never the loading of the definitions.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date
 
 from emp_pipeline.data.csv import CsvSource
@@ -18,6 +18,7 @@ from emp_pipeline.data.yahoo import YahooFinanceSource
 from emp_pipeline.domain.calendars import CALENDAR_24X5
 from emp_pipeline.domain.instruments import Universe, load_universe
 from emp_pipeline.domain.study_windows import StudyWindows
+from emp_pipeline.domain.timeframes import Timeframe
 from emp_pipeline.settings import DataSettings, ResearchSettings
 
 
@@ -69,13 +70,28 @@ def _ctrader_source(data: DataSettings, ctrader: CTraderAccess | None, universe:
     )
 
 
-def partition_date_range(data: DataSettings) -> tuple[date, date | None]:
-    """(first day, last day or None = open) the partitions cover: the universe file's dates, or
-    EMP_DATA_START_DATE onwards when no universe file is configured."""
+@dataclass(frozen=True)
+class PartitionPlan:
+    """What the bar partitions cover and how they chunk: days, open end, timeframe, calendars."""
+
+    first_day: date
+    last_day: date | None  # None: open-ended, up to the chunk in progress
+    timeframe: Timeframe
+    calendars: frozenset[str]
+
+
+def partition_plan(data: DataSettings) -> PartitionPlan:
+    """The universe file's dates, timeframe and calendars; without a universe file (a CSV folder whose
+    terms are not written yet) EMP_DATA_START_DATE onwards at EMP_TIMEFRAME on UTC days."""
     if data.universe_file is not None:
         universe = load_universe(data.universe_file)
-        return universe.start_date, universe.end_date
-    return data.start_date, None
+        return PartitionPlan(
+            universe.start_date,
+            universe.end_date,
+            universe.timeframe,
+            frozenset(universe.calendars.values()),
+        )
+    return PartitionPlan(data.start_date, None, data.timeframe, frozenset())
 
 
 def configured_study_windows(data: DataSettings, research: ResearchSettings) -> StudyWindows:

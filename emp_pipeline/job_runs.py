@@ -29,14 +29,15 @@ def select_partition_range(keys: Sequence[str], first: str | None, last: str | N
     """The first and last partition key within [first, last] (ISO keys: string order is time order).
 
     Either bound may be omitted (the job's first or last key), and neither has to be a key itself: a range
-    given in calendar dates selects the partitions inside it.
+    given in calendar dates selects the partitions inside it, and the month partitions of daily bars
+    (``2012-10``) that hold its days (each key is compared with the bounds cut to its own length).
     """
     if not keys:
         raise RunRequestError("the job has no partitions")
     low, high = first or keys[0], last or keys[-1]
     if low > high:
         raise RunRequestError(f"--from {low} is after --to {high}")
-    inside = [key for key in keys if low <= key <= high]
+    inside = [key for key in keys if low[: len(key)] <= key <= high[: len(key)]]
     if not inside:
         raise RunRequestError(
             f"no partition between {low} and {high}: the job's partitions run {keys[0]}..{keys[-1]}"

@@ -43,11 +43,6 @@ FEATURE_HISTORY_YEARS = 2
 REGIME_HISTORY_YEARS = 5
 
 
-def lookback_days(history_years: int) -> int:
-    """Calendar days that reach Jan 1 of (year - history_years) from any day of the year (Dec 31 at worst)."""
-    return (history_years + 1) * 366
-
-
 def year_start(year: int) -> pd.Timestamp:
     return pd.Timestamp(year=year, month=1, day=1, tz="UTC")
 

@@ -20,6 +20,7 @@ New York for XNYS H1) and the last one is cut short by the close, as exchanges a
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
 
@@ -216,6 +217,39 @@ def bar_open_times(
         labels = grid[_overlaps(stretches, grid, step)]
     labels = pd.DatetimeIndex(labels).astype(UTC_DTYPE)
     return labels[(labels >= first) & (labels < last)]
+
+
+@dataclass(frozen=True)
+class ChunkDays:
+    """The UTC days a chunk of time (a partition's window) covers, as far as `now` reaches.
+
+    A chunk in progress (the current month of daily bars) is normal: it covers the days up to today, and
+    its bars are final only through yesterday, so gaps are expected only until then.
+    """
+
+    first_day: date
+    last_day: date
+    closed_through: date  # may fall before first_day: nothing in the chunk is final yet
+
+
+def bar_chunk_days(
+    start: date | str | pd.Timestamp,
+    end: date | str | pd.Timestamp,
+    timeframe: Timeframe,
+    now: date | str | pd.Timestamp,
+) -> ChunkDays:
+    """The days of the window [start, end) (UTC instants) that bars of `timeframe` can have by `now`.
+
+    Daily and weekly bars are labelled at midnight, so the window's last day is the one before `end`;
+    intraday bars open at instants, so it is the day of the last instant before `end` (or before `now`).
+    """
+    first, last, moment = as_utc(start), as_utc(end), as_utc(now)
+    if Timeframe.parse(timeframe).is_intraday:
+        last_day = (min(last, moment) - pd.Timedelta(1)).date()
+    else:
+        last_day = min((last - pd.Timedelta(days=1)).date(), moment.date())
+    last_day = max(last_day, first.date())
+    return ChunkDays(first.date(), last_day, min(last_day, moment.date() - timedelta(days=1)))
 
 
 # Daily bars stamped in local time are 23 to 25 hours apart around DST changes, intraday ones at most 4 hours.

@@ -47,8 +47,9 @@ STOP_TIMEOUT_S = 20.0
 RUN_TIMEOUT_S = 150.0
 PROBE_LOCATION = "rehearsal_probe"
 LIVE_EXECUTION_TAG = "emp/live-execution"
-REHEARSAL_PARTITIONS = ("2008-09-15", "2008-09-16")
-BACKFILL_RANGE = ("2008-10-01", "2008-10-03")
+# Month partitions of the bundled daily bars.
+REHEARSAL_PARTITIONS = ("2008-08", "2008-09")
+BACKFILL_RANGE = ("2008-10", "2008-11")
 # The checks market_bars evaluates in its own step (the UI lists them under the asset's "Checks" tab).
 BARS_CHECKS = (HISTORY_CHECK, *(check.name for check in BAR_CHECKS))
 

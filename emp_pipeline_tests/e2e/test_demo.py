@@ -2,11 +2,19 @@
 
 import io
 
+from dagster import AssetKey
+
 from emp_pipeline.cli import main
+from emp_pipeline.demo import demo_instance
 from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.orders import fills_for_order, orders_for_account
 from emp_pipeline.registry.positions import get_or_create_paper_account
 from emp_pipeline.registry.research import active_strategies
+from emp_pipeline.storage.parquet_frames import DatedFrameStore
+
+
+def _months_with_data(settings, name: str) -> set[str]:
+    return set(DatedFrameStore(settings.data_dir, name).read_window()["date"].dt.strftime("%Y-%m"))
 
 
 def test_demo_runs_every_step_and_paper_trades_the_champions(embedded_settings, monkeypatch):
@@ -17,8 +25,8 @@ def test_demo_runs_every_step_and_paper_trades_the_champions(embedded_settings, 
 
     text = out.getvalue()
     assert "FAILED" not in text and "failed:" not in text  # warnings (execution-only parity) are "warned:"
-    assert "market_bars: 3027 materialization(s)" in text  # the history, in the in-memory instance
-    assert "market_bars: 90 materialization(s)" in text  # the newest 90 days, recorded for the UI
+    # The whole history, month partitions of the sample's daily bars 2004-08..2013-03, in the UI's instance.
+    assert "market_bars: 104 materialization(s)" in text
     assert "walk-forward study: 1 monthly period(s) 2013-02..2013-02" in text
     engine = make_engine(embedded_settings.database_url)
     try:
@@ -36,3 +44,10 @@ def test_demo_runs_every_step_and_paper_trades_the_champions(embedded_settings, 
     for order in orders:
         assert all(fill.filled_at > order.bar_time for fill in fills[order.client_order_id])
     assert f"{len(orders)} order(s) in the registry" in text
+
+    # Every partition that has data is materialized in the instance `make ui` opens (EMP_HOME/dagster_home).
+    instance = demo_instance(embedded_settings)
+    for name in ("market_bars", "sensory_features", "market_regimes"):
+        months = _months_with_data(embedded_settings, name)
+        assert len(months) == 104
+        assert instance.get_materialized_partitions(AssetKey(name)) == months, name

@@ -23,6 +23,7 @@ from emp_pipeline.defs.live.broker import LiveBrokerResource, live_broker_resour
 from emp_pipeline.defs.live.job import LIVE_POOL, LIVE_RUN_TAG, live_execution_job
 from emp_pipeline.defs.live.risk_limits import RiskLimitsResource
 from emp_pipeline.defs.live.triggers import live_execution_failure_sensor, live_execution_sensor, live_run_key
+from emp_pipeline.defs.perception.assets import NEWEST_BAR_METADATA
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.backtest import market_arrays, simulate_strategy
 from emp_pipeline.domain.costs import Costs
@@ -268,6 +269,16 @@ def test_job_carries_the_concurrency_tag_and_pool(book):
     assert live_execution_job.graph.node_named("execute_live_tick").definition.pool == LIVE_POOL
 
 
+def _regimes_of(instance, month: str, newest_bar: str | None) -> None:
+    """A materialization of a month of regimes, as market_regimes reports it (newest bar on the event)."""
+    from dagster import AssetKey, AssetMaterialization
+
+    metadata = {NEWEST_BAR_METADATA: newest_bar} if newest_bar else {}
+    instance.report_runless_asset_event(
+        AssetMaterialization(AssetKey("market_regimes"), partition=month, metadata=metadata)
+    )
+
+
 def test_sensor_requests_one_run_per_new_regime_bar_and_champion_set():
     from dagster import AssetKey, AssetMaterialization, build_sensor_context
 
@@ -275,24 +286,25 @@ def test_sensor_requests_one_run_per_new_regime_bar_and_champion_set():
     context = build_sensor_context(instance=instance)
     assert live_execution_sensor(context).skip_message.startswith("market_regimes has never")
 
-    instance.report_runless_asset_event(
-        AssetMaterialization(AssetKey("market_regimes"), partition="2024-03-01")
-    )
+    _regimes_of(instance, "2024-03", "2024-03-01T00:00")
     first = live_execution_sensor(build_sensor_context(instance=instance))
-    assert first.run_key == "live-2024-03-01-c0" and first.tags[LIVE_RUN_TAG] == "true"
+    assert first.run_key == "live-2024-03-01T00:00-c0" and first.tags[LIVE_RUN_TAG] == "true"
     same = live_execution_sensor(build_sensor_context(instance=instance, cursor=first.run_key))
     assert "no new regime bar" in same.skip_message
-    instance.report_runless_asset_event(
-        AssetMaterialization(AssetKey("market_regimes"), partition="2024-02-29")
-    )
-    assert live_run_key(instance) == "live-2024-03-01-c0"  # a backfill of an older bar is not a new bar
+    # The evening update re-materializes the month without a new bar: no new run.
+    _regimes_of(instance, "2024-03", "2024-03-01T00:00")
+    assert live_run_key(instance) == first.run_key
+    _regimes_of(instance, "2024-02", "2024-02-29T00:00")
+    assert live_run_key(instance) == first.run_key  # a backfill of an older month is not a new bar
     instance.report_runless_asset_event(AssetMaterialization(AssetKey("champion_strategies")))
     champions = live_execution_sensor(build_sensor_context(instance=instance, cursor=first.run_key))
-    assert champions.run_key.startswith("live-2024-03-01-c") and champions.run_key != first.run_key
-    instance.report_runless_asset_event(
-        AssetMaterialization(AssetKey("market_regimes"), partition="2024-03-04")
-    )
-    assert live_run_key(instance).startswith("live-2024-03-04-c")
+    assert champions.run_key.startswith("live-2024-03-01T00:00-c") and champions.run_key != first.run_key
+    # The same month partition gains a bar: the key changes although the partition key did not.
+    _regimes_of(instance, "2024-03", "2024-03-04T00:00")
+    assert live_run_key(instance).startswith("live-2024-03-04T00:00-c")
+    # A new month materialized without bars yet (say on its first, a weekend) falls back to its key.
+    _regimes_of(instance, "2024-04", None)
+    assert live_run_key(instance).startswith("live-2024-04-c")
 
 
 def test_a_failed_live_run_raises_an_alert_through_the_webhook(tmp_path, webhook, caplog):

@@ -13,7 +13,7 @@ from emp_pipeline.domain.bars import validate_bars
 from emp_pipeline.settings import Settings
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
-RANGE = ("2008-09-01", "2008-10-31")
+RANGE = ("2008-09", "2008-10")  # month partitions
 
 
 def _materialize_range(defs, start: str, end: str):
@@ -39,8 +39,8 @@ def test_market_bars_range_materializes_once_and_twice_identically(embedded_sett
     pd.testing.assert_frame_equal(stored_once, stored_twice)
     validate_bars(stored_twice)
     assert not stored_twice.duplicated(["symbol", "date"]).any()
-    assert stored_twice["date"].min() >= pd.Timestamp(RANGE[0], tz="UTC")
-    assert stored_twice["date"].max() <= pd.Timestamp(RANGE[1], tz="UTC")
+    assert stored_twice["date"].min() >= pd.Timestamp("2008-09-01", tz="UTC")
+    assert stored_twice["date"].max() <= pd.Timestamp("2008-10-31", tz="UTC")
     # Real S&P 500 data: the Lehman week closes are in the bundle.
     spx = stored_twice.loc[stored_twice["symbol"] == "^GSPC"].set_index("date")
     assert 1150 < spx.loc[pd.Timestamp("2008-09-15", tz="UTC"), "close"] < 1200
@@ -48,12 +48,12 @@ def test_market_bars_range_materializes_once_and_twice_identically(embedded_sett
     assert checks["ohlc_consistent"] and checks["positive_prices"] and checks["unique_symbol_date"]
 
 
-def test_rematerializing_a_sub_range_replaces_only_those_days(embedded_settings):
+def test_rematerializing_a_sub_range_replaces_only_those_months(embedded_settings):
     defs = build_definitions(embedded_settings)
     assert _materialize_range(defs, *RANGE).success
     store = DatedFrameStore(embedded_settings.data_dir, "market_bars")
     before = store.read_window()
-    assert _materialize_range(defs, "2008-10-01", "2008-10-10").success
+    assert _materialize_range(defs, "2008-10", "2008-10").success
     after = store.read_window()
     pd.testing.assert_frame_equal(before, after)
 
@@ -67,7 +67,7 @@ instruments:
   - {symbol: GOOG, name: Alphabet, asset_class: equity, quote_currency: USD, tick_size: 0.01,
      pip_position: 2, lot_size: 1, min_volume: 1, step_volume: 1, calendar: XNAS}
 """
-WINDOW = ("2008-09-01", "2008-10-24")  # 38 GOOG sessions
+WINDOW = ("2008-09", "2008-10")  # months holding the CSV's 38 GOOG sessions (2008-09-02..2008-10-23)
 
 
 def _csv_settings(tmp_path: Path) -> Settings:
@@ -96,7 +96,7 @@ def _sample_goog() -> pd.DataFrame:
 
 def _run_bars(settings: Settings, instance: DagsterInstance, replace_history: bool = False):
     defs = build_definitions(settings)
-    tags = {ASSET_PARTITION_RANGE_START_TAG: WINDOW[0], ASSET_PARTITION_RANGE_END_TAG: "2008-10-23"}
+    tags = {ASSET_PARTITION_RANGE_START_TAG: WINDOW[0], ASSET_PARTITION_RANGE_END_TAG: WINDOW[1]}
     return (
         defs.resolve_job_def("daily_update_job")
         .get_subset(asset_selection={defs.resolve_assets_def("market_bars").key})

@@ -36,9 +36,11 @@ from emp_pipeline.registry.models import MarketRegime
 from emp_pipeline.settings import Settings
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
-# A range across a year boundary (a new HMM fit), split mid-January in the two-run variant.
-RANGE = ("2008-11-01", "2009-02-28")
-SPLIT = (("2008-11-01", "2009-01-14"), ("2009-01-15", "2009-02-28"))
+# Month partitions across a year boundary (a new HMM fit); the two-run variant splits inside 2009's block,
+# so its February is computed by a run that starts after January 1.
+RANGE = ("2008-11", "2009-02")
+SPLIT = (("2008-11", "2009-01"), ("2009-02", "2009-02"))
+RANGE_START = pd.Timestamp("2008-11-01", tz="UTC")
 SEEDED_BARS = (date(2004, 8, 19), date(2009, 2, 28))
 PERCEPTION = ("sensory_features", "market_regimes")
 
@@ -56,7 +58,7 @@ def earlier_features(sample_bars) -> pd.DataFrame:
     cortex = SensoryCortex(
         configured_universe(Settings.from_env({"EMP_HOME": "/nonexistent"}).data).instruments
     )
-    first, end = sample_bars["date"].min(), pd.Timestamp(RANGE[0], tz="UTC")
+    first, end = sample_bars["date"].min(), RANGE_START
     return compute_features_by_year(cortex, sample_bars, load_sample_macro_frame(), first, end)
 
 
@@ -66,9 +68,7 @@ def _home(root, name: str, bars: pd.DataFrame, features: pd.DataFrame, classifie
     upgrade_database(settings.database_url)
     first, end = bars["date"].min(), pd.Timestamp(SEEDED_BARS[1] + timedelta(days=1), tz="UTC")
     DatedFrameStore(settings.data_dir, "market_bars").write_window(bars, first, end)
-    DatedFrameStore(settings.data_dir, "sensory_features").write_window(
-        features, first, pd.Timestamp(RANGE[0], tz="UTC")
-    )
+    DatedFrameStore(settings.data_dir, "sensory_features").write_window(features, first, RANGE_START)
     return settings
 
 
@@ -119,11 +119,11 @@ def test_a_day_is_stored_alike_whether_the_range_ran_in_one_run_or_two(
     pd.testing.assert_frame_equal(_registry(whole), _registry(halves))
 
     features = _stored(whole, "sensory_features")
-    features = features.loc[features["date"] >= pd.Timestamp(RANGE[0], tz="UTC")]
+    features = features.loc[features["date"] >= RANGE_START]
     regimes = _stored(whole, "market_regimes")
-    trading_days = len(sample_bars.loc[sample_bars["date"] >= pd.Timestamp(RANGE[0], tz="UTC")])
+    trading_days = len(sample_bars.loc[sample_bars["date"] >= RANGE_START])
     assert len(features) == len(regimes) == trading_days
-    assert regimes["date"].min() >= pd.Timestamp(RANGE[0], tz="UTC")
+    assert regimes["date"].min() >= RANGE_START
     # Four years of bars lie behind the range: nothing is warming up, and the crash shows in the labels.
     assert not features["warmup"].any() and not regimes["warmup"].any()
     assert regimes["regime"].nunique() >= 2
@@ -136,7 +136,7 @@ def test_rematerializing_replaces_registry_rows_and_stored_frames(tmp_path, samp
     _materialize(defs, instance, *RANGE)
     regimes_once, rows_once = _stored(settings, "market_regimes"), _registry_count(settings)
     _materialize(defs, instance, *RANGE)
-    _materialize(defs, instance, "2009-01-01", "2009-01-31")
+    _materialize(defs, instance, "2009-01", "2009-01")
 
     assert rows_once == len(regimes_once) > 0
     assert _registry_count(settings) == rows_once
@@ -176,7 +176,7 @@ def test_checks_pass_and_the_ui_gets_the_share_table_and_the_regime_chart(
     assert chart.startswith(prefix) and chart.endswith(")")
     png = base64.b64decode(chart[len(prefix) : -1])
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and 5_000 < len(png) < 150_000
-    # The picture rides on the newest day only: an older day of the range carries no copy of it.
+    # The picture rides on the newest month only: an older month of the range carries no copy of it.
     older = instance.fetch_materializations(
         defs.resolve_assets_def("market_regimes").key, limit=1, ascending=True
     ).records[0]
@@ -248,10 +248,10 @@ def test_features_read_fred_when_a_key_is_configured(tmp_path, sample_bars, earl
         assets=plain.assets, asset_checks=plain.asset_checks, jobs=plain.jobs, resources=resources
     )
     instance = DagsterInstance.ephemeral()
-    _materialize(defs, instance, "2009-02-02", "2009-02-06", assets=("sensory_features",))
+    _materialize(defs, instance, "2009-02", "2009-02", assets=("sensory_features",))
 
     features = DatedFrameStore(settings.data_dir, "sensory_features").read_window("2009-02-02")
-    assert len(features) == 3 * 5
+    assert len(features) == len(sample_bars.loc[sample_bars["date"] >= pd.Timestamp("2009-02-02", tz="UTC")])
     assert _latest_metadata(instance, defs, "sensory_features")["macro_source"].value == "fred"
     # The bundled sample has no policy rate: only FRED can have filled it.
     assert features["why_policy_rate_available"].eq(1.0).all()
@@ -287,12 +287,13 @@ def test_a_fred_outage_degrades_why_and_says_so_instead_of_failing_the_update(
             resources={**plain.resources, "fred": fred},
         )
         instance = DagsterInstance.ephemeral()
-        _materialize(defs, instance, "2009-02-02", "2009-02-06", assets=("sensory_features",))
+        _materialize(defs, instance, "2009-02", "2009-02", assets=("sensory_features",))
     finally:
         server.shutdown()
         server.server_close()
     features = DatedFrameStore(settings.data_dir, "sensory_features").read_window("2009-02-02")
-    assert len(features) == 3 * 5  # the update went through
+    # the update went through
+    assert len(features) == len(sample_bars.loc[sample_bars["date"] >= pd.Timestamp("2009-02-02", tz="UTC")])
     metadata = _latest_metadata(instance, defs, "sensory_features")
     assert metadata["macro_source"].value == "fred"
     assert metadata["macro_status"].value.startswith("degraded: FRED unavailable for DFF, DGS10, VIXCLS")

@@ -102,8 +102,8 @@ def test_runs_launched_through_graphql_queue_and_succeed_one_live_execution_at_a
     assert later["startTime"] >= earlier["endTime"], materialized_bars.runs
 
     bars = DatedFrameStore(deployment.data_dir, "market_bars").read_window(end="2008-10-01")
-    days = set(bars["date"].dt.strftime("%Y-%m-%d"))
-    assert days == set(REHEARSAL_PARTITIONS)
+    months = set(bars["date"].dt.strftime("%Y-%m"))
+    assert months == set(REHEARSAL_PARTITIONS)
     spx = bars.loc[bars["symbol"] == "^GSPC"].set_index("date")["close"]
     assert 1150 < spx[pd.Timestamp("2008-09-15", tz="UTC")] < 1200  # the real Lehman Monday close
 
@@ -131,16 +131,17 @@ def test_a_partition_backfill_through_graphql_loads_its_range_in_one_run(
     deployment: Deployment, materialized_bars: Materialization
 ):
     """The research workflow (docs/research.md): the daemon turns a backfill request into runs; market_bars
-    has a single-run backfill policy, so a three-day range is one run."""
+    has a single-run backfill policy, so a two-month range is one run."""
     backfill = materialized_bars.backfill
     assert backfill["status"] in {"COMPLETED", "COMPLETED_SUCCESS"}, backfill
     (run,) = backfill["runs"]
     assert run["status"] == "SUCCESS", deployment.run_errors(run["runId"])
     first, last = BACKFILL_RANGE
     bars = DatedFrameStore(deployment.data_dir, "market_bars").read_window(
-        first, pd.Timestamp(last) + pd.Timedelta(days=1)
+        f"{first}-01", pd.Timestamp(f"{last}-01") + pd.DateOffset(months=1)
     )
-    assert set(bars["date"].dt.strftime("%Y-%m-%d")) == {"2008-10-01", "2008-10-02", "2008-10-03"}
+    assert set(bars["date"].dt.strftime("%Y-%m")) == {first, last}
+    assert len(bars) == 3 * 42  # 42 sessions in October and November 2008, each symbol
     assert set(bars["symbol"]) == {"^GSPC", "^IXIC", "GOOG"}
 
 

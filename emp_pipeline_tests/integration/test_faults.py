@@ -175,9 +175,11 @@ def test_a_short_source_leaves_the_stored_bytes_untouched(tmp_path: Path) -> Non
 # ------------------------------------------------------------------ a failing blocking check, through Dagster
 
 SEEDED = (date(2006, 1, 3), date(2009, 2, 27))
-PUBLISHED = ("2008-11-01", "2008-12-31")  # bars, features and regimes materialized before the fault
-FEATURES_ONLY = ("2009-01-01", "2009-02-27")  # features materialized, regimes not yet
-FAULTY = ("2008-12-01", "2009-02-27")  # the regimes run that fails: replaces published days and adds new ones
+# Month partitions of daily bars.
+PUBLISHED = ("2008-11", "2008-12")  # bars, features and regimes materialized before the fault
+PUBLISHED_DAYS = (pd.Timestamp("2008-11-01", tz="UTC"), pd.Timestamp("2008-12-31", tz="UTC"))
+FEATURES_ONLY = ("2009-01", "2009-02")  # features materialized, regimes not yet
+FAULTY = ("2008-12", "2009-02")  # the regimes run that fails: replaces published months and adds new ones
 PERCEPTION_ASSETS = ("market_bars", "sensory_features", "market_regimes")
 
 
@@ -255,18 +257,18 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
     settings.home.mkdir(parents=True)
     upgrade_database(settings.database_url)
     universe = configured_universe(settings.data)
-    first, published = pd.Timestamp(SEEDED[0], tz="UTC"), pd.Timestamp(PUBLISHED[0], tz="UTC")
+    first, published = pd.Timestamp(SEEDED[0], tz="UTC"), PUBLISHED_DAYS[0]
     bars = configured_source(settings.data).fetch(list(universe.symbols), *SEEDED)
     DatedFrameStore(settings.data_dir, "market_bars").write_window(
         bars.loc[bars["date"] < published], first, published
     )
     defs, instance = build_definitions(settings), DagsterInstance.ephemeral()
     assert defs.resolve_job_def("universe_job").execute_in_process(instance=instance).success
-    assert _materialize(defs, instance, ("2006-01-03", "2008-10-31"), ("sensory_features",)).success
+    assert _materialize(defs, instance, ("2006-01", "2008-10"), ("sensory_features",)).success
     assert _materialize(defs, instance, PUBLISHED, PERCEPTION_ASSETS).success
     assert _materialize(defs, instance, FEATURES_ONLY, ("market_bars", "sensory_features")).success
     before = _everything_the_live_side_reads(settings, instance, universe.instruments)
-    assert before["live_decisions"][0] == pd.Timestamp(PUBLISHED[1], tz="UTC")
+    assert before["live_decisions"][0] == PUBLISHED_DAYS[1]
     assert len(before["live_decisions"][1]) == len(universe.instruments)  # decisions a change would move
     return Published(settings, instance, universe.instruments, before)
 

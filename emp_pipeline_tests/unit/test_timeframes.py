@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pandas as pd
 import pytest
 
 from emp_pipeline.domain.calendars import CalendarError
-from emp_pipeline.domain.timeframes import Timeframe, TimeframeError, bar_open_times, periods_per_year
+from emp_pipeline.domain.timeframes import (
+    Timeframe,
+    TimeframeError,
+    bar_chunk_days,
+    bar_open_times,
+    periods_per_year,
+)
 
 
 def _utc(*stamps: str) -> list[pd.Timestamp]:
@@ -130,3 +136,26 @@ def test_crypto_bars_never_stop_and_daily_weekly_labels_are_midnight_utc() -> No
         "2017-03-06", "2017-03-13", "2017-03-20", "2017-03-27"
     )
     assert bar_open_times("24x5", Timeframe.H1, "2017-03-10", "2017-03-10").empty
+
+
+def test_a_past_month_chunk_covers_its_days_and_all_of_them_are_final():
+    chunk = bar_chunk_days("2008-09-01", "2008-10-01", Timeframe.D1, "2024-01-01")
+    assert (chunk.first_day, chunk.last_day, chunk.closed_through) == (
+        date(2008, 9, 1),
+        date(2008, 9, 30),
+        date(2008, 9, 30),
+    )
+
+
+def test_the_month_in_progress_reaches_today_and_is_final_only_through_yesterday():
+    chunk = bar_chunk_days("2025-03-01", "2025-04-01", Timeframe.D1, "2025-03-12T22:30:00+00:00")
+    assert (chunk.last_day, chunk.closed_through) == (date(2025, 3, 12), date(2025, 3, 11))
+    first = bar_chunk_days("2025-03-01", "2025-04-01", Timeframe.D1, "2025-03-01T08:00:00+00:00")
+    assert first.closed_through < first.first_day  # nothing final yet: no gap can be reported
+
+
+def test_an_fx_day_chunk_of_hourly_bars_spans_two_utc_days():
+    chunk = bar_chunk_days(
+        "2017-03-12T21:00:00+00:00", "2017-03-13T21:00:00+00:00", Timeframe.H1, "2018-01-01"
+    )
+    assert (chunk.first_day, chunk.last_day) == (date(2017, 3, 12), date(2017, 3, 13))

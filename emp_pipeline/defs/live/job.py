@@ -1,9 +1,10 @@
 """The live execution job: one op around `run_live_tick`. Thin: the tick itself is live.engine.
 
 * `live_execution_job`: one op that runs `run_live_tick` against the broker resource.
-* `live_execution_sensor` (triggers.py, like the two below): fires on new `market_regimes` partitions or a
-  new `champion_strategies` materialization; the run key is (latest regime bar, champion materialization),
-  so each new bar (and each new champion set) launches one run, and a re-evaluation launches none.
+* `live_execution_sensor` (triggers.py, like the two below): fires on new `market_regimes` materializations or
+  a new `champion_strategies` one; the run key is (newest regime bar, champion materialization), the bar read
+  from the newest regimes partition's metadata (a month partition gains a bar each evening under the same
+  key), so each new bar (and each new champion set) launches one run, and a re-evaluation launches none.
 * `live_execution_schedule`: a fallback after the close on weekdays, in case the sensor is off or a
   materialization was missed; a tick on a bar already traded changes nothing (client order ids).
 * `live_execution_failure_sensor`: a failed live run raises an alert (log + optional webhook).

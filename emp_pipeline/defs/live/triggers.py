@@ -4,6 +4,7 @@ from typing import Any
 
 from dagster import (
     AssetKey,
+    AssetRecordsFilter,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -18,6 +19,7 @@ from dagster import (
 
 from emp_pipeline.defs.alerts import AlertWebhookResource
 from emp_pipeline.defs.live.job import LIVE_RUN_TAG, live_execution_job
+from emp_pipeline.defs.perception.assets import NEWEST_BAR_METADATA
 from emp_pipeline.storage.datasets import MARKET_REGIMES
 
 REGIMES_KEY = AssetKey(MARKET_REGIMES.name)
@@ -25,16 +27,33 @@ CHAMPIONS_KEY = AssetKey("champion_strategies")
 SENSOR_INTERVAL_S = 60
 
 
-def live_run_key(instance: Any) -> str | None:
-    """(latest regime bar, latest champion materialization) as a run key, or None before any regimes."""
+def newest_regime_bar(instance: Any) -> str | None:
+    """The newest bar the materialized regimes hold, or None before any regimes.
+
+    Partitions are chunks (a month of daily bars, a day of intraday bars) that gain bars while their key
+    stays the same, so the bar comes from the newest chunk's latest materialization, which carries it as
+    metadata; a chunk materialized without bars falls back to its key. An unpartitioned regimes asset
+    gives its latest materialization's id: each is news.
+    """
     partitions = instance.get_materialized_partitions(REGIMES_KEY)
-    if partitions:
-        bar = max(partitions)
-    else:
+    if not partitions:
         records = instance.fetch_materializations(REGIMES_KEY, limit=1).records
-        if not records:
-            return None
-        bar = f"m{records[0].storage_id}"  # an unpartitioned regimes asset: each materialization is news
+        return f"m{records[0].storage_id}" if records else None
+    # Chunk keys (YYYY-MM, YYYY-MM-DD[-HH:MM]) sort in time order as text.
+    newest = max(partitions)
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=REGIMES_KEY, asset_partitions=[newest]), limit=1
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    bar = materialization.metadata.get(NEWEST_BAR_METADATA) if materialization else None
+    return str(bar.value) if bar is not None else newest
+
+
+def live_run_key(instance: Any) -> str | None:
+    """(newest regime bar, latest champion materialization) as a run key, or None before any regimes."""
+    bar = newest_regime_bar(instance)
+    if bar is None:
+        return None
     champions = instance.fetch_materializations(CHAMPIONS_KEY, limit=1).records
     champion_part = f"c{champions[0].storage_id}" if champions else "c0"
     return f"live-{bar}-{champion_part}"

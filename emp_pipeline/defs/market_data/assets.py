@@ -1,7 +1,7 @@
 """Market data assets: the validated instrument universe and daily OHLCV bars."""
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 from dagster import (
@@ -37,6 +37,7 @@ from emp_pipeline.domain.bar_quality import (
 from emp_pipeline.domain.bars import empty_bars, normalise_bars
 from emp_pipeline.domain.calendars import as_utc, trading_days
 from emp_pipeline.domain.instrument_changes import InstrumentTermsChangedError
+from emp_pipeline.domain.timeframes import bar_chunk_days
 from emp_pipeline.registry.instruments import TermAcceptance, pending_term_changes, store_instruments
 from emp_pipeline.storage.datasets import MARKET_BARS
 from emp_pipeline.storage.parquet_frames import RowShortfall, describe_shortfalls
@@ -179,9 +180,10 @@ def market_bars(
     lake: DataLakeResource,
 ) -> Iterator:
     window = context.partition_time_window
-    first_day: date = window.start.date()
-    last_day: date = (window.end - timedelta(days=1)).date()
     universe = market_data.universe()
+    now = pd.Timestamp.now(tz="UTC")
+    chunk = bar_chunk_days(window.start, window.end, universe.timeframe, now)
+    first_day, last_day = chunk.first_day, chunk.last_day
     trading = [
         meta for meta in universe.instruments if len(trading_days(meta.calendar, first_day, last_day)) > 0
     ]
@@ -211,8 +213,8 @@ def market_bars(
         history,
         universe.instruments,
         first_day,
-        last_day,
-        pd.Timestamp.now(tz="UTC"),
+        chunk.closed_through,
+        now,
         universe.timeframe,
     )
     staged = (
@@ -272,10 +274,11 @@ def market_bars_asset(partitions_def: PartitionsDefinition) -> AssetsDefinition:
                 for check in BAR_CHECKS
             ),
         ],
-        description="Daily OHLCV bars per symbol (canonical frame), one partition per UTC day; a range of "
-        "partitions loads in one run. Staged, checked, then published: a blocking check that fails leaves "
-        "the store untouched (the frame goes to quarantine), and stored bars the source no longer returns "
-        "are never deleted unless the run says replace_history.",
+        description="OHLCV bars per symbol (canonical frame), one partition per chunk of time: a month of "
+        "daily bars, a trading day of intraday bars; the current chunk is re-materialized as bars arrive, "
+        "and a range of partitions loads in one run. Staged, checked, then published: a blocking check "
+        "that fails leaves the store untouched (the frame goes to quarantine), and stored bars the source "
+        "no longer returns are never deleted unless the run says replace_history.",
     )(market_bars)
 
 

@@ -1,4 +1,4 @@
-"""The market-data concern: the instrument universe, daily bars and their checks, jobs and schedules."""
+"""The market-data concern: the instrument universe, bars and their checks, jobs and schedules."""
 
 from __future__ import annotations
 
@@ -36,6 +36,6 @@ def market_data_definitions(
         assets=[instrument_universe, market_bars_asset(partitions.bars)],
         asset_checks=[market_bars_fresh],
         jobs=[universe_job, daily_update_job, freshness_job],
-        schedules=[daily_update_schedule, freshness_schedule],
+        schedules=[daily_update_schedule(partitions), freshness_schedule],
         resources={"market_data": MarketDataResource.from_settings(settings.data, ctrader)},
     )

@@ -20,7 +20,8 @@ daily_update_job = define_asset_job(
     selection=AssetSelection.groups("market_data", "perception")
     - AssetSelection.assets("instrument_universe")
     - AssetSelection.checks(MARKET_BARS_FRESH),
-    description="New daily bars, then features and regimes for the same days.",
+    description="New bars of a partition (a month of daily bars, a trading day of intraday bars), "
+    "then features and regimes of the same partition.",
 )
 
 freshness_job = define_asset_job(

@@ -1,13 +1,44 @@
-"""Market-data schedules: the daily update after the US close, and the freshness check on weekday evenings."""
+"""Market-data schedules: the daily update after each day's close, and the freshness check on weekdays."""
 
-from dagster import DefaultScheduleStatus, ScheduleDefinition, build_schedule_from_partitioned_job
+from dagster import (
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SkipReason,
+    schedule,
+)
 
 from emp_pipeline.defs.market_data.jobs import daily_update_job, freshness_job
+from emp_pipeline.defs.partitions import PipelinePartitions, partition_to_update
 
-# 22:30 UTC is after the US cash close in both summer and winter time; each tick runs yesterday's partition.
-daily_update_schedule = build_schedule_from_partitioned_job(
-    daily_update_job, hour_of_day=22, minute_of_hour=30, name="daily_update_schedule"
-)
+
+def daily_update_schedule(partitions: PipelinePartitions) -> ScheduleDefinition:
+    """Each evening (or after each FX day): re-materialize the chunk that holds the day that just closed.
+
+    With month partitions that is the current month, again each evening: the run replaces the month's
+    stored bars by what the source returns (the same bars plus the new one), so it is idempotent, and a
+    month still in progress is normal. Features and regimes follow for the same chunk.
+    """
+    chunking = partitions.chunking
+
+    @schedule(
+        name="daily_update_schedule",
+        job=daily_update_job,
+        cron_schedule=chunking.update_cron,
+        execution_timezone=chunking.timezone,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description="After each trading day's close: bars, features and regimes of the partition (month of "
+        "daily bars, trading day of intraday bars) that holds the day.",
+    )
+    def _daily_update(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+        key = partition_to_update(partitions.bars, context.scheduled_execution_time)
+        if key is None:
+            return SkipReason(f"{context.scheduled_execution_time} is outside the universe's date range")
+        return RunRequest(partition_key=key, tags={"emp/trigger": "schedule"})
+
+    return _daily_update
+
 
 freshness_schedule = ScheduleDefinition(
     name="freshness_schedule",

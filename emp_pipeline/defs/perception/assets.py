@@ -1,8 +1,9 @@
 """Perception assets: the sensory features and the market regimes of every symbol and day.
 
-Both are daily partitioned like the bars and read their look-back through a time-window partition mapping;
-what a day's values are computed from (a fixed yearly anchor, so a backfill's split changes nothing) is the
-domain's `anchored_perception`, which the look-ahead and parity gates judge too.
+Both are partitioned like the bars (months of daily bars, trading days of intraday bars; see
+defs/partitions.py) and read their look-back through a time-window partition mapping; what a day's values
+are computed from (a fixed yearly anchor, so neither a backfill's split nor the chunking changes anything)
+is the domain's `anchored_perception`, which the look-ahead and parity gates judge too.
 """
 # No `from __future__ import annotations` here: Dagster inspects the assets' context annotations at runtime.
 
@@ -29,6 +30,7 @@ from dagster import (
 
 from emp_pipeline.data.sample import load_sample_macro_frame
 from emp_pipeline.defs.market_data.resources import MarketDataResource
+from emp_pipeline.defs.partitions import BarChunking, lookback_partitions
 from emp_pipeline.defs.perception.resources import FredResource, RegimeClassifierResource
 from emp_pipeline.defs.publication import StagedCheck, report_then_gate
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
@@ -37,7 +39,6 @@ from emp_pipeline.domain.anchored_perception import (
     REGIME_HISTORY_YEARS,
     classify_by_year,
     compute_features_by_year,
-    lookback_days,
     year_start,
 )
 from emp_pipeline.domain.regimes import PROBABILITY_COLUMNS, REGIME_LABELS, make_classifier
@@ -50,16 +51,20 @@ from emp_pipeline.storage.datasets import MARKET_BARS, MARKET_REGIMES, SENSORY_F
 GROUP = "perception"
 OWNERS = ["team:research"]
 PROBABILITY_TOLERANCE = 1e-9
+# Metadata of the newest regimes partition a run writes: the open time of its newest bar (UTC, to the minute).
+NEWEST_BAR_METADATA = "newest_bar"
 MACRO_MARGIN_DAYS = 30
 EXAMPLES_SHOWN = 5
 
 
-def _lookback_mapping(history_years: int) -> TimeWindowPartitionMapping:
-    # Days before the first partition do not exist; the look-back then simply starts at the first one.
+def _lookback_mapping(chunking: BarChunking, history_years: int) -> TimeWindowPartitionMapping:
+    """The bar chunks from Jan 1 of (year - history_years) through the partition's own, for any year."""
+    # Chunks before the first partition do not exist; the look-back then simply starts at the first one.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)
         return TimeWindowPartitionMapping(
-            start_offset=-lookback_days(history_years), allow_nonexistent_upstream_partitions=True
+            start_offset=-lookback_partitions(chunking, history_years),
+            allow_nonexistent_upstream_partitions=True,
         )
 
 
@@ -176,7 +181,7 @@ def sensory_features(
     )
 
 
-def sensory_features_asset(partitions_def: PartitionsDefinition) -> AssetsDefinition:
+def sensory_features_asset(partitions_def: PartitionsDefinition, chunking: BarChunking) -> AssetsDefinition:
     """`sensory_features` over the partitions `build_definitions` made from the settings."""
     return asset(
         partitions_def=partitions_def,
@@ -185,7 +190,11 @@ def sensory_features_asset(partitions_def: PartitionsDefinition) -> AssetsDefini
         group_name=GROUP,
         kinds={"pandas", "parquet"},
         owners=OWNERS,
-        ins={"bars": AssetIn(MARKET_BARS.name, partition_mapping=_lookback_mapping(FEATURE_HISTORY_YEARS))},
+        ins={
+            "bars": AssetIn(
+                MARKET_BARS.name, partition_mapping=_lookback_mapping(chunking, FEATURE_HISTORY_YEARS)
+            )
+        },
         check_specs=[
             AssetCheckSpec(
                 "features_complete_after_warmup",
@@ -245,10 +254,12 @@ def market_regimes(
         history = pd.concat([frame for frame in stored if not frame.empty], ignore_index=True)
         png = regime_chart_png(lake.read(MARKET_BARS), history)
         chart = f"![regimes](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
-        # Output metadata is copied onto every partition's event of a range run: the table and the
-        # picture go on the newest day only, which is what the UI shows as the latest materialization.
+        # Output metadata is copied onto every partition's event of a range run: the newest bar, the table
+        # and the picture go on the newest chunk only, which is what the UI shows as the latest one.
         context.add_asset_metadata(
             {
+                # The live sensor's "one run per new bar": a chunk gains bars while its key stays the same.
+                NEWEST_BAR_METADATA: f"{regimes['date'].max():%Y-%m-%dT%H:%M}",
                 "regime_share": MetadataValue.md(regime_share_table(regimes)),
                 "regime_chart": MetadataValue.md(chart),
                 "regime_chart_bytes": len(png),
@@ -261,7 +272,7 @@ def market_regimes(
     )
 
 
-def market_regimes_asset(partitions_def: PartitionsDefinition) -> AssetsDefinition:
+def market_regimes_asset(partitions_def: PartitionsDefinition, chunking: BarChunking) -> AssetsDefinition:
     """`market_regimes` over the partitions `build_definitions` made from the settings."""
     return asset(
         partitions_def=partitions_def,
@@ -271,9 +282,11 @@ def market_regimes_asset(partitions_def: PartitionsDefinition) -> AssetsDefiniti
         kinds={"pandas", "parquet", "sql"},
         owners=OWNERS,
         ins={
-            "bars": AssetIn(MARKET_BARS.name, partition_mapping=_lookback_mapping(REGIME_HISTORY_YEARS)),
+            "bars": AssetIn(
+                MARKET_BARS.name, partition_mapping=_lookback_mapping(chunking, REGIME_HISTORY_YEARS)
+            ),
             "features": AssetIn(
-                SENSORY_FEATURES.name, partition_mapping=_lookback_mapping(REGIME_HISTORY_YEARS)
+                SENSORY_FEATURES.name, partition_mapping=_lookback_mapping(chunking, REGIME_HISTORY_YEARS)
             ),
         },
         check_specs=[

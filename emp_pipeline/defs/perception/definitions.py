@@ -14,7 +14,10 @@ from emp_pipeline.settings import Settings
 def perception_definitions(settings: Settings, partitions: PipelinePartitions) -> Definitions:
     windows = configured_study_windows(settings.data, settings.research)
     return Definitions(
-        assets=[sensory_features_asset(partitions.bars), market_regimes_asset(partitions.bars)],
+        assets=[
+            sensory_features_asset(partitions.bars, partitions.chunking),
+            market_regimes_asset(partitions.bars, partitions.chunking),
+        ],
         resources={
             # The FRED key only as EnvVar, and only when it is set (else WHY uses no FRED).
             "fred": FredResource(api_key=EnvVar("FRED_API_KEY") if settings.data.fred_api_key else None),
