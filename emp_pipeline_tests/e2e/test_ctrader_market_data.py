@@ -108,7 +108,7 @@ def test_the_ctrader_source_feeds_instrument_terms_and_daily_bars_through_dagste
     )  # fmt: skip
     assert (gold.tick_size, gold.lot_size, gold.min_volume) == (pytest.approx(0.01), 100.0, 1.0)  # XAUUSD's
 
-    tags = {ASSET_PARTITION_RANGE_START_TAG: "2024-01-08", ASSET_PARTITION_RANGE_END_TAG: "2024-01-12"}
+    tags = {ASSET_PARTITION_RANGE_START_TAG: "2024-01", ASSET_PARTITION_RANGE_END_TAG: "2024-01"}  # a month
     run = (
         defs.resolve_job_def("daily_update_job")
         .get_subset(asset_selection={defs.resolve_assets_def("market_bars").key})

@@ -31,7 +31,7 @@ from emp_pipeline.settings import Settings
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
 PERIODS = ("2007-09", "2007-10")
-DATA_RANGE = ("2004-08-19", "2007-10-31")
+DATA_RANGE = ("2004-08", "2007-10")  # month partitions of the daily bars
 POPULATION, GENERATIONS = 16, 4
 NULL_GENOMES = 100
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
