@@ -231,6 +231,12 @@ class ChunkDays:
     last_day: date
     closed_through: date  # may fall before first_day: nothing in the chunk is final yet
 
+    def within(self, first: date, last: date | None) -> ChunkDays:
+        """The days of the chunk inside [first, last] (a data set's declared range; None = open)."""
+        last_day = min(self.last_day, last) if last else self.last_day
+        closed = min(self.closed_through, last) if last else self.closed_through
+        return ChunkDays(max(self.first_day, first), last_day, closed)
+
 
 def bar_chunk_days(
     start: date | str | pd.Timestamp,

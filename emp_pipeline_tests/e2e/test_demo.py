@@ -27,6 +27,7 @@ def test_demo_runs_every_step_and_paper_trades_the_champions(embedded_settings, 
     assert "FAILED" not in text and "failed:" not in text  # warnings (execution-only parity) are "warned:"
     # The whole history, month partitions of the sample's daily bars 2004-08..2013-03, in the UI's instance.
     assert "market_bars: 104 materialization(s)" in text
+    assert "no_calendar_gaps" not in text  # the months around the universe's dates are cut to them
     assert "walk-forward study: 1 monthly period(s) 2013-02..2013-02" in text
     engine = make_engine(embedded_settings.database_url)
     try:

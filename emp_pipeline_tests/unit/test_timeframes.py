@@ -159,3 +159,13 @@ def test_an_fx_day_chunk_of_hourly_bars_spans_two_utc_days():
         "2017-03-12T21:00:00+00:00", "2017-03-13T21:00:00+00:00", Timeframe.H1, "2018-01-01"
     )
     assert (chunk.first_day, chunk.last_day) == (date(2017, 3, 12), date(2017, 3, 13))
+
+
+def test_a_chunk_is_cut_to_the_universes_declared_range():
+    chunk = bar_chunk_days("2013-03-01", "2013-04-01", Timeframe.D1, "2024-01-01")
+    cut = chunk.within(date(2004, 8, 19), date(2013, 3, 1))
+    assert (cut.first_day, cut.last_day, cut.closed_through) == (date(2013, 3, 1),) * 3
+    first = bar_chunk_days("2004-08-01", "2004-09-01", Timeframe.D1, "2024-01-01").within(
+        date(2004, 8, 19), None
+    )
+    assert (first.first_day, first.last_day) == (date(2004, 8, 19), date(2004, 8, 31))

@@ -182,7 +182,11 @@ def market_bars(
     window = context.partition_time_window
     universe = market_data.universe()
     now = pd.Timestamp.now(tz="UTC")
-    chunk = bar_chunk_days(window.start, window.end, universe.timeframe, now)
+    # A month partition may begin before the universe's first day or end after its last: those days are not
+    # expected to hold bars (no gap), and are not fetched.
+    chunk = bar_chunk_days(window.start, window.end, universe.timeframe, now).within(
+        universe.start_date, universe.end_date
+    )
     first_day, last_day = chunk.first_day, chunk.last_day
     trading = [
         meta for meta in universe.instruments if len(trading_days(meta.calendar, first_day, last_day)) > 0
