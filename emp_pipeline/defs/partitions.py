@@ -21,13 +21,21 @@ evening update re-materializes with each new bar, and an incomplete one is norma
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import exchange_calendars
-from dagster import MonthlyPartitionsDefinition, TimeWindowPartitionsDefinition
+from dagster import (
+    AllPartitionMapping,
+    BetaWarning,
+    MonthlyPartitionsDefinition,
+    PartitionMapping,
+    TimeWindowPartitionMapping,
+    TimeWindowPartitionsDefinition,
+)
 
 from emp_pipeline.defs.research.partitions import walk_forward_partitions
 from emp_pipeline.domain.calendars import (
@@ -155,6 +163,27 @@ def partition_to_update(partitions_def: TimeWindowPartitionsDefinition, tick: da
 def lookback_partitions(chunking: BarChunking, history_years: int) -> int:
     """Partitions that reach back to Jan 1 of (year - history_years) from any chunk of the year."""
     return (history_years + 1) * chunking.max_per_year
+
+
+def period_bars_mapping(
+    periods: TimeWindowPartitionsDefinition,
+    bars: TimeWindowPartitionsDefinition,
+    start_offset: int = 0,
+    end_offset: int = 0,
+) -> PartitionMapping:
+    """The bar partitions a walk-forward period depends on (offsets in periods), for the asset graph.
+
+    Dagster maps time windows only within one timezone: FX-day bar partitions (New York) against the UTC
+    months of the study depend on every bar partition instead. The research reads cut the rows by time
+    themselves (strictly before the period to train, inside it to measure), so nothing read changes.
+    """
+    if periods.timezone != bars.timezone:
+        return AllPartitionMapping()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)
+        return TimeWindowPartitionMapping(
+            start_offset=start_offset, end_offset=end_offset, allow_nonexistent_upstream_partitions=True
+        )
 
 
 @dataclass(frozen=True)

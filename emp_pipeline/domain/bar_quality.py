@@ -316,13 +316,17 @@ def find_calendar_gaps(
     start: date,
     end: date,
     timeframe: Timeframe = Timeframe.D1,
+    span: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> dict[str, list[pd.Timestamp]]:
     """Bars each instrument's calendar has on the UTC days [start, end] that are missing: trading days
-    (daily), or bar open times (intraday: `bar_open_times`, so a weekend or a closed night is no gap)."""
+    (daily), or bar open times (intraday: `bar_open_times`, so a weekend or a closed night is no gap),
+    those only inside `span` [open, close) when given (an FX-day partition starts and ends mid-UTC-day)."""
     gaps: dict[str, list[pd.Timestamp]] = {}
     for instrument in instruments:
         if timeframe.is_intraday:
             expected = bar_open_times(instrument.calendar, timeframe, start, end + timedelta(days=1))
+            if span is not None:
+                expected = expected[(expected >= span[0]) & (expected < span[1])]
         else:
             expected = trading_days(instrument.calendar, start, end)
         have = pd.DatetimeIndex(bars.loc[bars["symbol"] == instrument.symbol, "date"])
@@ -345,8 +349,9 @@ def check_calendar_gaps(
     start: date,
     end: date,
     timeframe: Timeframe = Timeframe.D1,
+    span: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> BarCheckOutcome:
-    gaps = find_calendar_gaps(bars, instruments, start, end, timeframe)
+    gaps = find_calendar_gaps(bars, instruments, start, end, timeframe, span)
     failures = sum(len(stamps) for stamps in gaps.values())
     examples = tuple(
         f"{symbol} {_label(stamp, timeframe)}"
@@ -393,8 +398,10 @@ def evaluate_bar_checks(
     last_day: date,
     now: pd.Timestamp,
     timeframe: Timeframe = Timeframe.D1,
+    span: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> list[BarCheckOutcome]:
-    """Every check of `BAR_CHECKS` on a window's bars (``history``: stored bars before the window)."""
+    """Every check of `BAR_CHECKS` on a window's bars (``history``: stored bars before the window;
+    ``span``: the window's instants, which intraday gaps are looked for in)."""
     outcomes = {
         outcome.name: outcome
         for outcome in (
@@ -408,7 +415,7 @@ def evaluate_bar_checks(
             check_future_bars(bars, now, timeframe),
             check_on_calendar(bars, instruments, timeframe),
             check_robust_jumps(bars, history),
-            check_calendar_gaps(bars, instruments, first_day, last_day, timeframe),
+            check_calendar_gaps(bars, instruments, first_day, last_day, timeframe, span),
         )
     }
     return [outcomes[check.name] for check in BAR_CHECKS]

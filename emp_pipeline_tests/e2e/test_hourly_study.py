@@ -46,7 +46,11 @@ def test_the_hourly_sample_study_runs_bars_to_report_with_windows_in_hours(tmp_p
     assert (
         defs.resolve_job_def("universe_job").execute_in_process(instance=instance, run_config=QUIET).success
     )
-    tags = {ASSET_PARTITION_RANGE_START_TAG: "2017-01-02", ASSET_PARTITION_RANGE_END_TAG: "2017-05-31"}
+    # FX-day partitions, keyed by their 17:00 New York opening: trading days 2017-01-02 .. 2017-05-31.
+    tags = {
+        ASSET_PARTITION_RANGE_START_TAG: "2017-01-01-17:00",
+        ASSET_PARTITION_RANGE_END_TAG: "2017-05-30-17:00",
+    }
     update = defs.resolve_job_def("daily_update_job").execute_in_process(
         instance=instance, tags=tags, run_config=QUIET
     )

@@ -220,6 +220,7 @@ def market_bars(
         chunk.closed_through,
         now,
         universe.timeframe,
+        span=(as_utc(window.start), min(as_utc(window.end), now)),
     )
     staged = (
         normalise_bars(pd.concat([bars, kept], ignore_index=True), universe.timeframe) if len(kept) else bars

@@ -21,8 +21,8 @@ def research_definitions(settings: Settings, partitions: PipelinePartitions) -> 
     windows = configured_study_windows(settings.data, research)
     return Definitions(
         assets=[
-            evolved_strategies_asset(partitions.walk_forward, windows),
-            strategy_performance_asset(partitions.walk_forward),
+            evolved_strategies_asset(partitions.walk_forward, windows, partitions.bars),
+            strategy_performance_asset(partitions.walk_forward, partitions.bars),
             walk_forward_report,
             champion_strategies,
         ],

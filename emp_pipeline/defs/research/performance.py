@@ -19,15 +19,17 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetDep,
     AssetExecutionContext,
     AssetIn,
     AssetsDefinition,
     MetadataValue,
     Output,
-    PartitionsDefinition,
+    TimeWindowPartitionsDefinition,
     asset,
 )
 
+from emp_pipeline.defs.partitions import period_bars_mapping
 from emp_pipeline.defs.research.resources import WalkForwardResource
 from emp_pipeline.defs.research.strategies import (
     FREQUENCY,
@@ -218,15 +220,18 @@ def strategy_performance(
     )
 
 
-def strategy_performance_asset(partitions_def: PartitionsDefinition) -> AssetsDefinition:
+def strategy_performance_asset(
+    partitions_def: TimeWindowPartitionsDefinition, bar_partitions_def: TimeWindowPartitionsDefinition
+) -> AssetsDefinition:
     """`strategy_performance` over the partitions `build_definitions` made from the settings."""
+    own_period = period_bars_mapping(partitions_def, bar_partitions_def)
     return asset(
         partitions_def=partitions_def,
         io_manager_key="frame_io_manager",
         group_name=GROUP,
         kinds={"python", "pandas", "sql"},
         owners=OWNERS,
-        deps=[dataset.name for dataset in PERCEPTION_INPUTS],
+        deps=[AssetDep(dataset.name, partition_mapping=own_period) for dataset in PERCEPTION_INPUTS],
         check_specs=[
             AssetCheckSpec(
                 "measured_out_of_sample",

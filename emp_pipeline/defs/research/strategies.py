@@ -12,7 +12,6 @@ fitness: what `strategy_performance` measures next.
 
 import dataclasses
 import json
-import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,14 +23,13 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetsDefinition,
-    BetaWarning,
     MetadataValue,
     Output,
-    PartitionsDefinition,
-    TimeWindowPartitionMapping,
+    TimeWindowPartitionsDefinition,
     asset,
 )
 
+from emp_pipeline.defs.partitions import period_bars_mapping
 from emp_pipeline.defs.research.resources import WalkForwardResource
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.backtest import MarketArrays, market_arrays
@@ -99,17 +97,6 @@ class LookAheadError(RuntimeError):
 
 class MissingTrainingDataError(RuntimeError):
     """The stores hold too little history before the period; the message says what to materialize."""
-
-
-def _training_mapping(windows: StudyWindows) -> TimeWindowPartitionMapping:
-    """The bar partitions of the months before the period, never the period's own."""
-    # Months the training look-back spans, for the asset graph (the read itself uses days).
-    months = -(-windows.training_lookback_days // 28)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BetaWarning)
-        return TimeWindowPartitionMapping(
-            start_offset=-months, end_offset=-1, allow_nonexistent_upstream_partitions=True
-        )
 
 
 def read_training_frames(
@@ -348,19 +335,23 @@ def evolved_strategies(
     )
 
 
-def evolved_strategies_asset(partitions_def: PartitionsDefinition, windows: StudyWindows) -> AssetsDefinition:
+def evolved_strategies_asset(
+    partitions_def: TimeWindowPartitionsDefinition,
+    windows: StudyWindows,
+    bar_partitions_def: TimeWindowPartitionsDefinition,
+) -> AssetsDefinition:
     """`evolved_strategies` over the partitions `build_definitions` made from the settings, reading the
     look-back its `windows` need (the same windows the WalkForwardResource hands the asset)."""
+    # The bar partitions of the months before the period, never the period's own (the read uses days).
+    months = -(-windows.training_lookback_days // 28)
+    training = period_bars_mapping(partitions_def, bar_partitions_def, start_offset=-months, end_offset=-1)
     return asset(
         partitions_def=partitions_def,
         io_manager_key="frame_io_manager",
         group_name=GROUP,
         kinds={"python", "pandas", "sql"},
         owners=OWNERS,
-        deps=[
-            AssetDep(dataset.name, partition_mapping=_training_mapping(windows))
-            for dataset in PERCEPTION_INPUTS
-        ],
+        deps=[AssetDep(dataset.name, partition_mapping=training) for dataset in PERCEPTION_INPUTS],
         check_specs=[
             AssetCheckSpec(
                 "trained_before_period",
