@@ -25,6 +25,7 @@ from sqlalchemy.exc import ArgumentError
 from emp_pipeline.domain.costs import DEFAULT_CAPITAL, DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS, MAX_BPS, Costs
 from emp_pipeline.domain.evolution import FITNESSES
 from emp_pipeline.domain.instruments import UniverseError, load_universe
+from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.domain.study_windows import DEFAULT_TRAIN_MONTHS
 from emp_pipeline.domain.timeframes import Timeframe, TimeframeError
 from emp_pipeline.endpoint_security import InsecureEndpointError, require_tls_off_loopback
@@ -150,6 +151,14 @@ class LiveSettings:
     alert_webhook_url: str | None = field(default=None, repr=False)  # may embed a token (Slack-style)
     ctrader_account_id: int = 0  # CTRADER_ACCOUNT_ID: the ctidTraderAccountId the live job trades
     ctrader_api_url: str = "wss://demo.ctraderapi.com:5036"  # CTRADER_API_URL
+
+    def risk_limits(self) -> RiskLimits:
+        """The environment's limits: ceilings of every live run, and what research sizes within."""
+        return RiskLimits(
+            max_position_fraction=self.max_position_fraction,
+            max_gross_exposure=self.max_gross_exposure,
+            daily_loss_limit=self.daily_loss_limit,
+        )
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from arch.bootstrap import SPA
 from emp_pipeline.domain.backtest import MarketArrays, PopulationResult, RiskArrays, simulate_population
 from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.evolution import EvolutionConfig, FeatureSpace, feature_space, random_genome
-from emp_pipeline.domain.genome import FeaturePanel, Genome, population_signals
+from emp_pipeline.domain.genome import POSITION_FRACTION_BOUNDS, FeaturePanel, Genome, population_signals
 from emp_pipeline.domain.metrics import sharpe_ratios
 from emp_pipeline.domain.random_stream import RandomStream
 from emp_pipeline.domain.walkforward import WalkForwardFold
@@ -54,12 +54,19 @@ def buy_and_hold(market: MarketArrays, costs: Costs) -> PopulationResult:
     return simulate_population(signals, market, hold, costs)
 
 
-def null_genomes(space: FeatureSpace, count: int, seed: int, max_conditions: int) -> list[Genome]:
-    """``count`` random genomes from the gene pool, as the GA's first generation draws them."""
+def null_genomes(
+    space: FeatureSpace,
+    count: int,
+    seed: int,
+    max_conditions: int,
+    max_position_fraction: float = POSITION_FRACTION_BOUNDS[1],
+) -> list[Genome]:
+    """``count`` random genomes from the gene pool (sizing under the same ceiling), as the GA's first
+    generation draws them."""
     if count < 1:
         raise BaselineInputError(f"the null model needs at least one genome; got {count}")
     stream = RandomStream(seed)
-    return [random_genome(stream, space, max_conditions) for _ in range(count)]
+    return [random_genome(stream, space, max_conditions, max_position_fraction) for _ in range(count)]
 
 
 def backtest_genomes(
@@ -178,9 +185,8 @@ def period_baselines(
 ) -> PeriodBaselines:
     """Buy-and-hold, the null model (gene pool of ``training_panel``) and SPA on the test bars."""
     space = feature_space(training_panel, config.excluded_features)
-    null = backtest_genomes(
-        null_genomes(space, n_null, seed, config.max_conditions), test_panel, test_market, config.costs
-    )
+    genomes = null_genomes(space, n_null, seed, config.max_conditions, config.max_position_fraction)
+    null = backtest_genomes(genomes, test_panel, test_market, config.costs)
     null_returns = clean_returns(null.returns)
     held = clean_returns(buy_and_hold(test_market, config.costs).returns[0])
     return PeriodBaselines(

@@ -106,6 +106,9 @@ class EvolutionConfig:
     excluded_features: tuple[str, ...] = ()
     fitness: str = "full_window"  # or "inner_folds" (see InnerFoldFitness)
     inner_folds: InnerFoldFitness = field(default_factory=InnerFoldFitness)
+    # The sizing gene's ceiling: the live risk limits in force (risk.position_fraction_ceiling), so every
+    # genome the GA or the null model draws trades as it was measured (issue 13 point 5).
+    max_position_fraction: float = POSITION_FRACTION_BOUNDS[1]
 
     def validate(self) -> EvolutionConfig:
         checks = (
@@ -121,6 +124,10 @@ class EvolutionConfig:
             ("sharing_threshold", -1.0 <= self.sharing_threshold <= 1.0),
             ("fitness", self.fitness in FITNESSES),
             ("inner_folds", self.inner_folds.folds >= 1 and self.inner_folds.embargo_bars >= 0),
+            (
+                "max_position_fraction",
+                POSITION_FRACTION_BOUNDS[0] <= self.max_position_fraction <= POSITION_FRACTION_BOUNDS[1],
+            ),
         )
         for name, ok in checks:
             if not ok:
@@ -253,16 +260,29 @@ def _log_uniform(rng: RandomStream, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
-def _random_risk(rng: RandomStream) -> RiskGenes:
+def _position_fraction_bounds(max_position_fraction: float) -> tuple[float, float]:
+    """The sizing gene's range under a ceiling (the live cap in force): never above it."""
+    return POSITION_FRACTION_BOUNDS[0], min(POSITION_FRACTION_BOUNDS[1], max_position_fraction)
+
+
+def _random_risk(rng: RandomStream, max_position_fraction: float) -> RiskGenes:
+    low, high = _position_fraction_bounds(max_position_fraction)
     return RiskGenes(
         stop_atr=_round_gene(_log_uniform(rng, 0.75, 6.0), *STOP_ATR_BOUNDS),
         take_profit_atr=_round_gene(_log_uniform(rng, 0.75, 12.0), *TAKE_PROFIT_ATR_BOUNDS),
-        position_fraction=_round_gene(rng.uniform(0.1, 1.0), *POSITION_FRACTION_BOUNDS),
+        # Without a ceiling below 1 this is the draw every run made before (results bit-identical).
+        position_fraction=_round_gene(rng.uniform(min(0.1, high), high), low, high),
         max_holding_bars=round(_log_uniform(rng, 2.0, 120.0)),
     )
 
 
-def random_genome(rng: RandomStream, space: FeatureSpace, max_conditions: int = 3) -> Genome:
+def random_genome(
+    rng: RandomStream,
+    space: FeatureSpace,
+    max_conditions: int = 3,
+    max_position_fraction: float = POSITION_FRACTION_BOUNDS[1],
+) -> Genome:
+    """A genome from the gene pool: random rules and risk genes, sizing at most ``max_position_fraction``."""
     direction = ("long", "short", "both")[rng.integers(3)]
     long_entry = _random_rule(rng, space, max_conditions) if direction != "short" else None
     short_entry = _random_rule(rng, space, max_conditions) if direction != "long" else None
@@ -274,7 +294,7 @@ def random_genome(rng: RandomStream, space: FeatureSpace, max_conditions: int = 
             short_entry=short_entry,
             exit=exit_rule,
             regimes=_random_regimes(rng),
-            risk=_random_risk(rng),
+            risk=_random_risk(rng, max_position_fraction),
         )
     )
 
@@ -406,8 +426,15 @@ def _mutate_rule(rng: RandomStream, space: FeatureSpace, rule: Rule, max_conditi
     return candidate if _fits(candidate) else rule
 
 
-def mutate(rng: RandomStream, space: FeatureSpace, genome: Genome, max_conditions: int = 3) -> Genome:
-    """One random change: a rule edit, the exit rule on/off, a regime flip, the direction, or a risk gene."""
+def mutate(
+    rng: RandomStream,
+    space: FeatureSpace,
+    genome: Genome,
+    max_conditions: int = 3,
+    max_position_fraction: float = POSITION_FRACTION_BOUNDS[1],
+) -> Genome:
+    """One random change: a rule edit, the exit rule on/off, a regime flip, the direction, or a risk gene
+    (the sizing gene kept at most ``max_position_fraction``)."""
     action = rng.random()
     if action < 0.55:
         slots = [
@@ -451,7 +478,10 @@ def mutate(rng: RandomStream, space: FeatureSpace, genome: Genome, max_condition
         )
     elif gene == 2:
         risk = replace(
-            risk, position_fraction=_round_gene(risk.position_fraction * step, *POSITION_FRACTION_BOUNDS)
+            risk,
+            position_fraction=_round_gene(
+                risk.position_fraction * step, *_position_fraction_bounds(max_position_fraction)
+            ),
         )
     else:
         low, high = MAX_HOLDING_BOUNDS
@@ -699,7 +729,7 @@ def evolve(
     population: list[_Member] = []
     seen: set[str] = set()
     while len(population) < size:
-        genome = random_genome(rng, space, config.max_conditions)
+        genome = random_genome(rng, space, config.max_conditions, config.max_position_fraction)
         identity = strategy_id(genome)
         if identity not in seen:
             seen.add(identity)
@@ -782,10 +812,10 @@ def _make_child(
             parents = (first.strategy_id, second.strategy_id)
             operator = "crossover"
             if rng.random() < config.mutation_rate:
-                genome = mutate(rng, space, genome, config.max_conditions)
+                genome = mutate(rng, space, genome, config.max_conditions, config.max_position_fraction)
                 operator = "crossover+mutation"
         else:
-            genome = mutate(rng, space, first.genome, config.max_conditions)
+            genome = mutate(rng, space, first.genome, config.max_conditions, config.max_position_fraction)
             parents = (first.strategy_id,)
             operator = "mutation"
         try:
@@ -796,7 +826,7 @@ def _make_child(
         if identity not in seen:
             return _Member(genome, identity, parents, operator)
     while True:
-        genome = random_genome(rng, space, config.max_conditions)
+        genome = random_genome(rng, space, config.max_conditions, config.max_position_fraction)
         identity = strategy_id(genome)
         if identity not in seen:
             return _Member(genome, identity, (), "immigrant")

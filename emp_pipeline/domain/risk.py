@@ -208,6 +208,43 @@ def check_orders(
     return decisions
 
 
+def position_fraction_ceiling(limits: RiskLimits) -> float:
+    """The largest sizing gene (``position_fraction``) whose entries the live checks never refuse.
+
+    How a genome's gene maps onto what the live check caps. A strategy trades one sleeve per instrument;
+    a sleeve starts with 1/n of the strategy's kernel equity, and ``capital`` (account currency per 1.0 of
+    kernel equity, EMP_CAPITAL or the account split equally over the active strategies) converts it. An
+    entry decided at a close buys ``position_fraction x sleeve equity`` of notional at that close
+    (`sleeve.entry_units`), which live is ``position_fraction x s_i x capital``. The per-instrument check
+    compares the account's position in the symbol at that close with ``max_position_fraction x account
+    equity``, and an account trading the strategies' capital has equity ``capital x S`` per strategy, S the
+    sum of its sleeves' equities at that close. So the entry's account fraction is
+    ``position_fraction x s_i / S``: at most ``position_fraction`` on every path (s_i <= S), equal to it
+    for a one-instrument strategy (or a universe where one sleeve holds the strategy's equity). Bounding the
+    gene by ``max_position_fraction`` is therefore the one bound that holds whatever the sleeves earn; the
+    same argument over strategies trading one symbol the same way bounds their net position. Gross exposure
+    sums every sleeve's position; at their entries they are at most ``position_fraction`` of the account
+    in total, hence the smaller of the two limits (and never more than the gene's own range, 1). What this
+    bound cannot promise: positions that grew with the price after their entry can still reach the gross
+    limit, and live equity differs from the kernel's by volume rounding; the parity replay of the measured
+    window (with the limits in force) reports any order the checks refused.
+    """
+    return min(limits.max_position_fraction, limits.max_gross_exposure, 1.0)
+
+
+def sizing_violation(position_fraction: float, limits: RiskLimits) -> str | None:
+    """Why a strategy sizing ``position_fraction`` of its sleeve cannot trade under ``limits``, or None."""
+    ceiling = position_fraction_ceiling(limits)
+    if position_fraction <= ceiling:
+        return None
+    return (
+        f"sizes {position_fraction:.2%} of its sleeve per entry, above {ceiling:.2%} "
+        f"(max_position_fraction {limits.max_position_fraction:.2%}, max_gross_exposure "
+        f"{limits.max_gross_exposure:.2%} of account equity): a one-instrument entry would be rejected "
+        "by the live risk check, so it would not trade as it was measured"
+    )
+
+
 def account_equity(cash: float, positions: Mapping[str, float], prices: Mapping[str, float]) -> float:
     """Cash plus every position marked at its price; a position without a price is a caller's error."""
     missing = sorted(symbol for symbol, quantity in positions.items() if quantity and symbol not in prices)

@@ -9,6 +9,7 @@ biased strategy that is already active is caught by the blocking checks, which f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import io
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from emp_pipeline.defs.research.promotion_gates import (
     PromotionGatesResource,
     champions_free_of_lookahead,
     champions_live_parity,
+    champions_trade_within_limits,
 )
 from emp_pipeline.defs.research.resources import WalkForwardResource
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
@@ -134,15 +136,24 @@ def _seed_lake(root: Path, bars: pd.DataFrame, strategy_ids: Sequence[str]) -> N
     )
 
 
-def _materialize_champions(url: str, lake: Path):
+# The seeded genomes size 0.5 of a sleeve: limits that let them trade, except where a test sets the cap.
+TRADABLE_LIMITS = RiskLimitsResource(max_position_fraction=0.5)
+
+
+def _materialize_champions(
+    url: str,
+    lake: Path,
+    checks: Sequence = (champions_free_of_lookahead, champions_live_parity),
+    limits: RiskLimitsResource = TRADABLE_LIMITS,
+):
     return materialize(
-        [champion_strategies, champions_free_of_lookahead, champions_live_parity],
+        [champion_strategies, *checks],
         resources={
             "database": DatabaseResource(url=url),
             "lake": DataLakeResource(base_dir=str(lake)),
             "walk_forward": WalkForwardResource(),
             "regime_classifier": RegimeClassifierResource(),
-            "risk_limits": RiskLimitsResource(),
+            "risk_limits": limits,
             "promotion_gates": BiasedFeatureGates(
                 window_bars=100,
                 history_bars=260,
@@ -228,6 +239,51 @@ def test_blocking_gates_retire_a_champion_that_looks_ahead(tmp_path: Path) -> No
     if biased_id in blocking:
         assert parity.severity is AssetCheckSeverity.ERROR
         assert any("what_future_return" in line for line in blocking[biased_id])
+
+
+def test_a_strategy_sizing_beyond_the_live_cap_is_not_promoted_and_is_retired_if_active(
+    tmp_path: Path,
+) -> None:
+    """Issue 13 point 5: under a 25 % cap a strategy sizing 50 % of its sleeve would have its entries
+    refused live, so it is left out of promotion (the reason in the metadata) and, made active by hand,
+    retired by the blocking check `champions_trade_within_limits`, which says why."""
+    market = generate_market(n_instruments=2, n_bars=380, seed=5)
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    within = dataclasses.replace(
+        correct_genome(), risk=dataclasses.replace(correct_genome().risk, position_fraction=0.25)
+    )
+    within_id, beyond_id = _seed_registry(url, market.instruments, [within, correct_genome()])
+    lake = tmp_path / "lake"
+    _seed_lake(lake, market.bars, [within_id, beyond_id])
+    capped = RiskLimitsResource(max_position_fraction=0.25)
+
+    result = _materialize_champions(url, lake, (champions_trade_within_limits,), capped)
+
+    assert result.success
+    (materialization,) = [
+        e.step_materialization_data.materialization for e in result.get_asset_materialization_events()
+    ]
+    refused = materialization.metadata["refused_beyond_risk_limits"].value
+    assert list(refused) == [beyond_id] and "50.00%" in refused[beyond_id]
+    (within_status, beyond_status), _ = _statuses(url, within_id, beyond_id)
+    assert (within_status, beyond_status) == ("active", "candidate")
+
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as session:
+            set_strategy_status(session, beyond_id, "active", "activated by hand")
+    finally:
+        engine.dispose()
+    result = _materialize_champions(url, lake, (champions_trade_within_limits,), capped)
+
+    assert not result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity is AssetCheckSeverity.ERROR
+    assert list(check.metadata["reasons"].value) == [beyond_id]
+    (within_status, beyond_status), history = _statuses(url, within_id, beyond_id)
+    assert (within_status, beyond_status) == ("active", "retired")
+    assert "cannot trade within the live risk limits" in history[-1].reason
+    assert "25.00%" in history[-1].reason
 
 
 def test_emp_lookahead_and_parity_commands(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.genome import Genome, RiskGenes
-from emp_pipeline.domain.risk import RiskLimits
+from emp_pipeline.domain.risk import RiskLimits, position_fraction_ceiling
 from emp_pipeline.domain.synthetic import SyntheticMarket, generate_market
 from emp_pipeline.parity.replay import ParityConfig, ParityInputError, run_parity
 from emp_pipeline.parity.report import compare_trades
@@ -145,6 +145,34 @@ def test_biased_rule_is_named_by_the_replay(market: SyntheticMarket) -> None:
     assert future.date in report.audited_bars and np.isnan(future.live)
     assert "long_entry.all[1]" in by_field
     assert "long_entry.all[0]" not in by_field
+
+
+def test_sizing_at_the_live_cap_trades_as_measured_and_above_it_does_not() -> None:
+    """Issue 13 point 5 on a one-instrument book, where a sleeve holds all the strategy's equity: a genome
+    sizing at the live cap (the GA's ceiling) has every entry approved and no divergence; the same genome
+    sizing above the cap has its entries refused by the live check, which the replay reports."""
+    single = gapless(generate_market(n_instruments=1, n_bars=WARMUP_BARS + WINDOW_BARS, seed=3))
+    start, end = window(single)
+    limits = RiskLimits(max_position_fraction=0.25, max_gross_exposure=1.0, daily_loss_limit=1.0)
+    config = ParityConfig(costs=Costs(fee_bps=1.0, slippage_bps=0.0), limits=limits, audit=0)
+
+    def replay(position_fraction: float):
+        genome = wide_stops()
+        genome = dataclasses.replace(
+            genome, risk=dataclasses.replace(genome.risk, position_fraction=position_fraction)
+        )
+        return run_parity(
+            genome, single.bars, fine_grid(single), start, end, biased_cortex(single), config=config
+        )
+
+    at_cap = replay(position_fraction_ceiling(limits))
+    assert len(at_cap.backtest_trades) >= 2, "premise: the window has entries"
+    assert at_cap.passed, at_cap.describe()
+    assert not any("risk" in note for note in at_cap.notes), at_cap.notes
+    above = replay(0.5)
+    assert not above.passed
+    assert any("risk rejected" in note and "25.00% of equity" in note for note in above.notes), above.notes
+    assert above.first("execution") is not None
 
 
 def test_window_outside_the_data_is_refused(market: SyntheticMarket) -> None:

@@ -109,3 +109,11 @@ def test_period_baselines_put_candidates_against_buy_and_hold_and_a_thousand_ran
     np.testing.assert_array_equal(again.null_sharpes, baselines.null_sharpes)
     comparison = baselines.against_null(float(np.max(baselines.null_sharpes)) + 1.0)
     assert comparison.percentile == 100.0 and comparison.p_value == pytest.approx(1 / 1001)
+
+
+def test_the_null_draws_its_sizing_under_the_same_ceiling_as_the_ga():
+    panel, _ = _chain()
+    space = feature_space(panel)
+    capped = null_genomes(space, 200, seed=3, max_conditions=3, max_position_fraction=0.25)
+    assert max(g.risk.position_fraction for g in capped) <= 0.25
+    assert max(g.risk.position_fraction for g in null_genomes(space, 200, 3, 3)) > 0.25

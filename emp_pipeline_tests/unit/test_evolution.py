@@ -233,3 +233,17 @@ def test_the_inner_fold_fitness_is_deterministic_and_differs_from_the_full_windo
     assert [r.fitness for r in first.records] != [r.fitness for r in full.records]
     with pytest.raises(EvolutionError, match="fitness"):
         replace(SMALL, fitness="sharpe_only").validate()
+
+
+def test_the_sizing_gene_stays_under_the_live_cap_in_every_operator(market_data):
+    """Issue 13 point 5: random draws, mutation and crossover never size above the ceiling they are given,
+    and without a ceiling the pool is the one every run drew from before (0.1 .. 1.0)."""
+    _, panel, market = market_data
+    capped = evolve(panel, market, replace(SMALL, max_position_fraction=0.25), seed=4)
+    fractions = [record.genome.risk.position_fraction for record in capped.records]
+    assert max(fractions) <= 0.25 and min(fractions) >= 0.01
+    assert {record.operator for record in capped.records} >= {"random", "mutation"}
+    free = evolve(panel, market, SMALL, seed=4)
+    assert max(record.genome.risk.position_fraction for record in free.records) > 0.25
+    with pytest.raises(EvolutionError, match="max_position_fraction"):
+        replace(SMALL, max_position_fraction=0.0).validate()

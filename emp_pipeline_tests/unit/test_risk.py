@@ -14,6 +14,8 @@ from emp_pipeline.domain.risk import (
     RiskVerdict,
     account_equity,
     check_orders,
+    position_fraction_ceiling,
+    sizing_violation,
     tightened_limits,
 )
 
@@ -129,3 +131,27 @@ def test_a_tightened_limit_is_still_validated():
         tightened_limits(CEILINGS, {"max_position_fraction": -1.0})
     with pytest.raises(RiskConfigError, match="unknown risk limits"):
         tightened_limits(CEILINGS, {"max_leverage": 2.0})
+
+
+def test_the_sizing_ceiling_is_the_tighter_live_limit_and_names_why_a_gene_exceeds_it():
+    assert position_fraction_ceiling(LIMITS) == 0.25
+    assert position_fraction_ceiling(RiskLimits(0.4, 0.3)) == 0.3
+    assert position_fraction_ceiling(RiskLimits(2.0, 3.0)) == 1.0
+    assert sizing_violation(0.25, LIMITS) is None
+    reason = sizing_violation(0.5, LIMITS)
+    assert reason is not None and "50.00%" in reason and "25.00%" in reason and "rejected" in reason
+
+
+def test_an_entry_at_the_ceiling_passes_the_live_check_whatever_the_sleeves_earned():
+    """A strategy's entry is pf x its sleeve's equity; the account holds the strategy's equity, so at
+    pf = ceiling the per-instrument check passes even when one sleeve holds nearly all of it."""
+    capital, sleeves = 100_000.0, {"A": 0.9, "B": 0.1}  # kernel equity of each sleeve
+    equity = capital * sum(sleeves.values())
+    pf = position_fraction_ceiling(LIMITS)
+    for symbol, sleeve in sleeves.items():
+        units = pf * sleeve * capital / PRICES[symbol]
+        verdict, _, reason = _one(units, symbol, equity=equity, day_start=equity)
+        assert verdict is RiskVerdict.APPROVED, reason
+    # A sizing gene 1 % above the ceiling, with one sleeve holding all the strategy's equity: refused.
+    above = 1.01 * pf * equity / PRICES["A"]
+    assert _one(above, "A", equity=equity, day_start=equity)[0] is RiskVerdict.REJECTED

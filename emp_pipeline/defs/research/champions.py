@@ -24,6 +24,7 @@ from dagster import (
 )
 from sqlalchemy.orm import Session
 
+from emp_pipeline.defs.live.risk_limits import RiskLimitsResource
 from emp_pipeline.defs.perception.resources import RegimeClassifierResource
 from emp_pipeline.defs.research.promotion_gates import PromotionGatesResource
 from emp_pipeline.defs.research.resources import WalkForwardResource
@@ -40,6 +41,7 @@ from emp_pipeline.domain.promotion import (
     gate_violations,
     plan_promotions,
 )
+from emp_pipeline.domain.risk import RiskLimits, sizing_violation
 from emp_pipeline.domain.walkforward import period_bounds
 from emp_pipeline.parity.gates import load_gate_data, lookahead_gate
 from emp_pipeline.registry.records import PerformanceRecord, StrategyRecord
@@ -166,6 +168,25 @@ def reject_lookahead(
     return rejected
 
 
+def refuse_beyond_limits(
+    context: AssetExecutionContext, database: DatabaseResource, limits: RiskLimits, pool_ids: Sequence[str]
+) -> dict[str, str]:
+    """Pool members whose sizing the live risk checks in force would refuse: {strategy id: reason}.
+
+    They are left out of this promotion (their status is kept: looser limits later may let them trade);
+    the GA draws within the limits, so only strategies evolved under other limits can be caught here.
+    """
+    with database.session() as session:
+        records = [get_strategy(session, strategy_id) for strategy_id in pool_ids]
+    refused: dict[str, str] = {}
+    for record in records:
+        reason = sizing_violation(genome_from_dict(record.genome).risk.position_fraction, limits)
+        if reason is not None:
+            refused[record.id] = f"not promoted, beyond the live risk limits: {reason}"
+            context.log.warning("%s: %s", record.id, refused[record.id])
+    return refused
+
+
 def _track_record_table(performance: dict[str, PerformanceRecord]) -> str:
     """Per champion: its deflated Sharpe with the trials it was deflated by, and how long a track record it
     would need (minimum track record length at 95 %) against the bars it has."""
@@ -195,7 +216,9 @@ def _track_record_table(performance: dict[str, PerformanceRecord]) -> str:
     description=f"Gated promotion: the top {PROMOTION_POOL_SIZE} strategies by training fitness of the "
     "study's newest period become active if their out-of-sample Sharpe, deflated Sharpe, maximum "
     "drawdown and trade count pass the gates (EMP_GATE_*); actives that no longer pass, or exceed "
-    "EMP_MAX_CHAMPIONS, are retired. Every change is recorded in the registry with its reason.",
+    "EMP_MAX_CHAMPIONS, are retired. Every change is recorded in the registry with its reason. A strategy "
+    "sizing beyond the live risk limits (EMP_MAX_POSITION_FRACTION) is not promoted: it could not trade as "
+    "measured.",
 )
 def champion_strategies(
     context: AssetExecutionContext,
@@ -204,9 +227,12 @@ def champion_strategies(
     walk_forward: WalkForwardResource,
     promotion_gates: PromotionGatesResource,
     regime_classifier: RegimeClassifierResource,
+    risk_limits: RiskLimitsResource,
 ) -> MaterializeResult:
     gates = walk_forward.gates()
     period, pool_ids = study_pool(lake)
+    beyond_limits = refuse_beyond_limits(context, database, risk_limits.ceilings(), pool_ids)
+    pool_ids = [strategy_id for strategy_id in pool_ids if strategy_id not in beyond_limits]
     screened_out = reject_lookahead(context, lake, database, promotion_gates, regime_classifier, pool_ids)
     pool_ids = [strategy_id for strategy_id in pool_ids if strategy_id not in screened_out]
     with database.session() as session:
@@ -241,6 +267,7 @@ def champion_strategies(
             "gates": MetadataValue.json(gates.describe()),
             "pool_size": len(pool),
             "rejected_for_lookahead": MetadataValue.json(screened_out),
+            "refused_beyond_risk_limits": MetadataValue.json(beyond_limits),
             "promoted": len(promoted),
             "retired": len(retired),
             "active_champions": len(champions),

@@ -12,6 +12,7 @@ from emp_pipeline.defs.research.promotion_gates import PromotionGatesResource, p
 from emp_pipeline.defs.research.resources import WalkForwardResource
 from emp_pipeline.defs.research.schedules import evolution_schedule
 from emp_pipeline.defs.research.strategies import evolved_strategies_asset
+from emp_pipeline.domain.risk import position_fraction_ceiling
 from emp_pipeline.environment import configured_study_windows
 from emp_pipeline.settings import Settings
 
@@ -46,6 +47,7 @@ def research_definitions(settings: Settings, partitions: PipelinePartitions) -> 
                 max_champions=gates.max_champions,
                 periods_per_year=windows.periods_per_year,
                 train_months=windows.train_months,
+                max_position_fraction=position_fraction_ceiling(settings.live.risk_limits()),
             ),
             "promotion_gates": PromotionGatesResource(
                 window_bars=gates.window_bars,

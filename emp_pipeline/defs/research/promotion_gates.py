@@ -1,4 +1,5 @@
-"""Blocking checks on `champion_strategies`: no look-ahead, and the live path replays the backtest.
+"""Blocking checks on `champion_strategies`: no look-ahead, sizing within the live limits, and the live
+path replays the backtest.
 
 Like the performance gates, each check re-reads the registry and judges every active champion, whoever made
 it active. A champion that looks ahead (a feature, regime or rule that changes when later bars are removed),
@@ -21,6 +22,7 @@ from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.costs import DEFAULT_CAPITAL
 from emp_pipeline.domain.instruments import InstrumentMeta
 from emp_pipeline.domain.lookahead import FeatureFunction
+from emp_pipeline.domain.risk import sizing_violation
 from emp_pipeline.parity.gates import (
     GateData,
     GateSettings,
@@ -178,4 +180,41 @@ def champions_live_parity(
     )
 
 
-promotion_gate_checks = [champions_free_of_lookahead, champions_live_parity]
+@asset_check(
+    asset=CHAMPIONS,
+    blocking=True,
+    description="every active champion sizes its entries within the live risk limits in force "
+    "(EMP_MAX_POSITION_FRACTION, EMP_MAX_GROSS_EXPOSURE), so what was measured is what trades; a champion "
+    "whose orders the live check would refuse is retired with the reason",
+)
+def champions_trade_within_limits(
+    database: DatabaseResource, risk_limits: RiskLimitsResource
+) -> AssetCheckResult:
+    champions = _champions(database)
+    limits = risk_limits.ceilings()
+    refused: dict[str, str] = {}
+    for strategy_id in champions:
+        genome = stored_strategy(database.engine(), strategy_id).genome
+        reason = sizing_violation(genome.risk.position_fraction, limits)
+        if reason is not None:
+            refused[strategy_id] = reason
+            _retire(database, strategy_id, f"cannot trade within the live risk limits: {reason}")
+    return AssetCheckResult(
+        passed=not refused,
+        severity=AssetCheckSeverity.ERROR,
+        description=(
+            f"{len(refused)} of {len(champions)} champions size beyond the live limits and were retired"
+            if refused
+            else f"{len(champions)} champions size within the live limits"
+        ),
+        metadata={
+            "champions": len(champions),
+            "beyond_limits": len(refused),
+            "reasons": MetadataValue.json(refused),
+            "max_position_fraction": limits.max_position_fraction,
+            "max_gross_exposure": limits.max_gross_exposure,
+        },
+    )
+
+
+promotion_gate_checks = [champions_free_of_lookahead, champions_trade_within_limits, champions_live_parity]

@@ -32,6 +32,8 @@ class WalkForwardResource(ConfigurableResource):
     # The universe's bars per year and training span (environment.configured_study_windows).
     periods_per_year: int = 252
     train_months: int = DEFAULT_TRAIN_MONTHS
+    # The sizing gene's ceiling: the live limits in force (risk.position_fraction_ceiling of EMP_MAX_*).
+    max_position_fraction: float = 1.0
 
     def windows(self) -> StudyWindows:
         return StudyWindows(self.periods_per_year, self.train_months)
@@ -43,6 +45,7 @@ class WalkForwardResource(ConfigurableResource):
             fitness=self.fitness,
             periods_per_year=float(self.periods_per_year),
             costs=Costs(fee_bps=self.fee_bps, slippage_bps=self.slippage_bps),
+            max_position_fraction=self.max_position_fraction,
         ).validate()
 
     def gates(self) -> PromotionGates:
