@@ -78,7 +78,7 @@ from emp_pipeline.parity.report import (
 from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.orders import fills_for_order, orders_for_account
-from emp_pipeline.registry.positions import get_account, positions_for_account
+from emp_pipeline.registry.positions import account_and_positions
 from emp_pipeline.storage.datasets import (
     MARKET_BARS,
     MARKET_REGIMES,
@@ -243,9 +243,8 @@ def _registry(root: Path) -> Engine:
 
 def _account(engine: Engine, account_id: int) -> tuple[float, dict[str, float]]:
     with session_scope(engine) as session:
-        cash = get_account(session, account_id).cash
-        positions = {p.symbol: p.quantity for p in positions_for_account(session, account_id)}
-    return cash, positions
+        account, positions = account_and_positions(session, account_id)
+    return account.cash, {p.symbol: p.quantity for p in positions}
 
 
 def _stored_grids(

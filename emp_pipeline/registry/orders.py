@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, delete, func, literal, select, union_all, update
+from sqlalchemy import Row, Select, bindparam, case, delete, func, literal, select, union_all, update
 from sqlalchemy.orm import Session
 
 from emp_pipeline.broker.interface import RECORDED_STATUSES, TERMINAL_STATUSES, OrderSide, OrderStatus
@@ -265,14 +265,24 @@ def record_fill(
         .values(cash=accounts.cash - (signed_quantity * price + fee))
     )
     if order.status not in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
-        filled_total = filled_quantities(session, [order.id])[order.id]
-        complete = filled_total >= order.quantity * (1 - 1e-9)
-        _set_order(
-            session,
-            order.id,
-            status=OrderStatus.FILLED.value if complete else OrderStatus.PARTIALLY_FILLED.value,
-        )
+        session.execute(_fill_status_update(), {"order_id": order.id, "updated_at": utc_now()})
     return record_from_row(FillRecord, fill), True
+
+
+@cache
+def _fill_status_update() -> Any:
+    """Filled once the fills add up to the quantity (to a billionth), else partially filled: one statement."""
+    orders, fills = Order.__table__.c, Fill.__table__.c
+    filled = select(func.sum(fills.quantity)).where(fills.order_id == orders.id).scalar_subquery()
+    status = case(
+        (filled >= orders.quantity * (1 - 1e-9), OrderStatus.FILLED.value),
+        else_=OrderStatus.PARTIALLY_FILLED.value,
+    )
+    return (
+        update(Order.__table__)
+        .where(orders.id == bindparam("order_id"))
+        .values(status=status, updated_at=bindparam("updated_at"))
+    )
 
 
 def fills_for_order(session: Session, client_order_id: str) -> list[FillRecord]:

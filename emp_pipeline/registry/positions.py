@@ -123,6 +123,36 @@ def _account_positions_query(include_flat: bool) -> Select[Any]:
     return query.order_by(positions.symbol)
 
 
+def account_and_positions(session: Session, account_id: int) -> tuple[AccountRecord, list[PositionRecord]]:
+    """`get_account` and `positions_for_account` (non-flat) in one read: what a risk check marks each bar."""
+    rows = session.execute(_account_and_positions_query(), {"account_id": account_id}).all()
+    if not rows:
+        raise UnknownAccountError(f"account {account_id} is not in the registry: create it first")
+    positions = [
+        PositionRecord(account_id, row.position_symbol, *row[-4:]) for row in rows if row.position_symbol
+    ]
+    return record_from_row(AccountRecord, rows[0]), positions
+
+
+@cache
+def _account_and_positions_query() -> Select[Any]:
+    accounts, positions = Account.__table__, Position.__table__
+    held = (positions.c.account_id == accounts.c.id) & (positions.c.quantity != 0.0)
+    return (
+        select(
+            *accounts.c,
+            positions.c.symbol.label("position_symbol"),
+            positions.c.quantity,
+            positions.c.avg_price,
+            positions.c.realised_pnl,
+            positions.c.updated_at,
+        )
+        .select_from(accounts.outerjoin(positions, held))
+        .where(accounts.c.id == bindparam("account_id"))
+        .order_by(positions.c.symbol)
+    )
+
+
 def book_positions(
     session: Session, account_id: int, symbols: Collection[str]
 ) -> dict[tuple[str | None, str], float]:

@@ -37,6 +37,7 @@ from emp_pipeline.registry.orders import (
     update_order_status,
 )
 from emp_pipeline.registry.positions import (
+    account_and_positions,
     book_positions,
     get_account,
     get_or_create_paper_account,
@@ -220,6 +221,23 @@ def test_flat_positions_are_listed_only_on_request(registry_engine: Engine) -> N
         [flat] = positions_for_account(session, account_id, include_flat=True)
     assert (flat.quantity, flat.avg_price) == (0.0, 0.0)
     assert flat.realised_pnl == pytest.approx(0.06)
+
+
+def test_an_account_is_read_with_its_open_positions_in_one_statement(registry_engine: Engine) -> None:
+    account_id = paper_account(registry_engine)
+    with session_scope(registry_engine) as session:
+        assert account_and_positions(session, account_id) == (get_account(session, account_id), [])
+    order(registry_engine, account_id, "spy", "buy", 2)
+    order(registry_engine, account_id, "eur", "sell", 3, symbol="EURUSD")
+    order(registry_engine, account_id, "eur-back", "buy", 3, symbol="EURUSD")
+    for client_order_id, fill_id in (("spy", "H1"), ("eur", "H2"), ("eur-back", "H3")):
+        fill(registry_engine, client_order_id, fill_id, 100.0, 2 if client_order_id == "spy" else 3)
+    with session_scope(registry_engine) as session:
+        account, positions = account_and_positions(session, account_id)
+        assert account == get_account(session, account_id) and account.cash == 100_000.0 - 200.0
+        assert positions == positions_for_account(session, account_id)  # the flat EURUSD left out
+        with pytest.raises(UnknownAccountError):
+            account_and_positions(session, account_id + 1)
 
 
 # --------------------------------------------------------------------------------------- two processes
