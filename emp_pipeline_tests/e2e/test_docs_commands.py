@@ -39,7 +39,7 @@ PROMISED_OUTPUT = {
     ".venv/bin/emp run daily_update_job --from 2013-01-01 --to 2013-01-31": (
         "- daily_update_job [2013-01-01..2013-01-31]",
     ),
-    "DAGSTER_HOME=$PWD .venv/bin/dagster instance info": ("QueuedRunCoordinator",),
+    "DAGSTER_HOME=$PWD .venv/bin/dagster instance info": ("LocalProcessRunLauncher",),
 }
 # make demo takes about a minute and a half on a quiet 2-core machine; the margin is for a busy one.
 BLOCK_TIMEOUT_S = 1500
