@@ -36,8 +36,8 @@ UNWANTED_OUTPUT = ("SupersessionWarning", "no dagster.yaml found", "Traceback")
 PROMISED_OUTPUT = {
     "make demo": ("walk-forward study:", "paper-trading tick:"),
     ".venv/bin/emp run research_job": ("- research_job [unpartitioned]",),
-    ".venv/bin/emp run daily_update_job --from 2013-01-01 --to 2013-01-31": (
-        "- daily_update_job [2013-01-01..2013-01-31]",
+    ".venv/bin/emp run daily_update_job --from 2012-11-01 --to 2013-01-31": (
+        "- daily_update_job [2012-11..2013-01]",
     ),
     "DAGSTER_HOME=$PWD .venv/bin/dagster instance info": ("LocalProcessRunLauncher",),
 }
