@@ -73,7 +73,9 @@ def main() -> None:
     regimes = classify_by_year("rules", bars, features, utc("2005-01-01"), utc("2011-01-01"), windows=windows)
     print(f"regimes_rules_2005_2010={frame_digest(regimes)}")
 
-    panel, market, fold = walk_forward_grid(bars, features, regimes, PERIOD, windows)
+    panel, market, fold = walk_forward_grid(
+        bars, features, regimes, PERIOD, windows, {meta.symbol: meta for meta in universe.instruments}
+    )
     print(f"fold={fold.train_start.date()}..{fold.train_end.date()}:{fold.n_train_bars}+{fold.embargo_bars}")
     config = EvolutionConfig(
         population_size=40, generations=8, periods_per_year=float(windows.periods_per_year)

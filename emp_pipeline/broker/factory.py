@@ -23,7 +23,9 @@ from emp_pipeline.broker.interface import AccessTokenProvider, Broker, BrokerErr
 from emp_pipeline.broker.paper import BarFrameOpens, PaperBroker
 from emp_pipeline.domain.bars import adjusted_ohlc
 from emp_pipeline.domain.costs import DEFAULT_CAPITAL, Costs
+from emp_pipeline.domain.financing import bar_spreads
 from emp_pipeline.registry.engine import session_scope
+from emp_pipeline.registry.instruments import load_instruments
 from emp_pipeline.registry.positions import get_or_create_account
 from emp_pipeline.storage.datasets import MARKET_BARS
 
@@ -108,10 +110,13 @@ def _paper(
             f"no stored {MARKET_BARS.name} under {lake_dir}: materialise {MARKET_BARS.name}, features and "
             "regimes before the live job runs"
         )
-    # Adjusted prices, as the backtest fills and checks stops (market_arrays uses the same scale).
+    with session_scope(engine) as session:
+        instruments = {meta.symbol: meta for meta in load_instruments(session)}
+    # Adjusted prices with each bar's spread, as the backtest fills and checks stops (market_arrays uses the
+    # same scale and the same spreads).
     broker = PaperBroker(
         engine,
-        BarFrameOpens(adjusted_ohlc(bars)),
+        BarFrameOpens(adjusted_ohlc(bars.assign(spread=bar_spreads(bars, instruments)))),
         costs=spec.costs,
         account_name=spec.account_name,
         currency=spec.currency,

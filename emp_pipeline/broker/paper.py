@@ -21,6 +21,11 @@ exit or reversal at an open comes before that bar's intrabar check, as in the ke
 are kept in the registry's `paper_protective_levels` (the orders aggregate: `rest_protective_levels`,
 `open_orders_and_resting_levels`, `end_protective_levels`).
 
+Prices are bids: a buy leg pays the bar's ``spread`` on top (`PriceBar.spread`, from the bar frame's
+``spread`` column, which the factory fills with `financing.bar_spreads`, the backtest's own model), and a
+short's levels trigger on the ask. Overnight swaps are not booked in the paper account (its cash moves with
+fills only); the live fold and the backtest charge them to the sleeve, so sizing is the kernel's.
+
 Catching up means walking each book with open orders whose next bar has arrived or resting levels, bar by
 bar up to the latest bar: the orders due at a bar's open, then that bar's protective check. It reads what
 the walk needs in a few set-based statements (open orders, resting levels with the position they protect and
@@ -62,6 +67,7 @@ from emp_pipeline.domain.sleeve import (
     EXIT_LEG,
     EXIT_REASONS,
     FILL,
+    NO_SWAP_TERMS,
     PROTECT,
     PROTECTIVE_LEG,
     FillCosts,
@@ -122,6 +128,7 @@ class PriceBar:
     open: float
     high: float
     low: float
+    spread: float = 0.0  # ask - bid (the prices are bids): what a buy pays on top (`financing`)
 
 
 class NextOpenSource(Protocol):
@@ -154,14 +161,16 @@ class BarFrameOpens:
         missing = sorted({"open", "high", "low"} - set(bars.columns))
         if missing:
             raise BrokerError(f"paper bar frame has no {missing} column(s): protective exits need them")
-        columns = ["date", "symbol", "open", "high", "low"]
+        if "spread" not in bars.columns:
+            bars = bars.assign(spread=0.0)
+        columns = ["date", "symbol", "open", "high", "low", "spread"]
         priced = bars.loc[np.isfinite(bars["open"].to_numpy(dtype="float64")), columns]
-        self._by_symbol: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._by_symbol: dict[str, tuple[np.ndarray, ...]] = {}
         for symbol, group in priced.sort_values(["symbol", "date"]).groupby("symbol", sort=False):
             dates = pd.DatetimeIndex(group["date"]).tz_convert("UTC").as_unit("ns").asi8
             self._by_symbol[str(symbol)] = (
                 dates,
-                *(group[column].to_numpy(dtype="float64") for column in ("open", "high", "low")),
+                *(group[column].to_numpy(dtype="float64") for column in ("open", "high", "low", "spread")),
             )
 
     def latest_bar_time(self, symbol: str) -> dt.datetime | None:
@@ -187,10 +196,12 @@ class BarFrameOpens:
         series = self._by_symbol.get(symbol)
         if series is None:
             return ()
-        dates, opens, highs, lows = series
+        dates, opens, highs, lows, spreads = series
         first = self._index(dates, since, "left")
         return tuple(
-            PriceBar(pd.Timestamp(dates[k], tz="UTC").to_pydatetime(), opens[k], highs[k], lows[k])
+            PriceBar(
+                pd.Timestamp(dates[k], tz="UTC").to_pydatetime(), opens[k], highs[k], lows[k], spreads[k]
+            )
             for k in range(first, len(dates))
         )
 
@@ -576,8 +587,8 @@ def _step(
 ) -> tuple[SleeveState, int]:
     """The kernel's step on one bar, without its decision phase (the broker decides nothing)."""
     return step_sleeve(
-        state, key, float(bar.open), float(bar.high), float(bar.low), math.nan, math.nan, 0, _NO_RULES,
-        costs, phases, fills,
+        state, key, float(bar.open), float(bar.high), float(bar.low), math.nan, math.nan, float(bar.spread),
+        0.0, 0, _NO_RULES, costs, NO_SWAP_TERMS, phases, fills,
     )  # fmt: skip
 
 

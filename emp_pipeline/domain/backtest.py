@@ -19,6 +19,10 @@ strategy-bar):
   a price for that instrument (bars with a NaN open are skipped: no fills, equity carried).
 * **Costs** (`costs.Costs`). Every fill pays slippage against the trader (``slippage_bps`` of the price:
   buys fill higher, sells lower) and a fee of ``fee_bps`` of the fill's notional, per side.
+* **Spread and overnight financing** (`financing`, per instrument on `MarketArrays`). Bars are bid prices:
+  every buy (a long's entry, a short's exit, a short's stop or take profit, which trigger on the ask) pays
+  the bar's spread on top; a position held across a rollover is credited or charged the instrument's swap,
+  triple on its triple weekday. Both zero (the default) leave every number as it was without them.
 * **Protective exits.** At entry, stop = fill -/+ ``stop_atr x ATR(signal bar)`` and take profit =
   fill +/- ``take_profit_atr x ATR(signal bar)`` (long/short). They are checked on every bar from the entry
   bar on, the entry bar included (from its open onward: its high/low are assumed to come after the fill).
@@ -38,14 +42,15 @@ strategy-bar):
 
 Outputs: portfolio equity and daily returns (n_strategies, n_bars), optional per-instrument sleeve equity,
 trade counts, winning trades, gross profit and loss (net of costs, for win rate and profit factor),
-exposure (share of priced instrument-bars in a position) and turnover (traded notional / initial capital).
+exposure (share of priced instrument-bars in a position), turnover (traded notional / initial capital) and
+the costs paid, each on its own: fees, spread and swaps (credited swaps count negative), per strategy.
 The single-strategy path ``simulate_strategy`` runs the same kernel with a trade log and each sleeve's final
 state (position, levels, and the order due at the next open).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -54,16 +59,20 @@ import pandas as pd
 from numba import njit
 
 from emp_pipeline.domain.costs import Costs
+from emp_pipeline.domain.financing import bar_spreads, nights_grid, swap_terms
 from emp_pipeline.domain.genome import Genome, validate_genome
+from emp_pipeline.domain.instruments import InstrumentMeta
 from emp_pipeline.domain.sleeve import (
     ALL_PHASES,
     ENTRY_LEG,
     EXIT_END_OF_DATA,
     EXIT_LEG,
     EXIT_REASONS,
+    FINANCING_LEG,
     PROTECTIVE_LEG,
     FillCosts,
     SleeveRules,
+    SwapTerms,
     new_fills,
     start_sleeve,
     step_sleeve,
@@ -100,7 +109,8 @@ STATE_FIELDS: tuple[str, ...] = (
 )
 # Columns of the per-strategy statistics array.
 _STAT_TRADES, _STAT_WINS, _STAT_PROFIT, _STAT_LOSS, _STAT_IN_MARKET, _STAT_PRICED, _STAT_TURNOVER = range(7)
-_N_STATS = 7
+_STAT_FEES, _STAT_SPREAD, _STAT_SWAP_COST = 7, 8, 9
+_N_STATS = 10
 
 
 class BacktestInputError(ValueError):
@@ -168,6 +178,9 @@ def _simulate(
     low: np.ndarray,
     close: np.ndarray,
     atr: np.ndarray,
+    spread: np.ndarray,
+    nights: np.ndarray,
+    swap: np.ndarray,
     stop_atr: np.ndarray,
     take_profit_atr: np.ndarray,
     position_fraction: np.ndarray,
@@ -183,7 +196,8 @@ def _simulate(
 ) -> int:
     """`sleeve.step_sleeve` over every (strategy, instrument, bar), booking what it fills.
 
-    Prices are (n_instruments, n_bars) here (contiguous per instrument); returns the trades logged.
+    Prices, spreads and nights are (n_instruments, n_bars) here (contiguous per instrument), ``swap`` the
+    instruments' `SwapTerms` rows; returns the trades logged.
     ``detail`` (a constant in each caller, so the compiled population loop carries no logging at all) logs
     every trade and each sleeve's final state.
     """
@@ -200,7 +214,13 @@ def _simulate(
             l_row = low[i]
             c_row = close[i]
             a_row = atr[i]
+            s_row = spread[i]
+            n_row = nights[i]
+            terms = SwapTerms(swap[i, 0], swap[i, 1], swap[i, 2], swap[i, 3])
             state = start_sleeve(sleeve_capital)
+            fees = 0.0
+            spread_paid = 0.0
+            swap_paid = 0.0
             # Counts and sums stay in registers through the bars and continue the strategy's running totals
             # (the same additions in the same order as booking each trade into ``stats``).
             priced = 0
@@ -218,11 +238,15 @@ def _simulate(
                     continue
                 priced += 1
                 state, legs = step_sleeve(
-                    state, t, o, h_row[t], l_row[t], c_row[t], a_row[t], signals[s, t, i], rules, costs,
-                    ALL_PHASES, fills,
+                    state, t, o, h_row[t], l_row[t], c_row[t], a_row[t], s_row[t], n_row[t], signals[s, t, i],
+                    rules, costs, terms, ALL_PHASES, fills,
                 )  # fmt: skip
                 if legs:
+                    if legs & FINANCING_LEG:
+                        swap_paid -= fills.swap
                     if legs & EXIT_LEG:
+                        fees += fills.exit_fee
+                        spread_paid += fills.exit_spread
                         totals = _count_trade(
                             totals, fills.exit_pnl, abs(fills.exit_units * fills.exit_price)
                         )
@@ -243,6 +267,8 @@ def _simulate(
                                 fills.exit_reason,
                             )
                     if legs & ENTRY_LEG:
+                        fees += fills.entry_fee
+                        spread_paid += fills.entry_spread
                         totals = _TradeStats(
                             totals.trades,
                             totals.wins,
@@ -251,6 +277,8 @@ def _simulate(
                             totals.turnover + state.entry_notional,
                         )
                     if legs & PROTECTIVE_LEG:
+                        fees += fills.protective_fee
+                        spread_paid += fills.protective_spread
                         value = abs(fills.protective_units * fills.protective_price)
                         totals = _count_trade(totals, fills.protective_pnl, value)
                         if detail:
@@ -301,6 +329,9 @@ def _simulate(
             stats[s, _STAT_LOSS] = totals.loss
             stats[s, _STAT_TURNOVER] = totals.turnover
             stats[s, _STAT_PRICED] += priced
+            stats[s, _STAT_FEES] += fees
+            stats[s, _STAT_SPREAD] += spread_paid
+            stats[s, _STAT_SWAP_COST] += swap_paid
             stats[s, _STAT_IN_MARKET] += in_market
             direction = state.direction
             if detail:
@@ -322,14 +353,16 @@ def _simulate(
 @njit(cache=True)
 def _population_kernel(
     signals: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
-    atr: np.ndarray, stop_atr: np.ndarray, take_profit_atr: np.ndarray, position_fraction: np.ndarray,
+    atr: np.ndarray, spread: np.ndarray, nights: np.ndarray, swap: np.ndarray, stop_atr: np.ndarray,
+    take_profit_atr: np.ndarray, position_fraction: np.ndarray,
     max_holding_bars: np.ndarray, costs: FillCosts, portfolio_equity: np.ndarray,
     instrument_equity: np.ndarray, stats: np.ndarray, trade_log: np.ndarray, final_state: np.ndarray,
     fill_record: np.ndarray,
 ) -> int:  # fmt: skip
     """`_simulate` without the trade log and final states (the research path: the population's figures)."""
     return _simulate(
-        signals, open_, high, low, close, atr, stop_atr, take_profit_atr, position_fraction, max_holding_bars,
+        signals, open_, high, low, close, atr, spread, nights, swap, stop_atr, take_profit_atr,
+        position_fraction, max_holding_bars,
         costs, portfolio_equity, instrument_equity, stats, trade_log, final_state, fill_record, False,
     )  # fmt: skip
 
@@ -337,14 +370,16 @@ def _population_kernel(
 @njit(cache=True)
 def _detailed_kernel(
     signals: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
-    atr: np.ndarray, stop_atr: np.ndarray, take_profit_atr: np.ndarray, position_fraction: np.ndarray,
+    atr: np.ndarray, spread: np.ndarray, nights: np.ndarray, swap: np.ndarray, stop_atr: np.ndarray,
+    take_profit_atr: np.ndarray, position_fraction: np.ndarray,
     max_holding_bars: np.ndarray, costs: FillCosts, portfolio_equity: np.ndarray,
     instrument_equity: np.ndarray, stats: np.ndarray, trade_log: np.ndarray, final_state: np.ndarray,
     fill_record: np.ndarray,
 ) -> int:  # fmt: skip
     """`_simulate` with every trade logged and each sleeve's final state (one strategy in detail)."""
     return _simulate(
-        signals, open_, high, low, close, atr, stop_atr, take_profit_atr, position_fraction, max_holding_bars,
+        signals, open_, high, low, close, atr, spread, nights, swap, stop_atr, take_profit_atr,
+        position_fraction, max_holding_bars,
         costs, portfolio_equity, instrument_equity, stats, trade_log, final_state, fill_record, True,
     )  # fmt: skip
 
@@ -354,7 +389,12 @@ def _detailed_kernel(
 
 @dataclass(frozen=True)
 class MarketArrays:
-    """Prices and ATR on a (date x symbol) grid, shape (n_bars, n_instruments); NaN where no bar."""
+    """Prices and ATR on a (date x symbol) grid, shape (n_bars, n_instruments); NaN where no bar.
+
+    The instruments' execution terms ride along (`financing`): ``spread`` (price units) and ``nights``
+    (rollovers financed at each bar's start) on the same grid, ``swap`` one `SwapTerms` row per instrument.
+    None means none charged (zeros).
+    """
 
     dates: pd.DatetimeIndex
     symbols: tuple[str, ...]
@@ -363,6 +403,21 @@ class MarketArrays:
     low: np.ndarray
     close: np.ndarray
     atr: np.ndarray
+    spread: np.ndarray | None = None
+    nights: np.ndarray | None = None
+    swap: np.ndarray | None = None
+
+    def spread_grid(self) -> np.ndarray:
+        return self.spread if self.spread is not None else np.zeros_like(self.open)
+
+    def nights_grid(self) -> np.ndarray:
+        return self.nights if self.nights is not None else np.zeros_like(self.open)
+
+    def swap_rows(self) -> np.ndarray:
+        return self.swap if self.swap is not None else np.zeros((len(self.symbols), 4))
+
+    def swap_of(self, instrument: int) -> SwapTerms:
+        return SwapTerms(*(float(value) for value in self.swap_rows()[instrument]))
 
     def window(self, start: pd.Timestamp | None, end: pd.Timestamp | None) -> MarketArrays:
         """Bars with start <= date < end (either bound may be None)."""
@@ -375,6 +430,9 @@ class MarketArrays:
             self.dates[mask],
             self.symbols,
             *(a[mask] for a in (self.open, self.high, self.low, self.close, self.atr)),
+            spread=None if self.spread is None else self.spread[mask],
+            nights=None if self.nights is None else self.nights[mask],
+            swap=self.swap,
         )
 
 
@@ -384,10 +442,12 @@ def market_arrays(
     atr_column: str = "what_atr_14",
     dates: pd.DatetimeIndex | None = None,
     symbols: Sequence[str] | None = None,
+    instruments: Mapping[str, InstrumentMeta] | None = None,
 ) -> MarketArrays:
     """Pivot the canonical bar frame (adjusted prices) and the feature frame's ATR onto one grid.
 
-    Pass the ``dates`` and ``symbols`` of a FeaturePanel so signals and prices line up row for row.
+    Pass the ``dates`` and ``symbols`` of a FeaturePanel so signals and prices line up row for row, and the
+    ``instruments`` whose spread and swaps are charged (`financing`; without them none are).
     """
     if atr_column not in features.columns:
         raise BacktestInputError(
@@ -396,7 +456,9 @@ def market_arrays(
     symbols = tuple(symbols) if symbols is not None else tuple(sorted(bars["symbol"].unique()))
     dates = dates if dates is not None else pd.DatetimeIndex(sorted(bars["date"].unique()))
     index = pd.MultiIndex.from_product([dates, symbols], names=["date", "symbol"])
-    keyed = bars.set_index(["date", "symbol"]).reindex(index)
+    keyed = (
+        bars.assign(spread=bar_spreads(bars, instruments or {})).set_index(["date", "symbol"]).reindex(index)
+    )
     shape = (len(dates), len(symbols))
 
     def grid(series: pd.Series) -> np.ndarray:
@@ -405,14 +467,19 @@ def market_arrays(
     atr = features.set_index(["date", "symbol"])[atr_column].reindex(index)
     # Adjusted prices, in the same units as the sensory cortex's ATR (scaled by adj_close / close).
     adjustment = grid(keyed["adj_close"]) / grid(keyed["close"])
+    open_ = grid(keyed["open"]) * adjustment
+    terms = instruments or {}
     return MarketArrays(
         dates=dates,
         symbols=symbols,
-        open=grid(keyed["open"]) * adjustment,
+        open=open_,
         high=grid(keyed["high"]) * adjustment,
         low=grid(keyed["low"]) * adjustment,
         close=grid(keyed["adj_close"]),
         atr=grid(atr),
+        spread=grid(keyed["spread"]) * adjustment,
+        nights=nights_grid(open_, dates, symbols, terms),
+        swap=np.array([swap_terms(terms.get(symbol)) for symbol in symbols], dtype=np.float64).reshape(-1, 4),
     )
 
 
@@ -446,6 +513,9 @@ class PopulationResult:
     gross_loss: np.ndarray
     exposure: np.ndarray
     turnover: np.ndarray
+    fees: np.ndarray  # costs paid per strategy, each on its own (fractions of the initial capital)
+    spread_costs: np.ndarray
+    swap_costs: np.ndarray  # financing paid; negative when the swaps credited more than they charged
 
 
 def _run_kernel(
@@ -470,8 +540,11 @@ def _run_kernel(
             raise BacktestInputError(f"risk gene {name} has shape {genes.shape}, expected ({n_strategies},)")
     prices = [
         np.ascontiguousarray(a.T, dtype=np.float64)
-        for a in (market.open, market.high, market.low, market.close, market.atr)
-    ]
+        for a in (
+            market.open, market.high, market.low, market.close, market.atr, market.spread_grid(),
+            market.nights_grid(),
+        )
+    ]  # fmt: skip
     equity = np.zeros((n_strategies, n_bars), dtype=np.float64)
     instrument_equity = np.zeros(
         (n_strategies, n_bars, n_instruments) if record_instruments else (0, 0, 0), dtype=np.float64
@@ -485,6 +558,7 @@ def _run_kernel(
     n_logged = kernel(
         np.ascontiguousarray(signals),
         *prices,
+        np.ascontiguousarray(market.swap_rows(), dtype=np.float64),
         risk.stop_atr,
         risk.take_profit_atr,
         risk.position_fraction,
@@ -512,6 +586,9 @@ def _run_kernel(
         gross_loss=stats[:, _STAT_LOSS],
         exposure=np.divide(stats[:, _STAT_IN_MARKET], np.maximum(stats[:, _STAT_PRICED], 1.0)),
         turnover=stats[:, _STAT_TURNOVER],
+        fees=stats[:, _STAT_FEES],
+        spread_costs=stats[:, _STAT_SPREAD],
+        swap_costs=stats[:, _STAT_SWAP_COST],
     )
     return result, trade_log[:n_logged], final_state
 

@@ -109,10 +109,13 @@ def adjusted_ohlc(frame: pd.DataFrame) -> pd.DataFrame:
 
     The backtest, the sensory cortex's ATR, the paper broker and the live marks all trade this one price
     scale, so a split or dividend inside the history cannot make them disagree. On the newest bar the
-    factor is 1 for back-adjusted sources, so live orders still carry today's real prices.
+    factor is 1 for back-adjusted sources, so live orders still carry today's real prices. A ``spread``
+    column (price units, `financing.bar_spreads`) is scaled with them.
     """
     factor = frame["adj_close"] / frame["close"]
+    spread = {"spread": frame["spread"] * factor} if "spread" in frame.columns else {}
     return frame.assign(
+        **spread,
         open=frame["open"] * factor,
         high=frame["high"] * factor,
         low=frame["low"] * factor,

@@ -11,7 +11,10 @@ Terms (per side, in basis points of the fill):
 * ``fee_bps``: commission on the fill's notional;
 * ``slippage_bps``: the fill price moves against the trader (buys higher, sells lower).
 
-Adding a term (the FX spread and overnight swaps of issue 12 will): add a keyword field whose default charges
+The FX spread and overnight swaps are the *instrument's* terms, not the strategy's (`InstrumentMeta.spread_pips`,
+its swaps; `financing` puts them on the kernel's grid): every strategy trading an instrument pays the same.
+
+Adding a term: add a keyword field whose default charges
 nothing, validate it in `_check_term` (or next to it), carry it to the compiled step through `fill_costs()`
 (and a new `sleeve.FillCosts` field), and add it to `to_dict`. Nothing else changes for callers: fields are
 keyword-only, and `from_dict` reads a record stored before the term existed as "not charged", which is what

@@ -606,6 +606,9 @@ def _chain_folds(folds: Sequence[PopulationResult]) -> PopulationResult:
         exposure=sum(fold.exposure * length for fold, length in zip(folds, lengths, strict=True))
         / lengths.sum(),
         turnover=sum(fold.turnover for fold in folds),
+        fees=sum(fold.fees for fold in folds),
+        spread_costs=sum(fold.spread_costs for fold in folds),
+        swap_costs=sum(fold.swap_costs for fold in folds),
     )
 
 

@@ -71,6 +71,11 @@ class InstrumentMeta:
     spot FX: its value date jumps the weekend). Zero swaps (the default) mean no financing is booked: right
     for cash equities and ETFs, a real omission for FX and CFDs, whose swaps the broker publishes
     (cTrader's symbol details carry them).
+
+    Spread: bars are bid prices, so a buy pays the ask, ``bid + spread``. `spread_pips` is the instrument's
+    typical spread in pips, what the research charges on every buy when the bars carry no per-bar spread
+    (see `financing.spread_grid`); zero (the default) charges none, right for data that is already mid or
+    traded prices.
     """
 
     symbol: str
@@ -87,6 +92,7 @@ class InstrumentMeta:
     swap_short: float = 0.0
     swap_type: SwapType = SwapType.PIPS
     swap_triple_weekday: Weekday = Weekday.WEDNESDAY
+    spread_pips: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.symbol, str) or not self.symbol.strip() or self.symbol != self.symbol.strip():
@@ -124,6 +130,9 @@ class InstrumentMeta:
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise UniverseError(f"field {field_name!r}: must be a finite number, got {value!r}")
+        spread = self.spread_pips
+        if isinstance(spread, bool) or not isinstance(spread, int | float) or not 0 <= spread < math.inf:
+            raise UniverseError(f"field 'spread_pips': must be a finite number of pips >= 0, got {spread!r}")
         if not isinstance(self.swap_type, SwapType):
             raise UniverseError(f"field 'swap_type': must be a SwapType, got {self.swap_type!r}")
         if not isinstance(self.swap_triple_weekday, Weekday):
@@ -205,11 +214,13 @@ def is_known_timezone(name: object) -> bool:
     return True
 
 
-_OPTIONAL_FIELDS = frozenset({"name", "swap_long", "swap_short", "swap_type", "swap_triple_weekday"})
+_OPTIONAL_FIELDS = frozenset(
+    {"name", "swap_long", "swap_short", "swap_type", "swap_triple_weekday", "spread_pips"}
+)
 _REQUIRED_FIELDS = tuple(f.name for f in fields(InstrumentMeta) if f.name not in _OPTIONAL_FIELDS)
 _KNOWN_FIELDS = frozenset(f.name for f in fields(InstrumentMeta))
 _FLOAT_FIELDS = ("tick_size", "lot_size", "min_volume", "step_volume")
-_SWAP_FIELDS = ("swap_long", "swap_short")
+_SWAP_FIELDS = ("swap_long", "swap_short", "spread_pips")
 _UNIVERSE_FIELDS = frozenset({"name", "start_date", "end_date", "timeframe", "timezone", "instruments"})
 
 
@@ -253,7 +264,7 @@ _WEEKDAYS = {member.name.lower(): member for member in Weekday}
 
 
 def _swap_terms(entry: Mapping) -> dict[str, object]:
-    """The optional overnight-financing fields present in an entry, converted (absent ones keep defaults)."""
+    """The optional financing and spread fields present in an entry, converted (absent ones keep defaults)."""
     terms: dict[str, object] = {
         field_name: _as_float(entry[field_name], field_name)
         for field_name in _SWAP_FIELDS

@@ -4,11 +4,15 @@ The backtest kernel, the live decision path and the paper broker all run `step_s
 what is decided live and what the paper exchange fills cannot drift apart: there is no second copy to keep in
 step. One call takes the sleeve's state after the previous close and one bar, and in this order
 
+0. **finances the position held since the previous bar** for the ``nights`` of rollovers between the two
+   opens (`financing.swap_nights`; the instrument's `SwapTerms`, triple nights already counted);
 1. **fills at this open** the order decided at the previous close: the exit first, then the entry (a
    reversal is both, at the same price), each leg paying slippage against the trader and the fee on its
-   notional; an entry's stop and take profit rest at the order's distances from its fill;
+   notional; bars are bid prices, so every buy leg pays the bar's ``spread`` on top (the ask); an entry's
+   stop and take profit rest at the order's distances from its fill;
 2. **checks the stop and take profit inside the bar** (`intrabar_exit`: from the entry bar's open on, a gap
-   through a level filling at the open from the next bar on, both touched taken as the stop);
+   through a level filling at the open from the next bar on, both touched taken as the stop; a short's
+   levels are bought back, so they trigger and fill on the ask, the bar shifted up by its spread);
 3. **marks at the close** (``equity = cash + units x close``);
 4. **decides at the close** what fills at the next open: exits on a signal change or the holding limit,
    entries sized with `entry_units`, a fresh signal needed after a protective or holding exit.
@@ -81,7 +85,8 @@ class SleeveState(NamedTuple):
 # inside the bar. The step writes a leg's fields into one record of `FILLS_DTYPE` (`new_fills`) in the branch
 # that fills it and returns a mask of the legs it wrote, so a bar where nothing fills carries no fill values
 # through the step (the kernel's throughput depends on it). An exit leg also names the trade it closed.
-EXIT_LEG, ENTRY_LEG, PROTECTIVE_LEG = 1, 2, 4
+# A bar that financed a position overnight reports its swap (credited: positive) as a fourth "leg".
+EXIT_LEG, ENTRY_LEG, PROTECTIVE_LEG, FINANCING_LEG = 1, 2, 4, 8
 _EXIT_FIELDS = (
     "price",
     "units",
@@ -92,6 +97,7 @@ _EXIT_FIELDS = (
     "entry_bar",
     "entry_price",
     "entry_notional",
+    "spread",
 )
 FILLS_DTYPE = np.dtype(
     [
@@ -100,6 +106,8 @@ FILLS_DTYPE = np.dtype(
         ("entry_price", np.float64),
         ("entry_units", np.float64),  # signed units traded (from flat: the new position)
         ("entry_fee", np.float64),
+        ("entry_spread", np.float64),  # the spread paid (units x spread), a buy's only
+        ("swap", np.float64),
         *((f"protective_{name}", np.int64 if name in ("reason", "direction", "entry_bar") else np.float64)
           for name in _EXIT_FIELDS),
     ]
@@ -127,6 +135,22 @@ class FillCosts(NamedTuple):
     slippage_bps: float
 
 
+class SwapTerms(NamedTuple):
+    """An instrument's overnight financing per unit held and night, credited (negative: charged).
+
+    ``*_per_unit`` in price units (swaps in pips), ``*_per_value`` a fraction of the previous close (swaps
+    in percent a year); built by `financing.swap_terms`.
+    """
+
+    long_per_unit: float
+    short_per_unit: float
+    long_per_value: float
+    short_per_value: float
+
+
+NO_SWAP_TERMS = SwapTerms(0.0, 0.0, 0.0, 0.0)
+
+
 # ------------------------------------------------------------------ fill arithmetic
 
 
@@ -145,6 +169,20 @@ def exit_fill_price(price: float, direction: int, slippage_bps: float) -> float:
 @njit(cache=True)
 def fee_cost(notional: float, fee_bps: float) -> float:
     return abs(notional) * fee_bps * 1e-4
+
+
+@njit(cache=True, inline="always")
+def quote(bid: float, side: int, spread: float) -> float:
+    """The price a ``side`` (1 buy, -1 sell) trades at when ``bid`` is the bid: buys pay the ask."""
+    return bid + spread if side > 0 else bid
+
+
+@njit(cache=True, inline="always")
+def overnight_swap(units: float, last_close: float, nights: float, swap: SwapTerms) -> float:
+    """The financing credited (negative: charged) to ``units`` held across ``nights`` rollovers."""
+    if units > 0:
+        return nights * units * (swap.long_per_unit + swap.long_per_value * last_close)
+    return -nights * units * (swap.short_per_unit + swap.short_per_value * last_close)
 
 
 @njit(cache=True)
@@ -234,15 +272,20 @@ def step_sleeve(
     low: float,
     close: float,
     atr: float,
+    spread: float,
+    nights: float,
     signal: int,
     rules: SleeveRules,
     costs: FillCosts,
+    swap: SwapTerms,
     phases: int,
     fills: np.record,
 ) -> tuple[SleeveState, int]:
     """One bar of one sleeve (module docstring): the state after it and the mask of the legs it wrote.
 
-    ``bar`` is an increasing key of the bar (index or time); ``fills`` is the record of a `new_fills` array.
+    ``bar`` is an increasing key of the bar (index or time); ``spread`` (price units, ask - bid) and
+    ``nights`` (rollovers since the previous bar's open) are the bar's; ``fills`` is the record of a
+    `new_fills` array.
     """
     if np.isnan(open_price):
         return state, 0
@@ -267,13 +310,21 @@ def step_sleeve(
     pending_take_profit_distance = state.pending_take_profit_distance
     legs = 0
 
+    # 0. Overnight financing of the position held since the previous bar.
+    if nights != 0.0 and direction != 0:
+        credit = overnight_swap(units, state.last_close, nights, swap)
+        cash += credit
+        fills.swap = credit
+        legs |= FINANCING_LEG
+
     # 1. The order decided at the previous close fills at this open: exit first, then entry.
     if phases & FILL:
         if pending_exit and direction != 0:
-            price = exit_fill_price(open_price, direction, slippage_bps)
+            price = exit_fill_price(quote(open_price, -direction, spread), direction, slippage_bps)
             value = units * price
             fee = fee_cost(value, fee_bps)
             cash += value - fee
+            fills.exit_spread = -spread * units if direction < 0 else 0.0
             fills.exit_price = price
             fills.exit_units = units
             fills.exit_fee = fee
@@ -290,9 +341,10 @@ def step_sleeve(
             # From flat an entry; on the same side (live only: the kernel always exits first) a resize.
             traded = pending_units - units
             side = pending_entry if direction == 0 else (1 if traded > 0 else -1)
-            price = entry_fill_price(open_price, side, slippage_bps)
+            price = entry_fill_price(quote(open_price, side, spread), side, slippage_bps)
             value = traded * price
             fee = fee_cost(value, fee_bps)
+            fills.entry_spread = spread * traded if traded > 0 else 0.0
             if direction == 0:
                 cash_before_entry = cash
                 entry_notional = abs(value)
@@ -314,12 +366,17 @@ def step_sleeve(
 
     # 2. Stops and take profits inside the bar.
     if phases & PROTECT and direction != 0:
-        reason, trigger = intrabar_exit(direction, open_price, high, low, stop, take_profit, entry_bar != bar)
+        # A long sells at the bid (the bar); a short buys back at the ask (the bar plus its spread).
+        ask = spread if direction < 0 else 0.0
+        reason, trigger = intrabar_exit(
+            direction, open_price + ask, high + ask, low + ask, stop, take_profit, entry_bar != bar
+        )
         if reason != NO_EXIT:
             price = exit_fill_price(trigger, direction, slippage_bps)
             value = units * price
             fee = fee_cost(value, fee_bps)
             cash += value - fee
+            fills.protective_spread = -spread * units if direction < 0 else 0.0
             fills.protective_price = price
             fills.protective_units = units
             fills.protective_fee = fee
@@ -395,13 +452,17 @@ def fold_sleeve(
     close: np.ndarray,
     atr: np.ndarray,
     signals: np.ndarray,
+    spread: np.ndarray,
+    nights: np.ndarray,
     rules: SleeveRules,
     costs: FillCosts,
+    swap: SwapTerms,
 ) -> SleeveState:
     """The sleeve's state at the last close, stepping every bar from ``state`` (the live decision path)."""
     fills = np.zeros(1, dtype=FILLS_DTYPE)[0]
     for t in range(len(open_)):
         state, _ = step_sleeve(
-            state, t, open_[t], high[t], low[t], close[t], atr[t], signals[t], rules, costs, ALL_PHASES, fills
-        )
+            state, t, open_[t], high[t], low[t], close[t], atr[t], spread[t], nights[t], signals[t], rules,
+            costs, swap, ALL_PHASES, fills,
+        )  # fmt: skip
     return state

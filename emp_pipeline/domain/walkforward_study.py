@@ -150,8 +150,9 @@ def out_of_sample_metrics(
     """Registry-named metrics of every strategy of an out-of-sample backtest, JSON-safe (no infinities).
 
     The deflated Sharpe of each strategy's out-of-sample track is judged against the hurdle of its period's
-    search (``deflation_metrics``); turnover is per bar. A metric that cannot be defined on the window
-    (fewer than two bars) is None.
+    search (``deflation_metrics``); turnover is per bar. The costs paid, each on its own (``fee_cost``,
+    ``spread_cost``, ``swap_cost``: fractions of the initial capital; a negative swap cost was credited). A
+    metric that cannot be defined on the window (fewer than two bars) is None.
     """
     returns = clean_returns(result.returns)
     n_strategies, n_bars = returns.shape
@@ -170,6 +171,11 @@ def out_of_sample_metrics(
         )
         row = {REGISTRY_METRIC_NAMES.get(name, name): value for name, value in metrics.as_dict(True).items()}
         row.update(deflation_metrics(returns[k], trials))
+        row.update(
+            fee_cost=float(result.fees[k]),
+            spread_cost=float(result.spread_costs[k]),
+            swap_cost=float(result.swap_costs[k]),
+        )
         rows.append(row)
     return rows
 

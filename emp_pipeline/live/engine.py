@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -127,6 +127,8 @@ class MarketView:
     regimes: pd.DataFrame
     bar_time: pd.Timestamp
     closes: Mapping[str, float]
+    # Terms whose spread and swaps the fold charges, as the backtest does (`financing`); none without them.
+    instruments: Mapping[str, InstrumentMeta] = field(default_factory=dict)
 
     @cached_property
     def panel(self) -> FeaturePanel:
@@ -136,7 +138,9 @@ class MarketView:
     @cached_property
     def prices(self) -> MarketArrays:
         """Adjusted OHLC and ATR on the panel's grid, exactly as the backtest builds them."""
-        return market_arrays(self.bars, self.features, ATR_COLUMN, self.panel.dates, self.panel.symbols)
+        return market_arrays(
+            self.bars, self.features, ATR_COLUMN, self.panel.dates, self.panel.symbols, self.instruments
+        )
 
 
 @dataclass(frozen=True)
@@ -239,8 +243,13 @@ def decide_orders(
                 for array in (prices.open, prices.high, prices.low, prices.close, prices.atr)
             ),
             np.ascontiguousarray(signals[first:, i]),
+            *(
+                np.ascontiguousarray(array[first:, i])
+                for array in (prices.spread_grid(), prices.nights_grid())
+            ),
             rules,
             fill_costs,
+            prices.swap_of(i),
         )
         target = sleeve_target(state, capital)
         meta = instruments.get(symbol)
@@ -475,6 +484,7 @@ def run_live_tick(
     report.day_start_equity = snapshot.day_start_equity
     capital = config.capital_per_strategy or initial_cash / max(len(books), 1)
     by_symbol = {meta.symbol: meta for meta in metas}
+    market = replace(market, instruments=by_symbol)
 
     intents: list[OrderIntent] = []
     for book in books:

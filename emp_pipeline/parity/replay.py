@@ -142,14 +142,19 @@ class BacktestSide:
 
 
 def backtest_side(
-    genome: Genome, inputs: StoredInputs, start: pd.Timestamp, end: pd.Timestamp, costs: Costs
+    genome: Genome,
+    inputs: StoredInputs,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    costs: Costs,
+    instruments: Mapping[str, InstrumentMeta],
 ) -> BacktestSide:
     """The kernel on the window: signals over the whole stored history (their state carries), cut to it."""
     full = feature_panel(inputs.features, inputs.regimes)
     signals = panel_signals(genome, full)
     rows = (full.dates >= start) & (full.dates < end)
     panel = full.window(start, end)
-    market = market_arrays(inputs.bars, inputs.features, ATR_COLUMN, panel.dates, panel.symbols)
+    market = market_arrays(inputs.bars, inputs.features, ATR_COLUMN, panel.dates, panel.symbols, instruments)
     result = simulate_strategy(genome, signals[rows], market, costs)
     kernel = result.trades
     trades = pd.DataFrame(
@@ -198,9 +203,9 @@ class _StepOpens:
     def advance(self, at: pd.Timestamp, symbols: Sequence[str], prices: MarketArrays, t: int) -> None:
         """Make row ``t`` of ``prices`` (the bar at ``at``) the one bar the exchange knows."""
         when = at.to_pydatetime()
-        opens, highs, lows = prices.open[t], prices.high[t], prices.low[t]
+        opens, highs, lows, spreads = prices.open[t], prices.high[t], prices.low[t], prices.spread_grid()[t]
         self._bars = {
-            symbol: PriceBar(when, float(opens[i]), float(highs[i]), float(lows[i]))
+            symbol: PriceBar(when, float(opens[i]), float(highs[i]), float(lows[i]), float(spreads[i]))
             for i, symbol in enumerate(symbols)
             if math.isfinite(opens[i])
         }
@@ -248,7 +253,11 @@ def _account(engine: Engine, account_id: int) -> tuple[float, dict[str, float]]:
 
 
 def _stored_grids(
-    root: Path, symbols: Sequence[str], names: Sequence[str], dates: pd.DatetimeIndex
+    root: Path,
+    symbols: Sequence[str],
+    names: Sequence[str],
+    dates: pd.DatetimeIndex,
+    instruments: Mapping[str, InstrumentMeta],
 ) -> tuple[FeaturePanel, MarketArrays, np.ndarray]:
     """The lake's history and window read once, on the live engine's grids: the feature panel (the
     strategy's features and regimes), the traded prices and ATR, and the unadjusted closes the account
@@ -270,7 +279,7 @@ def _stored_grids(
             if len(missing)
             else "the lake's features hold bars the backtest does not: the stored frames do not match"
         )
-    prices = market_arrays(bars, features, ATR_COLUMN, dates, symbols)
+    prices = market_arrays(bars, features, ATR_COLUMN, dates, symbols, instruments)
     index = pd.MultiIndex.from_product([dates, symbols], names=["date", "symbol"])
     raw_close = (
         bars.set_index(["date", "symbol"])["close"]
@@ -310,9 +319,10 @@ class _LiveReplay:
         n_symbols = len(symbols)
         self.history_rows = len(history_dates)
         self.panel, self.prices, self.raw_close = _stored_grids(
-            root, symbols, self.names, history_dates.append(window_dates)
+            root, symbols, self.names, history_dates.append(window_dates), instruments
         )
         self.sleeves = [start_sleeve(1.0 / n_symbols) for _ in symbols]
+        self.swaps = [self.prices.swap_of(i) for i in range(n_symbols)]
         self.rules, self.fill_costs, self.fills = (
             sleeve_rules(genome.risk),
             config.costs.fill_costs(),
@@ -355,12 +365,14 @@ class _LiveReplay:
         capital = self.config.capital
         intents: list[OrderIntent] = []
         prices = self.prices
-        opens, highs, lows, closes, atrs = (
+        opens, highs, lows, closes, atrs, spreads, nights = (
             prices.open[t],
             prices.high[t],
             prices.low[t],
             prices.close[t],
             prices.atr[t],
+            prices.spread_grid()[t],
+            prices.nights_grid()[t],
         )
         for i, symbol in enumerate(self.symbols):
             self.sleeves[i], _ = step_sleeve(
@@ -371,9 +383,12 @@ class _LiveReplay:
                 float(lows[i]),
                 float(closes[i]),
                 float(atrs[i]),
+                float(spreads[i]),
+                float(nights[i]),
                 int(signal[i]),
                 self.rules,
                 self.fill_costs,
+                self.swaps[i],
                 ALL_PHASES,
                 self.fills[0],
             )
@@ -541,9 +556,9 @@ def run_parity(
     if not in_window.any():
         raise ParityInputError(f"no bars between {start} and {end}: choose a window inside the data")
     inputs = compute_inputs(bars, compute_features, compute_regimes)
-    back = backtest_side(genome, inputs, start, end, config.costs)
-    dates, symbols = back.panel.dates, back.panel.symbols
     by_symbol = {meta.symbol: meta for meta in instruments}
+    back = backtest_side(genome, inputs, start, end, config.costs, by_symbol)
+    dates, symbols = back.panel.dates, back.panel.symbols
     missing = sorted(set(symbols) - set(by_symbol))
     if missing:
         raise ParityInputError(
@@ -651,6 +666,7 @@ def _engine_cross_check(
         frames[MARKET_REGIMES],
         at,
         dict(zip(today["symbol"].astype(str), today["close"].astype(float), strict=True)),
+        instruments,
     )
     book = StrategyBook(strategy_id(genome), genome, start, config.costs)
     orders, _ = decide_orders(book, view, held, instruments, config.capital)

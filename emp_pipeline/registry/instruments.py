@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emp_pipeline.domain.instrument_changes import InstrumentTermsChangedError, TermChange, term_changes
-from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta
+from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta, SwapType, Weekday
 from emp_pipeline.registry.models import Instrument, InstrumentTermChange, utc_now
 from emp_pipeline.registry.records import TermChangeRecord
 from emp_pipeline.registry.statements import record_from_row, upsert_rows
@@ -54,6 +54,11 @@ def _row(meta: InstrumentMeta) -> dict[str, object]:
         "min_volume": float(meta.min_volume),
         "step_volume": float(meta.step_volume),
         "calendar": meta.calendar,
+        "swap_long": float(meta.swap_long),
+        "swap_short": float(meta.swap_short),
+        "swap_type": SwapType(meta.swap_type).value,
+        "swap_triple_weekday": int(meta.swap_triple_weekday),
+        "spread_pips": float(meta.spread_pips),
         "updated_at": utc_now(),
     }
 
@@ -118,4 +123,14 @@ def load_instruments(session: Session) -> list[InstrumentMeta]:
     """Every stored instrument, by symbol, rebuilt (and so re-validated) as InstrumentMeta."""
     fields = [c for c in Instrument.__table__.columns if c.name != "updated_at"]
     rows = session.execute(select(*fields).order_by(Instrument.symbol)).mappings()
-    return [InstrumentMeta(**{**row, "asset_class": AssetClass(row["asset_class"])}) for row in rows]
+    return [
+        InstrumentMeta(
+            **{
+                **row,
+                "asset_class": AssetClass(row["asset_class"]),
+                "swap_type": SwapType(row["swap_type"]),
+                "swap_triple_weekday": Weekday(row["swap_triple_weekday"]),
+            }
+        )
+        for row in rows
+    ]

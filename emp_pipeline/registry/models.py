@@ -135,6 +135,12 @@ class Instrument(Base):
     min_volume: Mapped[float]
     step_volume: Mapped[float]
     calendar: Mapped[str] = mapped_column(String(32))
+    # Execution terms (migration 0008; rows stored before it read as no swaps and no spread, what they had).
+    swap_long: Mapped[float] = mapped_column(server_default="0")
+    swap_short: Mapped[float] = mapped_column(server_default="0")
+    swap_type: Mapped[str] = mapped_column(String(16), server_default="pips")
+    swap_triple_weekday: Mapped[int] = mapped_column(Integer, server_default="2")  # Weekday: 0 = Monday
+    spread_pips: Mapped[float] = mapped_column(server_default="0")
     updated_at: Mapped[dt.datetime] = mapped_column(default=utc_now, onupdate=utc_now)
 
 

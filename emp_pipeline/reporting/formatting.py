@@ -148,8 +148,9 @@ PERCENT_METRICS = frozenset(
 
 
 def is_percent_metric(name: str) -> bool:
-    """Returns (…_return, return) and the fractions in PERCENT_METRICS read as percent."""
-    return name in PERCENT_METRICS or name == "return" or name.endswith("_return")
+    """Returns (…_return, return), costs paid (…_cost, fractions of capital) and the fractions in
+    PERCENT_METRICS read as percent."""
+    return name in PERCENT_METRICS or name == "return" or name.endswith(("_return", "_cost"))
 
 
 def metric_text(name: str, value: object) -> str:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from emp_pipeline.domain.instrument_changes import InstrumentTermsChangedError
-from emp_pipeline.domain.instruments import AssetClass, load_universe
+from emp_pipeline.domain.instruments import AssetClass, SwapType, Weekday, load_universe
 from emp_pipeline.registry.control import KILL_SWITCH, flag_enabled, get_flag, set_flag
 from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.errors import InvalidRegistryInputError
@@ -24,7 +24,7 @@ from emp_pipeline.registry.instruments import (
 )
 from emp_pipeline.registry.models import MarketRegime
 from emp_pipeline.registry.regimes import load_market_regimes, upsert_market_regimes
-from emp_pipeline.settings import SAMPLE_UNIVERSE_FILE
+from emp_pipeline.settings import SAMPLE_UNIVERSE_FILE, UNIVERSES_DIR
 
 LABELS = ("bull_trend", "bear_trend", "range", "high_volatility")
 
@@ -166,3 +166,26 @@ def test_kill_switch_flag(registry_engine: Engine) -> None:
         assert flag is not None and not flag_enabled(session, KILL_SWITCH)
     assert (flag.enabled, flag.reason, flag.updated_by) == (False, "reviewed", "ops")
     assert flag.updated_at.tzinfo is dt.UTC
+
+
+def test_swaps_and_spread_are_stored_terms_read_back_and_changed_only_by_acceptance(
+    registry_engine: Engine,
+) -> None:
+    """The hourly sample's EURUSD keeps its financing and spread through the registry (migration 0008)."""
+    (eurusd,) = load_universe(UNIVERSES_DIR / "sample_fx_h1.yaml").instruments
+    fx = dataclasses.replace(
+        eurusd, swap_type=SwapType.PERCENT, swap_triple_weekday=Weekday.FRIDAY, spread_pips=0.7
+    )
+    with session_scope(registry_engine) as session:
+        store_instruments(session, [fx], origin="sample_fx_h1.yaml")
+    with session_scope(registry_engine) as session:
+        assert load_instruments(session) == [fx]
+    cheaper = dataclasses.replace(fx, swap_long=-0.1, swap_triple_weekday=Weekday.WEDNESDAY)
+    with pytest.raises(InstrumentTermsChangedError) as refused, session_scope(registry_engine) as session:
+        store_instruments(session, [cheaper], origin="venue terms")
+    assert [change.describe() for change in refused.value.changes] == [
+        f"EURUSD swap_long: {fx.swap_long} -> -0.1",
+        "EURUSD swap_triple_weekday: 4 -> 2",
+    ]
+    with session_scope(registry_engine) as session:
+        assert load_instruments(session) == [fx]

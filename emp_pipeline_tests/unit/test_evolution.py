@@ -139,6 +139,9 @@ def _result(equity: np.ndarray, trades: list[int]) -> PopulationResult:
         gross_loss=zeros,
         exposure=zeros,
         turnover=zeros,
+        fees=zeros,
+        spread_costs=zeros,
+        swap_costs=zeros,
     )
 
 

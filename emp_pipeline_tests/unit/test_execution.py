@@ -23,6 +23,7 @@ from emp_pipeline.domain.execution import (
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
 from emp_pipeline.domain.sleeve import (
     ALL_PHASES,
+    NO_SWAP_TERMS,
     SleeveState,
     entry_fill_price,
     fold_sleeve,
@@ -38,8 +39,8 @@ Bar = tuple[float, float, float, float, float, int]  # open, high, low, close, A
 def step(state: SleeveState, bar: Bar, genes: RiskGenes, costs: Costs, key: int = 0) -> SleeveState:
     """One bar of the kernel's own step from Python."""
     after, _ = step_sleeve(
-        state, key, *map(float, bar[:5]), int(bar[5]), sleeve_rules(genes), costs.fill_costs(), ALL_PHASES,
-        new_fills()[0],
+        state, key, *map(float, bar[:5]), 0.0, 0.0, int(bar[5]), sleeve_rules(genes), costs.fill_costs(),
+        NO_SWAP_TERMS, ALL_PHASES, new_fills()[0],
     )  # fmt: skip
     return after
 
@@ -111,8 +112,9 @@ def test_the_live_fold_equals_stepping_and_a_prefix_fold_is_the_state_at_that_ba
     for t in range(60):
         state = step(state, tuple(column[t] for column in columns), genes, Costs(), t)
     folded = fold_sleeve(
-        start_sleeve(1.0), *(column[:60] for column in columns), sleeve_rules(genes), Costs().fill_costs()
-    )
+        start_sleeve(1.0), *(column[:60] for column in columns), np.zeros(60), np.zeros(60),
+        sleeve_rules(genes), Costs().fill_costs(), NO_SWAP_TERMS,
+    )  # fmt: skip
     assert folded == state
 
 

@@ -1,5 +1,9 @@
 """Kernel, live fold and paper broker run one state machine: on random bars and signals they agree exactly.
 
+The bars are bid prices with a spread (zero or not) every buy pays, and the sleeve is financed overnight
+(random rollovers, swaps zero or not): the fills agree price for price, the kernel and the live fold bar for
+bar; the paper account's cash moves with fills only, so its equity is compared when no swap is charged.
+
 Each of the three reaches the positions by its own route (the population kernel books trades, the live path
 folds the step over the history and turns the decision into an order, the paper broker fills that order and
 its resting levels from its own state in a registry), so any of them not running `sleeve.step_sleeve` would
@@ -39,7 +43,13 @@ class _BarsSoFar:
 
     def __init__(self, times: Sequence[dt.datetime], market: MarketArrays) -> None:
         self._bars = [
-            PriceBar(time, float(market.open[t, 0]), float(market.high[t, 0]), float(market.low[t, 0]))
+            PriceBar(
+                time,
+                float(market.open[t, 0]),
+                float(market.high[t, 0]),
+                float(market.low[t, 0]),
+                float(market.spread_grid()[t, 0]),
+            )
             for t, time in enumerate(times)
         ]
         self.known = 0
@@ -55,7 +65,7 @@ class _BarsSoFar:
         return [bar for bar in self._bars[: self.known] if bar.time >= since]
 
 
-def _market(seed: int, n_bars: int) -> tuple[MarketArrays, np.ndarray]:
+def _market(seed: int, n_bars: int, spread: float, swap: float) -> tuple[MarketArrays, np.ndarray]:
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, (n_bars, 1)), axis=0))
     open_ = close * np.exp(rng.normal(0, 0.02, close.shape))
@@ -66,7 +76,15 @@ def _market(seed: int, n_bars: int) -> tuple[MarketArrays, np.ndarray]:
     signals = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=close.shape)
     signals = np.repeat(signals[::2], 2, axis=0)[:n_bars]
     dates = pd.date_range("2021-01-04", periods=n_bars, freq="D", tz="UTC")
-    return MarketArrays(dates, ("XYZ",), open_, high, low, close, atr), signals
+    # A night's financing at the start of some bars (a weekend's triple among them), per unit held.
+    nights = rng.choice(np.array([0.0, 1.0, 3.0]), size=close.shape, p=[0.5, 0.4, 0.1])
+    terms = np.array([[swap, -swap / 2, 0.0, 0.0]])
+    return (
+        MarketArrays(
+            dates, ("XYZ",), open_, high, low, close, atr, np.full(close.shape, spread), nights, terms
+        ),
+        signals,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +102,8 @@ def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     take_profit_atr=st.floats(0.3, 4.0),
     fraction=st.floats(0.1, 1.0),
     max_hold=st.integers(1, 8),
+    spread=st.sampled_from([0.0, 0.3, 1.5]),
+    swap=st.sampled_from([0.0, -0.05, 0.02]),
 )
 def test_kernel_live_fold_and_paper_broker_give_the_same_trades_and_equity(
     registry_template: Path,
@@ -94,8 +114,10 @@ def test_kernel_live_fold_and_paper_broker_give_the_same_trades_and_equity(
     take_profit_atr: float,
     fraction: float,
     max_hold: int,
+    spread: float,
+    swap: float,
 ) -> None:
-    market, signals = _market(seed, n_bars)
+    market, signals = _market(seed, n_bars, spread, swap)
     genes = RiskGenes(stop_atr, take_profit_atr, fraction, max_hold)
     genome = Genome(
         "both", Condition("what_x", ">", 0.0), Condition("what_x", "<", 0.0), None, ("bull_trend",), genes
@@ -103,6 +125,7 @@ def test_kernel_live_fold_and_paper_broker_give_the_same_trades_and_equity(
     kernel = simulate_strategy(genome, signals, market, COSTS)
     columns = [np.ascontiguousarray(a[:, 0]) for a in (market.open, market.high, market.low, market.close)]
     columns += [np.ascontiguousarray(market.atr[:, 0]), np.ascontiguousarray(signals[:, 0])]
+    columns += [np.ascontiguousarray(market.spread_grid()[:, 0]), np.ascontiguousarray(market.nights[:, 0])]
 
     path = tmp_path_factory.mktemp("broker") / "registry.sqlite"
     path.write_bytes(registry_template.read_bytes())
@@ -116,8 +139,9 @@ def test_kernel_live_fold_and_paper_broker_give_the_same_trades_and_equity(
             broker.settle_open_orders()  # this bar's open fills and its protective check
             # The live fold: the step over the bars so far, in one compiled call, gives the kernel's sleeve.
             state = fold_sleeve(
-                start_sleeve(1.0), *(c[: t + 1] for c in columns), sleeve_rules(genes), COSTS.fill_costs()
-            )
+                start_sleeve(1.0), *(c[: t + 1] for c in columns), sleeve_rules(genes), COSTS.fill_costs(),
+                market.swap_of(0),
+            )  # fmt: skip
             assert state.equity == kernel.result.instrument_equity[0, t, 0]
             held = sum(p.quantity for p in broker.positions())
             order = order_for_target(
@@ -144,7 +168,12 @@ def test_kernel_live_fold_and_paper_broker_give_the_same_trades_and_equity(
         engine.dispose()
     held = sum(p.quantity for p in broker.positions())
     equity = cash + held * float(market.close[-1, 0])
-    assert equity / CAPITAL == pytest.approx(kernel.result.equity[0, -1], rel=1e-9)
+    if swap == 0.0:
+        assert equity / CAPITAL == pytest.approx(kernel.result.equity[0, -1], rel=1e-9)
+    if spread == 0.0:
+        assert kernel.result.spread_costs[0] == 0.0
+    if swap == 0.0:
+        assert kernel.result.swap_costs[0] == 0.0
     trades = kernel.trades
     expected = sorted(
         [(d.to_pydatetime(), p) for d, p in zip(trades["entry_date"], trades["entry_price"], strict=True)]

@@ -87,6 +87,9 @@ def _population(returns: np.ndarray, trades: list[int], wins: list[int], profit,
         gross_loss=np.array(loss, dtype=float),
         exposure=np.full(n, 0.5),
         turnover=np.full(n, 4.0),
+        fees=np.full(n, 0.01),
+        spread_costs=np.full(n, 0.02),
+        swap_costs=np.full(n, -0.003),
     )
 
 
@@ -105,6 +108,8 @@ def test_out_of_sample_metrics_use_registry_names_and_stay_json_safe():
     assert no_losses["profit_factor"] is None  # infinite: JSON has no infinity
     assert idle["win_rate"] is None and idle["sharpe"] == 0.0 and idle["trade_count"] == 0
     assert first["total_return"] == pytest.approx(np.prod(1.0 + returns[0]) - 1.0)
+    # The kernel's cost totals, each on its own (a credited swap is a negative cost).
+    assert (first["fee_cost"], first["spread_cost"], first["swap_cost"]) == (0.01, 0.02, -0.003)
 
 
 def test_a_ruined_strategy_loses_everything_once_then_nothing():

@@ -35,6 +35,7 @@ from emp_pipeline.defs.research.strategies import (
     FREQUENCY,
     GROUP,
     OWNERS,
+    stored_instruments,
     walk_forward_grid,
 )
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
@@ -70,6 +71,7 @@ from emp_pipeline.storage.datasets import PERCEPTION_INPUTS, STRATEGY_PERFORMANC
 
 PBO_MAX_BLOCKS = 16
 TOP_SHOWN = 10
+COST_METRICS = ("fee_cost", "spread_cost", "swap_cost")
 TABLE_METRICS = (
     "sharpe",
     "deflated_sharpe",
@@ -79,6 +81,7 @@ TABLE_METRICS = (
     "total_return",
     "max_drawdown",
     "trade_count",
+    *COST_METRICS,
 )
 
 
@@ -117,7 +120,9 @@ def strategy_performance(
     bars, features, regimes = _read(
         lake, period_start - pd.Timedelta(days=windows.training_lookback_days), period_end
     )
-    panel, market, fold = walk_forward_grid(bars, features, regimes, period, windows)
+    panel, market, fold = walk_forward_grid(
+        bars, features, regimes, period, windows, stored_instruments(database)
+    )
     if fold.n_test_bars < 1:
         raise MissingEvaluationDataError(
             f"no feature rows dated in {period}: materialize daily_update_job for "
@@ -193,6 +198,8 @@ def strategy_performance(
             if selected["min_track_record_bars"] is not None
             else MetadataValue.text("never"),
             "selected_total_return": percent_metadata(selected["total_return"]),
+            # What the selected strategy paid, each cost on its own (fractions of its capital, as percent).
+            **{f"selected_{name}": percent_metadata(selected[name]) for name in COST_METRICS},
             "selected_null_percentile": ratio_metadata(selected["null_percentile"], 1),
             "selected_null_p_value": ratio_metadata(selected["null_p_value"], 3),
             "null_genomes": MetadataValue.int(walk_forward.null_genomes),

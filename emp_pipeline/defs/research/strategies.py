@@ -12,7 +12,7 @@ fitness: what `strategy_performance` measures next.
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,7 @@ from emp_pipeline.domain.genome import (
     genome_to_dict,
     genome_to_json,
 )
+from emp_pipeline.domain.instruments import InstrumentMeta
 from emp_pipeline.domain.study_windows import StudyWindows
 from emp_pipeline.domain.walkforward import WalkForwardFold, build_fold, period_bounds
 from emp_pipeline.domain.walkforward_study import (
@@ -50,6 +51,7 @@ from emp_pipeline.domain.walkforward_study import (
     population_deflation,
     search_trials,
 )
+from emp_pipeline.registry.instruments import load_instruments
 from emp_pipeline.registry.records import NewStrategy, PerformanceEntry
 from emp_pipeline.registry.research import (
     finish_evolution_run,
@@ -121,15 +123,28 @@ def read_training_frames(
     return bars, features, regimes
 
 
-def walk_forward_grid(
-    bars: pd.DataFrame, features: pd.DataFrame, regimes: pd.DataFrame, period: str, windows: StudyWindows
-) -> tuple[FeaturePanel, MarketArrays, WalkForwardFold]:
-    """Signals, prices and the period's fold on one date x symbol grid.
+def stored_instruments(database: DatabaseResource) -> dict[str, InstrumentMeta]:
+    """The registry's instruments by symbol: the terms (spread, swaps) every study measurement trades with."""
+    with database.session() as session:
+        return {meta.symbol: meta for meta in load_instruments(session)}
 
-    Training and out-of-sample measurement both cut the fold here, so they agree on where the period starts.
+
+def walk_forward_grid(
+    bars: pd.DataFrame,
+    features: pd.DataFrame,
+    regimes: pd.DataFrame,
+    period: str,
+    windows: StudyWindows,
+    instruments: Mapping[str, InstrumentMeta],
+) -> tuple[FeaturePanel, MarketArrays, WalkForwardFold]:
+    """Signals, prices (with the instruments' spreads and swaps, `stored_instruments`) and the period's
+    fold on one date x symbol grid.
+
+    Training and out-of-sample measurement both cut the fold here, so they agree on where the period starts
+    and on what trading costs.
     """
     panel = feature_panel(features, regimes)
-    market = market_arrays(bars, features, dates=panel.dates, symbols=panel.symbols)
+    market = market_arrays(bars, features, dates=panel.dates, symbols=panel.symbols, instruments=instruments)
     fold = build_fold(
         panel.dates,
         period,
@@ -239,7 +254,9 @@ def evolved_strategies(
     period_start, _ = period_bounds(period, FREQUENCY)
     windows = walk_forward.windows()
     bars, features, regimes = read_training_frames(lake, period_start, windows)
-    panel, market, fold = walk_forward_grid(bars, features, regimes, period, windows)
+    panel, market, fold = walk_forward_grid(
+        bars, features, regimes, period, windows, stored_instruments(database)
+    )
     training_days = panel.dates[(panel.dates >= fold.train_start) & (panel.dates < fold.train_end)]
     last_training_day = training_days[-1]
     config = walk_forward.evolution_config()
