@@ -103,7 +103,11 @@ def main() -> None:
     )
     print(f"null_sharpes={array_digest(baselines.null_sharpes)}")
     metrics = out_of_sample_metrics(oos, trials, config.periods_per_year)
+    # The costs paid (fee_cost, spread_cost, swap_cost) print on their own line, so oos_metrics stays
+    # comparable with fingerprints taken before the kernel reported them.
+    costs = [{name: row.pop(name) for name in ("fee_cost", "spread_cost", "swap_cost")} for row in metrics]
     print(f"oos_metrics={text_digest(json.dumps(metrics, sort_keys=True))}")
+    print(f"oos_costs={text_digest(json.dumps(costs, sort_keys=True))}")
     print(f"oos_best_sharpe={metrics[0]['sharpe']!r}")
 
 
