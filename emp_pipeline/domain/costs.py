@@ -11,8 +11,9 @@ Terms (per side, in basis points of the fill):
 * ``fee_bps``: commission on the fill's notional;
 * ``slippage_bps``: the fill price moves against the trader (buys higher, sells lower).
 
-The FX spread and overnight swaps are the *instrument's* terms, not the strategy's (`InstrumentMeta.spread_pips`,
-its swaps; `financing` puts them on the kernel's grid): every strategy trading an instrument pays the same.
+The FX spread and overnight swaps are the *instrument's* terms, not the strategy's
+(`InstrumentMeta.spread_pips` and its swaps; `financing` puts them on the kernel's grid): every strategy
+trading an instrument pays the same.
 
 Adding a term: add a keyword field whose default charges
 nothing, validate it in `_check_term` (or next to it), carry it to the compiled step through `fill_costs()`
