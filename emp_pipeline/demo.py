@@ -254,6 +254,7 @@ def _research_definitions(settings: Settings) -> Definitions:
                 settings.research,
                 population=settings.research.demo_population,
                 generations=settings.research.demo_generations,
+                seed=settings.research.demo_seed,
             ),
             gates=replace(settings.gates, **DEMO_GATES),
         )
@@ -279,7 +280,8 @@ def _write_walk_forward_summary(
         return
     out.write(
         f"walk-forward study: {len(keys)} monthly period(s) {keys[0]}..{keys[-1]}, GA population "
-        f"{settings.research.demo_population} x {settings.research.demo_generations} generations\n"
+        f"{settings.research.demo_population} x {settings.research.demo_generations} generations, seed "
+        f"{settings.research.demo_seed}\n"
     )
     for key in keys:
         evolved = _latest_metadata(instance, EVOLVED_STRATEGIES.name, key)
