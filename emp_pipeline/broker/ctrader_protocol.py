@@ -1,6 +1,6 @@
 """cTrader Open API over JSON: payload types, enums, error codes and unit conversions.
 
-Numbers come from Spotware's proto definitions (see /work/shared/notes/ctrader-open-api.md). Kept free of I/O
+Numbers come from Spotware's proto definitions (github.com/spotware/openapi-proto-messages). Kept free of I/O
 so the conversions, where real money is lost to an off-by-100, are unit tested on their own.
 """
 

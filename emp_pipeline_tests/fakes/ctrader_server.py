@@ -1,7 +1,7 @@
 """A local cTrader Open API server (JSON over WebSocket) for tests and the latency benchmark.
 
-Written from the protocol notes (/work/shared/notes/ctrader-open-api.md) and Spotware's proto
-definitions, not from the client: its numbers and codes are spelled out here on purpose, so a wrong
+Written from Spotware's proto definitions (github.com/spotware/openapi-proto-messages) and the Open API
+documentation, not from the client: its numbers and codes are spelled out here on purpose, so a wrong
 constant in the client shows up as a failing test instead of agreeing with itself. It runs its own event
 loop in a background thread so synchronous tests can drive it, and it offers knobs to misbehave the way
 the real server can.

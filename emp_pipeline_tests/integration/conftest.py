@@ -1,6 +1,6 @@
 """Fixtures for integration tests: real PostgreSQL and SQLite databases, one fresh database per test; Redis.
 
-PostgreSQL runs at 127.0.0.1:5432 with trust auth (see DESIGN.md, "Services on the machines here"). Each test
+PostgreSQL runs at 127.0.0.1:5432 with trust auth (README.md; `.ci/run` starts it). Each test
 gets its own uniquely named database, dropped afterwards, so tests never see each other's rows and can run
 in parallel.
 """
