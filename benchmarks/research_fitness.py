@@ -19,7 +19,7 @@ genomes from the month's gene pool). The same study runs with every fitness in `
 * ``best_fitness_by_oos_sharpe``: the fitness with the higher out-of-sample Sharpe of the honest curve.
 
 Run: .venv/bin/python benchmarks/research_fitness.py [--months 24] [--population 200] [--generations 50]
-     [--null 1000] [--seed 7]
+     [--null 1000] [--seed 7] [--max-position-fraction 0.25]
 It evolves 2 x months GA runs: minutes on a quiet machine.
 """
 
@@ -36,6 +36,7 @@ from sample_grid import sample_grid
 from emp_pipeline.domain.baselines import NULL_GENOMES, fold_baselines
 from emp_pipeline.domain.evolution import FITNESSES, EvolutionConfig, backtest_fold, evolve_fold
 from emp_pipeline.domain.metrics import sharpe_ratios
+from emp_pipeline.domain.risk import position_fraction_ceiling
 from emp_pipeline.domain.walkforward import build_fold, period_keys
 from emp_pipeline.domain.walkforward_study import (
     period_comparisons,
@@ -44,6 +45,7 @@ from emp_pipeline.domain.walkforward_study import (
     selected_curve,
     stitched_baselines,
 )
+from emp_pipeline.settings import LiveSettings
 
 TRAIN_BARS, EMBARGO_BARS = 756, 5
 
@@ -96,13 +98,23 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=50)
     parser.add_argument("--null", type=int, default=NULL_GENOMES)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--max-position-fraction",
+        type=float,
+        default=position_fraction_ceiling(LiveSettings().risk_limits()),
+        help="the sizing gene's ceiling; default: the pipeline's, from the default live risk limits",
+    )
     args = parser.parse_args()
 
     _, panel, market = sample_grid()
     months = period_keys(panel.dates[0], panel.dates[-1] + pd.Timedelta(days=1))[-args.months :]
     print(f"study: {months[0]}..{months[-1]} ({len(months)} months), {','.join(panel.symbols)}")
 
-    base = EvolutionConfig(population_size=args.population, generations=args.generations)
+    base = EvolutionConfig(
+        population_size=args.population,
+        generations=args.generations,
+        max_position_fraction=args.max_position_fraction,
+    )
     results = {}
     for fitness in FITNESSES:
         start = time.perf_counter()
@@ -114,6 +126,7 @@ def main() -> None:
     print(f"population={args.population}")
     print(f"generations={args.generations}")
     print(f"null_genomes={args.null}")
+    print(f"max_position_fraction={args.max_position_fraction}")
     for fitness, figures in results.items():
         for name, value in figures.items():
             if name != "buy_and_hold_sharpe":
