@@ -2,11 +2,19 @@
 
 import io
 
-from dagster import AssetKey
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    BackfillPolicy,
+    DagsterInstance,
+    Definitions,
+    MonthlyPartitionsDefinition,
+    asset,
+)
 
 from emp_pipeline.broker.paper import PROTECTIVE_EXIT_PREFIX
 from emp_pipeline.cli import main
-from emp_pipeline.demo import demo_instance
+from emp_pipeline.demo import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, demo_instance
 from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.orders import fills_for_order, orders_for_account
 from emp_pipeline.registry.positions import get_or_create_paper_account
@@ -59,3 +67,27 @@ def test_demo_runs_every_step_and_paper_trades_the_champions(embedded_settings, 
         months = _months_with_data(embedded_settings, name)
         assert len(months) == 104
         assert instance.get_materialized_partitions(AssetKey(name)) == months, name
+
+
+def test_partition_range_tags_make_one_run_over_the_range():
+    """The demo's spelled-out range tags are the ones Dagster reads: one run materializes the range."""
+    months = MonthlyPartitionsDefinition(start_date="2020-01-01", end_date="2020-06-01")
+    seen: list[list[str]] = []
+
+    @asset(partitions_def=months, backfill_policy=BackfillPolicy.single_run())
+    def ranged(context: AssetExecutionContext) -> None:
+        seen.append(context.partition_keys)
+
+    job = Definitions(assets=[ranged]).resolve_implicit_global_asset_job_def()
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            tags={PARTITION_RANGE_START_TAG: "2020-02-01", PARTITION_RANGE_END_TAG: "2020-04-01"},
+        )
+        assert result.success
+        assert instance.get_materialized_partitions(AssetKey("ranged")) == {
+            "2020-02-01",
+            "2020-03-01",
+            "2020-04-01",
+        }
+    assert seen == [["2020-02-01", "2020-03-01", "2020-04-01"]]
