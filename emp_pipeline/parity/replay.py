@@ -74,6 +74,8 @@ from emp_pipeline.parity.report import (
     compare_grids,
     compare_trades,
     empty_trades,
+    expected_live_equity,
+    live_volumes,
 )
 from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.migrate import upgrade_database
@@ -601,13 +603,17 @@ def run_parity(
     if engine_check is not None:
         divergences.append(engine_check)
     divergences = _earliest_per_field(divergences)
+    placeable, fractions = live_volumes(back.trades, by_symbol, config.capital)
+    expected_equity, rounding_tolerance = expected_live_equity(
+        dates, symbols, back.instrument_equity, back.trades, fractions
+    )
     for found in (
         compare_grids(dates, symbols, back.signals, live.signals, "decision", "signal"),
         compare_grids(
             dates, symbols, back.instrument_equity, live.sleeve_equity, "decision", "sleeve_equity", 1e-9
         ),
-        compare_trades(back.trades, live_trades),
-        compare_equity(dates, back.equity, live.equity, "execution", "equity"),
+        compare_trades(placeable, live_trades),
+        compare_equity(dates, expected_equity, live.equity, "execution", "equity", rounding_tolerance),
     ):
         if found is not None:
             divergences.append(found)
@@ -628,6 +634,8 @@ def run_parity(
         audited_bars=audited,
         elapsed_s=time.perf_counter() - began,
         notes=tuple(_rule_notes(genome, divergences) + _summarise(live.risk_notes)),
+        rounded_trades=int(((fractions > 0) & (np.abs(fractions - 1) > 1e-12)).sum()),
+        untradeable_trades=int((fractions == 0).sum()),
     )
 
 

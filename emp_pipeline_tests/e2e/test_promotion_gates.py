@@ -312,3 +312,23 @@ def test_emp_lookahead_and_parity_commands(tmp_path: Path) -> None:
 
     status, text = run("parity", f"--strategy={biased_id}", "--bars=60", "--history=260", "--audit=3")
     assert status == 1 and "[inputs]" in text and "what_future_return" in text
+
+    # Issue 14 point 6: the correct genome's quantities are rounded onto the one-unit volume grid: not a
+    # failure. A live path the risk limits hold below the kernel's size is a real divergence: exit 1.
+    status, text = run("parity", f"--strategy={correct_id}", "--bars=60", "--history=260", "--audit=0")
+    assert status == 0 and "identical after rounding volumes" in text, text
+    assert "Failed" not in text and "diverges" not in text
+    tight = Settings.from_env(
+        {
+            "EMP_HOME": str(tmp_path),
+            "EMP_DATA_DIR": str(tmp_path / "lake"),
+            "EMP_DATABASE_URL": url,
+            "EMP_MAX_POSITION_FRACTION": "0.01",
+        }
+    )
+    args = parser.parse_args(
+        ["parity", f"--strategy={correct_id}", "--bars=60", "--history=260", "--audit=0"]
+    )
+    out = io.StringIO()
+    assert args.handler(args, tight, out) == 1, out.getvalue()
+    assert "[execution]" in out.getvalue()

@@ -5,9 +5,9 @@ Like the performance gates, each check re-reads the registry and judges every ac
 it active. A champion that looks ahead (a feature, regime or rule that changes when later bars are removed),
 or whose live replay parts from the backtest in its inputs or decisions, is retired with the finding as the
 reason, so the live job (which trades the active set) never trades it, and the check fails with severity
-ERROR, which stops what is downstream. Differences that are only in execution (quantities rounded to the
-volume grid, a stop the broker did not hold) fail the parity check with severity WARN: reported, not
-blocking (see parity.report for the layers).
+ERROR, which stops what is downstream. Differences that are only in execution (a stop the broker did not hold,
+an order the risk checks reduced) fail the parity check with severity WARN: reported, not blocking; volumes
+rounded to the volume grid are no difference at all (see parity.report for the layers).
 """
 # No `from __future__ import annotations` here: Dagster inspects the checks' resource annotations at runtime.
 
