@@ -14,7 +14,7 @@ stopping. Checks that need the bars before the window (returns, frozen runs) tak
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -24,7 +24,7 @@ import pandas as pd
 from emp_pipeline.domain.bars import PRICE_COLUMNS
 from emp_pipeline.domain.calendars import trading_days
 from emp_pipeline.domain.instruments import InstrumentMeta
-from emp_pipeline.domain.timeframes import Timeframe, bar_open_times, outside_trading_time
+from emp_pipeline.domain.timeframes import Timeframe, bar_open_times, outside_trading_time, periods_per_year
 
 EXAMPLES_SHOWN = 5
 
@@ -44,8 +44,9 @@ JUMP_FLOOR = 0.05
 MAD_TO_SIGMA = 1.4826
 # adj_close / close: dividends over decades take it to ~0.1, nothing real takes it to 1/20 or past 20.
 ADJUSTMENT_RATIO_LIMIT = 20.0
-# A liquid instrument's close does not repeat to the tick for two weeks of sessions: the feed is stale.
-MAX_UNCHANGED_BARS = 10
+# A liquid instrument's close does not repeat to the tick for two weeks of sessions: the feed is stale. A
+# span of sessions, not of bars: ten unchanged M1 closes in a quiet hour are normal, ten unchanged days not.
+MAX_UNCHANGED_SESSIONS = 10
 # Bars before the window the history-aware checks need (the jump scale plus the bar before it).
 HISTORY_BARS_NEEDED = JUMP_SCALE_BARS + 1
 
@@ -95,8 +96,9 @@ BAR_CHECKS: tuple[BarCheck, ...] = (
     BarCheck(
         "not_frozen",
         True,
-        f"no close repeats unchanged for more than {MAX_UNCHANGED_BARS} consecutive bars; blocks: a frozen "
-        "price is a dead feed, and its zero volatility would size positions as if risk had vanished",
+        f"no close repeats unchanged for more than {MAX_UNCHANGED_SESSIONS} sessions of consecutive bars (10 "
+        "daily bars, 240 hourly FX bars); blocks: a frozen price is a dead feed, and its zero volatility "
+        "would size positions as if risk had vanished",
     ),
     BarCheck(
         "no_future_bars",
@@ -252,19 +254,30 @@ def check_adjusted_close(bars: pd.DataFrame) -> BarCheckOutcome:
     )
 
 
-def check_frozen_prices(bars: pd.DataFrame, history: pd.DataFrame | None = None) -> BarCheckOutcome:
-    """No close unchanged over more than MAX_UNCHANGED_BARS consecutive bars (runs may start in history)."""
+def max_unchanged_bars(timeframe: Timeframe, calendar: str) -> int:
+    """MAX_UNCHANGED_SESSIONS in bars of the timeframe on the calendar (never fewer than that many bars)."""
+    bars_per_session = periods_per_year(timeframe, calendar) / periods_per_year(Timeframe.D1, calendar)
+    return max(MAX_UNCHANGED_SESSIONS, round(MAX_UNCHANGED_SESSIONS * bars_per_session))
+
+
+def check_frozen_prices(
+    bars: pd.DataFrame, history: pd.DataFrame | None = None, limits: Mapping[str, int] | None = None
+) -> BarCheckOutcome:
+    """No close unchanged over more than its symbol's limit of consecutive bars (``limits``, from
+    `max_unchanged_bars`; MAX_UNCHANGED_SESSIONS bars where absent, the daily figure); runs may start in
+    history."""
     frame = _with_history(bars, history)
     previous = frame.groupby("symbol")["close"].shift(1)
     starts_run = frame["close"].ne(previous) | previous.isna()
     run = starts_run.cumsum()
     position = frame.groupby(run).cumcount() + 1
     run_start = frame.groupby(run)["date"].transform("first")
-    broken = frame["is_new"] & (position > MAX_UNCHANGED_BARS)
+    limit = frame["symbol"].map(dict(limits or {})).fillna(MAX_UNCHANGED_SESSIONS).astype(int)
+    broken = frame["is_new"] & (position > limit)
     first_of_each_run = frame.loc[broken].groupby(run[broken]).head(1)
     examples = [
         f"{row.symbol} {_day(row.date)} close={row.close:g} unchanged for {position[index]} bars since "
-        f"{_day(run_start[index])} (limit {MAX_UNCHANGED_BARS})"
+        f"{_day(run_start[index])} (limit {limit[index]})"
         for index, row in first_of_each_run.head(EXAMPLES_SHOWN).iterrows()
     ]
     return _outcome("not_frozen", examples, int(broken.sum()), "a frozen close")
@@ -411,7 +424,11 @@ def evaluate_bar_checks(
             check_price_bounds(bars),
             check_bar_to_bar_factor(bars, history),
             check_adjusted_close(bars),
-            check_frozen_prices(bars, history),
+            check_frozen_prices(
+                bars,
+                history,
+                {i.symbol: max_unchanged_bars(timeframe, i.calendar) for i in instruments},
+            ),
             check_future_bars(bars, now, timeframe),
             check_on_calendar(bars, instruments, timeframe),
             check_robust_jumps(bars, history),

@@ -6,7 +6,7 @@ import pandas as pd
 from emp_pipeline.data.sample import SampleSource
 from emp_pipeline.domain.bar_quality import (
     BAR_CHECKS,
-    MAX_UNCHANGED_BARS,
+    MAX_UNCHANGED_SESSIONS,
     check_adjusted_close,
     check_bar_to_bar_factor,
     check_calendar_gaps,
@@ -21,11 +21,13 @@ from emp_pipeline.domain.bar_quality import (
     check_unique_bars,
     evaluate_bar_checks,
     failed_blocking,
+    max_unchanged_bars,
 )
 from emp_pipeline.domain.bars import normalise_bars
 from emp_pipeline.domain.calendars import trading_days
 from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta, load_universe
 from emp_pipeline.domain.synthetic import synthetic_instrument
+from emp_pipeline.domain.timeframes import Timeframe
 from emp_pipeline.settings import SAMPLE_UNIVERSE_FILE
 
 
@@ -150,18 +152,31 @@ def test_adjusted_close_a_thousand_times_close_is_refused():
 def test_a_frozen_price_is_found_even_when_the_run_began_in_history():
     frozen = [*_wiggle(5), *([123.45] * 400)]  # ~19 months of one price
     outcome = check_frozen_prices(_daily("GOOG", frozen))
-    assert not outcome.passed and outcome.failures == 400 - MAX_UNCHANGED_BARS
+    assert not outcome.passed and outcome.failures == 400 - MAX_UNCHANGED_SESSIONS
     assert outcome.examples == (
         "GOOG 2021-01-26 close=123.45 unchanged for 11 bars since 2021-01-11 (limit 10)",
     )
 
-    at_limit = _daily("GOOG", [*_wiggle(5), *([50.0] * MAX_UNCHANGED_BARS), 51.0])
+    at_limit = _daily("GOOG", [*_wiggle(5), *([50.0] * MAX_UNCHANGED_SESSIONS), 51.0])
     assert check_frozen_prices(at_limit).passed
     history = _daily("GOOG", [*_wiggle(5), *([50.0] * 8)])
     window = _daily("GOOG", [50.0] * 3, first="2021-01-25")
     assert check_frozen_prices(window).passed
     spanning = check_frozen_prices(window, history)
     assert not spanning.passed and spanning.failures == 1
+
+
+def test_a_frozen_price_is_a_span_of_sessions_in_bars_of_the_timeframe():
+    assert max_unchanged_bars(Timeframe.D1, "XNYS") == 10
+    assert max_unchanged_bars(Timeframe.H1, "24x5") == 240  # two FX weeks of hours
+    assert max_unchanged_bars(Timeframe.M1, "24x5") == 14_400
+    assert max_unchanged_bars(Timeframe.W1, "24x5") == 10  # never fewer than ten bars
+    quiet_hours = _daily("EURUSD", [*_wiggle(5, level=1.1), *([1.10512] * 30), 1.10515])
+    assert not check_frozen_prices(quiet_hours).passed  # as daily bars: a month frozen
+    assert check_frozen_prices(quiet_hours, limits={"EURUSD": 240}).passed  # as H1: thirty quiet hours
+    dead_feed = _daily("EURUSD", [*_wiggle(5, level=1.1), *([1.10512] * 241)])
+    outcome = check_frozen_prices(dead_feed, limits={"EURUSD": 240})
+    assert not outcome.passed and outcome.failures == 1 and "(limit 240)" in outcome.examples[0]
 
 
 def test_bars_dated_in_2099_are_from_the_future():
