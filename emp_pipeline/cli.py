@@ -14,6 +14,7 @@ from emp_pipeline.auth.commands import add_token_commands
 from emp_pipeline.job_runs import add_run_command
 from emp_pipeline.monitoring.commands import add_metrics_commands
 from emp_pipeline.parity.commands import add_parity_commands
+from emp_pipeline.reporting.strategy_commands import add_strategy_commands
 from emp_pipeline.settings import Settings, SettingsError
 
 
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_token_commands(commands)
     add_metrics_commands(commands)
     add_parity_commands(commands)
+    add_strategy_commands(commands)
 
     kill = commands.add_parser("kill-switch", help="on: no new live exposure; off: allow it; status: show it")
     kill.add_argument("action", choices=("on", "off", "status"))

@@ -303,6 +303,32 @@ def active_strategies(session: Session, period: str | None = None) -> list[Strat
     return _strategy_records(session, query)
 
 
+def list_strategies(
+    session: Session, *, period: str | None = None, status: str | None = None, limit: int | None = None
+) -> list[StrategyRecord]:
+    """Strategies of a period and/or status (all when None), newest period first, best fitness first."""
+    query = select(Strategy)
+    if period is not None:
+        query = query.where(Strategy.period == period)
+    if status is not None:
+        check_member("status", status, StrategyStatus)
+        query = query.where(Strategy.status == status)
+    query = query.order_by(Strategy.period.desc(), Strategy.fitness.desc().nulls_last(), Strategy.id)
+    return _strategy_records(session, query.limit(limit) if limit is not None else query)
+
+
+def strategy_periods(session: Session) -> list[str]:
+    """Every period with recorded strategies, oldest first."""
+    return list(session.scalars(select(Strategy.period).distinct().order_by(Strategy.period)))
+
+
+def parent_ids(session: Session, strategy_id: str) -> tuple[str, ...]:
+    """The strategy's direct parents (none for a seed or an immigrant), sorted."""
+    edges = StrategyParent.__table__
+    query = select(edges.c.parent_id).where(edges.c.child_id == strategy_id).order_by(edges.c.parent_id)
+    return tuple(session.scalars(query))
+
+
 def ancestry(session: Session, strategy_id: str) -> list[Ancestor]:
     """Every ancestor of a strategy up to the seeds (the strategy itself excluded), newest generation first.
 

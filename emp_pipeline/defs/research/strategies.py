@@ -43,6 +43,7 @@ from emp_pipeline.domain.genome import (
     genome_to_json,
 )
 from emp_pipeline.domain.instruments import InstrumentMeta
+from emp_pipeline.domain.rule_text import strategy_text
 from emp_pipeline.domain.study_windows import StudyWindows
 from emp_pipeline.domain.walkforward import WalkForwardFold, build_fold, period_bounds
 from emp_pipeline.domain.walkforward_study import (
@@ -310,6 +311,7 @@ def evolved_strategies(
     history = _history_frame(result)
     png = fitness_per_generation_png(history, title=f"Fitness per generation, period {period}")
     top = survivors.head(TOP_SHOWN).loc[:, ["rank", "strategy_id", "fitness", "generation", "operator"]]
+    top["rules"] = [strategy_text(record.genome) for record in result.final_population[:TOP_SHOWN]]
     train_window = (
         f"{fold.train_start.date()} .. {last_training_day.date()} ({fold.n_train_bars} bars, "
         f"embargo {fold.embargo_bars} bars, period starts {period_start.date()})"
