@@ -16,6 +16,9 @@ calendar has) are built in `domain/timeframes.py` from `trading_intervals` here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date, time, timedelta
 from functools import lru_cache
 
@@ -36,6 +39,24 @@ UTC_DTYPE = "datetime64[ns, UTC]"
 
 class CalendarError(ValueError):
     """An unknown calendar, or a range the calendar cannot cover; the message says what to use instead."""
+
+
+# The day the exchange calendars are known as of (None: all the calendar library knows, ad-hoc closures
+# included). Set by `calendar_known_at`, read by `trading_days`.
+_KNOWN_AS_OF: ContextVar[pd.Timestamp | None] = ContextVar("calendar_known_as_of", default=None)
+
+
+@contextmanager
+def calendar_known_at(day: date | str | pd.Timestamp) -> Iterator[None]:
+    """Inside, exchange calendars are what was known at the close of ``day``: an ad-hoc closure after it
+    (9/11, hurricane Sandy) had not been announced, so `trading_days` lists its days as the scheduled
+    sessions they were. The look-ahead analysis recomputes features on data cut at a bar inside this, so a
+    feature reading closures nobody knew yet differs from its full-data value and is named (issue 13)."""
+    token = _KNOWN_AS_OF.set(_as_day(day))
+    try:
+        yield
+    finally:
+        _KNOWN_AS_OF.reset(token)
 
 
 def is_known_calendar(calendar: str) -> bool:
@@ -120,6 +141,12 @@ def trading_days(
     elif calendar in _exchange_calendar_names():
         sessions = pd.DatetimeIndex(_exchange_covering(calendar, first, last).sessions).tz_localize(None)
         days = sessions[(sessions >= first) & (sessions <= last)]
+        known_as_of = _KNOWN_AS_OF.get()
+        if known_as_of is not None and known_as_of < last:
+            unannounced = scheduled_trading_days(
+                calendar, max(first, known_as_of + pd.Timedelta(days=1)), last
+            )
+            days = days.union(unannounced.tz_localize(None))
     else:
         raise _unknown(calendar)
     return _utc_index(days)

@@ -11,6 +11,10 @@ it. The analysis names each culprit with the first bar and symbol where the two 
 * ``rule`` findings: a leaf of a rule tree, by path (``long_entry.all[1]``), evaluates differently;
 * ``signal`` findings: the desired direction per bar differs.
 
+The calendar goes with the future: each cut is computed with exchange calendars as known at the cut bar
+(`calendars.calendar_known_at`), so a feature that reads an ad-hoc closure before it was announced is a
+``feature`` finding like any other leak.
+
 The feature and regime computations are injectable, so a test can point the analysis at any implementation;
 the gates pass the ones the perception assets run (`anchored_perception.window_features`/`window_regimes`).
 """
@@ -24,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from emp_pipeline.domain.anchored_perception import window_regimes
+from emp_pipeline.domain.calendars import calendar_known_at
 from emp_pipeline.domain.genome import (
     Condition,
     FeaturePanel,
@@ -238,8 +243,9 @@ def analyse_lookahead(
     earliest: dict[tuple[str, str], LookaheadFinding] = {}
     for cut_at in cuts:
         cut_bars = bars.loc[bars["date"] <= cut_at].reset_index(drop=True)
-        cut_features = compute_features(cut_bars)
-        cut = feature_panel(cut_features, compute_regimes(cut_bars, cut_features), symbols)
+        with calendar_known_at(cut_at):  # the future goes, and so do closures announced after the cut
+            cut_features = compute_features(cut_bars)
+            cut = feature_panel(cut_features, compute_regimes(cut_bars, cut_features), symbols)
         for finding in compare_panels(genome, full, cut, cut_at, start, checked):
             key = (finding.kind, finding.name)
             if key not in earliest or finding.date < earliest[key].date:

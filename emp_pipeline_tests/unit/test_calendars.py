@@ -9,6 +9,7 @@ import pytest
 
 from emp_pipeline.domain.calendars import (
     CalendarError,
+    calendar_known_at,
     regular_session_stretches,
     rollover_times,
     trading_day_of,
@@ -173,3 +174,18 @@ def test_exchange_with_a_lunch_break_trades_in_two_stretches() -> None:
         regular_session_stretches("24x5")
     with pytest.raises(CalendarError, match="unknown calendar 'MOON'"):
         trading_intervals("MOON", "2017-03-10", "2017-03-11")
+
+
+def test_closures_announced_after_the_day_a_calendar_is_known_at_are_still_sessions():
+    week = ("2012-10-22", "2012-11-02")
+    actual = trading_days("XNYS", *week)
+    assert pd.Timestamp("2012-10-29", tz="UTC") not in actual  # hurricane Sandy: 29-30 October closed
+    with calendar_known_at("2012-10-26"):
+        as_known = trading_days("XNYS", *week)
+    assert len(as_known) == len(actual) + 2
+    assert {pd.Timestamp(d, tz="UTC") for d in ("2012-10-29", "2012-10-30")} <= set(as_known)
+    with calendar_known_at("2012-10-31"):  # the closure has happened: known
+        assert trading_days("XNYS", *week).equals(actual)
+    with calendar_known_at("2012-10-26"):  # regular holidays were always known
+        assert pd.Timestamp("2012-11-22", tz="UTC") not in trading_days("XNYS", "2012-11-19", "2012-11-23")
+    assert trading_days("XNYS", *week).equals(actual)  # outside, the calendar knows everything

@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from emp_pipeline.domain.bars import normalise_bars
+from emp_pipeline.domain.calendars import trading_days
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes, RuleGroup
 from emp_pipeline.domain.lookahead import (
     LookaheadInputError,
@@ -16,7 +18,7 @@ from emp_pipeline.domain.lookahead import (
 )
 from emp_pipeline.domain.regimes import REGIME_LABELS
 from emp_pipeline.domain.sensory import SensoryCortex
-from emp_pipeline.domain.synthetic import SyntheticMarket, generate_market
+from emp_pipeline.domain.synthetic import SyntheticMarket, generate_market, synthetic_instrument
 
 RISK = RiskGenes(stop_atr=3.0, take_profit_atr=6.0, position_fraction=0.5, max_holding_bars=30)
 
@@ -127,3 +129,52 @@ def test_window_limits_where_cuts_fall(market: SyntheticMarket) -> None:
 def test_rule_leaf_paths() -> None:
     genome = biased_rule_genome()
     assert [path for path, _ in rule_leaves(genome)] == ["long_entry.all[0]", "long_entry.all[1]", "exit"]
+
+
+def _exchange_bars(symbol: str, around: str) -> pd.DataFrame:
+    """A smooth walk on the exchange's real sessions, 400 days before ``around`` to 20 after."""
+    day = pd.Timestamp(around)
+    sessions = trading_days("XNYS", day - pd.Timedelta(days=400), day + pd.Timedelta(days=20))
+    close = np.linspace(1000.0, 1100.0, len(sessions))
+    frame = pd.DataFrame({"date": sessions, "symbol": symbol, "open": close, "close": close})
+    return normalise_bars(frame.assign(high=close + 1.0, low=close - 1.0, adj_close=close, volume=0.0))
+
+
+def calendar_leaking_cortex(cortex: SensoryCortex):
+    """The real cortex with days-to-next-session read from the exchange's actual sessions, closures
+    included: the leak issue 13 found (2001-09-10 showed 7 days, 2012-10-26 showed 5)."""
+
+    def compute(bars: pd.DataFrame) -> pd.DataFrame:
+        features = cortex.compute(bars)
+        dates = pd.DatetimeIndex(features["date"])
+        sessions = trading_days("XNYS", dates[0], dates[-1] + pd.Timedelta(days=14))
+        following = sessions.searchsorted(dates, side="right")
+        features["when_days_to_next_session"] = (sessions[following] - dates).days.astype(float)
+        return features
+
+    return compute
+
+
+@pytest.mark.parametrize(("cut_day", "leaked_days"), [("2001-09-10", 7.0), ("2012-10-26", 5.0)])
+def test_a_feature_reading_unannounced_closures_is_named_and_the_scheduled_one_passes(
+    cut_day: str, leaked_days: float
+) -> None:
+    bars = _exchange_bars("SPX", cut_day)
+    cortex = SensoryCortex([synthetic_instrument("SPX", calendar="XNYS")])
+    genome = Genome(
+        direction="long",
+        long_entry=Condition("when_days_to_next_session", ">", 4.0),
+        short_entry=None,
+        exit=None,
+        regimes=REGIME_LABELS,
+        risk=RISK,
+    )
+    day = pd.Timestamp(cut_day, tz="UTC")
+    window = {"start": day, "end": day + pd.Timedelta(days=1)}  # the one cut: the close before the closure
+    leaky = analyse_lookahead(genome, bars, calendar_leaking_cortex(cortex), **window)
+    assert not leaky.passed
+    finding = next(f for f in leaky.findings if f.kind == "feature")
+    assert finding.name == "when_days_to_next_session" and finding.date == day
+    assert (finding.full_value, finding.cut_value) == (leaked_days, 1.0 if cut_day == "2001-09-10" else 3.0)
+    assert "long_entry" in leaky.culprits
+    assert analyse_lookahead(genome, bars, cortex.compute, **window).passed
