@@ -45,7 +45,6 @@ from emp_pipeline.broker.interface import (
 log = logging.getLogger(__name__)
 
 DEMO_URL = "wss://demo.ctraderapi.com:5036"
-LIVE_URL = "wss://live.ctraderapi.com:5036"
 _RECONCILE_WINDOW_MARGIN_MS = 60_000  # clock skew between us and the server when searching by time window
 
 

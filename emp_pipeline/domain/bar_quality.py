@@ -436,8 +436,3 @@ def evaluate_bar_checks(
         )
     }
     return [outcomes[check.name] for check in BAR_CHECKS]
-
-
-def failed_blocking(outcomes: Sequence[BarCheckOutcome]) -> list[BarCheckOutcome]:
-    blocking = {check.name for check in BAR_CHECKS if check.blocking}
-    return [outcome for outcome in outcomes if outcome.name in blocking and not outcome.passed]

@@ -99,11 +99,6 @@ def validate_bars(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def bars_for_symbol(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
-    """One symbol's bars indexed by date (the shape per-instrument computations want)."""
-    return frame.loc[frame["symbol"] == symbol].set_index("date").drop(columns="symbol")
-
-
 def adjusted_ohlc(frame: pd.DataFrame) -> pd.DataFrame:
     """Open, high, low and close on the adjusted scale (each scaled by adj_close / close).
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,13 +42,12 @@ from emp_pipeline.domain.genome import (
     RuleEvaluator,
     RuleGroup,
     genome_conditions,
-    genome_to_dict,
     population_signals,
     rule_conditions,
     strategy_id,
     validate_genome,
 )
-from emp_pipeline.domain.metrics import DAILY_PERIODS_PER_YEAR, return_statistics, series_moments
+from emp_pipeline.domain.metrics import DAILY_PERIODS_PER_YEAR, return_statistics
 from emp_pipeline.domain.random_stream import RandomStream
 from emp_pipeline.domain.regimes import REGIME_LABELS
 from emp_pipeline.domain.walkforward import WalkForwardFold, inner_fold_bounds
@@ -665,15 +663,11 @@ def population_fitness(result: PopulationResult, config: EvolutionConfig) -> Pop
     return PopulationScores(fitness=fitness, returns=returns, behaviour=behaviour, metrics=metrics)
 
 
-def niche_counts(returns: np.ndarray, threshold: float) -> np.ndarray:
+def niche_counts(behaviour: Behaviour, threshold: float) -> np.ndarray:
     """How many population members behave like each one (return correlation >= threshold, self included).
 
     Strategies with constant returns (never trading) all behave alike and form one niche.
     """
-    return _niche_counts(Behaviour.of(returns, *series_moments(returns)), threshold)
-
-
-def _niche_counts(behaviour: Behaviour, threshold: float) -> np.ndarray:
     scaled, flat = behaviour.scaled, behaviour.flat
     similar = scaled @ scaled.T >= threshold
     similar[np.ix_(flat, flat)] = True
@@ -743,7 +737,7 @@ def evolve(
     evaluator = RuleEvaluator(panel)
     scores = score_population([m.genome for m in population], evaluator, market, config)
     fitness, behaviour, metrics = scores.fitness, scores.behaviour, scores.metrics
-    counts = _niche_counts(behaviour, config.sharing_threshold)
+    counts = niche_counts(behaviour, config.sharing_threshold)
     for generation in range(config.generations):
         if generation > 0:
             shared = fitness - config.sharing_penalty * (counts - 1)
@@ -762,7 +756,7 @@ def evolve(
             behaviour = behaviour.take(elites, new_scores.behaviour)
             metrics = [metrics[index] for index in elites] + new_scores.metrics
             population = next_population
-            counts = _niche_counts(behaviour, config.sharing_threshold)
+            counts = niche_counts(behaviour, config.sharing_threshold)
             fresh = range(len(elites), size)
         else:
             fresh = range(size)
@@ -876,16 +870,3 @@ def backtest_window(
         signals, market.window(start, end), RiskArrays.from_genomes(genomes), config.costs
     )
     return window_panel.dates, result
-
-
-def record_to_dict(record: StrategyRecord) -> dict[str, Any]:
-    """A registry-ready, JSON-serialisable view of a record."""
-    return {
-        "strategy_id": record.strategy_id,
-        "parent_ids": list(record.parent_ids),
-        "generation": record.generation,
-        "operator": record.operator,
-        "fitness": record.fitness,
-        "genome": genome_to_dict(record.genome),
-        "metrics": dict(record.metrics),
-    }

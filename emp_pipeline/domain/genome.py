@@ -15,7 +15,7 @@ Signals are the *desired direction* per bar (+1 long, -1 short, 0 flat), decided
 event sets the state, the exit rule (or a disallowed regime, or features still warming up) resets it to flat,
 and the state carries forward between events. Exit wins over entry on the same bar; long and short entries on
 the same bar cancel to flat. The state at bar t depends only on bars <= t, so the live engine calls the very
-same ``genome_signals`` on its history and reads the last row.
+same ``panel_signals`` on its history and reads the last row.
 """
 
 from __future__ import annotations
@@ -652,14 +652,3 @@ def panel_signals(genome: Genome, panel: FeaturePanel) -> np.ndarray:
 def population_signals(genomes: Sequence[Genome], panel: FeaturePanel) -> np.ndarray:
     """Signals of many genomes stacked as int8 (n_strategies, n_bars, n_instruments): the kernel's input."""
     return RuleEvaluator(panel).signals(genomes)
-
-
-def genome_signals(genome: Genome, features: pd.DataFrame, regimes: pd.DataFrame) -> pd.DataFrame:
-    """Desired direction per (date, symbol) from the long feature and regime frames.
-
-    This is the one signal function: the backtest stacks it over a population and the live engine calls it
-    on its history and acts on the last row.
-    """
-    validate_genome(genome)
-    panel = feature_panel(features, regimes)
-    return pd.DataFrame(panel_signals(genome, panel), index=panel.dates, columns=list(panel.symbols))

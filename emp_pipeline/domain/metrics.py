@@ -166,16 +166,6 @@ def _sharpe_of_moments(
     return _safe_ratio(mean, std, defined) * math.sqrt(periods_per_year)
 
 
-def series_moments(values: object) -> tuple[np.ndarray, np.ndarray]:
-    """Per series (last axis) of any finite values: the mean and the sum of squared deviations from it."""
-    array = _finite_array(values, "values")
-    if array.ndim not in (1, 2) or array.shape[-1] == 0:
-        raise MetricsInputError(
-            f"values must be 1-d or 2-d with at least one column; got shape {array.shape}"
-        )
-    return _moments(array)
-
-
 def _moments(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per series (last axis): the mean and the sum of squared deviations from it.
 
@@ -321,18 +311,11 @@ def sortino_ratios(
     return _safe_ratio(mean, downside, defined) * math.sqrt(periods_per_year)
 
 
-def drawdown_curves(returns: object) -> np.ndarray:
-    """Per-bar drawdown from the running equity peak (the initial 1.0 counts as a peak): ``<= 0``."""
-    equity = equity_curves(returns)
-    peaks = np.maximum(np.maximum.accumulate(equity, axis=-1), 1.0)
-    return equity / peaks - 1.0
-
-
 def max_drawdowns(returns: object) -> np.ndarray:
     """Deepest drawdown as a non-positive fraction of the peak equity (-0.25 = a 25 % fall); 0.0 if none.
 
-    The same arithmetic as ``drawdown_curves`` (compounded equity, running peak from 1.0), in one compiled
-    pass without the curves: the GA takes it for every strategy of every generation.
+    Compounded equity against its running peak (the initial 1.0 counts as a peak), in one compiled pass
+    without the curves: the GA takes it for every strategy of every generation.
     """
     array = _returns_array(returns)
     return _deepest_drawdowns(np.ascontiguousarray(array.reshape(-1, array.shape[-1]))).reshape(

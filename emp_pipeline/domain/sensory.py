@@ -27,7 +27,6 @@ from emp_pipeline.domain.calendars import CALENDAR_24X7, ROUND_THE_CLOCK_CALENDA
 if TYPE_CHECKING:
     from emp_pipeline.domain.instruments import InstrumentMeta
 
-DIMENSIONS: tuple[str, ...] = ("what", "how", "when", "why", "anomaly")
 MACRO_COLUMNS: tuple[str, ...] = ("series", "date", "available_from", "value")
 
 # Thresholds of the ANOMALY flags, in the units of the feature they flag.

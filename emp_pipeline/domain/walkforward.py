@@ -150,29 +150,6 @@ def build_fold(
     )
 
 
-def build_folds(
-    trading_dates: pd.DatetimeIndex,
-    frequency: str = "monthly",
-    train_bars: int | None = 756,
-    embargo_bars: int = 5,
-    min_train_bars: int = 252,
-) -> list[WalkForwardFold]:
-    """Folds for every period that has test bars and enough training bars before it."""
-    _check_window(train_bars, embargo_bars, min_train_bars)
-    dates = _trading_index(trading_dates)
-    if len(dates) == 0:
-        return []
-    folds = []
-    for key in period_keys(dates[0], dates[-1] + pd.Timedelta(days=1), frequency):
-        try:
-            fold = build_fold(dates, key, frequency, train_bars, embargo_bars, min_train_bars)
-        except WalkForwardError:
-            continue
-        if fold.n_test_bars > 0:
-            folds.append(fold)
-    return folds
-
-
 def inner_fold_bounds(n_bars: int, folds: int, embargo_bars: int) -> list[tuple[int, int]]:
     """[start, stop) bar indices of ``folds`` contiguous inner folds of a training window of ``n_bars``.
 

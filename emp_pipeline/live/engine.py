@@ -219,8 +219,7 @@ def decide_orders(
     Pure: the same frames, holdings and parameters always give the same orders. The market is the whole
     stored universe, as in the backtest (one equal sleeve per instrument).
     """
-    # The genome's own signal code on the shared panel: what genome_signals and the backtest's
-    # population_signals run.
+    # The genome's own signal code on the shared panel: what the backtest's population_signals runs.
     signals = panel_signals(validate_genome(book.genome), market.panel)
     prices = market.prices
     live_rows = np.flatnonzero(prices.dates >= book.start)

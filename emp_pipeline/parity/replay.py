@@ -7,7 +7,7 @@ alone gives). It then steps through the window one bar at a time, each step seei
 and running the live engine's own domain code on them:
 
 1. the paper broker (registry-backed, temporary SQLite) fills the orders of the previous close at this open;
-2. the genome's signal at t (`feature_panel` + `panel_signals`, the body of `genome_signals`, over the rows
+2. the genome's signal at t (`feature_panel` + `panel_signals`, as the live engine runs it, over the rows
    up to t: the signal state machine carries across bars, so its history is the state);
 3. the kernel's own step for each sleeve (`sleeve.step_sleeve`, which the engine's `decide_orders` folds);
 4. the target and the order (`sleeve_target`, `order_for_target`), the risk checks (`risk.check_orders`

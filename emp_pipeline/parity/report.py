@@ -36,7 +36,6 @@ from emp_pipeline.domain.instruments import InstrumentMeta
 
 EQUITY_RTOL = 1e-9
 PRICE_RTOL = 1e-12
-LAYERS: tuple[str, ...] = ("inputs", "decision", "execution")
 TRADE_COLUMNS: tuple[str, ...] = (
     "symbol",
     "direction",

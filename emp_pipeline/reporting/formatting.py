@@ -79,12 +79,6 @@ def percent_metadata(value: object, decimals: int = RETURN_DECIMALS) -> Metadata
     return MetadataValue.text(percent_text(value, decimals, signed=True))
 
 
-def count_metadata(value: object) -> MetadataValue:
-    """A count as int metadata (NumPy ints and whole floats included)."""
-    number = _finite(value)
-    return MetadataValue.text(MISSING) if number is None else MetadataValue.int(int(number))
-
-
 def short_id(value: object, chars: int = SHORT_ID_CHARS) -> str:
     """The first `chars` characters of a long id (like a short git hash); short ids are left whole."""
     text = str(value)
@@ -165,12 +159,3 @@ def metric_text(name: str, value: object) -> str:
     if isinstance(value, bool):
         return str(value)
     return ratio_text(value)
-
-
-def metric_metadata(name: str, value: object) -> MetadataValue:
-    """One metadata entry by the same rules as metric_text (ratios stay plottable floats)."""
-    if is_percent_metric(name):
-        return percent_metadata(value)
-    if isinstance(value, Integral) and not isinstance(value, bool):
-        return count_metadata(value)
-    return ratio_metadata(value)

@@ -28,7 +28,7 @@ from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.backtest import market_arrays, simulate_strategy
 from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.execution import round_to_step
-from emp_pipeline.domain.genome import Condition, Genome, RiskGenes, genome_signals
+from emp_pipeline.domain.genome import Condition, Genome, RiskGenes, feature_panel, panel_signals
 from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.domain.sleeve import entry_fill_price, fee_cost
 from emp_pipeline.live.alerts import send_alert
@@ -373,10 +373,10 @@ def test_live_ticks_bar_by_bar_trade_when_and_at_the_prices_the_backtest_does(tm
                 instruments=market.instruments,
             )
 
-    signals = genome_signals(genome, market.features, market.regimes)
-    prices = market_arrays(market.bars, market.features, "what_atr_14", signals.index, list(signals.columns))
+    panel = feature_panel(market.features, market.regimes)
+    prices = market_arrays(market.bars, market.features, "what_atr_14", panel.dates, list(panel.symbols))
     window = prices.window(dates[first], None)
-    kernel = simulate_strategy(genome, signals.to_numpy()[first:], window, Costs()).trades
+    kernel = simulate_strategy(genome, panel_signals(genome, panel)[first:], window, Costs()).trades
     expected = set()
     for trade in kernel.itertuples():
         expected.add((trade.symbol, trade.entry_date, round(trade.entry_price, 9), int(trade.direction)))
@@ -429,9 +429,10 @@ def test_live_ticks_follow_the_kernel_through_stops_and_take_profits_to_1e_9(tmp
         assert not report.rejected
         live_equity.append(report.equity)
 
-    signals = genome_signals(genome, fine.features, fine.regimes)
-    prices = market_arrays(fine.bars, fine.features, "what_atr_14", signals.index, list(signals.columns))
-    kernel = simulate_strategy(genome, signals.to_numpy()[first:], prices.window(dates[first], None), Costs())
+    panel = feature_panel(fine.features, fine.regimes)
+    prices = market_arrays(fine.bars, fine.features, "what_atr_14", panel.dates, list(panel.symbols))
+    window = prices.window(dates[first], None)
+    kernel = simulate_strategy(genome, panel_signals(genome, panel)[first:], window, Costs())
     trades = kernel.trades
     assert {"stop", "take_profit", "signal"} <= set(trades["exit_reason"])
     np.testing.assert_allclose(live_equity, kernel.result.equity[0] * INITIAL_CASH, rtol=1e-9, atol=0)
@@ -495,12 +496,13 @@ def test_a_strategy_trades_with_the_costs_it_was_measured_with_not_the_current_s
         write_frames(data_dir, fine, until=dates[t])
         assert _run(database_url, data_dir, dates[first])["orders_rejected_by_risk"] == 0
 
-    signals = genome_signals(genome, fine.features, fine.regimes)
-    prices = market_arrays(fine.bars, fine.features, "what_atr_14", signals.index, list(signals.columns))
+    panel = feature_panel(fine.features, fine.regimes)
+    prices = market_arrays(fine.bars, fine.features, "what_atr_14", panel.dates, list(panel.symbols))
     window = prices.window(dates[first], None)
+    signals = panel_signals(genome, panel)[first:]
 
     def kernel(costs: Costs) -> pd.DataFrame:
-        return simulate_strategy(genome, signals.to_numpy()[first:], window, costs).trades
+        return simulate_strategy(genome, signals, window, costs).trades
 
     trades = kernel(measured)
     assert set(trades["exit_reason"]) <= {"signal", "max_holding", "end_of_data"}  # no broker-side levels

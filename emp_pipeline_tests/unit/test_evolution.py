@@ -13,8 +13,10 @@ from emp_pipeline.domain.backtest import PopulationResult, market_arrays
 from emp_pipeline.domain.evolution import (
     OPERATORS,
     RUIN_FITNESS,
+    Behaviour,
     EvolutionConfig,
     EvolutionError,
+    StrategyRecord,
     backtest_fold,
     crossover,
     evolve,
@@ -24,7 +26,6 @@ from emp_pipeline.domain.evolution import (
     niche_counts,
     population_fitness,
     random_genome,
-    record_to_dict,
     score_population,
 )
 from emp_pipeline.domain.genome import (
@@ -33,9 +34,11 @@ from emp_pipeline.domain.genome import (
     RuleGroup,
     feature_panel,
     genome_features,
+    genome_to_dict,
     validate_genome,
 )
 from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta
+from emp_pipeline.domain.metrics import return_statistics
 from emp_pipeline.domain.random_stream import RandomStream
 from emp_pipeline.domain.regimes import RuleRegimeClassifier
 from emp_pipeline.domain.sensory import SensoryCortex
@@ -43,6 +46,19 @@ from emp_pipeline.domain.synthetic import generate_market
 from emp_pipeline.domain.walkforward import WalkForwardError, build_fold, inner_fold_bounds
 
 SMALL = EvolutionConfig(population_size=24, generations=4, elite_count=2, min_trades=5)
+
+
+def _record_view(record: StrategyRecord) -> dict[str, object]:
+    """A record as plain values, so two runs' records compare field by field."""
+    return {
+        "strategy_id": record.strategy_id,
+        "parent_ids": list(record.parent_ids),
+        "generation": record.generation,
+        "operator": record.operator,
+        "fitness": record.fitness,
+        "genome": genome_to_dict(record.genome),
+        "metrics": dict(record.metrics),
+    }
 
 
 def _chain(bars: pd.DataFrame):
@@ -68,7 +84,7 @@ def test_same_seed_gives_identical_strategies_and_another_seed_does_not(market_d
     _, panel, market = market_data
     first = evolve(panel, market, SMALL, seed=5)
     second = evolve(panel, market, SMALL, seed=5)
-    assert [record_to_dict(r) for r in first.records] == [record_to_dict(r) for r in second.records]
+    assert [_record_view(r) for r in first.records] == [_record_view(r) for r in second.records]
     assert [r.fitness for r in first.final_population] == [r.fitness for r in second.final_population]
     other = evolve(panel, market, SMALL, seed=6)
     assert [r.strategy_id for r in other.records] != [r.strategy_id for r in first.records]
@@ -163,9 +179,13 @@ def test_fitness_rewards_sharpe_and_penalises_drawdown_few_trades_and_ruin():
 
 def test_niche_counts_group_near_twins():
     rng = np.random.default_rng(1)
-    base = rng.standard_normal(300)
-    returns = np.vstack([base, base * 2.0 + 1e-9, rng.standard_normal(300), np.zeros(300), np.zeros(300)])
-    np.testing.assert_array_equal(niche_counts(returns, 0.95), [2, 2, 1, 2, 2])
+    base = rng.standard_normal(300) * 0.01
+    returns = np.vstack(
+        [base, base * 2.0 + 1e-9, rng.standard_normal(300) * 0.01, np.zeros(300), np.zeros(300)]
+    )
+    statistics = return_statistics(returns, periods_per_year=252)
+    behaviour = Behaviour.of(returns, statistics.mean, statistics.squared_deviations)
+    np.testing.assert_array_equal(niche_counts(behaviour, 0.95), [2, 2, 1, 2, 2])
 
 
 def test_config_is_validated():
@@ -182,7 +202,7 @@ def test_evolving_and_evaluating_on_data_cut_at_t_matches_the_full_data_up_to_t(
 
     full = evolve_fold(panel, market, fold, SMALL, seed=4)
     early = evolve_fold(truncated_panel, truncated_market, fold, SMALL, seed=4)
-    assert [record_to_dict(r) for r in early.records] == [record_to_dict(r) for r in full.records]
+    assert [_record_view(r) for r in early.records] == [_record_view(r) for r in full.records]
 
     genomes = [record.genome for record in full.final_population[:8]]
     full_dates, full_result = backtest_fold(genomes, panel, market, fold, SMALL)
@@ -229,8 +249,8 @@ def test_the_inner_fold_fitness_is_deterministic_and_differs_from_the_full_windo
     _, panel, market = market_data
     config = replace(SMALL, fitness="inner_folds")
     first = evolve(panel, market, config, seed=5)
-    assert [record_to_dict(r) for r in first.records] == [
-        record_to_dict(r) for r in evolve(panel, market, config, seed=5).records
+    assert [_record_view(r) for r in first.records] == [
+        _record_view(r) for r in evolve(panel, market, config, seed=5).records
     ]
     full = evolve(panel, market, SMALL, seed=5)
     assert [r.fitness for r in first.records] != [r.fitness for r in full.records]

@@ -11,7 +11,6 @@ from matplotlib.figure import Figure
 
 from emp_pipeline.reporting.formatting import (
     PercentAxisFormatter,
-    count_metadata,
     markdown_tables,
     metric_text,
     percent_metadata,
@@ -43,14 +42,13 @@ def test_returns_and_drawdowns_read_as_percent():
     assert percent_text(math.nan) == "n/a"
 
 
-def test_metadata_values_keep_ratios_plottable_and_counts_whole():
+def test_metadata_values_keep_ratios_plottable():
     sharpe = ratio_metadata(np.float64(0.0007239727601757728))
     assert sharpe.value == 0.0 and math.copysign(1.0, sharpe.value) == 1.0
     assert ratio_metadata(1.23456).value == 1.23
     assert ratio_metadata(math.nan).value == "n/a"
     assert percent_metadata(-0.0).value == "0.00%"
     assert percent_metadata(-0.031).value == "-3.10%"
-    assert count_metadata(np.int64(7)).value == 7 and isinstance(count_metadata(7.0).value, int)
 
 
 def test_metric_cells_follow_the_metric_name():

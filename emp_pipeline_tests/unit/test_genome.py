@@ -18,12 +18,19 @@ from emp_pipeline.domain.genome import (
     RuleGroup,
     feature_panel,
     genome_from_json,
-    genome_signals,
     genome_to_json,
     panel_signals,
     strategy_id,
     validate_genome,
 )
+
+
+def _signals(genome: Genome, features: pd.DataFrame, regimes: pd.DataFrame) -> pd.DataFrame:
+    """The live engine's signal path (validate, pivot onto the panel, run the rules) per date and symbol."""
+    panel = feature_panel(features, regimes)
+    return pd.DataFrame(
+        panel_signals(validate_genome(genome), panel), index=panel.dates, columns=list(panel.symbols)
+    )
 
 
 def _genome(**changes) -> Genome:
@@ -121,7 +128,7 @@ def test_threshold_entry_state_carries_forward_until_the_exit_rule():
         regimes=("bull_trend",),
     )
     features, regimes = _frames({"what_a": [0.0, 2.0, 0.0, 0.0, -2.0, 0.0, 2.0]})
-    signals = genome_signals(genome, features, regimes)
+    signals = _signals(genome, features, regimes)
     assert list(signals["X"]) == [0, 1, 1, 1, 0, 0, 1]
 
 
@@ -138,7 +145,7 @@ def test_crossovers_need_the_previous_bar_on_the_other_side():
     )
     # a < b first happens at bar 2 (cross); at bar 3 a < b still but no new cross; bar 4 a > b again;
     # bar 5 a crosses above 0 -> exit; bar 5 a < b is a new cross, but exit wins on the same bar.
-    assert list(genome_signals(genome, features, regimes)["X"]) == [0, 0, -1, -1, -1, 0, 0]
+    assert list(_signals(genome, features, regimes)["X"]) == [0, 0, -1, -1, -1, 0, 0]
 
 
 def test_long_and_short_on_the_same_bar_cancel_and_nan_compares_false():
@@ -148,7 +155,7 @@ def test_long_and_short_on_the_same_bar_cancel_and_nan_compares_false():
         exit=None,
     )
     features, regimes = _frames({"what_a": [1.0, 1.0, np.nan, 0.0], "how_b": [0.0, 1.0, 1.0, np.nan]})
-    assert list(genome_signals(genome, features, regimes)["X"]) == [1, 0, -1, -1]
+    assert list(_signals(genome, features, regimes)["X"]) == [1, 0, -1, -1]
 
 
 def test_disallowed_regime_and_warmup_force_flat_and_need_a_fresh_entry():
@@ -173,7 +180,7 @@ def test_disallowed_regime_and_warmup_force_flat_and_need_a_fresh_entry():
         warmup=[True, False, False, False, False, False, False],
     )
     # Bar 1 crosses above 0 -> long; bar 2 bear -> flat; back in bull at bar 3 but no new cross -> flat.
-    assert list(genome_signals(genome, features, regimes)["X"]) == [0, 1, 0, 0, 0, 0, 1]
+    assert list(_signals(genome, features, regimes)["X"]) == [0, 1, 0, 0, 0, 0, 1]
 
 
 def test_signals_read_features_by_name_and_name_missing_ones():
@@ -181,10 +188,10 @@ def test_signals_read_features_by_name_and_name_missing_ones():
         direction="long", long_entry=Condition("why_custom_thing", ">", 0.0), short_entry=None, exit=None
     )
     features, regimes = _frames({"why_custom_thing": [1.0, -1.0], "what_a": [0.0, 0.0]})
-    assert list(genome_signals(genome, features, regimes)["X"]) == [1, 1]
+    assert list(_signals(genome, features, regimes)["X"]) == [1, 1]
     features, regimes = _frames({"what_a": [0.0, 0.0]})
     with pytest.raises(GenomeError, match="why_custom_thing"):
-        genome_signals(genome, features, regimes)
+        _signals(genome, features, regimes)
 
 
 def test_signals_on_truncated_history_equal_the_prefix_of_the_full_history():
@@ -196,10 +203,10 @@ def test_signals_on_truncated_history_equal_the_prefix_of_the_full_history():
         regimes=list(labels[rng.integers(0, 4, n)]),
     )
     genome = _genome()
-    full = genome_signals(genome, features, regimes)
+    full = _signals(genome, features, regimes)
     assert set(np.unique(full["X"])) == {-1, 0, 1}
     for cut in (17, 90, 150):
-        live = genome_signals(genome, features.iloc[:cut], regimes.iloc[:cut])
+        live = _signals(genome, features.iloc[:cut], regimes.iloc[:cut])
         pd.testing.assert_frame_equal(live, full.iloc[:cut])
 
 

@@ -15,7 +15,7 @@ from emp_pipeline.domain.metrics import (
     cagrs,
     calmar_ratios,
     deflated_sharpe_ratio,
-    drawdown_curves,
+    equity_curves,
     expected_maximum_sharpe,
     exposures,
     max_drawdown_durations,
@@ -367,7 +367,9 @@ def test_compiled_moments_and_drawdowns_equal_numpys_arithmetic_bit_for_bit() ->
             defined = std > ZERO_VOLATILITY_TOLERANCE * np.maximum(1.0, np.abs(returns.mean(axis=-1)))
             numpy_sharpe = np.where(defined, returns.mean(axis=-1) / np.where(defined, std, 1.0), 0.0)
             assert np.array_equal(statistics.sharpe, numpy_sharpe * math.sqrt(252))
-        curves_depth = np.minimum(drawdown_curves(returns).min(axis=-1), 0.0)
+        equity = equity_curves(returns)
+        drawdowns = equity / np.maximum(np.maximum.accumulate(equity, axis=-1), 1.0) - 1.0
+        curves_depth = np.minimum(drawdowns.min(axis=-1), 0.0)
         assert np.array_equal(statistics.max_drawdown, curves_depth)
         assert np.array_equal(max_drawdowns(returns), curves_depth)
         assert np.array_equal(sharpe_ratios(returns), statistics.sharpe)

@@ -7,12 +7,23 @@ import pytest
 
 from emp_pipeline.domain.walkforward import (
     WalkForwardError,
+    WalkForwardFold,
     build_fold,
-    build_folds,
     period_bounds,
     period_key,
     period_keys,
 )
+
+
+def _folds(dates: pd.DatetimeIndex, frequency: str = "monthly", **window: int) -> list[WalkForwardFold]:
+    """The fold of every period that has test bars; periods without enough training history are skipped."""
+    folds = []
+    for key in period_keys(dates[0], dates[-1] + pd.Timedelta(days=1), frequency):
+        try:
+            folds.append(build_fold(dates, key, frequency, **window))
+        except WalkForwardError:
+            continue
+    return [fold for fold in folds if fold.n_test_bars > 0]
 
 
 def _days() -> pd.DatetimeIndex:
@@ -74,11 +85,11 @@ def test_no_embargo_trains_up_to_the_period_start_and_none_means_expanding():
     assert fold.n_train_bars == int((days < fold.train_end).sum())
 
 
-def test_too_little_history_is_an_error_and_build_folds_skips_it():
+def test_too_little_history_is_an_error():
     days = _days()
     with pytest.raises(WalkForwardError, match="training bars"):
         build_fold(days, "2015-06", train_bars=252, embargo_bars=5, min_train_bars=252)
-    folds = build_folds(days, train_bars=252, embargo_bars=5, min_train_bars=252)
+    folds = _folds(days, train_bars=252, embargo_bars=5, min_train_bars=252)
     # 2016-01 starts at bar 261: 256 bars before the embargo; 2015-12 (bar 239) has only 234.
     assert folds[0].period_key == "2016-01"
     assert folds[-1].period_key == "2018-12"
@@ -88,9 +99,9 @@ def test_too_little_history_is_an_error_and_build_folds_skips_it():
 
 def test_folds_before_a_cut_do_not_depend_on_later_dates():
     days = _days()
-    full = build_folds(days, "quarterly", train_bars=300, embargo_bars=3, min_train_bars=200)
+    full = _folds(days, "quarterly", train_bars=300, embargo_bars=3, min_train_bars=200)
     cut = days[days < pd.Timestamp("2017-07-01", tz="UTC")]
-    truncated = build_folds(cut, "quarterly", train_bars=300, embargo_bars=3, min_train_bars=200)
+    truncated = _folds(cut, "quarterly", train_bars=300, embargo_bars=3, min_train_bars=200)
     assert truncated == full[: len(truncated)]
     assert truncated[-1].period_key == "2017Q2"
 
