@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 from sqlalchemy import Engine
 
 from emp_pipeline.broker.ctrader_broker import CTraderBroker
@@ -28,6 +27,7 @@ from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.instruments import load_instruments
 from emp_pipeline.registry.positions import get_or_create_account
 from emp_pipeline.storage.datasets import MARKET_BARS
+from emp_pipeline.storage.parquet_frames import through
 
 
 class BrokerSetupError(BrokerError, ValueError):
@@ -71,7 +71,7 @@ def open_broker(
 ) -> Iterator[tuple[Broker, int]]:
     """(broker, registry account id) for one run; the broker is closed afterwards.
 
-    With ``as_of`` the paper exchange knows only the bars up to that day, so a replayed tick cannot fill or
+    With ``as_of`` the paper exchange knows only the bars up to that bar, so a replayed tick cannot fill or
     stop out on a later bar; `tokens` gives the cTrader broker its access-token provider when it is opened.
     """
     if spec.kind == BrokerKind.PAPER.value:
@@ -103,7 +103,7 @@ def open_broker(
 def _paper(
     spec: BrokerSpec, engine: Engine, lake_dir: Path | str, as_of: dt.datetime | None
 ) -> tuple[PaperBroker, int]:
-    end = pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1) if as_of else None
+    end = through(as_of) if as_of else None
     bars = MARKET_BARS.read(lake_dir, end=end)
     if bars.empty or "open" not in bars.columns:
         raise BrokerSetupError(

@@ -86,6 +86,7 @@ from emp_pipeline.registry.orders import (
 from emp_pipeline.registry.positions import get_account, positions_for_account, strategy_positions
 from emp_pipeline.registry.research import activation_time, active_strategies
 from emp_pipeline.storage.datasets import MARKET_BARS, MARKET_REGIMES, PERCEPTION_INPUTS, SENSORY_FEATURES
+from emp_pipeline.storage.parquet_frames import through
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ def load_market_view(
 ) -> MarketView:
     """Bars, features and regimes from the store, cut at the last bar time all three have (at or before
     ``as_of`` when given)."""
-    end = pd.Timestamp(as_of).tz_convert("UTC").normalize() + pd.Timedelta(days=1) if as_of else None
+    end = through(pd.Timestamp(as_of).tz_convert("UTC")) if as_of else None
     frames = {dataset: dataset.read(data_dir, start, end) for dataset in PERCEPTION_INPUTS}
     empty = [
         dataset.name for dataset, frame in frames.items() if frame.empty or "symbol" not in frame.columns

@@ -6,7 +6,9 @@ wall clock, so a replay sees the same numbers. Decisions, approved or not, are k
 rejected order leaves no trace in the broker or the orders table, and "why did it not trade?" must have an
 answer, and so must "under which limits?" (a run may tighten the environment's). All are Parquet datasets
 under the data directory, one per account. A re-run of a bar replaces that bar's equity, and adds its
-decisions and limits (stamped with the run's time) to the ones already kept for the bar.
+decisions and limits (stamped with the run's time) to the ones already kept for the bar. Each write covers
+its bar alone (`through`), whatever the timeframe: a re-run of an H1 bar leaves the later bars of its day as
+they are.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pandas as pd
 
 from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.storage.datasets import LIVE_EQUITY, LIVE_RISK_DECISIONS, LIVE_RISK_LIMITS
-from emp_pipeline.storage.parquet_frames import DatedFrameStore
+from emp_pipeline.storage.parquet_frames import DatedFrameStore, through
 
 DECISION_COLUMNS = (
     "date",
@@ -46,7 +48,7 @@ def _add_to_bar(
         date=pd.Series([bar_time] * len(frame), dtype="datetime64[ns, UTC]"),
         decided_at=pd.Series([decided_at] * len(frame), dtype="datetime64[ns, UTC]"),
     )
-    end = bar_time + pd.Timedelta(days=1)
+    end = through(bar_time)
     earlier = store.read_window(bar_time, end)
     if not earlier.empty and "decided_at" in earlier.columns:
         frame = pd.concat([earlier[columns], frame[columns]], ignore_index=True)
@@ -71,7 +73,7 @@ class LiveJournal:
 
     def record_equity(self, bar_time: pd.Timestamp, equity: float, cash: float) -> None:
         frame = pd.DataFrame({"date": [bar_time], "equity": [float(equity)], "cash": [float(cash)]})
-        self._equity.write_window(frame, bar_time, bar_time + pd.Timedelta(days=1))
+        self._equity.write_window(frame, bar_time, through(bar_time))
 
     def record_decisions(
         self, bar_time: pd.Timestamp, decided_at: pd.Timestamp, rows: list[dict[str, object]]

@@ -16,8 +16,9 @@ and running the live engine's own domain code on them:
 At the last bar the engine's `decide_orders` itself (which re-folds everything from the store) must agree
 with the incremental orders, so the stepping cannot drift from the engine. At ``audit`` seeded bars (all bars
 when ``audit`` is None) the replay also recomputes the features and regimes from the bars up to that bar,
-read through the store, as a daily partition would compute them, and compares that row with what the
-backtest used: a feature or rule that looks ahead shows there, named (see `report` for the layers).
+read through the store (no later bar, whatever the timeframe), as a partition would compute them, and
+compares that row with what the backtest used: a feature or rule that looks ahead shows there, named (see
+`report` for the layers).
 
 The backtest side is `simulate_strategy` on the same frames and window. Nothing reads a clock.
 """
@@ -59,7 +60,14 @@ from emp_pipeline.domain.lookahead import (
     rule_leaves,
 )
 from emp_pipeline.domain.risk import AccountSnapshot, ProposedOrder, RiskLimits, RiskVerdict, check_orders
-from emp_pipeline.domain.sleeve import ALL_PHASES, fee_cost, new_fills, start_sleeve, step_sleeve
+from emp_pipeline.domain.sleeve import (
+    ALL_PHASES,
+    FINANCING_LEG,
+    fee_cost,
+    new_fills,
+    start_sleeve,
+    step_sleeve,
+)
 from emp_pipeline.live.engine import (
     ATR_COLUMN,
     MarketView,
@@ -70,6 +78,7 @@ from emp_pipeline.live.engine import (
 from emp_pipeline.parity.report import (
     Divergence,
     ParityReport,
+    bar_label,
     compare_equity,
     compare_grids,
     compare_trades,
@@ -88,6 +97,7 @@ from emp_pipeline.storage.datasets import (
     SENSORY_FEATURES,
     Dataset,
 )
+from emp_pipeline.storage.parquet_frames import through
 
 ONE_DAY = pd.Timedelta(days=1)
 DEFAULT_AUDITS = 8
@@ -332,6 +342,8 @@ class _LiveReplay:
         )
         self.signals = np.zeros((len(window_dates), n_symbols), dtype=np.int8)
         self.sleeve_equity = np.zeros((len(window_dates), n_symbols))
+        # The swaps the sleeves were credited (kernel units): the paper account books none (broker.paper).
+        self.swap_credits = np.zeros((len(window_dates), n_symbols))
         self.equity = np.zeros(len(window_dates))
         self.marks: dict[str, float] = {}
         self.cash, self.positions = _account(engine, self.broker.account_id)
@@ -377,7 +389,7 @@ class _LiveReplay:
             prices.nights_grid()[t],
         )
         for i, symbol in enumerate(self.symbols):
-            self.sleeves[i], _ = step_sleeve(
+            self.sleeves[i], legs = step_sleeve(
                 self.sleeves[i],
                 j,
                 float(opens[i]),
@@ -395,6 +407,8 @@ class _LiveReplay:
                 self.fills[0],
             )
             self.sleeve_equity[j, i] = self.sleeves[i].equity
+            if legs & FINANCING_LEG:
+                self.swap_credits[j, i] = self.fills[0].swap
             if math.isnan(closes[i]):
                 continue  # no bar for this symbol at this close: the kernel decides nothing either
             meta = self.instruments[symbol]
@@ -430,7 +444,7 @@ class _LiveReplay:
         ):
             if decision.verdict is not RiskVerdict.APPROVED:
                 self.risk_notes.append(
-                    f"{at.date()} {intent.symbol}: risk {decision.verdict.value}: {decision.reason}"
+                    f"{bar_label(at)} {intent.symbol}: risk {decision.verdict.value}: {decision.reason}"
                 )
             if decision.verdict is RiskVerdict.REJECTED:
                 continue
@@ -507,7 +521,7 @@ def _audit(
     compute_regimes: RegimeFunction,
 ) -> list[Divergence]:
     """Row ``at`` recomputed from the bars up to it (read through the store) against the stored row."""
-    bars = MARKET_BARS.read(root, None, at + ONE_DAY)
+    bars = MARKET_BARS.read(root, None, through(at))
     features = compute_features(bars)
     cut = feature_panel(features, compute_regimes(bars, features), full.symbols)
     return [
@@ -518,7 +532,7 @@ def _audit(
             finding.name,
             finding.full_value,
             finding.cut_value,
-            f"{finding.kind} recomputed from the bars up to {at.date()}"
+            f"{finding.kind} recomputed from the bars up to {bar_label(at)}"
             + (f", reads {', '.join(finding.reads)}" if finding.reads else ""),
         )
         for finding in compare_panels(genome, full, cut, at, at, checked)
@@ -604,8 +618,10 @@ def run_parity(
         divergences.append(engine_check)
     divergences = _earliest_per_field(divergences)
     placeable, fractions = live_volumes(back.trades, by_symbol, config.capital)
+    # The paper account books no overnight swaps (broker.paper): its equity follows the sleeves without them.
+    unbooked = np.cumsum(live.swap_credits, axis=0)
     expected_equity, rounding_tolerance = expected_live_equity(
-        dates, symbols, back.instrument_equity, back.trades, fractions
+        dates, symbols, back.instrument_equity - unbooked, back.trades, fractions
     )
     for found in (
         compare_grids(dates, symbols, back.signals, live.signals, "decision", "signal"),
@@ -633,10 +649,20 @@ def run_parity(
         divergences=tuple(divergences),
         audited_bars=audited,
         elapsed_s=time.perf_counter() - began,
-        notes=tuple(_rule_notes(genome, divergences) + _summarise(live.risk_notes)),
+        notes=tuple(_rule_notes(genome, divergences) + _summarise(live.risk_notes) + _swap_note(unbooked)),
         rounded_trades=int(((fractions > 0) & (np.abs(fractions - 1) > 1e-12)).sum()),
         untradeable_trades=int((fractions == 0).sum()),
     )
+
+
+def _swap_note(unbooked: np.ndarray) -> list[str]:
+    total = float(unbooked[-1].sum()) if len(unbooked) else 0.0
+    if total == 0.0:
+        return []
+    return [
+        f"overnight swaps of {total:+.6g} (kernel units) were credited to the sleeves and are not booked by "
+        "the paper account: its equity is compared without them"
+    ]
 
 
 def _summarise(notes: list[str], keep: int = 5) -> list[str]:
@@ -666,7 +692,7 @@ def _engine_cross_check(
     stepped: Sequence[OrderIntent],
 ) -> Divergence | None:
     """The engine's own `decide_orders` on the store up to the last bar must ask for the stepped orders."""
-    frames = _read(root, None, at + ONE_DAY)
+    frames = _read(root, None, through(at))
     today = frames[MARKET_BARS].loc[frames[MARKET_BARS]["date"] == at]
     view = MarketView(
         frames[MARKET_BARS],

@@ -18,7 +18,8 @@ different fill).
 The live order path rounds every quantity onto the instrument's volume grid (toward zero, and skips an entry
 below the minimum volume: `execution.order_for_target`). That is execution, not a divergence, so the
 backtest's trades are compared after the same rounding (`live_volumes`) and its equity after scaling each
-trade's share of it by the rounded fraction (`expected_live_equity`). What stays a failure is a real
+trade's share of it by the rounded fraction (`expected_live_equity`), less the overnight swaps the sleeves
+were credited, which the paper account does not book (`broker.paper`). What stays a failure is a real
 divergence: another side, another bar, another volume after rounding, an order missing on either side.
 """
 
@@ -62,7 +63,7 @@ class Divergence:
     note: str = ""
 
     def describe(self) -> str:
-        where = f"{self.date.date()} {self.symbol}".rstrip()
+        where = f"{bar_label(self.date)} {self.symbol}".rstrip()
         note = f" ({self.note})" if self.note else ""
         return (
             f"[{self.layer}] {where} {self.field}: backtest {_fmt(self.backtest)} vs live {_fmt(self.live)}"
@@ -74,8 +75,13 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.12g}"
     if isinstance(value, pd.Timestamp):
-        return str(value.date())
+        return bar_label(value)
     return repr(value)
+
+
+def bar_label(bar: pd.Timestamp) -> str:
+    """A bar as reports name it: its day for daily bars (labelled at midnight), day and time intraday."""
+    return f"{bar:%Y-%m-%d}" if bar == bar.normalize() else f"{bar:%Y-%m-%d %H:%M}"
 
 
 @dataclass(frozen=True)
@@ -111,20 +117,24 @@ class ParityReport:
     def describe(self) -> str:
         head = (
             f"parity replay of {self.strategy_id} over {self.n_bars} bars x {len(self.symbols)} symbols "
-            f"({self.start.date()} .. {self.end.date()}): {len(self.backtest_trades)} backtest trades, "
+            f"({bar_label(self.start)} .. {bar_label(self.end)}): "
+            f"{len(self.backtest_trades)} backtest trades, "
             f"{len(self.live_trades)} live trades, {len(self.audited_bars)} bars audited point in time, "
             f"{self.elapsed_s:.1f} s"
         )
-        if self.passed:
-            if not (self.rounded_trades or self.untradeable_trades):
-                return head + "\nidentical: same trades, same fill prices, equity equal to 1e-9 relative"
-            return head + (
-                f"\nidentical after rounding volumes to the instruments' volume steps as the live order path "
+        notes = [f"  note: {n}" for n in self.notes]
+        if self.passed and not (self.rounded_trades or self.untradeable_trades):
+            lines = [head, "identical: same trades, same fill prices, equity equal to 1e-9 relative"]
+        elif self.passed:
+            lines = [
+                head,
+                f"identical after rounding volumes to the instruments' volume steps as the live order path "
                 f"does ({self.rounded_trades} trade(s) rounded, {self.untradeable_trades} below the minimum "
-                "volume): same sides, bars and fill prices, equity as the rounded volumes make it"
-            )
-        lines = [head, "diverges:"] + [f"  {d.describe()}" for d in self.divergences]
-        return "\n".join(lines + [f"  note: {n}" for n in self.notes])
+                "volume): same sides, bars and fill prices, equity as the rounded volumes make it",
+            ]
+        else:
+            lines = [head, "diverges:"] + [f"  {d.describe()}" for d in self.divergences]
+        return "\n".join(lines + notes)
 
 
 # ------------------------------------------------------------------------------------------- comparisons
@@ -281,7 +291,8 @@ def compare_trades(backtest: pd.DataFrame, live: pd.DataFrame) -> Divergence | N
 
 def _trade_text(trade: pd.Series) -> str:
     side = "long" if trade["direction"] > 0 else "short"
-    return f"{side} {trade['units']:.6g} units {trade['entry_date'].date()}..{trade['exit_date'].date()}"
+    span = f"{bar_label(trade['entry_date'])}..{bar_label(trade['exit_date'])}"
+    return f"{side} {trade['units']:.6g} units {span}"
 
 
 def _compare_trade(ours: pd.Series, theirs: pd.Series, symbol: str, k: int) -> Divergence | None:

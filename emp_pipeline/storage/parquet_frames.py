@@ -24,6 +24,7 @@ stack can read them when the umask allows it; ``mkstemp`` used to make every fil
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import logging
 import os
@@ -39,6 +40,7 @@ DATE_COLUMN = "date"
 SYMBOL_COLUMN = "symbol"
 NEW_FILE_MODE = 0o666  # as open(2) is asked by Python's open(): the umask then takes its bits away
 TEMPORARY_SUFFIX = ".tmp"
+_AFTER_A_BAR = pd.Timedelta(microseconds=1)  # finer than any timeframe, and than the year arithmetic below
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,12 @@ class RowShortfall:
 
 def describe_shortfalls(shortfalls: tuple[RowShortfall, ...]) -> str:
     return "; ".join(shortfall.describe() for shortfall in shortfalls)
+
+
+def through(bar_time: pd.Timestamp | dt.datetime) -> pd.Timestamp:
+    """The exclusive end of a window that holds ``bar_time`` and no later bar, on every timeframe (an
+    H1 bar's window must not reach the next hour, as ``bar + 1 day`` did for daily bars)."""
+    return pd.Timestamp(bar_time) + _AFTER_A_BAR
 
 
 class HistoryLossError(FrameStoreError):
