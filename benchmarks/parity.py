@@ -20,45 +20,69 @@ import argparse
 import dataclasses
 import statistics
 import time
+from collections.abc import Sequence
 
 import pandas as pd
 
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
+from emp_pipeline.domain.instruments import InstrumentMeta
+from emp_pipeline.domain.lookahead import FeatureFunction, RegimeFunction, default_regimes
 from emp_pipeline.domain.regimes import REGIME_LABELS
 from emp_pipeline.domain.sensory import SensoryCortex
 from emp_pipeline.domain.synthetic import generate_market
 from emp_pipeline.parity.replay import ParityConfig, run_parity
+from emp_pipeline.parity.report import ParityReport
 
 N_INSTRUMENTS = 10
 WINDOW_BARS = 1260  # five years of daily bars
 WARMUP_BARS = 300  # history before the window: the features' look-back
 
 
-def main(repeats: int, window_bars: int) -> None:
-    market = generate_market(n_instruments=N_INSTRUMENTS, n_bars=window_bars + WARMUP_BARS, seed=21)
-    dates = pd.DatetimeIndex(sorted(market.bars["date"].unique()))
-    start, end = dates[WARMUP_BARS], dates[-1] + pd.Timedelta(days=1)
-    genome = Genome(
-        direction="both",
-        long_entry=Condition("what_rsi_14", "crosses_above", 55.0),
-        short_entry=Condition("what_rsi_14", "crosses_below", 45.0),
-        exit=None,
-        regimes=REGIME_LABELS,
-        risk=RiskGenes(stop_atr=2.5, take_profit_atr=5.0, position_fraction=0.5, max_holding_bars=40),
-    )
-    cortex = SensoryCortex(market.instruments)
-    # A fine volume grid: live quantities are the kernel's units, so the whole replay can be identical.
-    instruments = [dataclasses.replace(m, step_volume=1e-10, min_volume=1e-10) for m in market.instruments]
+# RSI crossings, long and short, protective exits: a strategy that trades often enough to exercise fills.
+PARITY_GENOME = Genome(
+    direction="both",
+    long_entry=Condition("what_rsi_14", "crosses_above", 55.0),
+    short_entry=Condition("what_rsi_14", "crosses_below", 45.0),
+    exit=None,
+    regimes=REGIME_LABELS,
+    risk=RiskGenes(stop_atr=2.5, take_profit_atr=5.0, position_fraction=0.5, max_holding_bars=40),
+)
+
+
+def replay_parity(
+    bars: pd.DataFrame,
+    instruments: Sequence[InstrumentMeta],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    compute_features: FeatureFunction,
+    compute_regimes: RegimeFunction,
+    repeats: int,
+) -> tuple[float, ParityReport]:
+    """Median seconds of `repeats` replays of PARITY_GENOME over [start, end), and the last report.
+
+    The instruments get a fine volume grid: live quantities are the kernel's units, so the whole replay can
+    be identical."""
+    fine = [dataclasses.replace(m, step_volume=1e-10, min_volume=1e-10) for m in instruments]
     timings = []
     report = None
     for _ in range(repeats):
         began = time.perf_counter()
         report = run_parity(
-            genome, market.bars, instruments, start, end, cortex.compute, config=ParityConfig()
+            PARITY_GENOME, bars, fine, start, end, compute_features, compute_regimes, ParityConfig()
         )
         timings.append(time.perf_counter() - began)
     assert report is not None
-    seconds = statistics.median(timings)
+    return statistics.median(timings), report
+
+
+def main(repeats: int, window_bars: int) -> None:
+    market = generate_market(n_instruments=N_INSTRUMENTS, n_bars=window_bars + WARMUP_BARS, seed=21)
+    dates = pd.DatetimeIndex(sorted(market.bars["date"].unique()))
+    start, end = dates[WARMUP_BARS], dates[-1] + pd.Timedelta(days=1)
+    cortex = SensoryCortex(market.instruments)
+    seconds, report = replay_parity(
+        market.bars, market.instruments, start, end, cortex.compute, default_regimes, repeats
+    )
     print(report.describe())
     print(f"bars={report.n_bars}")
     print(f"instruments={len(report.symbols)}")
