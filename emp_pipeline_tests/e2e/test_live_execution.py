@@ -22,7 +22,7 @@ from emp_pipeline.defs.alerts import AlertWebhookResource
 from emp_pipeline.defs.live.broker import LiveBrokerResource, live_broker_resource
 from emp_pipeline.defs.live.job import LIVE_POOL, LIVE_RUN_TAG, live_execution_job
 from emp_pipeline.defs.live.risk_limits import RiskLimitsResource
-from emp_pipeline.defs.live.triggers import live_execution_failure_sensor, live_execution_sensor, live_run_key
+from emp_pipeline.defs.live.triggers import build_live_execution_sensor, live_execution_failure_sensor
 from emp_pipeline.defs.perception.assets import NEWEST_BAR_METADATA
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.backtest import market_arrays, simulate_strategy
@@ -31,6 +31,7 @@ from emp_pipeline.domain.execution import round_to_step
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes, feature_panel, panel_signals
 from emp_pipeline.domain.risk import RiskLimits
 from emp_pipeline.domain.sleeve import entry_fill_price, fee_cost
+from emp_pipeline.domain.timeframes import Timeframe
 from emp_pipeline.live.alerts import send_alert
 from emp_pipeline.live.commands import kill_switch_command
 from emp_pipeline.live.engine import (
@@ -45,6 +46,7 @@ from emp_pipeline.registry.engine import session_scope, shared_engine
 from emp_pipeline.registry.orders import create_order_if_absent, fills_for_order, orders_for_account
 from emp_pipeline.registry.positions import get_or_create_paper_account, positions_for_account
 from emp_pipeline.settings import Settings
+from emp_pipeline.storage.datasets import MARKET_REGIMES
 from emp_pipeline_tests.live_setup import ALWAYS_LONG, LiveMarket, make_market, prepare_registry, write_frames
 
 INITIAL_CASH = 100_000.0
@@ -269,42 +271,78 @@ def test_job_carries_the_concurrency_tag_and_pool(book):
     assert live_execution_job.graph.node_named("execute_live_tick").definition.pool == LIVE_POOL
 
 
-def _regimes_of(instance, month: str, newest_bar: str | None) -> None:
-    """A materialization of a month of regimes, as market_regimes reports it (newest bar on the event)."""
+def _regimes_of(instance, partition: str, newest_bar: str | None) -> None:
+    """A materialization of a chunk of regimes, as market_regimes reports it (newest bar on the event)."""
     from dagster import AssetKey, AssetMaterialization
 
     metadata = {NEWEST_BAR_METADATA: newest_bar} if newest_bar else {}
     instance.report_runless_asset_event(
-        AssetMaterialization(AssetKey("market_regimes"), partition=month, metadata=metadata)
+        AssetMaterialization(AssetKey("market_regimes"), partition=partition, metadata=metadata)
     )
 
 
-def test_sensor_requests_one_run_per_new_regime_bar_and_champion_set():
-    from dagster import AssetKey, AssetMaterialization, build_sensor_context
+def _store_regimes(lake, hours: pd.DatetimeIndex) -> None:
+    """Regime rows for these H1 bars in the lake, as market_regimes stores a day's chunk."""
+    rows = pd.DataFrame({"date": hours, "symbol": "EURUSD", "regime": "calm_bull", "warmup": False})
+    MARKET_REGIMES.store(lake).write_window(rows, hours[0], hours[-1] + pd.Timedelta(hours=1))
+
+
+def test_sensor_requests_one_run_per_new_hourly_bar_and_champion_set(tmp_path):
+    """Issue 12 point 5: run key = timeframe + bar time; two bars stored by one update launch two runs, each
+    deciding on its own bar (as_of_date) with the paper broker; a re-evaluation launches none; a venue
+    broker gets a run for the newest bar only."""
+    from dagster import AssetKey, AssetMaterialization, build_sensor_context, validate_run_config
 
     instance = DagsterInstance.ephemeral()
-    context = build_sensor_context(instance=instance)
-    assert live_execution_sensor(context).skip_message.startswith("market_regimes has never")
+    lake = tmp_path / "lake"
+    sensor = build_live_execution_sensor(Timeframe.H1)
 
-    _regimes_of(instance, "2024-03", "2024-03-01T00:00")
-    first = live_execution_sensor(build_sensor_context(instance=instance))
-    assert first.run_key == "live-2024-03-01T00:00-c0" and first.tags[LIVE_RUN_TAG] == "true"
-    same = live_execution_sensor(build_sensor_context(instance=instance, cursor=first.run_key))
-    assert "no new regime bar" in same.skip_message
-    # The evening update re-materializes the month without a new bar: no new run.
-    _regimes_of(instance, "2024-03", "2024-03-01T00:00")
-    assert live_run_key(instance) == first.run_key
-    _regimes_of(instance, "2024-02", "2024-02-29T00:00")
-    assert live_run_key(instance) == first.run_key  # a backfill of an older month is not a new bar
+    def evaluate(cursor: str | None, broker: str = "paper"):
+        resources = {
+            "lake": DataLakeResource(base_dir=str(lake)),
+            "live_broker": LiveBrokerResource(kind=broker),
+        }
+        with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            return sensor(context), context.cursor
+
+    skipped, _ = evaluate(None)
+    assert skipped.skip_message.startswith("market_regimes has never")
+
+    hours = pd.date_range("2017-03-14 13:00", periods=4, freq="h", tz="UTC")
+    _store_regimes(lake, hours[:2])
+    _regimes_of(instance, "2017-03-14", "2017-03-14T14:00")
+    (first,), cursor = evaluate(None)  # a sensor just switched on starts at the newest bar
+    assert first.run_key == "live-H1-2017-03-14T14:00" and first.tags[LIVE_RUN_TAG] == "true"
+    assert first.tags["emp/bar"] == "2017-03-14 14:00"
+    assert first.run_config == {
+        "ops": {"execute_live_tick": {"config": {"as_of_date": "2017-03-14T14:00:00"}}}
+    }
+    assert validate_run_config(live_execution_job, first.run_config)
+    same, _ = evaluate(cursor)
+    assert "no new H1 bar" in same.skip_message
+
+    _store_regimes(lake, hours)  # the day's chunk is re-materialized with two more closed hours
+    _regimes_of(instance, "2017-03-14", "2017-03-14T16:00")
+    runs, after = evaluate(cursor)
+    assert [run.run_key for run in runs] == ["live-H1-2017-03-14T15:00", "live-H1-2017-03-14T16:00"]
+    assert [run.run_config["ops"]["execute_live_tick"]["config"]["as_of_date"] for run in runs] == [
+        "2017-03-14T15:00:00",
+        "2017-03-14T16:00:00",
+    ]
+    again, _ = evaluate(after)
+    assert "no new H1 bar" in again.skip_message
+    repeated, _ = evaluate(cursor)  # an evaluation whose cursor was lost asks for the same keys: no new run
+    assert [run.run_key for run in repeated] == [run.run_key for run in runs]
+    _regimes_of(instance, "2017-03-13", "2017-03-13T23:00")  # a backfill of an older day is not a new bar
+    backfill, after = evaluate(after)
+    assert "no new H1 bar" in backfill.skip_message
+
     instance.report_runless_asset_event(AssetMaterialization(AssetKey("champion_strategies")))
-    champions = live_execution_sensor(build_sensor_context(instance=instance, cursor=first.run_key))
-    assert champions.run_key.startswith("live-2024-03-01T00:00-c") and champions.run_key != first.run_key
-    # The same month partition gains a bar: the key changes although the partition key did not.
-    _regimes_of(instance, "2024-03", "2024-03-04T00:00")
-    assert live_run_key(instance).startswith("live-2024-03-04T00:00-c")
-    # A new month materialized without bars yet (say on its first, a weekend) falls back to its key.
-    _regimes_of(instance, "2024-04", None)
-    assert live_run_key(instance).startswith("live-2024-04-c")
+    (champions,), _ = evaluate(after)
+    assert champions.run_key.startswith("live-H1-2017-03-14T16:00-c")
+
+    venue, _ = evaluate(cursor, broker="ctrader")  # cTrader trades now: the newest bar only, no as_of
+    assert [run.run_key for run in venue] == ["live-H1-2017-03-14T16:00"] and venue[0].run_config == {}
 
 
 def test_a_failed_live_run_raises_an_alert_through_the_webhook(tmp_path, webhook, caplog):

@@ -28,7 +28,7 @@ from sqlalchemy import select
 from emp_pipeline.data.sample import SampleSource
 from emp_pipeline.data.source import MarketDataError
 from emp_pipeline.definitions import build_definitions
-from emp_pipeline.defs.live.triggers import live_run_key
+from emp_pipeline.defs.live.triggers import newest_regime_bar
 from emp_pipeline.defs.market_data.resources import MarketDataResource
 from emp_pipeline.defs.perception import assets as perception_assets
 from emp_pipeline.domain.anchored_perception import classify_by_year
@@ -233,7 +233,7 @@ def _everything_the_live_side_reads(settings: Settings, instance: DagsterInstanc
         "materialized": {
             name: instance.get_materialized_partitions(AssetKey(name)) for name in PERCEPTION_ASSETS
         },
-        "live_run_key": live_run_key(instance),
+        "newest_regime_bar": newest_regime_bar(instance),
         "live_decisions": _live_decisions(settings.data_dir, instruments),
     }
 

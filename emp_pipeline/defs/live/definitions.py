@@ -9,11 +9,12 @@ from emp_pipeline.defs.live.broker import live_broker_resource
 from emp_pipeline.defs.live.job import live_execution_job
 from emp_pipeline.defs.live.risk_limits import RiskLimitsResource
 from emp_pipeline.defs.live.triggers import (
+    build_live_execution_sensor,
     live_execution_failure_sensor,
     live_execution_schedule,
-    live_execution_sensor,
 )
 from emp_pipeline.defs.token.resources import CTraderTokenResource
+from emp_pipeline.environment import partition_plan
 from emp_pipeline.settings import Settings
 
 
@@ -22,7 +23,10 @@ def live_definitions(settings: Settings, ctrader_token: CTraderTokenResource | N
     live = settings.live
     return Definitions(
         jobs=[live_execution_job],
-        sensors=[live_execution_sensor, live_execution_failure_sensor],
+        sensors=[
+            build_live_execution_sensor(partition_plan(settings.data).timeframe),
+            live_execution_failure_sensor,
+        ],
         schedules=[live_execution_schedule],
         resources={
             "live_broker": live_broker_resource(settings, ctrader_token=ctrader_token),

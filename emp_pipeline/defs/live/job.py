@@ -1,10 +1,14 @@
 """The live execution job: one op around `run_live_tick`. Thin: the tick itself is live.engine.
 
 * `live_execution_job`: one op that runs `run_live_tick` against the broker resource.
-* `live_execution_sensor` (triggers.py, like the two below): fires on new `market_regimes` materializations or
-  a new `champion_strategies` one; the run key is (newest regime bar, champion materialization), the bar read
-  from the newest regimes partition's metadata (a month partition gains a bar each evening under the same
-  key), so each new bar (and each new champion set) launches one run, and a re-evaluation launches none.
+* `live_execution_sensor` (triggers.py, like the two below): one run per newly closed bar of the universe's
+  timeframe, run key `live-<timeframe>-<bar open time>` (`live-H1-2017-03-14T13:00`), so two H1 bars stored by
+  one update launch two runs and a re-evaluation launches none. It looks at the lake only when the newest
+  regimes partition's metadata names a new bar (a chunk gains bars under the same key). With the paper
+  broker each run decides on its own bar (`as_of_date`) and the paper exchange fills it at the next bar's
+  open; with cTrader (a venue that trades now) only the newest bar gets a run, and the bars are the venue's
+  when EMP_DATA_SOURCE=ctrader feeds `market_bars`. A new champion set with no new bar trades the newest
+  bar once more (its key adds the champion event).
 * `live_execution_schedule`: a fallback after the close on weekdays, in case the sensor is off or a
   materialization was missed; a tick on a bar already traded changes nothing (client order ids).
 * `live_execution_failure_sensor`: a failed live run raises an alert (log + optional webhook).
@@ -29,6 +33,7 @@ from emp_pipeline.live.engine import LiveConfig, LiveExecutionError, LiveTickRep
 from emp_pipeline.reporting.formatting import MONEY_DECIMALS, rounded, short_id
 
 LIVE_JOB_NAME = "live_execution_job"
+LIVE_OP_NAME = "execute_live_tick"
 LIVE_RUN_TAG = "emp/live-execution"
 LIVE_POOL = "emp_live_execution"
 # What a live run traded, as run tags the runs table shows: the bar decided on and the active strategies.
@@ -76,6 +81,11 @@ def live_config(config: LiveExecutionConfig, risk_limits: RiskLimitsResource) ->
     )
 
 
+def bar_tag(bar: pd.Timestamp) -> str:
+    """The emp/bar tag: the day of a daily bar (labelled at midnight), day and time of an intraday one."""
+    return f"{bar:%Y-%m-%d}" if bar == bar.normalize() else f"{bar:%Y-%m-%d %H:%M}"
+
+
 def tick_tags(report: LiveTickReport) -> dict[str, str]:
     """emp/bar (the day, or day and time for an intraday bar) and emp/strategies ("3: a1b2c3d4,...")."""
     tags = {STRATEGIES_TAG: str(len(report.strategy_ids))}
@@ -84,8 +94,7 @@ def tick_tags(report: LiveTickReport) -> dict[str, str]:
         more = ",..." if len(report.strategy_ids) > TAGGED_STRATEGIES else ""
         tags[STRATEGIES_TAG] = f"{len(report.strategy_ids)}: {shown}{more}"
     if report.bar_time is not None:
-        bar = pd.Timestamp(report.bar_time)
-        tags[BAR_TAG] = f"{bar:%Y-%m-%d}" if bar == bar.normalize() else f"{bar:%Y-%m-%d %H:%M}"
+        tags[BAR_TAG] = bar_tag(pd.Timestamp(report.bar_time))
     return tags
 
 
@@ -113,7 +122,7 @@ def _report_metadata(report: LiveTickReport) -> dict[str, Any]:
 
 
 @op(
-    name="execute_live_tick",
+    name=LIVE_OP_NAME,
     description="Champions' signals on the latest bar -> targets -> risk checks -> exactly-once orders.",
     required_resource_keys={"database", "lake", "live_broker", "risk_limits"},
     pool=LIVE_POOL,
