@@ -136,7 +136,7 @@ class PromotionGateSettings:
     max_null_p_value: float = 0.05  # EMP_GATE_MAX_NULL_P_VALUE: p-value of its Sharpe against the null model
     max_champions: int = 3  # EMP_MAX_CHAMPIONS
     # The look-ahead and parity gates: the newest bars they judge, and how many cut / audit points.
-    window_bars: int = 252
+    window_bars: int | None = None  # None: a year of bars of the universe's timeframe (parity.gates)
     history_bars: int = 300
     lookahead_cuts: int = 8
     parity_audits: int = 8

@@ -11,6 +11,7 @@ from functools import partial
 from typing import TextIO
 
 from emp_pipeline.domain.risk import RiskLimits
+from emp_pipeline.environment import configured_study_windows
 from emp_pipeline.parity.gates import (
     FeatureFactory,
     GateInputError,
@@ -28,12 +29,15 @@ from emp_pipeline.settings import Settings
 
 
 def _gate_settings(args: argparse.Namespace, settings: Settings) -> GateSettings:
+    """The gates as the pipeline runs them: the regimes recomputed with the universe's windows."""
     return GateSettings(
         window_bars=args.bars,
         history_bars=args.history,
         lookahead_cuts=getattr(args, "cuts", 8),
         parity_audits=getattr(args, "audit", 8),
         seed=args.seed,
+        regime_kind=settings.research.regime_classifier,
+        periods_per_year=configured_study_windows(settings.data, settings.research).periods_per_year,
         capital=settings.research.capital,
     )
 
@@ -89,7 +93,12 @@ def _cmd_parity(
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bars", type=int, default=252, help="bars in the window (the newest ones)")
+    parser.add_argument(
+        "--bars",
+        type=int,
+        default=None,
+        help="bars in the window, the newest ones (default: a year of the universe's timeframe)",
+    )
     parser.add_argument("--history", type=int, default=300, help="bars before the window (warm-up)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random cut/audit points")
 

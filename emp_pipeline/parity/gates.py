@@ -1,8 +1,10 @@
 """The promotion gates of this package, as the Dagster checks and the `emp` commands run them.
 
 Both gates read what the pipeline stored: the bars in the lake (``market_bars``) and the instruments and
-strategies in the registry. They look at the last ``window_bars`` bars, with ``history_bars`` before them for
-the features' warm-up and the signal state. Features and regimes are computed by the very functions the
+strategies in the registry. They look at the last ``window_bars`` bars (by default a year of bars of the
+universe's timeframe: 252 daily exchange bars, 6,240 FX H1 bars), with ``history_bars`` before them for the
+features' warm-up and the signal state (a count of bars: the longest feature look-back is 252 bars on every
+timeframe). Features and regimes are computed by the very functions the
 perception assets store them with (`domain.anchored_perception`), so the gates judge the pipeline's own
 computation. A test puts another feature implementation under the gates through the Python API: the
 `features` argument (a factory taking the instruments and returning ``bars -> features``).
@@ -40,9 +42,12 @@ class GateInputError(ValueError):
     """The lake or the registry lacks what the gates need; the message says what to materialise."""
 
 
+GATE_WINDOW_YEARS = 1  # the span the gates judge when no window is given
+
+
 @dataclass(frozen=True)
 class GateSettings:
-    window_bars: int = 252
+    window_bars: int | None = None  # None: GATE_WINDOW_YEARS of bars of the timeframe (`window`)
     history_bars: int = 300
     lookahead_cuts: int = 8
     parity_audits: int = 8
@@ -51,6 +56,13 @@ class GateSettings:
     # The universe's bars per year: the regimes the gates recompute use the asset's windows (study_windows).
     periods_per_year: int = EXCHANGE_DAYS_PER_YEAR
     capital: float = DEFAULT_CAPITAL  # account currency behind 1.0 of the strategy's kernel equity
+
+    @property
+    def window(self) -> int:
+        """The bars judged: ``window_bars``, or a span of time in bars of the timeframe (study_windows)."""
+        if self.window_bars is not None:
+            return self.window_bars
+        return StudyWindows(self.periods_per_year).bars_in_years(GATE_WINDOW_YEARS)
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,7 @@ def sensory_features(instruments: Sequence[InstrumentMeta]) -> FeatureFunction:
 
 
 def load_gate_data(data_dir: Path | str, engine: Engine, settings: GateSettings) -> GateData:
-    """The last ``window_bars`` stored bars (plus history) of the symbols the registry has metadata for."""
+    """The newest ``settings.window`` stored bars (and history) of the symbols the registry knows."""
     bars = MARKET_BARS.read(data_dir)
     if bars.empty or "symbol" not in bars.columns:
         raise GateInputError(
@@ -85,8 +97,8 @@ def load_gate_data(data_dir: Path | str, engine: Engine, settings: GateSettings)
             "no stored bars belong to a registered instrument: materialise instrument_universe"
         )
     dates = pd.DatetimeIndex(sorted(bars["date"].unique()))
-    window = dates[-settings.window_bars :]
-    first = dates[max(0, len(dates) - settings.window_bars - settings.history_bars)]
+    window = dates[-settings.window :]
+    first = dates[max(0, len(dates) - settings.window - settings.history_bars)]
     bars = bars.loc[bars["date"] >= first].reset_index(drop=True)
     used = set(bars["symbol"])
     return GateData(

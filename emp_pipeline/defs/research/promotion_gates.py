@@ -44,7 +44,7 @@ class PromotionGatesResource(ConfigurableResource):
     from the registry with it. `features` is the computation under test: the sensory cortex as the
     perception assets run it (a test subclasses the resource to put another one under the gates)."""
 
-    window_bars: int = 252
+    window_bars: int | None = None  # None: a year of bars of the timeframe (parity.gates GateSettings.window)
     history_bars: int = 300
     lookahead_cuts: int = 8
     parity_audits: int = 8
