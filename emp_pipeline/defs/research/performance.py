@@ -5,7 +5,9 @@ flat on its first bar; indicators are warm because the features were computed ca
 every strategy's metrics as `out_of_sample` performance in the registry, and stores the per-bar returns.
 `walk_forward_report` chains, period after period, the returns of the strategy ranked first by training
 fitness (the choice made before the period was seen) into one honest equity curve, and computes the
-probability of backtest overfitting over the study (see `domain/walkforward_study.py` for the trials).
+probability of backtest overfitting over the study (see `domain/walkforward_study.py` for the trials). Its
+headline is honest (`domain/headlines.py`): a Sharpe on fewer trades than `min_meaningful_trades` reads "not
+meaningful", months whose pick never traded are named, buy-and-hold and the null percentile stand beside it.
 """
 # No `from __future__ import annotations` here: Dagster inspects the assets' context annotations at runtime.
 
@@ -41,8 +43,10 @@ from emp_pipeline.defs.research.strategies import (
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
 from emp_pipeline.domain.baselines import fold_baselines
 from emp_pipeline.domain.evolution import backtest_fold
-from emp_pipeline.domain.genome import genome_from_json
+from emp_pipeline.domain.genome import genome_from_dict, genome_from_json
+from emp_pipeline.domain.headlines import not_meaningful_reason, periods_without_trades
 from emp_pipeline.domain.metrics import performance_metrics
+from emp_pipeline.domain.rule_text import strategy_text
 from emp_pipeline.domain.walkforward import period_bounds
 from emp_pipeline.domain.walkforward_study import (
     SearchTrials,
@@ -58,8 +62,14 @@ from emp_pipeline.domain.walkforward_study import (
     trial_matrix,
 )
 from emp_pipeline.registry.records import PerformanceEntry
-from emp_pipeline.registry.research import evolution_run_costs, record_performance
+from emp_pipeline.registry.research import (
+    evolution_run_costs,
+    get_strategy,
+    performance_records,
+    record_performance,
+)
 from emp_pipeline.reporting.formatting import (
+    count_text,
     markdown_tables,
     metric_text,
     percent_metadata,
@@ -72,6 +82,8 @@ from emp_pipeline.storage.datasets import PERCEPTION_INPUTS, STRATEGY_PERFORMANC
 PBO_MAX_BLOCKS = 16
 TOP_SHOWN = 10
 COST_METRICS = ("fee_cost", "spread_cost", "swap_cost")
+# Ratios of a return series that say nothing when a handful of trades made the series.
+TRADE_LIMITED_RATIOS = ("sharpe_ratio", "sortino_ratio", "calmar_ratio")
 TABLE_METRICS = (
     "sharpe",
     "deflated_sharpe",
@@ -191,7 +203,10 @@ def strategy_performance(
             "first_day": str(dates[0].date()),
             "last_day": str(dates[-1].date()),
             "selected_strategy": ids[0],
-            "selected_sharpe": ratio_metadata(selected["sharpe"]),
+            "selected_sharpe": _sharpe_metadata(
+                selected["sharpe"], selected["trade_count"], walk_forward.min_meaningful_trades
+            ),
+            "selected_trades": MetadataValue.int(int(selected["trade_count"])),
             "selected_deflated_sharpe": ratio_metadata(selected["deflated_sharpe"]),
             "dsr_trials": MetadataValue.int(trials.count),
             "selected_min_track_record_bars": ratio_metadata(selected["min_track_record_bars"], 0)
@@ -254,12 +269,81 @@ def strategy_performance_asset(
     )(strategy_performance)
 
 
-def _period_table(comparisons: pd.DataFrame) -> str:
-    """Per period: the pick beside buy-and-hold and its place in the period's null distribution."""
-    table = comparisons.astype(object)
+def _sharpe_metadata(sharpe: object, trades: object, min_trades: int) -> MetadataValue:
+    """The Sharpe ratio as a float, or text saying why it is not meaningful (too few trades behind it)."""
+    reason = not_meaningful_reason(trades if isinstance(trades, int | float) else None, min_trades)
+    return MetadataValue.text(reason) if reason is not None else ratio_metadata(sharpe)
+
+
+def _picks(database: DatabaseResource, curve: pd.DataFrame) -> pd.DataFrame:
+    """Per period of the curve: the pick, its out-of-sample trade count (None when the registry has no
+    record of it) and its rules in plain notation."""
+    picks = curve.groupby("period", sort=True)["strategy_id"].first()
+    with database.session() as session:
+        trades = {
+            (record.period, record.strategy_id): record.metrics.get("trade_count")
+            for record in performance_records(session, strategy_ids=list(set(picks)), kind="out_of_sample")
+        }
+        genomes = {strategy_id: get_strategy(session, strategy_id).genome for strategy_id in set(picks)}
+    return pd.DataFrame(
+        {
+            "period": picks.index,
+            "trades": [trades.get((period, strategy_id)) for period, strategy_id in picks.items()],
+            "rules": [strategy_text(genome_from_dict(genomes[strategy_id])) for strategy_id in picks],
+        }
+    )
+
+
+def _period_table(comparisons: pd.DataFrame, picks: pd.DataFrame, min_trades: int) -> str:
+    """Per period: the pick (with its rules) beside buy-and-hold and its place in the period's null
+    distribution; a month without trades is flagged and a Sharpe on too few trades is not printed."""
+    table = comparisons.merge(picks, on="period", how="left").astype(object)
+    trades = [None if pd.isna(count) else count for count in table["trades"]]
+    table["sharpe"] = [
+        not_meaningful_reason(count, min_trades) or ratio_text(sharpe)
+        for sharpe, count in zip(table["sharpe"], trades, strict=True)
+    ]
+    table["trades"] = [count_text(count) for count in trades]
+    table["no_trades"] = ["NO TRADES" if count == 0 else "" for count in trades]
     table["null_percentile"] = table["null_percentile"].map(lambda value: ratio_text(value, 0))
     table["null_p_value"] = table["null_p_value"].map(lambda value: ratio_text(value, 3))
     return markdown_tables(table, keys=("period",), id_columns=("strategy_id",))
+
+
+def _headline_metadata(
+    study: dict[str, float | int | None],
+    stitched: StitchedBaselines | None,
+    picks: pd.DataFrame,
+    min_trades: int,
+    periods_per_year: float,
+) -> dict[str, object]:
+    """The stitched pick as a reader should take it: its Sharpe only when enough trades stand behind it,
+    the months it never traded, and buy-and-hold and the null model beside it."""
+    known = picks["trades"].notna().all()
+    total = int(picks["trades"].sum()) if known else None
+    reason = not_meaningful_reason(total, min_trades)
+    idle = periods_without_trades(dict(zip(picks["period"], picks["trades"], strict=True)))
+    sharpe = reason if reason is not None else f"{ratio_text(study.get('sharpe_ratio'))} on {total} trades"
+    sentence = f"pick Sharpe {sharpe} over {len(picks)} months"
+    if stitched is not None:
+        held = performance_metrics(stitched.buy_and_hold, periods_per_year=periods_per_year)
+        null = stitched.pick_against_null
+        sentence += (
+            f"; buy-and-hold Sharpe {ratio_text(held.sharpe_ratio)}; null percentile "
+            f"{ratio_text(null.percentile, 1)} (p {ratio_text(null.p_value, 3)})"
+        )
+    sentence += f"; {len(idle)} month{'' if len(idle) == 1 else 's'} without trades"
+    return {
+        "sharpe": MetadataValue.text(reason)
+        if reason is not None
+        else ratio_metadata(study.get("sharpe_ratio")),
+        "sharpe_meaningful": reason is None,
+        "pick_trades": MetadataValue.int(total) if total is not None else MetadataValue.text("unknown"),
+        "min_meaningful_trades": MetadataValue.int(min_trades),
+        "months_without_trades": MetadataValue.int(len(idle)),
+        "months_without_trades_list": MetadataValue.text(", ".join(idle) or "none"),
+        "headline": MetadataValue.text(sentence),
+    }
 
 
 @asset(
@@ -270,11 +354,16 @@ def _period_table(comparisons: pd.DataFrame) -> str:
     ins={"measured": AssetIn(STRATEGY_PERFORMANCE.name, partition_mapping=AllPartitionMapping())},
     description="The walk-forward study: every measured period's out-of-sample returns of the strategy "
     "ranked first by training fitness, chained into one equity curve (stored as Parquet), with the "
-    "probability of backtest overfitting (CSCV, Bailey et al. 2016) over the study's trials. A backfill of "
+    "probability of backtest overfitting (CSCV, Bailey et al. 2016) over the study's trials, and an honest "
+    "headline: the Sharpe only when enough trades stand behind it, the months without trades, "
+    "buy-and-hold and the null percentile beside it; each period's pick with its rules. A backfill of "
     "evolved_strategies + strategy_performance over N periods, then this, is an N-period walk-forward study.",
 )
 def walk_forward_report(
-    context: AssetExecutionContext, measured: pd.DataFrame, walk_forward: WalkForwardResource
+    context: AssetExecutionContext,
+    measured: pd.DataFrame,
+    walk_forward: WalkForwardResource,
+    database: DatabaseResource,
 ) -> Iterator:
     if measured.empty or "rank" not in measured.columns:
         raise MissingEvaluationDataError(
@@ -290,9 +379,18 @@ def walk_forward_report(
     overfitting = study_overfitting(matrix, PBO_MAX_BLOCKS, per_year)
     study = performance_metrics(curve["return"].to_numpy(dtype=np.float64), periods_per_year=per_year)
     study = study.as_dict(finite_only=True)
+    min_trades = walk_forward.min_meaningful_trades
+    picks = _picks(database, curve)
+    headline = _headline_metadata(study, stitched, picks, min_trades, per_year)
+    ratio_note = None if headline["sharpe_meaningful"] else headline["sharpe"].value
     metrics_table = pd.DataFrame(
         [
-            {"metric": name, "value": metric_text(name, value)}
+            {
+                "metric": name,
+                "value": ratio_note
+                if name in TRADE_LIMITED_RATIOS and ratio_note
+                else metric_text(name, value),
+            }
             for name, value in study.items()
             if value is not None
         ]
@@ -324,14 +422,14 @@ def walk_forward_report(
             "first_day": str(curve["date"].min().date()),
             "last_day": str(curve["date"].max().date()),
             "total_return": percent_metadata(study["total_return"]),
-            "sharpe": ratio_metadata(study["sharpe_ratio"]),
             "max_drawdown": percent_metadata(study["max_drawdown"]),
+            **headline,
             **pbo_metadata,
             "equity_and_drawdown": MetadataValue.md(png_markdown(png, "walk-forward equity and drawdown")),
             "metrics": MetadataValue.md(metrics_table.to_markdown(index=False)),
             "periods_per_year": per_year,
             **_stitched_metadata(stitched, per_year),
-            "periods_table": MetadataValue.md(_period_table(comparisons)),
+            "periods_table": MetadataValue.md(_period_table(comparisons, picks, min_trades)),
         },
     )
 

@@ -6,6 +6,7 @@ from dagster import ConfigurableResource
 
 from emp_pipeline.domain.costs import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS, Costs
 from emp_pipeline.domain.evolution import EvolutionConfig
+from emp_pipeline.domain.headlines import MIN_MEANINGFUL_TRADES
 from emp_pipeline.domain.promotion import PromotionGates
 from emp_pipeline.domain.study_windows import DEFAULT_TRAIN_MONTHS, StudyWindows
 
@@ -29,6 +30,8 @@ class WalkForwardResource(ConfigurableResource):
     gate_max_null_p_value: float = 0.05
     null_genomes: int = 1000
     max_champions: int = 3
+    # Fewer trades than this behind a reported Sharpe and the report says "not meaningful" instead.
+    min_meaningful_trades: int = MIN_MEANINGFUL_TRADES
     # The universe's bars per year and training span (environment.configured_study_windows).
     periods_per_year: int = 252
     train_months: int = DEFAULT_TRAIN_MONTHS
