@@ -15,14 +15,26 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from emp_pipeline.definitions import build_definitions
 from emp_pipeline.defs.research.champions import PROMOTION_POOL_SIZE, gate_check_name
+from emp_pipeline.domain.genome import (
+    Condition,
+    RuleGroup,
+    genome_features,
+    genome_from_dict,
+    genome_to_dict,
+    validate_genome,
+)
+from emp_pipeline.domain.headlines import MIN_MEANINGFUL_TRADES
 from emp_pipeline.domain.promotion import GATE_NAMES
+from emp_pipeline.domain.rule_text import strategy_text
 from emp_pipeline.registry.engine import session_scope, shared_engine
 from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.registry.records import NewStrategy
 from emp_pipeline.registry.research import (
     active_strategies,
     ancestry,
     get_strategy,
     performance_records,
+    record_strategies,
     set_strategy_status,
     status_history,
     strategies_for_run,
@@ -170,7 +182,34 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
     assert 0.0 <= report["null_percentile"] <= 100.0 and 0.0 < report["null_p_value"] <= 1.0
     assert "buy_and_hold_total_return" in report and report["flat_total_return"] == "0.00%"
     # As the UI shows them: ratios rounded to 2 decimals, returns and drawdowns as percent text.
-    assert report["sharpe"] == round(report["sharpe"], 2) and report["max_drawdown"].endswith("%")
+    assert report["max_drawdown"].endswith("%")
+    # Honest headlines: the picks' trades from the registry decide whether the Sharpe is printed at all.
+    picks = curve.groupby("period")["strategy_id"].first()
+    with session_scope(engine) as session:
+        pick_trades = {
+            period: next(
+                r.metrics["trade_count"]
+                for r in performance_records(session, strategy_ids=[pick], kind="out_of_sample")
+                if r.period == period
+            )
+            for period, pick in picks.items()
+        }
+        pick_rules = [strategy_text(genome_from_dict(get_strategy(session, pick).genome)) for pick in picks]
+    total = sum(pick_trades.values())
+    idle = sorted(period for period, trades in pick_trades.items() if trades == 0)
+    assert report["pick_trades"] == total and report["min_meaningful_trades"] == MIN_MEANINGFUL_TRADES
+    assert report["months_without_trades"] == len(idle)
+    assert report["months_without_trades_list"] == (", ".join(idle) or "none")
+    assert report["periods_table"].count("NO TRADES") == len(idle)
+    if total >= MIN_MEANINGFUL_TRADES:
+        assert report["sharpe_meaningful"] and report["sharpe"] == round(report["sharpe"], 2)
+    else:
+        assert not report["sharpe_meaningful"]
+        assert report["sharpe"].startswith(f"not meaningful: {total} trade")
+    assert report["headline"].startswith("pick Sharpe ") and "buy-and-hold Sharpe" in report["headline"]
+    assert f"null percentile {report['null_percentile']:.1f}" in report["headline"]
+    # The picks' rules, in the notation `emp strategies show` prints.
+    assert all(rules in report["periods_table"] for rules in pick_rules)
     assert "null_percentile" in report["periods_table"] and "buy_and_hold_return" in report["periods_table"]
     assert curve["date"].is_monotonic_increasing and len(curve) == len(selected) == report["rows"]
     np.testing.assert_allclose(curve["equity"].iloc[-1], np.prod(1.0 + selected["return"].to_numpy()))
@@ -192,9 +231,16 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
     assert parity.metadata["blocking_divergences"].value == {}
     assert parity.passed or parity.severity is AssetCheckSeverity.WARN
     pool = evolved_store.read_window("2007-10-01", "2007-11-01").sort_values("rank")["strategy_id"]
+    # Pool members placing the same orders as a simpler one are merged into it (rejected, with the reason).
+    merged = _metadata(research, "champion_strategies")["merged_identical_orders"]
+    assert set(merged) <= set(pool.iloc[:PROMOTION_POOL_SIZE])
     with session_scope(engine) as session:
+        for strategy_id, reason in merged.items():
+            last = status_history(session, strategy_id)[-1]
+            assert (last.from_status, last.to_status, last.reason) == ("candidate", "rejected", reason)
+            assert reason.startswith("merged into ") and "identical out-of-sample orders in 2007-10" in reason
         champions = active_strategies(session)
-        assert {c.id for c in champions} == set(pool.iloc[:2])
+        assert {c.id for c in champions} == set([s for s in pool if s not in merged][:2])
         for champion in champions:
             history = status_history(session, champion.id)
             assert [(h.from_status, h.to_status) for h in history] == [
@@ -230,6 +276,45 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
     checks = _checks(verdict)
     assert checks["champions_pass_sharpe"] is False
     assert set(checks) == {key.name for key in check_keys}
+
+    # --- a twin that places the same orders (an exit clause that never fires) is merged, not promoted ---
+    with session_scope(engine) as session:
+        for record in active_strategies(session):
+            set_strategy_status(session, record.id, "retired", "cleared for the twin test")
+        measured = performance_records(session, period="2007-10", kind="out_of_sample")
+        tradable = [r for r in measured if get_strategy(session, r.strategy_id).status != "rejected"]
+        best = max(tradable, key=lambda r: (r.metrics["trade_count"], r.strategy_id))
+        assert best.metrics["trade_count"] >= 1
+        trader = get_strategy(session, best.strategy_id)
+        genome = genome_from_dict(trader.genome)
+        never = Condition(sorted(genome_features(genome))[0], ">", 1e300)
+        twin_exit = (
+            never
+            if genome.exit is None
+            else RuleGroup("any", (*genome.exit.rules, never))
+            if isinstance(genome.exit, RuleGroup) and genome.exit.combinator == "any"
+            else RuleGroup("any", (genome.exit, never))
+        )
+        twin = genome_to_dict(validate_genome(dataclasses.replace(genome, exit=twin_exit)))
+        (twin_id,) = record_strategies(
+            session,
+            trader.evolution_run_id,
+            [NewStrategy(twin, 1, trader.generation + 1, "mutation", trader.fitness, (trader.id,))],
+        )
+        for strategy_id in (trader.id, twin_id):
+            set_strategy_status(session, strategy_id, "active", "activated by hand for the twin test")
+    merged = _metadata(_run(defs, instance, "research_job"), "champion_strategies")["merged_identical_orders"]
+    with session_scope(engine) as session:
+        last = status_history(session, twin_id)[-1]
+        assert (last.from_status, last.to_status) == ("active", "retired")
+        assert last.reason == merged[twin_id]
+        assert last.reason.startswith("merged into ")
+        assert (
+            f"identical out-of-sample orders in 2007-10 ({best.metrics['trade_count']} trades)" in last.reason
+        )
+        kept = last.reason.split()[2].rstrip(":")
+        assert kept != twin_id and kept not in merged
+        assert get_strategy(session, kept).status in ("active", "retired")  # gates and the cap decide that
 
     # --- no look-ahead: scrambling the period's own bars, features and regimes changes nothing evolved ---
     october = ("2007-10-01", "2007-11-01")

@@ -9,8 +9,9 @@ it active: the live job must not trade a champion set that breaks a gate.
 """
 # No `from __future__ import annotations` here: Dagster inspects the assets' context annotations at runtime.
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -26,11 +27,20 @@ from sqlalchemy.orm import Session
 
 from emp_pipeline.defs.live.risk_limits import RiskLimitsResource
 from emp_pipeline.defs.perception.resources import RegimeClassifierResource
+from emp_pipeline.defs.research.performance import MissingEvaluationDataError
 from emp_pipeline.defs.research.promotion_gates import PromotionGatesResource
 from emp_pipeline.defs.research.resources import WalkForwardResource
-from emp_pipeline.defs.research.strategies import FREQUENCY, GROUP, OWNERS
+from emp_pipeline.defs.research.strategies import (
+    FREQUENCY,
+    GROUP,
+    OWNERS,
+    stored_instruments,
+    walk_forward_grid,
+)
 from emp_pipeline.defs.storage import DatabaseResource, DataLakeResource
-from emp_pipeline.domain.genome import genome_from_dict
+from emp_pipeline.domain.backtest import simulate_strategy
+from emp_pipeline.domain.genome import genome_conditions, genome_from_dict, panel_signals
+from emp_pipeline.domain.order_streams import Merge, identical_order_merges
 from emp_pipeline.domain.promotion import (
     ACTIVE,
     GATE_NAMES,
@@ -42,6 +52,7 @@ from emp_pipeline.domain.promotion import (
     plan_promotions,
 )
 from emp_pipeline.domain.risk import RiskLimits, sizing_violation
+from emp_pipeline.domain.rule_text import strategy_text
 from emp_pipeline.domain.walkforward import period_bounds
 from emp_pipeline.parity.gates import load_gate_data, lookahead_gate
 from emp_pipeline.registry.records import PerformanceRecord, StrategyRecord
@@ -52,10 +63,12 @@ from emp_pipeline.registry.research import (
     set_strategy_status,
 )
 from emp_pipeline.reporting.formatting import count_text, markdown_tables, percent_text, ratio_text
-from emp_pipeline.storage.datasets import EVOLVED_STRATEGIES, WALK_FORWARD_REPORT
+from emp_pipeline.storage.datasets import EVOLVED_STRATEGIES, PERCEPTION_INPUTS, WALK_FORWARD_REPORT
 
 PROMOTION_POOL_SIZE = 5
 PROMOTABLE_STATUSES = ("candidate", "retired")
+# What a strategy merged into a simpler twin becomes: a champion steps down, a candidate is never promoted.
+MERGED_STATUS = {"active": "retired", "candidate": "rejected"}
 EXAMPLES_SHOWN = 5
 
 
@@ -117,12 +130,18 @@ def _metric(evaluation: GateEvaluation, gate: str) -> str:
     return count_text(value) if gate == "trade_count" else ratio_text(value)
 
 
-def _contender_table(contenders: Sequence[Contender]) -> str:
+def _rules(records: Sequence[StrategyRecord]) -> dict[str, str]:
+    """Strategy id -> its rules in plain notation (the text `emp strategies` prints)."""
+    return {record.id: strategy_text(genome_from_dict(record.genome)) for record in records}
+
+
+def _contender_table(contenders: Sequence[Contender], rules: Mapping[str, str]) -> str:
     if not contenders:
         return "none"
     rows = [
         {
             "strategy_id": contender.strategy_id,
+            "rules": rules[contender.strategy_id],
             "period": contender.period,
             "training_fitness": ratio_text(contender.training_fitness),
             **{gate: _metric(contender.evaluation, gate) for gate in GATE_NAMES},
@@ -187,6 +206,78 @@ def refuse_beyond_limits(
     return refused
 
 
+def order_stream_merges(
+    lake: DataLakeResource,
+    database: DatabaseResource,
+    walk_forward: WalkForwardResource,
+    period: str,
+    records: Sequence[StrategyRecord],
+    active_ids: set[str],
+) -> list[Merge]:
+    """Which of ``records`` place the same orders as a simpler one on ``period`` out of sample, each
+    backtested alone by the kernel with its own costs (signals start flat on the period's first bar, as
+    `strategy_performance` measures). Among equally simple ones an active champion is kept first, then the
+    best by training fitness. Raises MissingEvaluationDataError when the period's features are not stored."""
+    if len(records) < 2:
+        return []
+    start, end = period_bounds(period, FREQUENCY)
+    windows = walk_forward.windows()
+    frames = [
+        lake.read(dataset, start - pd.Timedelta(days=windows.training_lookback_days), end)
+        for dataset in PERCEPTION_INPUTS
+    ]
+    if any(frame.empty or "symbol" not in frame.columns for frame in frames):
+        raise MissingEvaluationDataError(
+            f"bars, features or regimes of {period} are not stored: materialize daily_update_job for it"
+        )
+    panel, market, fold = walk_forward_grid(*frames, period, windows, stored_instruments(database))
+    panel = panel.window(fold.test_start, fold.test_end)
+    market = market.window(fold.test_start, fold.test_end)
+    genomes = {record.id: genome_from_dict(record.genome) for record in records}
+    backtests = {
+        record.id: simulate_strategy(
+            genomes[record.id], panel_signals(genomes[record.id], panel), market, record.costs
+        )
+        for record in records
+    }
+    preference = sorted(
+        records,
+        key=lambda r: (r.id not in active_ids, -(r.fitness if r.fitness is not None else -np.inf), r.id),
+    )
+    return identical_order_merges(
+        backtests,
+        {strategy_id: genome_conditions(genome) for strategy_id, genome in genomes.items()},
+        [record.id for record in preference],
+    )
+
+
+def merge_identical_orders(
+    context: AssetExecutionContext,
+    lake: DataLakeResource,
+    database: DatabaseResource,
+    walk_forward: WalkForwardResource,
+    period: str,
+    records: Sequence[StrategyRecord],
+    active_ids: set[str],
+) -> dict[str, str]:
+    """Merge strategies that would place identical orders into the simplest of them: an active one is
+    retired, a candidate rejected, each with the merge as its reason; a retired one just stays out of this
+    promotion. Returns {strategy id: reason} of those merged."""
+    try:
+        merges = order_stream_merges(lake, database, walk_forward, period, records, active_ids)
+    except MissingEvaluationDataError as error:
+        context.log.warning("order streams not compared: %s", error)
+        return {}
+    status = {record.id: record.status for record in records}
+    merged = {merge.strategy_id: merge.reason(period) for merge in merges}
+    with database.session() as session:
+        for strategy_id, reason in merged.items():
+            context.log.info("%s: %s", strategy_id, reason)
+            if status[strategy_id] in MERGED_STATUS:
+                set_strategy_status(session, strategy_id, MERGED_STATUS[status[strategy_id]], reason)
+    return merged
+
+
 def _track_record_table(performance: dict[str, PerformanceRecord]) -> str:
     """Per champion: its deflated Sharpe with the trials it was deflated by, and how long a track record it
     would need (minimum track record length at 95 %) against the bars it has."""
@@ -244,6 +335,12 @@ def champion_strategies(
             for record in pool_records
             if record.id not in active_ids and record.status in PROMOTABLE_STATUSES
         ]
+    merged = merge_identical_orders(
+        context, lake, database, walk_forward, period, [*current, *pool_records], active_ids
+    )
+    with database.session() as session:
+        current = active_strategies(session)
+        pool_records = [record for record in pool_records if record.id not in merged]
         performance = latest_out_of_sample(session, [r.id for r in (*current, *pool_records)])
         pool = [judge(record, performance.get(record.id), gates) for record in pool_records]
         actives = [judge(record, performance.get(record.id), gates) for record in current]
@@ -253,6 +350,7 @@ def champion_strategies(
         champions = active_strategies(session)
         champion_performance = latest_out_of_sample(session, [record.id for record in champions])
         final = [judge(record, champion_performance.get(record.id), gates) for record in champions]
+    rules = _rules([*pool_records, *current, *champions])
 
     promoted = [t for t in transitions if t.to_status == ACTIVE]
     retired = [t for t in transitions if t.to_status != ACTIVE]
@@ -268,12 +366,13 @@ def champion_strategies(
             "pool_size": len(pool),
             "rejected_for_lookahead": MetadataValue.json(screened_out),
             "refused_beyond_risk_limits": MetadataValue.json(beyond_limits),
+            "merged_identical_orders": MetadataValue.json(merged),
             "promoted": len(promoted),
             "retired": len(retired),
             "active_champions": len(champions),
-            "pool": MetadataValue.md(_contender_table(pool)),
+            "pool": MetadataValue.md(_contender_table(pool, rules)),
             "status_changes": MetadataValue.md(changes),
-            "champions": MetadataValue.md(_contender_table(final)),
+            "champions": MetadataValue.md(_contender_table(final, rules)),
             "champion_track_records": MetadataValue.md(_track_record_table(champion_performance)),
         }
     )
