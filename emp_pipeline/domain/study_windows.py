@@ -10,7 +10,8 @@ annualisation"):
   window, its embargo, the regime volatility ranking and its warm-up, the HMM's minimum training set, the
   annualisation of every metric) is a span of time, turned into bars with `periods_per_year` of the
   universe. On daily exchange bars the spans give exactly the figures the daily study has always used
-  (756, 252, 5, 252), so daily results stay bit-identical.
+  (756, 252, 5, 252), so daily results stay bit-identical. The regime ranking and its warm-up are capped
+  in bars (at three and one years of the most open daily calendar), which only intraday bars reach.
 
 A universe that mixes calendars (FX next to shares next to crypto) is researched on one panel, the union of
 its instruments' bars: a year of that panel holds as many rows as the most open calendar has bars, so its
@@ -29,9 +30,14 @@ MONTHS_PER_YEAR = 12
 WEEKS_PER_YEAR = 52
 # The default walk-forward training span: three years of history (756 daily exchange bars).
 DEFAULT_TRAIN_MONTHS = 36
-# Regimes rank volatility over three years and need one year of it before labelling.
+# Regimes rank volatility over three years and need one year of it before labelling, in bars at most the
+# caps below (see `regime_volatility_lookback`).
 REGIME_RANKING_YEARS = 3
 REGIME_WARMUP_YEARS = 1
+# Three and one years of the most open daily calendar (crypto, 365 days a year): no daily or weekly span
+# reaches them, intraday ones do.
+REGIME_RANKING_MAX_BARS = 3 * 365
+REGIME_WARMUP_MAX_BARS = 365
 # The HMM needs a year of bars before the year it labels.
 HMM_MIN_TRAINING_YEARS = 1
 # Trading days per calendar day never exceed 250/366 on an exchange (weekends and a few holidays): used to
@@ -99,13 +105,20 @@ class StudyWindows:
 
     @property
     def regime_volatility_lookback(self) -> int:
-        """Bars the rule classifier ranks volatility over: three years (756 daily)."""
-        return self.bars_in_years(REGIME_RANKING_YEARS)
+        """Bars the rule classifier ranks volatility over: three years, at most 1,095 bars.
+
+        What is ranked is a 20-bar volatility: among 1,095 bars (~55 of its own disjoint windows) its 80th
+        percentile is as settled as a longer span would make it, and a longer span only delays the first
+        label. Daily and weekly bars never reach the cap (756 on exchange days, 1,095 on crypto days, 156
+        weeks); intraday bars do: 1,095 FX H1 bars are about nine weeks, so a one-year H1 sample has regimes.
+        """
+        return min(self.bars_in_years(REGIME_RANKING_YEARS), REGIME_RANKING_MAX_BARS)
 
     @property
     def regime_min_history(self) -> int:
-        """Bars of volatility the rule classifier needs before it labels: one year (252 daily)."""
-        return self.bars_in_years(REGIME_WARMUP_YEARS)
+        """Bars of volatility the rule classifier needs before it labels: one year, at most 365 bars (252
+        daily; about three weeks of FX H1)."""
+        return min(self.bars_in_years(REGIME_WARMUP_YEARS), REGIME_WARMUP_MAX_BARS)
 
     @property
     def hmm_min_training_bars(self) -> int:

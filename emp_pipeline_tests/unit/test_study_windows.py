@@ -22,9 +22,23 @@ def test_fx_hourly_windows_are_the_same_spans_of_time_in_hours():
     assert windows.periods_per_year == 6240  # 24 x 5 x 52
     assert windows.train_bars == 3 * 6240
     assert windows.embargo_bars == 120  # one FX week of hourly bars
-    assert windows.regime_volatility_lookback == 3 * 6240
     assert windows.hmm_min_training_bars == 6240
     assert StudyWindows(6240, train_months=3).train_bars == 1560
+
+
+def test_regime_ranking_is_capped_in_bars_so_a_year_of_hourly_bars_has_labels():
+    hourly = StudyWindows.for_universe("H1", ["24x5"])
+    assert (hourly.regime_volatility_lookback, hourly.regime_min_history) == (1095, 365)
+    assert hourly.regime_min_history < len(bar_open_times("24x5", Timeframe.H1, "2017-01-02", "2017-02-01"))
+    # No daily or weekly span reaches the caps: their windows are the spans of time they always were.
+    for timeframe, calendar, ranking, warmup in [
+        ("D1", "XNYS", 756, 252),
+        ("D1", "24x5", 780, 260),
+        ("D1", "24x7", 1095, 365),
+        ("W1", "XNYS", 156, 52),
+    ]:
+        windows = StudyWindows.for_universe(timeframe, [calendar])
+        assert (windows.regime_volatility_lookback, windows.regime_min_history) == (ranking, warmup)
 
 
 @pytest.mark.parametrize(
