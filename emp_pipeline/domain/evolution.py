@@ -53,7 +53,6 @@ from emp_pipeline.domain.regimes import REGIME_LABELS
 from emp_pipeline.domain.walkforward import WalkForwardFold, inner_fold_bounds
 
 RUIN_FITNESS = -100.0
-OPERATORS: tuple[str, ...] = ("random", "immigrant", "crossover", "mutation", "crossover+mutation")
 _QUANTILE_LEVELS = np.linspace(0.02, 0.98, 49)
 _MAX_CHILD_ATTEMPTS = 20
 

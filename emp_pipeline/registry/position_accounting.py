@@ -19,9 +19,6 @@ class PositionState:
     realised_pnl: float
 
 
-FLAT = PositionState(quantity=0.0, avg_price=0.0, realised_pnl=0.0)
-
-
 def apply_fill(state: PositionState, signed_quantity: float, price: float, fee: float) -> PositionState:
     """Return the position after a fill of `signed_quantity` at `price` paying `fee`.
 

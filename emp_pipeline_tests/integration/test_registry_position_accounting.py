@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emp_pipeline.registry.position_accounting import FLAT, apply_fill
+from emp_pipeline.registry.position_accounting import PositionState, apply_fill
+
+FLAT = PositionState(quantity=0.0, avg_price=0.0, realised_pnl=0.0)
 
 fills = st.lists(
     st.tuples(

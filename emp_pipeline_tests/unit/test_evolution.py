@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from emp_pipeline.defs.research.strategies import REGISTRY_OPERATORS
 from emp_pipeline.domain.backtest import PopulationResult, market_arrays
 from emp_pipeline.domain.evolution import (
-    OPERATORS,
     RUIN_FITNESS,
     Behaviour,
     EvolutionConfig,
@@ -95,7 +95,7 @@ def test_records_carry_a_traceable_lineage(market_data):
     result = evolve(panel, market, SMALL, seed=1)
     born: dict[str, int] = {}
     for record in result.records:
-        assert record.operator in OPERATORS
+        assert record.operator in REGISTRY_OPERATORS, "every GA operator maps onto the registry's vocabulary"
         assert record.strategy_id not in born, "each strategy is recorded once, when it first survives"
         for parent in record.parent_ids:
             assert born[parent] < record.generation, "parents were recorded in an earlier generation"
