@@ -6,7 +6,7 @@ at the next bar's open; ours marks equity per bar per strategy, sums sleeves int
 trades, vectorbt's ``Portfolio.from_signals`` simulates each (strategy, instrument) column. One core: both
 are single-threaded. Cold start is measured in fresh subprocesses whose numba cache directory is empty.
 
-Run: /work/venv/bin/python benchmarks/backtest_throughput.py [--repeats 3] [--vectorbt-strategies 1000]
+Run: .venv/bin/python benchmarks/backtest_throughput.py [--repeats 3] [--vectorbt-strategies 1000]
 The machine is shared: figures are medians and still upper bounds on the time.
 """
 

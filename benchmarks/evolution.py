@@ -10,7 +10,7 @@ and the SPA test of the final population against it). ``evolution_cpu_s`` is the
 evolution (steadier than wall time on a shared machine). The kernel comes from numba's cache after the
 first run on a machine (a first-ever run adds its ~4 s compilation, see backtest_throughput's cold_start_s).
 
-Run: /work/venv/bin/python benchmarks/evolution.py [--generations 50] [--population 200] [--seed 0]
+Run: .venv/bin/python benchmarks/evolution.py [--generations 50] [--population 200] [--seed 0]
 The machine is shared: the figure is an upper bound.
 """
 

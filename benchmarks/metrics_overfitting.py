@@ -1,6 +1,6 @@
 """How long the population metrics and the PBO take at GA scale (200 strategies, 2,500 daily bars).
 
-Run: /work/venv/bin/python benchmarks/metrics_overfitting.py. Medians of several runs; the machine is shared,
+Run: .venv/bin/python benchmarks/metrics_overfitting.py. Medians of several runs; the machine is shared,
 so treat the figures as upper bounds.
 """
 

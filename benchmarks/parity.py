@@ -11,7 +11,7 @@ about 2,200/s: a year of H1 bars on 10 symbols, ~62,000 strategy-bars, in under 
 ``--window-bars 6200`` replays that many bars instead (a year of H1 bars in count; the synthetic market's
 bars are daily-spaced, which the replay does not depend on).
 
-Run: /work/venv/bin/python benchmarks/parity.py [--repeats 3] [--window-bars 1260]
+Run: .venv/bin/python benchmarks/parity.py [--repeats 3] [--window-bars 1260]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Time the sensory cortex and both regime classifiers on 10 instruments x 20 years of daily bars.
 
-Run on one core: `taskset -c 0 /work/venv/bin/python benchmarks/sensing.py`. The data is the seeded
+Run on one core: `taskset -c 0 .venv/bin/python benchmarks/sensing.py`. The data is the seeded
 synthetic regime-switching market (domain/synthetic.py), so accuracy is measured against the true regimes:
 the HMM is fitted on each instrument's first 10 years and both classifiers are scored on the last 10
 (out of sample), warm-up rows excluded. Timings are medians of several runs; the first HMM run also pays

@@ -1,6 +1,6 @@
 """Extract the real daily data shipped inside the `arch` and `backtesting` packages into our offline sample.
 
-A one-off, rerunnable script: `/work/venv/bin/python scripts/extract_sample_data.py`. It rewrites the
+A one-off, rerunnable script: `.venv/bin/python scripts/extract_sample_data.py`. It rewrites the
 compressed CSV files under `emp_pipeline/data/sample/` and their `ORIGIN.md`. The runtime and the tests read
 only those files and never import `arch` or `backtesting`. Only the numbers are taken; gzip output is written
 with a fixed mtime so reruns produce identical bytes.
