@@ -79,7 +79,7 @@ def compute_features_by_year(
 def neutral_regimes(bars: pd.DataFrame) -> pd.DataFrame:
     """Warm-up rows (neutral label, uniform probabilities) for symbols a classifier could not be fitted on."""
     frame = pd.DataFrame(
-        {"date": bars["date"].to_numpy(), "symbol": bars["symbol"].to_numpy(), "regime": NEUTRAL_LABEL}
+        {"date": bars["date"].array, "symbol": bars["symbol"].to_numpy(), "regime": NEUTRAL_LABEL}
     )
     for column in PROBABILITY_COLUMNS:
         frame[column] = 1.0 / len(REGIME_LABELS)

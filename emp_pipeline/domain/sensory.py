@@ -397,7 +397,7 @@ class SensoryCortex:
             features.update({column: values[positions] for column, values in why_on_grid.items()})
             frame = pd.DataFrame({column: features[column] for column in FEATURE_COLUMNS}, dtype=np.float64)
             frame.insert(0, "symbol", str(symbol))
-            frame.insert(0, "date", group["date"].to_numpy())
+            frame.insert(0, "date", group["date"].array)
             pieces.append(frame)
         out = pd.concat(pieces, ignore_index=True)
         out["date"] = out["date"].astype("datetime64[ns, UTC]")
