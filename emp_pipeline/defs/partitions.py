@@ -149,10 +149,14 @@ def bar_partitions(
 UPDATE_LOOKBACK = timedelta(hours=1)
 
 
-def partition_to_update(partitions_def: TimeWindowPartitionsDefinition, tick: datetime) -> str | None:
+def partition_to_update(
+    partitions_def: TimeWindowPartitionsDefinition, tick: datetime, lookback: timedelta = UPDATE_LOOKBACK
+) -> str | None:
     """The chunk the daily update at `tick` re-materializes: the one holding the day that just closed (the
-    current month for daily bars, so its partition gains one bar each evening), or None past the range."""
-    moment = tick - UPDATE_LOOKBACK
+    current month for daily bars, so its partition gains one bar each evening), or None past the range.
+    `lookback` is how long before the tick an instant surely lies inside what closed (a bar update: less
+    than a bar)."""
+    moment = tick - lookback
     key = partitions_def.get_partition_key_for_timestamp(moment.timestamp())
     window = partitions_def.time_window_for_partition_key(key)
     if window.start < partitions_def.start or (partitions_def.end and window.end > partitions_def.end):
