@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -19,9 +20,11 @@ from emp_pipeline.settings import Settings, SettingsError
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    from emp_pipeline.demo import run_demo
+    from emp_pipeline.demo import run_demo, write_demo_settings
 
-    steps = run_demo(settings, out=out, periods=args.periods)
+    note = write_demo_settings(settings.home, os.environ)
+    # Read again: the demo runs with what it leaves for `make ui` and `emp run` (the environment wins).
+    steps = run_demo(Settings.from_env(), out=out, periods=args.periods, settings_note=note)
     return 0 if all(step.success for step in steps) else 1
 
 

@@ -9,9 +9,12 @@ partition events.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 from dagster import (
@@ -25,24 +28,44 @@ from dagster import (
 
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.reporting.formatting import ratio_text
-from emp_pipeline.settings import Settings, masked_url
+from emp_pipeline.settings import SETTINGS_FILE_NAME, Settings, masked_url
 from emp_pipeline.storage.datasets import (
     EVOLVED_STRATEGIES,
+    LIVE_EQUITY,
+    LIVE_RISK_DECISIONS,
+    LIVE_RISK_LIMITS,
     MARKET_BARS,
     STRATEGY_PERFORMANCE,
     WALK_FORWARD_REPORT,
 )
 
-# The demo's gates are lenient so a three-month study on three instruments yields champions to trade; the
-# production defaults (EMP_GATE_*) are stricter and are printed beside them.
-DEMO_GATES = {
-    "min_sharpe": 0.0,
-    "min_deflated_sharpe": 0.0,
-    "max_drawdown": 0.5,
-    "min_trades": 1,
-    "max_null_p_value": 1.0,
-    "max_champions": 5,
+# The demo's study settings, written to EMP_HOME/settings.env so that `make ui` and `emp run` afterwards run
+# with them too (settings.py): a GA small enough for seconds per month; a seed of its own, because with a GA
+# this small whether a month's pick trades at all is the draw's luck and seed 1 shows every step (paper
+# orders included); gates lenient enough that a short study on three instruments yields champions to trade
+# (the production defaults are stricter and the summary prints the gates in force).
+DEMO_SETTINGS = {
+    "EMP_EVOLUTION_POPULATION": "40",
+    "EMP_EVOLUTION_GENERATIONS": "8",
+    "EMP_EVOLUTION_SEED": "1",
+    "EMP_GATE_MIN_SHARPE": "0",
+    "EMP_GATE_MIN_DEFLATED_SHARPE": "0",
+    "EMP_GATE_MAX_DRAWDOWN": "0.5",
+    "EMP_GATE_MIN_TRADES": "1",
+    "EMP_GATE_MAX_NULL_P_VALUE": "1",
+    "EMP_MAX_CHAMPIONS": "5",
 }
+DEMO_SETTINGS_TEXT = (
+    "# Written by `emp demo`: the demo's study settings, which `make ui` and `emp run` read too.\n"
+    "# Environment variables win over these. Delete this file for the research defaults (GA 200 x 50,\n"
+    "# seed 7, strict gates), or edit it: `emp demo` never overwrites a file it did not write unchanged.\n"
+    + "".join(f"{name}={value}\n" for name, value in DEMO_SETTINGS.items())
+)
+
+# The paper account the demo replays its ticks on (paper broker, whatever EMP_BROKER says): the demo's own, so
+# resetting it before each replay (a rerun reproduces the first run) never touches an account of the user's.
+DEMO_ACCOUNT = "demo"
+DEMO_BROKER = {"live_broker": {"config": {"kind": "paper", "account_name": DEMO_ACCOUNT}}}
 
 # The tags that make a run cover a range of partitions (what Dagster puts on a single-run backfill's run).
 # Spelled out because Dagster exports them only from a private module; test_demo.py pins that a run tagged
@@ -80,6 +103,7 @@ def _run_job(
     job_name: str,
     partition_range: tuple[str, str] | None,
     op_config: dict[str, dict] | None = None,
+    resource_config: dict[str, dict] | None = None,
 ) -> StepSummary:
     tags = (
         {
@@ -96,6 +120,7 @@ def _run_job(
         run_config={
             **QUIET_LOGS,
             "ops": {op: {"config": config} for op, config in (op_config or {}).items()},
+            "resources": resource_config or {},
         },
         raise_on_error=False,
     )
@@ -122,7 +147,26 @@ def _run_job(
     return summary
 
 
-def run_demo(settings: Settings, out: TextIO, periods: int = 3) -> list[StepSummary]:
+def write_demo_settings(home: Path, environ: Mapping[str, str]) -> str:
+    """Leave the demo's study settings where `make ui` and `emp run` read them, unless the file there is not
+    the demo's (a user's, or the demo's edited): that one is kept. Returns the line the demo prints."""
+    path = home / SETTINGS_FILE_NAME
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        path.write_text(DEMO_SETTINGS_TEXT, encoding="utf-8")
+        note = f"settings: the demo's study settings written to {path}; make ui and emp run read them too"
+    elif path.read_text(encoding="utf-8") == DEMO_SETTINGS_TEXT:
+        note = f"settings: the demo's study settings, from {path} (make ui and emp run read them too)"
+    else:
+        note = f"settings: {path} is not the demo's file: kept, and the demo runs with it"
+    overridden = sorted(name for name in DEMO_SETTINGS if environ.get(name, "").strip())
+    if overridden:
+        note += f"; the environment sets {', '.join(overridden)}, which wins"
+    return note + "\n"
+
+
+def run_demo(settings: Settings, out: TextIO, periods: int = 3, settings_note: str = "") -> list[StepSummary]:
+    """Every step of the pipeline with `settings`, which the caller read after `write_demo_settings`."""
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade_database(settings.database_url)
     from emp_pipeline.definitions import build_definitions
@@ -136,6 +180,7 @@ def run_demo(settings: Settings, out: TextIO, periods: int = 3) -> list[StepSumm
     source = "bundled sample data" if settings.data.source == "sample" else f"{settings.data.source} data"
     out.write(
         f"emp demo: {source}, registry {settings.database_url.split(':')[0]}, Parquet files, paper broker\n"
+        f"{settings_note}"
     )
     steps = [_report(out, _run_job(defs, instance, "universe_job", None))]
     steps.append(_report(out, _run_job(defs, instance, "daily_update_job", (keys[0], keys[-1]))))
@@ -146,11 +191,10 @@ def run_demo(settings: Settings, out: TextIO, periods: int = 3) -> list[StepSumm
             f"- walk-forward study skipped: the universe covers {keys[0]}..{keys[-1]}, and the first period "
             "needs about three years of training history before it (see walk_forward_partitions)\n"
         )
-    research_defs = _research_definitions(settings)
     for key in walk_forward_keys:
-        steps.append(_report(out, _run_job(research_defs, instance, "evolution_job", (key, key))))
+        steps.append(_report(out, _run_job(defs, instance, "evolution_job", (key, key))))
     if walk_forward_keys:
-        steps.append(_report(out, _run_job(research_defs, instance, "research_job", None)))
+        steps.append(_report(out, _run_job(defs, instance, "research_job", None)))
     steps.extend(_paper_trade_newest_period(out, defs, instance, settings, walk_forward_keys))
     _write_walk_forward_summary(out, instance, settings, walk_forward_keys)
     _write_paper_tick_summary(out, settings)
@@ -171,7 +215,8 @@ def write_locations(out: TextIO, settings: Settings) -> None:
 def _paper_trade_newest_period(
     out: TextIO, defs: Definitions, instance: DagsterInstance, settings: Settings, keys: list[str]
 ) -> list[StepSummary]:
-    """Paper-trade the champions through the study's newest period, one live tick per stored bar.
+    """Paper-trade the champions through the study's newest period, one live tick per stored bar, on the
+    demo's own paper account, reset first.
 
     The bundled history ends years before the champions were activated, so their live track record is taken
     to start with that period; each tick decides on one day's close exactly as the scheduled job decides on
@@ -179,13 +224,21 @@ def _paper_trade_newest_period(
     """
     if not keys:
         return []
+    _reset_demo_account(out, settings)
     start = f"{keys[-1]}-01"
     days = MARKET_BARS.read(settings.data_dir, start)["date"].drop_duplicates()
     steps = []
     started = time.perf_counter()
     for day in sorted(days):
         config = {"start_date": start, "as_of_date": f"{day:%Y-%m-%d}"}
-        step = _run_job(defs, instance, "live_execution_job", None, op_config={"execute_live_tick": config})
+        step = _run_job(
+            defs,
+            instance,
+            "live_execution_job",
+            None,
+            op_config={"execute_live_tick": config},
+            resource_config=DEMO_BROKER,
+        )
         steps.append(step)
         if not step.success:
             return [_report(out, step)]
@@ -194,6 +247,47 @@ def _paper_trade_newest_period(
         f"{time.perf_counter() - started:.1f}s\n"
     )
     return steps
+
+
+def _reset_demo_account(out: TextIO, settings: Settings) -> None:
+    """Empty the demo's paper account (orders, fills, resting levels, positions, its live journal in the lake)
+    and give it its starting cash back, so the replay starts from scratch and a rerun reproduces the first
+    run: replayed ticks on a filled account would find their old orders and trade the difference."""
+    from sqlalchemy import delete, select, update
+
+    from emp_pipeline.broker.interface import BrokerKind
+    from emp_pipeline.registry.engine import make_engine, session_scope
+    from emp_pipeline.registry.models import Account, Fill, Order, PaperProtectiveLevels, Position
+
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(engine) as session:
+            account_id = session.scalar(
+                select(Account.id).where(
+                    Account.broker == BrokerKind.PAPER.value, Account.name == DEMO_ACCOUNT
+                )
+            )
+            if account_id is None:
+                return
+            orders = select(Order.id).where(Order.account_id == account_id)
+            fills = session.execute(delete(Fill).where(Fill.order_id.in_(orders))).rowcount
+            session.execute(
+                delete(PaperProtectiveLevels).where(PaperProtectiveLevels.account_id == account_id)
+            )
+            removed = session.execute(delete(Order).where(Order.account_id == account_id)).rowcount
+            positions = session.execute(delete(Position).where(Position.account_id == account_id)).rowcount
+            capital = settings.research.capital
+            session.execute(
+                update(Account).where(Account.id == account_id).values(cash=capital, initial_cash=capital)
+            )
+    finally:
+        engine.dispose()
+    for journal in (LIVE_EQUITY, LIVE_RISK_DECISIONS, LIVE_RISK_LIMITS):
+        shutil.rmtree(journal.store(settings.data_dir, f"account_{account_id}").directory, ignore_errors=True)
+    out.write(
+        f"- paper account {DEMO_ACCOUNT!r} reset for the replay: the previous demo's {removed} order(s), "
+        f"{fills} fill(s) and {positions} position(s) removed, its journal too, cash back to {capital:,.0f}\n"
+    )
 
 
 def _report(out: TextIO, step: StepSummary) -> StepSummary:
@@ -219,14 +313,15 @@ def _write_paper_tick_summary(out: TextIO, settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     try:
         with session_scope(engine) as session:
-            account = get_or_create_paper_account(session)
+            account = get_or_create_paper_account(session, DEMO_ACCOUNT)
             orders = orders_for_account(session, account.id)
             positions = positions_for_account(session, account.id)
             champions = active_strategies(session)
     finally:
         engine.dispose()
     out.write(
-        f"paper-trading tick: {len(champions)} active champion(s), {len(orders)} order(s) in the registry\n"
+        f"paper-trading tick: {len(champions)} active champion(s), {len(orders)} order(s) of paper account "
+        f"{DEMO_ACCOUNT!r} in the registry\n"
     )
     for order in orders[-10:]:
         out.write(
@@ -248,22 +343,43 @@ def _walk_forward_keys(
     return keys[-periods:] if periods > 0 else []
 
 
-def _research_definitions(settings: Settings) -> Definitions:
-    """The project's definitions with the demo's small GA, so a few periods take seconds, not minutes."""
-    from emp_pipeline.definitions import build_definitions
-
-    return build_definitions(
-        replace(
-            settings,
-            research=replace(
-                settings.research,
-                population=settings.research.demo_population,
-                generations=settings.research.demo_generations,
-                seed=settings.research.demo_seed,
-            ),
-            gates=replace(settings.gates, **DEMO_GATES),
-        )
+def period_line(key: str, evolved: Mapping[str, object], measured: Mapping[str, object], trades: int) -> str:
+    """One period of the summary from its two materializations' metadata; a pick that never traded out of
+    sample says so (its Sharpe of 0.00 would read as a measured result)."""
+    result = (
+        f"{trades} trade(s), Sharpe {ratio_text(measured['selected_sharpe'])}, "
+        f"return {measured['selected_total_return']}"
+        if trades
+        else "no trades"
     )
+    ga = f"GA {evolved['population_size']} x {evolved['generations']} (run seed {evolved['seed']})"
+    return (
+        f"    {key}: {ga}, {evolved['recorded_strategies']} strategies with lineage recorded, best training "
+        f"fitness {ratio_text(evolved['best_fitness'])}; out of sample {measured['bars']} bars, selected "
+        f"strategy {result}\n"
+    )
+
+
+def _out_of_sample_trades(settings: Settings, strategy_id: str, period: str) -> int:
+    """How many trades the period's selected strategy made out of sample (its registry performance row)."""
+    from sqlalchemy import select
+
+    from emp_pipeline.registry.engine import make_engine, session_scope
+    from emp_pipeline.registry.models import Performance, WindowKind
+
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(engine) as session:
+            trades = session.scalar(
+                select(Performance.trade_count).where(
+                    Performance.strategy_id == strategy_id,
+                    Performance.period == period,
+                    Performance.kind == WindowKind.OUT_OF_SAMPLE.value,
+                )
+            )
+    finally:
+        engine.dispose()
+    return int(trades or 0)
 
 
 def _latest_metadata(
@@ -281,12 +397,13 @@ def _latest_metadata(
 def _write_walk_forward_summary(
     out: TextIO, instance: DagsterInstance, settings: Settings, keys: list[str]
 ) -> None:
+    """Each period with the GA it was evolved with (from its run, not today's settings), then the study."""
     if not keys:
         return
+    research = settings.research
     out.write(
-        f"walk-forward study: {len(keys)} monthly period(s) {keys[0]}..{keys[-1]}, GA population "
-        f"{settings.research.demo_population} x {settings.research.demo_generations} generations, seed "
-        f"{settings.research.demo_seed}\n"
+        f"walk-forward study: {len(keys)} monthly period(s) {keys[0]}..{keys[-1]}, settings GA population "
+        f"{research.population} x {research.generations} generations, seed {research.seed}\n"
     )
     for key in keys:
         evolved = _latest_metadata(instance, EVOLVED_STRATEGIES.name, key)
@@ -294,12 +411,8 @@ def _write_walk_forward_summary(
         if not evolved or not measured:
             out.write(f"    {key}: not measured\n")
             continue
-        out.write(
-            f"    {key}: {evolved['recorded_strategies']} strategies with lineage recorded, best training "
-            f"fitness {ratio_text(evolved['best_fitness'])}; out of sample {measured['bars']} bars, selected "
-            f"strategy Sharpe {ratio_text(measured['selected_sharpe'])}, "
-            f"return {measured['selected_total_return']}\n"
-        )
+        trades = _out_of_sample_trades(settings, str(measured["selected_strategy"]), key)
+        out.write(period_line(key, evolved, measured, trades))
     report = _latest_metadata(instance, WALK_FORWARD_REPORT.name)
     if report:
         out.write(

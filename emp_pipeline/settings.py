@@ -4,9 +4,12 @@ The embedded mode needs no server and no network: SQLite registry, Parquet files
 data under a local home directory. Production sets the variables (docker-compose passes them through).
 
 `Settings.from_env()` is called once per process entry point (the `emp` command, `definitions.py` for
-`dagster dev` and the code server); everything else receives the object it built. A bad value stops the
-process at start-up with one `SettingsError` that names the variable, the value and what is accepted,
-never later at trading time. Secrets are kept out of `repr`, and URLs are shown with their password masked.
+`dagster dev` and the code server); everything else receives the object it built. The study's settings (GA,
+gates, costs) may also sit in the home's settings file, EMP_HOME/settings.env (`emp demo` writes its own
+there), so `emp demo`, `make ui` and `emp run` share one set; a variable set in the environment wins over
+it. A bad value stops the process at start-up with one `SettingsError` that names the variable, the value
+and what is accepted, never later at trading time. Secrets are kept out of `repr`, and URLs are shown with
+their password masked.
 """
 
 from __future__ import annotations
@@ -51,6 +54,27 @@ DATABASE_BACKENDS = ("sqlite", "postgresql")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 TOKEN_REQUEST_METHODS = ("GET", "POST")  # GET: what cTrader's official SDKs send (docs/operations.md)
 MASK = "***"
+# The home's settings file and what it may set: the study's settings only. Locations, services and secrets
+# stay in the environment (a secret in a file under the home would outlive the shell that set it).
+SETTINGS_FILE_NAME = "settings.env"
+STUDY_VARIABLES = (
+    "EMP_EVOLUTION_SEED",
+    "EMP_EVOLUTION_POPULATION",
+    "EMP_EVOLUTION_GENERATIONS",
+    "EMP_EVOLUTION_FITNESS",
+    "EMP_REGIME_CLASSIFIER",
+    "EMP_NULL_GENOMES",
+    "EMP_WALK_FORWARD_TRAIN_MONTHS",
+    "EMP_FEE_BPS",
+    "EMP_SLIPPAGE_BPS",
+    "EMP_CAPITAL",
+    "EMP_GATE_MIN_SHARPE",
+    "EMP_GATE_MIN_DEFLATED_SHARPE",
+    "EMP_GATE_MAX_DRAWDOWN",
+    "EMP_GATE_MIN_TRADES",
+    "EMP_GATE_MAX_NULL_P_VALUE",
+    "EMP_MAX_CHAMPIONS",
+)
 
 
 class SettingsError(ValueError):
@@ -112,11 +136,6 @@ class ResearchSettings:
     population: int = 200  # EMP_EVOLUTION_POPULATION
     generations: int = 50  # EMP_EVOLUTION_GENERATIONS
     fitness: str = "full_window"  # EMP_EVOLUTION_FITNESS: full_window or inner_folds (domain/evolution.py)
-    demo_population: int = 40  # `emp demo` keeps its walk-forward cheap; research runs use the two above
-    demo_generations: int = 8
-    # The demo's own seed: with a GA this small, whether a month's pick trades at all is the draw's luck, so
-    # the demo pins one that shows every step (paper orders included); research runs use `seed`.
-    demo_seed: int = 1
     regime_classifier: str = "rules"  # EMP_REGIME_CLASSIFIER
     null_genomes: int = 1000  # EMP_NULL_GENOMES: random genomes per period in the null model
     # EMP_WALK_FORWARD_TRAIN_MONTHS: the training span, turned into bars of the timeframe (study_windows.py)
@@ -203,8 +222,26 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and check every variable; the first bad one raises SettingsError naming it."""
-        env = _Variables(os.environ if environ is None else environ)
+        """Read and check every variable; the first bad one raises SettingsError naming it.
+
+        The process environment (no `environ`) is read over the home's settings file; a mapping passed in is
+        the whole environment (tests), so a developer's settings file never changes what a test sees.
+        """
+        if environ is not None:
+            return cls._from_variables(_Variables(environ))
+        home = _Variables(os.environ).path("EMP_HOME", Path.cwd() / ".emp")
+        path = home / SETTINGS_FILE_NAME
+        from_file = read_settings_file(path)
+        environment = {name: value for name, value in os.environ.items() if value.strip()}
+        try:
+            return cls._from_variables(_Variables({**from_file, **environment}))
+        except SettingsError as error:
+            if any(str(error).startswith(f"{name}=") for name in from_file.keys() - environment.keys()):
+                raise SettingsError(f"{error} (set in {path})") from None
+            raise
+
+    @classmethod
+    def _from_variables(cls, env: _Variables) -> Settings:
         home = env.path("EMP_HOME", Path.cwd() / ".emp")
         data = _data_settings(env)
         return cls(
@@ -266,6 +303,33 @@ class Settings:
                 ),
             ),
         )
+
+
+def read_settings_file(path: Path) -> dict[str, str]:
+    """The NAME=value lines of a settings file ({} if there is none); `#` starts a comment line.
+
+    Only STUDY_VARIABLES may be set, each once; the values are checked with the environment's, by name.
+    """
+    if not path.is_file():
+        return {}
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        name, equals, value = (part.strip() for part in text.partition("="))
+        where = f"{path}, line {number}"
+        if not equals or not name:
+            raise SettingsError(f"{where}: {text!r} is not NAME=value")
+        if name not in STUDY_VARIABLES:
+            raise SettingsError(
+                f"{where}: {name} cannot be set in the settings file, only the study's settings "
+                f"({', '.join(STUDY_VARIABLES)}); set it in the environment"
+            )
+        if name in values:
+            raise SettingsError(f"{where}: {name} is set twice")
+        values[name] = value
+    return values
 
 
 def _data_settings(env: _Variables) -> DataSettings:
