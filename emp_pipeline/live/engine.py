@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -45,6 +45,7 @@ from emp_pipeline.broker.interface import (
     OrderStatus,
 )
 from emp_pipeline.domain.backtest import MarketArrays, market_arrays
+from emp_pipeline.domain.calendars import trading_day_of, trading_day_window
 from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.execution import (
     OrderIntent,
@@ -381,15 +382,35 @@ def _active_books(engine: Engine, config: LiveConfig) -> list[StrategyBook]:
     return sorted(books, key=lambda book: book.strategy_id)
 
 
+def trading_day_starts(bars: pd.DatetimeIndex, calendars: Iterable[str]) -> pd.DatetimeIndex:
+    """Where the trading day holding each bar begins: the daily loss limit measures from the equity of the
+    last bar before it. The earliest start over the calendars trading at the bar; a daily bar (labelled by
+    its day) or a bar no calendar trades at is its own start, so its reference is the bar before it, as it
+    always was. An H1 bar's reference is the previous trading day's last bar, not the previous hour."""
+    bars = pd.DatetimeIndex(bars).tz_convert("UTC").as_unit("ns")
+    starts = bars.asi8.copy()
+    for calendar in sorted(set(calendars)):
+        days = trading_day_of(calendar, bars)
+        opens = {day: trading_day_window(calendar, day)[0] for day in days.dropna().unique()}
+        own = np.array(
+            [bar if pd.isna(day) else opens[day].value for day, bar in zip(days, bars.asi8, strict=True)],
+            dtype=np.int64,
+        )
+        starts = np.minimum(starts, own)
+    return pd.DatetimeIndex(starts.view("datetime64[ns]")).tz_localize("UTC")
+
+
 def _snapshot(
-    engine: Engine, account_id: int, market: MarketView, journal: LiveJournal
+    engine: Engine, account_id: int, market: MarketView, journal: LiveJournal, calendars: Iterable[str]
 ) -> tuple[AccountSnapshot, float, float]:
     with session_scope(engine) as session:
         account = get_account(session, account_id)
         positions = {p.symbol: p.quantity for p in positions_for_account(session, account_id)}
         kill_switch = flag_enabled(session, KILL_SWITCH)
     equity = account_equity(account.cash, positions, market.closes)
-    day_start = journal.day_start_equity(market.bar_time)
+    day_start = journal.day_start_equity(
+        trading_day_starts(pd.DatetimeIndex([market.bar_time]), calendars)[0]
+    )
     snapshot = AccountSnapshot(
         equity=equity,
         day_start_equity=equity if day_start is None else day_start,
@@ -479,7 +500,8 @@ def run_live_tick(
         metas = list(instruments) if instruments is not None else load_instruments(session)
         held = strategy_positions(session, account_id)
     journal = LiveJournal(data_dir, account_id)
-    snapshot, _, initial_cash = _snapshot(engine, account_id, market, journal)
+    calendars = {meta.calendar for meta in metas}
+    snapshot, _, initial_cash = _snapshot(engine, account_id, market, journal, calendars)
     report.kill_switch = snapshot.kill_switch
     report.day_start_equity = snapshot.day_start_equity
     capital = config.capital_per_strategy or initial_cash / max(len(books), 1)
@@ -520,7 +542,7 @@ def run_live_tick(
         )
     journal.record_decisions(market.bar_time, pd.Timestamp(now), report.decisions)
     journal.record_limits(market.bar_time, pd.Timestamp(now), config.limits)
-    after, cash_after, _ = _snapshot(engine, account_id, market, journal)
+    after, cash_after, _ = _snapshot(engine, account_id, market, journal, calendars)
     report.equity = after.equity
     journal.record_equity(market.bar_time, after.equity, cash_after)
     if report.errors:

@@ -74,6 +74,7 @@ from emp_pipeline.live.engine import (
     StrategyBook,
     decide_orders,
     order_request,
+    trading_day_starts,
 )
 from emp_pipeline.parity.report import (
     Divergence,
@@ -347,7 +348,10 @@ class _LiveReplay:
         self.equity = np.zeros(len(window_dates))
         self.marks: dict[str, float] = {}
         self.cash, self.positions = _account(engine, self.broker.account_id)
-        self.day_start: float | None = None
+        # The daily loss limit's reference: the equity of the last bar before each bar's trading day.
+        self.day_starts = trading_day_starts(window_dates, {meta.calendar for meta in instruments.values()})
+        self.window_dates = window_dates
+        self.account_equity = np.zeros(len(window_dates))
         self.orders_open = False
         self.last_intents: list[OrderIntent] = []
         self.risk_notes: list[str] = []
@@ -426,14 +430,15 @@ class _LiveReplay:
                 intents.append(order)
         equity = self.cash + sum(q * self.marks[s] for s, q in self.positions.items() if q)
         self.equity[j] = equity / capital
-        self._submit(at, intents, equity)
-        self.day_start = equity
+        self.account_equity[j] = equity  # as the journal records it
+        self._submit(j, at, intents, equity)
         self.last_intents = intents
 
-    def _submit(self, at: pd.Timestamp, intents: Sequence[OrderIntent], equity: float) -> None:
+    def _submit(self, j: int, at: pd.Timestamp, intents: Sequence[OrderIntent], equity: float) -> None:
+        before = int(self.window_dates.searchsorted(self.day_starts[j])) - 1  # the last bar before the day
         snapshot = AccountSnapshot(
             equity=equity,
-            day_start_equity=equity if self.day_start is None else self.day_start,
+            day_start_equity=equity if before < 0 else float(self.account_equity[before]),
             kill_switch=False,
             positions=self.positions,
             prices=self.marks,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from emp_pipeline.domain.risk import RiskLimits
-from emp_pipeline.live.engine import load_market_view
+from emp_pipeline.live.engine import load_market_view, trading_day_starts
 from emp_pipeline.live.journal import LiveJournal
 from emp_pipeline.storage.datasets import MARKET_BARS, MARKET_REGIMES, SENSORY_FEATURES
 
@@ -74,3 +74,32 @@ def test_a_tick_as_of_an_hour_sees_no_later_hour(tmp_path, hour: int) -> None:
     assert view.bar_time == HOURS[hour]
     assert view.bars["date"].max() == HOURS[hour] and view.features["date"].max() == HOURS[hour]
     assert view.closes == {"EURUSD": pytest.approx(1.061 + 0.001 * hour)}
+
+
+def _utc(*stamps: str) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex([pd.Timestamp(s, tz="UTC") for s in stamps])
+
+
+def test_the_daily_loss_limit_measures_from_the_trading_day_not_the_previous_hour() -> None:
+    # FX days start 17:00 New York: 22:00 UTC in winter, 21:00 UTC in summer.
+    fx = trading_day_starts(_utc("2017-03-08 15:00", "2017-03-08 22:00", "2017-06-14 20:00"), {"24x5"})
+    assert list(fx) == list(_utc("2017-03-07 22:00", "2017-03-08 22:00", "2017-06-13 21:00"))
+    # Daily labels are their own start (the reference stays the previous day's bar), on every calendar.
+    daily = _utc("2017-03-08", "2017-03-09")
+    for calendars in ({"24x5"}, {"XNYS"}, {"24x7"}, {"XNYS", "24x5"}):
+        starts = trading_day_starts(daily, calendars)
+        assert all(
+            day - pd.Timedelta(days=1) < start <= day for start, day in zip(starts, daily, strict=True)
+        )
+    # An exchange's H1 bar: its session's open (09:30 New York = 14:30 UTC in winter).
+    assert list(trading_day_starts(_utc("2017-03-08 17:30"), {"XNYS"})) == list(_utc("2017-03-08 14:30"))
+
+
+def test_the_journal_reference_of_an_hour_is_the_previous_fx_days_last_equity(tmp_path) -> None:
+    journal = LiveJournal(tmp_path, account_id=1)
+    hours = pd.date_range("2017-03-08 19:00", periods=6, freq="h", tz="UTC")  # across 22:00 UTC
+    for k, bar in enumerate(hours):
+        journal.record_equity(bar, 100_000.0 + k, 100_000.0)
+    (day_begins,) = trading_day_starts(hours[-1:], {"24x5"})
+    assert day_begins == pd.Timestamp("2017-03-08 22:00", tz="UTC")
+    assert journal.day_start_equity(day_begins) == 100_002.0  # the 21:00 bar, the FX day's last
