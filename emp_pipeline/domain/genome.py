@@ -504,9 +504,11 @@ class RuleEvaluator:
         self._rows: dict[str, int] = {}
         self._programs: dict[str, tuple[list[int], int]] = {}
         self._leaves = np.empty((min(256, self._max_rows), self._n_cells), dtype=np.bool_)
-        codes = panel.regime_codes.ravel().astype(np.int64)
-        known = panel.usable.ravel() & (codes >= 0)
-        self._regime_bits = np.where(known, np.left_shift(1, np.maximum(codes, 0)), 0).astype(np.uint8)
+        # Each cell's regime bit, 0 while warming up or without a regime (code -1, read as 255 unsigned; the
+        # shift is masked to 0-7 so none overflows). Built per bar by the live replay, so kept cheap.
+        codes = panel.regime_codes.ravel().astype(np.int8, copy=False).view(np.uint8)
+        known = panel.usable.ravel() & (codes < len(REGIME_LABELS))
+        self._regime_bits = np.left_shift(np.uint8(1), codes & np.uint8(7)) * known
 
     def _add_leaves(self, leaves: Sequence[Condition]) -> None:
         """Compute the given leaves (distinct, none cached yet) in one call and cache their rows."""
