@@ -17,8 +17,7 @@ from sqlalchemy.orm import Session
 from emp_pipeline.domain.instrument_changes import InstrumentTermsChangedError, TermChange, term_changes
 from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta, SwapType, Weekday
 from emp_pipeline.registry.models import Instrument, InstrumentTermChange, utc_now
-from emp_pipeline.registry.records import TermChangeRecord
-from emp_pipeline.registry.statements import record_from_row, upsert_rows
+from emp_pipeline.registry.statements import upsert_rows
 
 # The terms the registry keeps (its columns): only these can be compared with what it stored.
 REGISTRY_TERMS: tuple[str, ...] = tuple(
@@ -109,14 +108,6 @@ def store_instruments(
         )
         session.flush()
     return InstrumentSync(added, tuple(changes))
-
-
-def term_change_history(session: Session, symbol: str | None = None) -> list[TermChangeRecord]:
-    """Every recorded term change (of one symbol, if given), oldest first."""
-    query = select(InstrumentTermChange).order_by(InstrumentTermChange.changed_at, InstrumentTermChange.id)
-    if symbol is not None:
-        query = query.where(InstrumentTermChange.symbol == symbol)
-    return [record_from_row(TermChangeRecord, row) for row in session.scalars(query)]
 
 
 def load_instruments(session: Session) -> list[InstrumentMeta]:

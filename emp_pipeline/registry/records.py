@@ -170,17 +170,3 @@ class FlagRecord:
     reason: str
     updated_at: dt.datetime
     updated_by: str
-
-
-@dataclass(frozen=True)
-class TermChangeRecord:
-    """One recorded change of an instrument term (see registry.instruments.store_instruments)."""
-
-    symbol: str
-    term: str
-    old_value: str
-    new_value: str
-    changed_at: dt.datetime
-    origin: str
-    reason: str
-    accepted_by: str

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emp_pipeline.registry.errors import InvalidRegistryInputError
@@ -83,39 +80,3 @@ def upsert_market_regimes(session: Session, frame: pd.DataFrame, classifier: str
         )
     ]
     return upsert_rows(session, MarketRegime, rows, keys=keys)
-
-
-def load_market_regimes(
-    session: Session,
-    classifier: str,
-    symbols: Sequence[str] | None = None,
-    start: dt.date | None = None,
-    end: dt.date | None = None,
-) -> pd.DataFrame:
-    """Stored regimes back as a regime frame: date (UTC midnight), symbol, regime, prob_<label>..., warmup."""
-    columns = (MarketRegime.date, MarketRegime.symbol, MarketRegime.regime, MarketRegime.probabilities)
-    query = select(*columns, MarketRegime.warmup).where(MarketRegime.classifier == classifier)
-    if symbols is not None:
-        query = query.where(MarketRegime.symbol.in_(list(symbols)))
-    if start is not None:
-        query = query.where(MarketRegime.date >= start)
-    if end is not None:
-        query = query.where(MarketRegime.date <= end)
-    rows = session.execute(query.order_by(MarketRegime.symbol, MarketRegime.date)).all()
-    records = [
-        {
-            "date": day,
-            "symbol": symbol,
-            "regime": regime,
-            **{f"prob_{label}": p for label, p in probabilities.items()},
-            "warmup": warmup,
-        }
-        for day, symbol, regime, probabilities, warmup in rows
-    ]
-    frame = pd.DataFrame.from_records(
-        records, columns=None if records else ["date", "symbol", "regime", "warmup"]
-    )
-    frame["date"] = pd.to_datetime(frame["date"]).dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
-    prob_columns = [c for c in frame.columns if c.startswith("prob_")]
-    frame[prob_columns] = frame[prob_columns].astype(np.float64)
-    return frame[["date", "symbol", "regime", *prob_columns, "warmup"]].reset_index(drop=True)

@@ -284,16 +284,6 @@ def get_strategy(session: Session, strategy_id: str) -> StrategyRecord:
     return found[0]
 
 
-def strategies_for_run(session: Session, run_id: str) -> list[StrategyRecord]:
-    """A run's strategies, best fitness first."""
-    query = (
-        select(Strategy)
-        .where(Strategy.evolution_run_id == run_id)
-        .order_by(Strategy.fitness.desc().nulls_last(), Strategy.id)
-    )
-    return _strategy_records(session, query)
-
-
 def active_strategies(session: Session, period: str | None = None) -> list[StrategyRecord]:
     """Strategies currently allowed to trade (optionally of one period), best fitness first."""
     query = select(Strategy).where(Strategy.status == StrategyStatus.ACTIVE.value)

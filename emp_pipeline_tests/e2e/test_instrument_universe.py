@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from dagster import DagsterInstance
+from sqlalchemy import select
 
 from emp_pipeline.definitions import build_definitions
 from emp_pipeline.domain.instruments import AssetClass
 from emp_pipeline.registry.engine import session_scope, shared_engine
-from emp_pipeline.registry.instruments import load_instruments, term_change_history
+from emp_pipeline.registry.instruments import load_instruments
 from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.registry.models import InstrumentTermChange
 from emp_pipeline.settings import SAMPLE_UNIVERSE_FILE, Settings
 
 GOOG_EQUITY = "asset_class: equity"
@@ -81,7 +83,11 @@ def test_a_changed_term_fails_the_run_by_name_until_accepted_with_a_reason_and_i
     assert accepted.success
     assert (_goog(settings).asset_class, _goog(settings).calendar) == (AssetClass.CRYPTO, "24x7")
     with session_scope(shared_engine(settings.database_url)) as session:
-        history = term_change_history(session, "GOOG")
+        history = session.scalars(
+            select(InstrumentTermChange)
+            .where(InstrumentTermChange.symbol == "GOOG")
+            .order_by(InstrumentTermChange.changed_at, InstrumentTermChange.id)
+        ).all()
     assert [(r.term, r.old_value, r.new_value, r.reason) for r in history] == [
         ("asset_class", "equity", "crypto", "GOOG tokenised 24x7"),
         ("calendar", "XNAS", "24x7", "GOOG tokenised 24x7"),

@@ -33,11 +33,11 @@ from emp_pipeline.registry.research import (
     active_strategies,
     ancestry,
     get_strategy,
+    list_strategies,
     performance_records,
     record_strategies,
     set_strategy_status,
     status_history,
-    strategies_for_run,
 )
 from emp_pipeline.settings import Settings
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
@@ -116,8 +116,8 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
 
     with session_scope(engine) as session:
         for period, run_id in runs.items():
-            strategies = strategies_for_run(session, run_id)
-            assert {s.period for s in strategies} == {period}
+            strategies = list_strategies(session, period=period)
+            assert {s.evolution_run_id for s in strategies} == {run_id}
             assert len(strategies) > POPULATION  # the survivors and their ancestors
             survivors = evolved_store.read_window(
                 f"{period}-01", pd.Timestamp(f"{period}-01") + pd.offsets.MonthBegin()
@@ -150,9 +150,9 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
     # --- re-materializing a period repeats it bit for bit and duplicates nothing ---
     with session_scope(engine) as session:
         before = (
-            len(strategies_for_run(session, runs["2007-10"])),
+            len(list_strategies(session, period="2007-10")),
             len(performance_records(session)),
-            sum(len(status_history(session, s.id)) for s in strategies_for_run(session, runs["2007-10"])),
+            sum(len(status_history(session, s.id)) for s in list_strategies(session, period="2007-10")),
         )
     october = evolved_store.read_window("2007-10-01", "2007-11-01")
     rerun = _run(defs, instance, "evolution_job", "2007-10")
@@ -160,9 +160,9 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
     pd.testing.assert_frame_equal(october, evolved_store.read_window("2007-10-01", "2007-11-01"))
     with session_scope(engine) as session:
         after = (
-            len(strategies_for_run(session, runs["2007-10"])),
+            len(list_strategies(session, period="2007-10")),
             len(performance_records(session)),
-            sum(len(status_history(session, s.id)) for s in strategies_for_run(session, runs["2007-10"])),
+            sum(len(status_history(session, s.id)) for s in list_strategies(session, period="2007-10")),
         )
     assert after == before
 

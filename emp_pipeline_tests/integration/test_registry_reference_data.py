@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from emp_pipeline.domain.instrument_changes import InstrumentTermsChangedError
 from emp_pipeline.domain.instruments import AssetClass, SwapType, Weekday, load_universe
@@ -20,13 +21,53 @@ from emp_pipeline.registry.instruments import (
     TermAcceptance,
     load_instruments,
     store_instruments,
-    term_change_history,
 )
-from emp_pipeline.registry.models import MarketRegime
-from emp_pipeline.registry.regimes import load_market_regimes, upsert_market_regimes
+from emp_pipeline.registry.models import InstrumentTermChange, MarketRegime
+from emp_pipeline.registry.regimes import upsert_market_regimes
 from emp_pipeline.settings import SAMPLE_UNIVERSE_FILE, UNIVERSES_DIR
 
 LABELS = ("bull_trend", "bear_trend", "range", "high_volatility")
+
+
+def term_changes(session: Session, symbol: str | None = None) -> list[InstrumentTermChange]:
+    """The recorded term changes (of one symbol, if given), oldest first."""
+    query = select(InstrumentTermChange).order_by(InstrumentTermChange.changed_at, InstrumentTermChange.id)
+    if symbol is not None:
+        query = query.where(InstrumentTermChange.symbol == symbol)
+    return list(session.scalars(query))
+
+
+def stored_regimes(
+    session: Session,
+    classifier: str,
+    symbols: list[str] | None = None,
+    days: tuple[dt.date, dt.date] | None = None,
+) -> pd.DataFrame:
+    """The stored rows as a regime frame: date (UTC midnight), symbol, regime, prob_<label>..., warmup."""
+    query = select(MarketRegime).where(MarketRegime.classifier == classifier)
+    if symbols is not None:
+        query = query.where(MarketRegime.symbol.in_(symbols))
+    if days is not None:
+        query = query.where(MarketRegime.date.between(*days))
+    rows = session.scalars(query.order_by(MarketRegime.symbol, MarketRegime.date)).all()
+    frame = pd.DataFrame(
+        [
+            {
+                "date": pd.Timestamp(row.date, tz="UTC"),
+                "symbol": row.symbol,
+                "regime": row.regime,
+                **{f"prob_{label}": p for label, p in row.probabilities.items()},
+                "warmup": row.warmup,
+            }
+            for row in rows
+        ],
+        columns=None if rows else ["date", "symbol", "regime", "warmup"],
+    )
+    if not rows:
+        return frame
+    # A NaN probability is stored as JSON null.
+    probabilities = {column: np.float64 for column in frame.columns if column.startswith("prob_")}
+    return frame.astype({"date": "datetime64[ns, UTC]", **probabilities})
 
 
 def regime_frame(symbols: list[str], days: int, seed: int = 0) -> pd.DataFrame:
@@ -72,7 +113,7 @@ def test_instruments_round_trip_and_a_changed_term_is_refused_with_nothing_writt
     assert "a data file changes 2 stored instrument terms" in str(refused.value)
     with session_scope(registry_engine) as session:
         assert load_instruments(session) == [first]  # the new symbols of the refused call were not added
-        assert term_change_history(session) == []
+        assert term_changes(session) == []
         sync = store_instruments(session, universe.instruments, origin="sample.yaml")
         assert sync.added == tuple(meta.symbol for meta in others) and sync.changes == ()
         assert {meta.symbol: meta for meta in load_instruments(session)} == {
@@ -103,7 +144,7 @@ def test_an_accepted_term_change_is_recorded_with_old_and_new_value_origin_reaso
     ]
     with session_scope(registry_engine) as session:
         assert resized in load_instruments(session)
-        history = term_change_history(session, resized.symbol)
+        history = term_changes(session, resized.symbol)
     assert [(r.term, r.old_value, r.new_value) for r in history] == [
         ("lot_size", "1.0", "10.0"),
         ("min_volume", "0.1", "0.5"),
@@ -131,11 +172,10 @@ def test_market_regimes_round_trip_and_upsert_replaces(registry_engine: Engine) 
     expected = pd.concat([frame[frame["symbol"] != "SPY"], changed]).sort_values(["symbol", "date"])
     expected = expected[["date", "symbol", "regime", *(f"prob_{label}" for label in LABELS), "warmup"]]
     with session_scope(registry_engine) as session:
-        stored = load_market_regimes(session, "hmm")
-        window = load_market_regimes(
-            session, "hmm", symbols=["SPY"], start=dt.date(2020, 1, 5), end=dt.date(2020, 1, 6)
-        )
-        assert load_market_regimes(session, "nothing").empty
+        stored = stored_regimes(session, "hmm")
+        days = (dt.date(2020, 1, 5), dt.date(2020, 1, 6))
+        window = stored_regimes(session, "hmm", symbols=["SPY"], days=days)
+        assert stored_regimes(session, "nothing").empty
     pd.testing.assert_frame_equal(stored, expected.reset_index(drop=True), check_exact=True)
     assert list(window["date"].dt.day) == [5, 6]
     assert set(window["regime"]) == {"range"}
@@ -150,7 +190,7 @@ def test_market_regime_frames_must_be_well_formed(registry_engine: Engine) -> No
             upsert_market_regimes(session, frame[["date", "symbol", "regime"]], classifier="hmm")
         nan_frame = frame.assign(prob_range=np.nan)
         upsert_market_regimes(session, nan_frame, classifier="hmm")
-        assert load_market_regimes(session, "hmm")["prob_range"].isna().all()
+        assert stored_regimes(session, "hmm")["prob_range"].isna().all()
 
 
 def test_kill_switch_flag(registry_engine: Engine) -> None:

@@ -30,13 +30,13 @@ from emp_pipeline.registry.research import (
     ancestry,
     finish_evolution_run,
     get_strategy,
+    list_strategies,
     performance_records,
     record_evolution_run,
     record_performance,
     record_strategies,
     set_strategy_status,
     status_history,
-    strategies_for_run,
     strategy_content_id,
 )
 
@@ -111,7 +111,8 @@ def test_strategies_round_trip_with_lineage_and_are_idempotent(registry_engine: 
         assert (d.status, d.period, d.evolution_run_id) == ("candidate", "2012-01", run_id)
         assert d.genome_version == 1
         assert d.created_at.tzinfo is dt.UTC
-        assert [s.id for s in strategies_for_run(session, run_id)] == [ids[k] for k in "dcba"]
+        period = list_strategies(session, period="2012-01")
+        assert [(s.id, s.evolution_run_id) for s in period] == [(ids[k], run_id) for k in "dcba"]
 
         lineage = ancestry(session, ids["d"])
         assert [a.strategy_id for a in lineage] == [ids["c"], *sorted([ids["a"], ids["b"]])]

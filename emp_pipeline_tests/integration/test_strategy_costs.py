@@ -25,10 +25,10 @@ from emp_pipeline.registry.research import (
     evolution_run_costs,
     evolution_run_id,
     get_strategy,
+    list_strategies,
     record_evolution_run,
     record_strategies,
     set_strategy_status,
-    strategies_for_run,
 )
 from emp_pipeline_tests.integration.test_parity import OPEN_LIMITS, wide_stops
 
@@ -52,7 +52,7 @@ def test_a_strategy_is_read_back_with_the_costs_of_its_run(registry_engine: Engi
         set_strategy_status(session, strategy_id, StrategyStatus.ACTIVE, "test")
         assert get_strategy(session, strategy_id).costs == MEASURED
         assert [record.costs for record in active_strategies(session)] == [MEASURED]
-        assert [record.costs for record in strategies_for_run(session, run_id)] == [MEASURED]
+        assert [record.costs for record in list_strategies(session, period="2012-01")] == [MEASURED]
         assert evolution_run_costs(session, run_id) == MEASURED
         stored = session.get(EvolutionRun, run_id)
         assert stored is not None
