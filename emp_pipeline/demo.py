@@ -4,7 +4,8 @@ Every run goes to a persistent SQLite Dagster instance under EMP_HOME, so `make 
 DAGSTER_HOME pointing there) shows the demo's whole history afterwards: every bar partition with data
 materialized, the checks, the walk-forward, the report, the champions and the live ticks. Bar partitions are
 months of daily bars (defs/partitions.py), so the whole history is one single-run backfill of a few hundred
-partition events.
+partition events. A rerun leaves registry, paper account and lake as the first run did: the study is
+deterministic (content ids, a pinned seed) and the paper ticks replay on the demo's own account, reset first.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ DEMO_SETTINGS = {
 DEMO_SETTINGS_TEXT = (
     "# Written by `emp demo`: the demo's study settings, which `make ui` and `emp run` read too.\n"
     "# Environment variables win over these. Delete this file for the research defaults (GA 200 x 50,\n"
-    "# seed 7, strict gates), or edit it: `emp demo` never overwrites a file it did not write unchanged.\n"
+    "# seed 7, strict gates), or edit it: `emp demo` writes it only where there is none.\n"
     + "".join(f"{name}={value}\n" for name, value in DEMO_SETTINGS.items())
 )
 
@@ -158,7 +159,7 @@ def write_demo_settings(home: Path, environ: Mapping[str, str]) -> str:
     elif path.read_text(encoding="utf-8") == DEMO_SETTINGS_TEXT:
         note = f"settings: the demo's study settings, from {path} (make ui and emp run read them too)"
     else:
-        note = f"settings: {path} is not the demo's file: kept, and the demo runs with it"
+        note = f"settings: {path} is not the demo's file (yours, or edited): kept, and the demo runs with it"
     overridden = sorted(name for name in DEMO_SETTINGS if environ.get(name, "").strip())
     if overridden:
         note += f"; the environment sets {', '.join(overridden)}, which wins"

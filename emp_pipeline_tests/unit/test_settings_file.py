@@ -67,5 +67,5 @@ def test_the_demo_writes_its_settings_once_and_never_overwrites_a_file_it_did_no
     note = write_demo_settings(home, {"EMP_EVOLUTION_SEED": "7"})
 
     assert path.read_text() == edited
-    assert "is not the demo's file: kept" in note
+    assert "is not the demo's file (yours, or edited): kept" in note
     assert note.endswith("the environment sets EMP_EVOLUTION_SEED, which wins\n")
