@@ -13,13 +13,14 @@ is in adjusted price units, the same units as ``adj_close``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
+from numba import njit
 
 from emp_pipeline.domain.bars import BAR_COLUMNS
 from emp_pipeline.domain.calendars import CALENDAR_24X7, ROUND_THE_CLOCK_CALENDARS, scheduled_trading_days
@@ -130,14 +131,43 @@ def _rolling_slope(values: pd.Series, window: int) -> np.ndarray:
 
 
 def _days_since_extreme(values: np.ndarray, window: int, highest: bool) -> np.ndarray:
-    """Bars since the most recent max (or min) within the trailing window; NaN until the window is full."""
+    """Bars since the most recent max (or min) within the trailing window; NaN until the window is full.
+
+    As ``argmax`` (``argmin``) over each reversed window would answer: ties and NaN (which ``argmax`` and
+    ``argmin`` both pick first) go to the most recent bar. A monotonic queue makes it one pass instead of
+    252 comparisons per bar, the costliest feature on a year of hourly bars.
+    """
     out = np.full(values.shape, np.nan)
-    if len(values) < window:
-        return out
-    windows = sliding_window_view(values, window)[:, ::-1]
-    position = windows.argmax(axis=1) if highest else windows.argmin(axis=1)
-    out[window - 1 :] = position
+    if len(values) >= window:
+        _bars_since_extreme(np.ascontiguousarray(values, dtype=np.float64), window, highest, out)
     return out
+
+
+@njit(cache=True, inline="always")
+def _at_least_as_extreme(value: float, other: float, highest: bool) -> bool:
+    """Whether `value` ranks with or above `other`; NaN ranks above every number (argmax/argmin pick it)."""
+    if math.isnan(value):
+        return True
+    if math.isnan(other):
+        return False
+    return value >= other if highest else value <= other
+
+
+@njit(cache=True)
+def _bars_since_extreme(values: np.ndarray, window: int, highest: bool, out: np.ndarray) -> None:
+    """`_days_since_extreme` into `out` (from bar window - 1 on) with a queue of candidate positions: the
+    oldest first, each more recent one ranking strictly below the ones before it."""
+    queue = np.empty(len(values), dtype=np.int64)
+    head, tail = 0, 0
+    for t in range(len(values)):
+        while tail > head and _at_least_as_extreme(values[t], values[queue[tail - 1]], highest):
+            tail -= 1  # outranked by a bar at least as extreme and more recent
+        queue[tail] = t
+        tail += 1
+        if queue[head] <= t - window:
+            head += 1  # left the window
+        if t >= window - 1:
+            out[t] = t - queue[head]
 
 
 def _wilder(values: pd.Series, period: int) -> pd.Series:

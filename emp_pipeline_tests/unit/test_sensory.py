@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from numpy.lib.stride_tricks import sliding_window_view
 
 from emp_pipeline.domain.bars import normalise_bars
 from emp_pipeline.domain.calendars import trading_days
@@ -15,6 +16,7 @@ from emp_pipeline.domain.sensory import (
     PRICE_FEATURES,
     SensoryCortex,
     SensoryError,
+    _days_since_extreme,
     macro_coverage,
 )
 from emp_pipeline.domain.synthetic import generate_market, synthetic_instrument
@@ -241,3 +243,16 @@ def test_days_to_next_session_know_the_regular_schedule_and_no_ad_hoc_closure(
     bars = _bars("SPX", np.linspace(1000.0, 1100.0, len(sessions)), sessions)
     features = SensoryCortex([_meta("SPX", "XNYS")]).compute(normalise_bars(bars)).set_index("date")
     assert features.loc[pd.Timestamp(day, tz="UTC"), "when_days_to_next_session"] == scheduled, closure
+
+
+@pytest.mark.parametrize("highest", [True, False])
+def test_days_since_extreme_is_argmax_of_the_reversed_window_with_ties_and_gaps(highest):
+    rng = np.random.default_rng(11)
+    values = np.round(rng.normal(0.0, 1.0, 3000).cumsum(), 0)  # coarse steps: many tied extremes
+    values[rng.choice(3000, 40, replace=False)] = np.nan
+    window = 50
+    reversed_windows = sliding_window_view(values, window)[:, ::-1]
+    expected = np.full(len(values), np.nan)
+    expected[window - 1 :] = reversed_windows.argmax(axis=1) if highest else reversed_windows.argmin(axis=1)
+    np.testing.assert_array_equal(_days_since_extreme(values, window, highest), expected)
+    assert np.isnan(_days_since_extreme(values[: window - 1], window, highest)).all()
