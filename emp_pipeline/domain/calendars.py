@@ -220,6 +220,8 @@ def trading_day_of(calendar: str, instants: object) -> pd.DatetimeIndex:
     if calendar not in _exchange_calendar_names():
         raise _unknown(calendar)
     sessions = _exchange_sessions_between(calendar, stamps.min(), stamps.max())
+    if sessions.empty:  # no session overlaps the instants (a daily bar's midnight label on its own)
+        return pd.DatetimeIndex([pd.NaT] * len(stamps), tz="UTC")
     opens = _utc_index(sessions["open"]).asi8
     closes = _utc_index(sessions["close"]).asi8
     position = np.searchsorted(opens, stamps.asi8, side="right") - 1

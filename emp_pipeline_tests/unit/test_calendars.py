@@ -189,3 +189,9 @@ def test_closures_announced_after_the_day_a_calendar_is_known_at_are_still_sessi
     with calendar_known_at("2012-10-26"):  # regular holidays were always known
         assert pd.Timestamp("2012-11-22", tz="UTC") not in trading_days("XNYS", "2012-11-19", "2012-11-23")
     assert trading_days("XNYS", *week).equals(actual)  # outside, the calendar knows everything
+
+
+def test_an_exchange_instant_outside_every_session_on_its_own_has_no_trading_day() -> None:
+    """A daily bar's midnight label alone (what a live tick asks): no session overlaps it, so NaT."""
+    assert trading_day_of("XNYS", _utc("2013-02-01")).isna().all()
+    assert trading_day_of("XNYS", _utc("2013-02-02", "2013-02-03")).isna().all()  # a weekend
