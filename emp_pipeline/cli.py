@@ -12,6 +12,13 @@ from typing import TextIO
 from dagster import BetaWarning, PreviewWarning
 
 from emp_pipeline.auth.commands import add_token_commands
+from emp_pipeline.demo_timeframes import (
+    DEMO_TIMEFRAMES,
+    demo_environment,
+    demo_home,
+    demo_paper_bars,
+    demo_study_variables,
+)
 from emp_pipeline.job_runs import add_run_command
 from emp_pipeline.monitoring.commands import add_metrics_commands
 from emp_pipeline.parity.commands import add_parity_commands
@@ -22,9 +29,20 @@ from emp_pipeline.settings import Settings, SettingsError
 def _cmd_demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from emp_pipeline.demo import run_demo, write_demo_settings
 
-    note = write_demo_settings(settings.home, os.environ)
-    # Read again: the demo runs with what it leaves for `make ui` and `emp run` (the environment wins).
-    steps = run_demo(Settings.from_env(), out=out, periods=args.periods, settings_note=note)
+    try:
+        home = demo_home(settings, args.timeframe)
+    except SettingsError as error:
+        print(f"emp: {error}", file=sys.stderr)
+        return 2
+    note = write_demo_settings(home, os.environ, demo_study_variables(args.timeframe))
+    # Read again: the demo runs with what it leaves for `make ui` and `emp run` (the environment wins, except
+    # over another timeframe's home and study, which that demo is).
+    if home == settings.home:
+        settings = Settings.from_env()
+    else:
+        settings = Settings.from_env(demo_environment(home, args.timeframe, os.environ))
+    paper_bars = args.paper_bars if args.paper_bars is not None else demo_paper_bars(args.timeframe)
+    steps = run_demo(settings, out=out, periods=args.periods, settings_note=note, paper_bars=paper_bars)
     return 0 if all(step.success for step in steps) else 1
 
 
@@ -40,6 +58,16 @@ def _cmd_kill_switch(args: argparse.Namespace, settings: Settings, out: TextIO) 
     from emp_pipeline.live.commands import kill_switch_command
 
     return kill_switch_command(settings.database_url, args.action, out, reason=args.reason)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of bars >= 1")
+    return value
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -68,6 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="materialize the whole pipeline on the embedded defaults")
     demo.add_argument("--periods", type=int, default=3, help="walk-forward periods to evolve and evaluate")
+    demo.add_argument(
+        "--timeframe",
+        default="D1",
+        choices=[str(timeframe) for timeframe in DEMO_TIMEFRAMES],
+        help="D1: the daily sample; H1: the hourly EURUSD 2017 sample, in EMP_HOME/h1",
+    )
+    demo.add_argument(
+        "--paper-bars",
+        type=_positive_int,
+        help="paper-trade only the last N bars from the newest period's start, one live run each "
+        "(default: all of them on D1, 120 = the sample's last FX week on H1)",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     database = commands.add_parser("db", help="registry database").add_subparsers(

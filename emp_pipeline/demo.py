@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import pandas as pd
 from dagster import (
     AssetCheckSeverity,
     AssetKey,
@@ -56,12 +57,19 @@ DEMO_SETTINGS = {
     "EMP_GATE_MAX_NULL_P_VALUE": "1",
     "EMP_MAX_CHAMPIONS": "5",
 }
-DEMO_SETTINGS_TEXT = (
-    "# Written by `emp demo`: the demo's study settings, which `make ui` and `emp run` read too.\n"
-    "# Environment variables win over these. Delete this file for the research defaults (GA 200 x 50,\n"
-    "# seed 7, strict gates), or edit it: `emp demo` writes it only where there is none.\n"
-    + "".join(f"{name}={value}\n" for name, value in DEMO_SETTINGS.items())
-)
+
+
+def demo_settings_text(study: Mapping[str, str] | None = None) -> str:
+    """The settings file's text: DEMO_SETTINGS, then a timeframe's study (demo_timeframes.py) over them."""
+    return (
+        "# Written by `emp demo`: the demo's study settings, which `make ui` and `emp run` read too.\n"
+        "# Environment variables win over these. Delete this file for the research defaults (GA 200 x 50,\n"
+        "# seed 7, strict gates), or edit it: `emp demo` writes it only where there is none.\n"
+        + "".join(f"{name}={value}\n" for name, value in {**DEMO_SETTINGS, **(study or {})}.items())
+    )
+
+
+DEMO_SETTINGS_TEXT = demo_settings_text()
 
 # The paper account the demo replays its ticks on (paper broker, whatever EMP_BROKER says): the demo's own, so
 # resetting it before each replay (a rerun reproduces the first run) never touches an account of the user's.
@@ -148,15 +156,18 @@ def _run_job(
     return summary
 
 
-def write_demo_settings(home: Path, environ: Mapping[str, str]) -> str:
+def write_demo_settings(
+    home: Path, environ: Mapping[str, str], study: Mapping[str, str] | None = None
+) -> str:
     """Leave the demo's study settings where `make ui` and `emp run` read them, unless the file there is not
     the demo's (a user's, or the demo's edited): that one is kept. Returns the line the demo prints."""
     path = home / SETTINGS_FILE_NAME
+    text = demo_settings_text(study)
     if not path.exists():
         home.mkdir(parents=True, exist_ok=True)
-        path.write_text(DEMO_SETTINGS_TEXT, encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
         note = f"settings: the demo's study settings written to {path}; make ui and emp run read them too"
-    elif path.read_text(encoding="utf-8") == DEMO_SETTINGS_TEXT:
+    elif path.read_text(encoding="utf-8") == text:
         note = f"settings: the demo's study settings, from {path} (make ui and emp run read them too)"
     else:
         note = f"settings: {path} is not the demo's file (yours, or edited): kept, and the demo runs with it"
@@ -166,7 +177,13 @@ def write_demo_settings(home: Path, environ: Mapping[str, str]) -> str:
     return note + "\n"
 
 
-def run_demo(settings: Settings, out: TextIO, periods: int = 3, settings_note: str = "") -> list[StepSummary]:
+def run_demo(
+    settings: Settings,
+    out: TextIO,
+    periods: int = 3,
+    settings_note: str = "",
+    paper_bars: int | None = None,
+) -> list[StepSummary]:
     """Every step of the pipeline with `settings`, which the caller read after `write_demo_settings`."""
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade_database(settings.database_url)
@@ -196,7 +213,7 @@ def run_demo(settings: Settings, out: TextIO, periods: int = 3, settings_note: s
         steps.append(_report(out, _run_job(defs, instance, "evolution_job", (key, key))))
     if walk_forward_keys:
         steps.append(_report(out, _run_job(defs, instance, "research_job", None)))
-    steps.extend(_paper_trade_newest_period(out, defs, instance, settings, walk_forward_keys))
+    steps.extend(_paper_trade_newest_period(out, defs, instance, settings, walk_forward_keys, paper_bars))
     _write_walk_forward_summary(out, instance, settings, walk_forward_keys)
     _write_paper_tick_summary(out, settings)
     write_locations(out, settings)
@@ -214,24 +231,32 @@ def write_locations(out: TextIO, settings: Settings) -> None:
 
 
 def _paper_trade_newest_period(
-    out: TextIO, defs: Definitions, instance: DagsterInstance, settings: Settings, keys: list[str]
+    out: TextIO,
+    defs: Definitions,
+    instance: DagsterInstance,
+    settings: Settings,
+    keys: list[str],
+    bars: int | None = None,
 ) -> list[StepSummary]:
     """Paper-trade the champions through the study's newest period, one live tick per stored bar, on the
     demo's own paper account, reset first.
 
     The bundled history ends years before the champions were activated, so their live track record is taken
     to start with that period; each tick decides on one day's close exactly as the scheduled job decides on
-    the newest bar, and the paper broker fills at the next tick's open.
+    the newest bar, and the paper broker fills at the next tick's open. With `bars`, only the last `bars`
+    bars from the period's start on are ticked; the track record still starts with the period, so the first
+    tick takes up the positions the champions hold by then.
     """
     if not keys:
         return []
     _reset_demo_account(out, settings)
     start = f"{keys[-1]}-01"
-    days = MARKET_BARS.read(settings.data_dir, start)["date"].drop_duplicates()
+    days = sorted(MARKET_BARS.read(settings.data_dir, start)["date"].drop_duplicates())
+    days = days[-bars:] if bars else days
     steps = []
     started = time.perf_counter()
-    for day in sorted(days):
-        config = {"start_date": start, "as_of_date": f"{day:%Y-%m-%d}"}
+    for day in days:
+        config = {"start_date": start, "as_of_date": bar_text(day)}
         step = _run_job(
             defs,
             instance,
@@ -244,7 +269,7 @@ def _paper_trade_newest_period(
         if not step.success:
             return [_report(out, step)]
     out.write(
-        f"- live_execution_job x {len(steps)} paper ticks [{start}..{max(days):%Y-%m-%d}] in "
+        f"- live_execution_job x {len(steps)} paper ticks [{bar_text(days[0])}..{bar_text(days[-1])}] in "
         f"{time.perf_counter() - started:.1f}s\n"
     )
     return steps
@@ -291,6 +316,12 @@ def _reset_demo_account(out: TextIO, settings: Settings) -> None:
     )
 
 
+def bar_text(bar: object) -> str:
+    """A daily bar by its day, an intraday one by day and time (UTC): what a tick's as_of_date takes."""
+    bar = pd.Timestamp(bar)
+    return f"{bar:%Y-%m-%d}" if bar == bar.normalize() else f"{bar:%Y-%m-%d %H:%M}"
+
+
 def _report(out: TextIO, step: StepSummary) -> StepSummary:
     """Print a step as soon as it ends, so a long demo shows progress."""
     status = "" if step.success else " FAILED"
@@ -327,7 +358,7 @@ def _write_paper_tick_summary(out: TextIO, settings: Settings) -> None:
     for order in orders[-10:]:
         out.write(
             f"    {order.client_order_id} {order.side} {order.quantity:g} {order.symbol} "
-            f"(bar {order.bar_time:%Y-%m-%d}, strategy {order.strategy_id}): {order.status}\n"
+            f"(bar {bar_text(order.bar_time)}, strategy {order.strategy_id}): {order.status}\n"
         )
     if any(order.status == "accepted" for order in orders):
         out.write(

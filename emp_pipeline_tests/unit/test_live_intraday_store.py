@@ -91,8 +91,6 @@ def test_the_daily_loss_limit_measures_from_the_trading_day_not_the_previous_hou
         assert all(
             day - pd.Timedelta(days=1) < start <= day for start, day in zip(starts, daily, strict=True)
         )
-    for label in daily:  # one daily label alone: no session lies between it and itself
-        assert list(trading_day_starts(pd.DatetimeIndex([label]), {"XNYS"})) == [label]
     # An exchange's H1 bar: its session's open (09:30 New York = 14:30 UTC in winter).
     assert list(trading_day_starts(_utc("2017-03-08 17:30"), {"XNYS"})) == list(_utc("2017-03-08 14:30"))
 
