@@ -161,7 +161,7 @@ def _cmd_show(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         f"risk: {risk_text(genome)}",
         f"lineage: generation {strategy.generation}, {strategy.operator}"
         + (f" of {', '.join(parents)}" if parents else "")
-        + f"; {len(ancestors)} ancestors back to generation "
+        + f"; {len(ancestors)} ancestor{'' if len(ancestors) == 1 else 's'} back to generation "
         + f"{min((a.generation for a in ancestors), default=strategy.generation)}; "
         + f"evolution run {strategy.evolution_run_id}",
         f"training fitness: {ratio_text(strategy.fitness)}",

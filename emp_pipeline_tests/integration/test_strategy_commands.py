@@ -139,7 +139,7 @@ def test_show_prints_rules_risk_lineage_metrics_and_history(registry):
     assert "    short when what_rsi_14 crosses above 70.0\n    exit when what_ret_5 > 0.02\n" in text
     assert "(4 conditions;" in text
     assert "risk: stop 2 ATR, take profit 4.5 ATR, size 20% of equity, hold <= 20 bars" in text
-    assert f"lineage: generation 1, mutation of {registry['seed']}; 1 ancestors back to generation 0" in text
+    assert f"lineage: generation 1, mutation of {registry['seed']}; 1 ancestor back to generation 0" in text
     assert "fee_bps 1.0" in text
     assert "in-sample 2007-10 (2004-10-01 .. 2007-10-31): Sharpe 1.50, trades 40" in text
     assert "out-of-sample 2007-10 (2007-10-01 .. 2007-10-31): Sharpe not meaningful: 1 trade < 5" in text
