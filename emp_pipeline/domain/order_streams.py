@@ -68,7 +68,8 @@ class Merge:
     def reason(self, window: str) -> str:
         return (
             f"merged into {self.kept_id}: identical out-of-sample orders in {window} ({self.trades} "
-            f"trades); kept the simpler ({self.kept_conditions} conditions, this one {self.conditions})"
+            f"trade{'' if self.trades == 1 else 's'}); kept the simpler ({self.kept_conditions} conditions, "
+            f"this one {self.conditions})"
         )
 
 

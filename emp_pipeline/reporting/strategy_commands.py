@@ -11,8 +11,6 @@ import argparse
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
-import pandas as pd
-
 from emp_pipeline.domain.genome import GenomeError, genome_conditions, genome_from_dict
 from emp_pipeline.domain.headlines import MIN_MEANINGFUL_TRADES, not_meaningful_reason
 from emp_pipeline.domain.rule_text import risk_text, strategy_lines, strategy_text
@@ -75,6 +73,17 @@ def _newest_by_kind(records: list[PerformanceRecord]) -> dict[tuple[str, str], P
     return newest
 
 
+def _table(rows: list[dict[str, object]]) -> str:
+    """Rows as left-aligned text columns, two spaces apart, the header first."""
+    columns = list(rows[0])
+    cells = [columns, *([str(row[column]) for column in columns] for row in rows)]
+    widths = [max(len(line[k]) for line in cells) for k in range(len(columns))]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() + "\n"
+        for line in cells
+    )
+
+
 def _cmd_list(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     engine = make_engine(settings.database_url)
     try:
@@ -110,7 +119,7 @@ def _cmd_list(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
                 "rules": _rules_text(strategy.genome),
             }
         )
-    out.write(pd.DataFrame(rows).to_string(index=False, justify="left") + "\n")
+    out.write(_table(rows))
     out.write(f"{len(rows)} strategies shown (newest period first, best training fitness first)\n")
     return 0
 

@@ -309,8 +309,9 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
         assert (last.from_status, last.to_status) == ("active", "retired")
         assert last.reason == merged[twin_id]
         assert last.reason.startswith("merged into ")
+        trades = best.metrics["trade_count"]
         assert (
-            f"identical out-of-sample orders in 2007-10 ({best.metrics['trade_count']} trades)" in last.reason
+            f"identical out-of-sample orders in 2007-10 ({trades} trade{'s' * (trades != 1)})" in last.reason
         )
         kept = last.reason.split()[2].rstrip(":")
         assert kept != twin_id and kept not in merged
