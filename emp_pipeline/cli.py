@@ -18,6 +18,7 @@ from emp_pipeline.demo_timeframes import (
     demo_home,
     demo_paper_bars,
     demo_study_variables,
+    demo_ui_command,
 )
 from emp_pipeline.job_runs import add_run_command
 from emp_pipeline.monitoring.commands import add_metrics_commands
@@ -42,7 +43,14 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     else:
         settings = Settings.from_env(demo_environment(home, args.timeframe, os.environ))
     paper_bars = args.paper_bars if args.paper_bars is not None else demo_paper_bars(args.timeframe)
-    steps = run_demo(settings, out=out, periods=args.periods, settings_note=note, paper_bars=paper_bars)
+    steps = run_demo(
+        settings,
+        out=out,
+        periods=args.periods,
+        settings_note=note,
+        paper_bars=paper_bars,
+        ui_command=demo_ui_command(home, args.timeframe),
+    )
     return 0 if all(step.success for step in steps) else 1
 
 

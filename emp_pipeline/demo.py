@@ -183,6 +183,7 @@ def run_demo(
     periods: int = 3,
     settings_note: str = "",
     paper_bars: int | None = None,
+    ui_command: str = "make ui",
 ) -> list[StepSummary]:
     """Every step of the pipeline with `settings`, which the caller read after `write_demo_settings`."""
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -216,18 +217,19 @@ def run_demo(
     steps.extend(_paper_trade_newest_period(out, defs, instance, settings, walk_forward_keys, paper_bars))
     _write_walk_forward_summary(out, instance, settings, walk_forward_keys)
     _write_paper_tick_summary(out, settings)
-    write_locations(out, settings)
+    write_locations(out, settings, ui_command)
     failed = [step.job for step in steps if not step.success]
     if failed:
         out.write(f"FAILED runs: {', '.join(failed)}\n")
     return steps
 
 
-def write_locations(out: TextIO, settings: Settings) -> None:
-    """Where the demo left its results; the registry URL with its password masked."""
+def write_locations(out: TextIO, settings: Settings, ui_command: str = "make ui") -> None:
+    """Where the demo left its results, and the command that opens them in the UI; the registry URL with its
+    password masked."""
     out.write(f"data files:    {settings.data_dir}\n")
     out.write(f"registry:      {masked_url(settings.database_url)}\n")
-    out.write(f"dagster home:  {settings.home / 'dagster_home'} (make ui opens it in dagster dev)\n")
+    out.write(f"dagster home:  {settings.home / 'dagster_home'} ({ui_command} opens it in dagster dev)\n")
 
 
 def _paper_trade_newest_period(

@@ -5,7 +5,7 @@ D1 is the daily demo as it always was. H1 is the hourly EURUSD study on the bund
 EMP_HOME/h1: its lake, SQLite registry, Dagster instance and settings file never mix with the daily demo's
 (whose champions its live ticks would otherwise trade). Its settings file holds the study's variables (the
 training span, the seed); the data ones cannot live there (settings.STUDY_VARIABLES), so other commands on
-the hourly study take them from the environment: `demo_data_variables` prints them.
+the hourly study take them from the environment, as the UI command the demo prints does.
 
 One year of hours cannot hold the default three-year training window, so it trains on three months: the
 first walk-forward period is 2017-05, the newest 2017-11 (December is not whole). Paper trading is one
@@ -120,6 +120,23 @@ def demo_environment(home: Path, timeframe: Timeframe | str, environ: Mapping[st
         **demo_data_variables(timeframe),
         **demo_study_variables(timeframe),
     }
+
+
+def demo_ui_command(home: Path, timeframe: Timeframe | str) -> str:
+    """The command that opens the demo's Dagster instance with its definitions in `dagster dev`.
+
+    `make ui` opens the daily demo's (the root dagster.yaml stores under .emp/dagster_home); another
+    timeframe's instance is the home's dagster_home, which `dagster dev` opens as DAGSTER_HOME (no
+    dagster.yaml there: the demo's SQLite layout is Dagster's default), with the study's variables.
+    """
+    if _study(timeframe) is None:
+        return "make ui"
+    variables = {
+        "EMP_HOME": str(home),
+        **demo_data_variables(timeframe),
+        "DAGSTER_HOME": str(home / "dagster_home"),
+    }
+    return " ".join(f"{name}={value}" for name, value in variables.items()) + " .venv/bin/dagster dev"
 
 
 def demo_paper_bars(timeframe: Timeframe | str) -> int | None:

@@ -16,6 +16,7 @@ from dagster import AssetCheckKey, AssetKey
 
 from emp_pipeline.broker.paper import PROTECTIVE_EXIT_PREFIX
 from emp_pipeline.cli import main
+from emp_pipeline.defs.partitions import build_partitions
 from emp_pipeline.demo import DEMO_ACCOUNT, demo_instance
 from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.orders import fills_for_order, orders_for_account
@@ -103,3 +104,16 @@ def test_hourly_demo_trades_its_champions_bar_by_bar_with_parity(root, monkeypat
     evaluation = record.event.dagster_event.event_specific_data
     assert evaluation.passed, evaluation.description
     assert evaluation.metadata["champions"].value == len(champions)
+
+    # The UI: the printed command's DAGSTER_HOME holds the instance, every FX-day partition materialized
+    # in it, and its variables give definitions whose bar partitions are those days.
+    (command,) = [line.split("(")[-1] for line in text.splitlines() if line.startswith("dagster home:")]
+    variables = dict(word.split("=", 1) for word in command.split() if "=" in word)
+    assert command.endswith(".venv/bin/dagster dev opens it in dagster dev)")
+    assert variables["DAGSTER_HOME"] == str(home / "dagster_home") and variables["EMP_TIMEFRAME"] == "H1"
+    ui_settings = Settings.from_env(
+        {name: value for name, value in variables.items() if name != "DAGSTER_HOME"}
+    )
+    partitions = build_partitions(ui_settings).bars.get_partition_keys()
+    assert len(partitions) == 260
+    assert instance.get_materialized_partitions(AssetKey("market_bars")) == set(partitions)
