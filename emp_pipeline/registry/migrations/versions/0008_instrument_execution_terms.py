@@ -20,22 +20,23 @@ down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# name, type, server default: each added NOT NULL with its default, so existing rows get it.
 _COLUMNS = (
-    sa.Column("swap_long", sa.Double(), server_default="0", nullable=False),
-    sa.Column("swap_short", sa.Double(), server_default="0", nullable=False),
-    sa.Column("swap_type", sa.String(length=16), server_default="pips", nullable=False),
-    sa.Column("swap_triple_weekday", sa.Integer(), server_default="2", nullable=False),
-    sa.Column("spread_pips", sa.Double(), server_default="0", nullable=False),
+    ("swap_long", sa.Double, "0"),
+    ("swap_short", sa.Double, "0"),
+    ("swap_type", lambda: sa.String(length=16), "pips"),
+    ("swap_triple_weekday", sa.Integer, "2"),
+    ("spread_pips", sa.Double, "0"),
 )
 
 
 def upgrade() -> None:
     with op.batch_alter_table("instruments") as batch:
-        for column in _COLUMNS:
-            batch.add_column(column.copy())
+        for name, column_type, default in _COLUMNS:
+            batch.add_column(sa.Column(name, column_type(), server_default=default, nullable=False))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("instruments") as batch:
-        for column in reversed(_COLUMNS):
-            batch.drop_column(column.name)
+        for name, _, _ in reversed(_COLUMNS):
+            batch.drop_column(name)
