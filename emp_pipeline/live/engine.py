@@ -159,6 +159,7 @@ class StrategyBook:
 @dataclass
 class LiveTickReport:
     bar_time: pd.Timestamp | None
+    intraday: bool = False  # the stored bars are intraday (an hour is then named with its time)
     strategies: int = 0
     strategy_ids: tuple[str, ...] = ()
     reconciled: dict[str, str] = field(default_factory=dict)
@@ -489,7 +490,9 @@ def run_live_tick(
     """
     config = config or LiveConfig()
     market = load_market_view(data_dir, as_of=config.as_of)
-    report = LiveTickReport(bar_time=market.bar_time)
+    stored = pd.DatetimeIndex(market.bars["date"].unique())
+    # Daily and weekly bars are labelled at midnight UTC; any other bar time means intraday bars.
+    report = LiveTickReport(bar_time=market.bar_time, intraday=bool((stored != stored.normalize()).any()))
     stale_after = dt.timedelta(seconds=config.stale_order_seconds)
     reconcile_open_orders(engine, broker, account_id, market.bar_time, now, stale_after, report)
 

@@ -81,9 +81,9 @@ def live_config(config: LiveExecutionConfig, risk_limits: RiskLimitsResource) ->
     )
 
 
-def bar_tag(bar: pd.Timestamp) -> str:
-    """The emp/bar tag: the day of a daily bar (labelled at midnight), day and time of an intraday one."""
-    return f"{bar:%Y-%m-%d}" if bar == bar.normalize() else f"{bar:%Y-%m-%d %H:%M}"
+def bar_tag(bar: pd.Timestamp, intraday: bool) -> str:
+    """The emp/bar tag: the day of a daily bar, day and time of an intraday one (the 00:00 hour too)."""
+    return f"{bar:%Y-%m-%d %H:%M}" if intraday else f"{bar:%Y-%m-%d}"
 
 
 def tick_tags(report: LiveTickReport) -> dict[str, str]:
@@ -94,7 +94,7 @@ def tick_tags(report: LiveTickReport) -> dict[str, str]:
         more = ",..." if len(report.strategy_ids) > TAGGED_STRATEGIES else ""
         tags[STRATEGIES_TAG] = f"{len(report.strategy_ids)}: {shown}{more}"
     if report.bar_time is not None:
-        tags[BAR_TAG] = bar_tag(pd.Timestamp(report.bar_time))
+        tags[BAR_TAG] = bar_tag(pd.Timestamp(report.bar_time), report.intraday)
     return tags
 
 

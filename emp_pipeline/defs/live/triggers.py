@@ -110,7 +110,7 @@ def bar_run_request(
     return RunRequest(
         run_key=bar_run_key(timeframe, bar, champions),
         run_config={"ops": {LIVE_OP_NAME: {"config": config}}} if config else {},
-        tags={LIVE_RUN_TAG: "true", "emp/trigger": "sensor", BAR_TAG: bar_tag(bar)},
+        tags={LIVE_RUN_TAG: "true", "emp/trigger": "sensor", BAR_TAG: bar_tag(bar, timeframe.is_intraday)},
     )
 
 
