@@ -121,5 +121,6 @@ def _paper(
         account_name=spec.account_name,
         currency=spec.currency,
         initial_cash=spec.initial_cash,
+        instruments=instruments,
     )
     return broker, broker.account_id

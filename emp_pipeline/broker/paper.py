@@ -23,8 +23,10 @@ are kept in the registry's `paper_protective_levels` (the orders aggregate: `res
 
 Prices are bids: a buy leg pays the bar's ``spread`` on top (`PriceBar.spread`, from the bar frame's
 ``spread`` column, which the factory fills with `financing.bar_spreads`, the backtest's own model), and a
-short's levels trigger on the ask. Overnight swaps are not booked in the paper account (its cash moves with
-fills only); the live fold and the backtest charge them to the sleeve, so sizing is the kernel's.
+short's levels trigger on the ask. Overnight swaps are booked as the kernel charges them: every catch-up
+ends by booking the rollovers the account's positions were held across up to each symbol's latest bar, once
+each, into the registry's financing ledger and the account's cash (`paper_financing`; the instruments'
+terms are given to the broker).
 
 Catching up means walking each book with open orders whose next bar has arrived or resting levels, bar by
 bar up to the latest bar: the orders due at a bar's open, then that bar's protective check. It reads what
@@ -42,7 +44,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,7 +63,9 @@ from emp_pipeline.broker.interface import (
     Position,
     ReconcileReport,
 )
+from emp_pipeline.broker.paper_financing import PaperFinancing
 from emp_pipeline.domain.costs import DEFAULT_CAPITAL, Costs
+from emp_pipeline.domain.instruments import InstrumentMeta
 from emp_pipeline.domain.sleeve import (
     ENTRY_LEG,
     EXIT_LEG,
@@ -258,9 +262,11 @@ class PaperBroker:
         account_name: str = "paper",
         currency: str = "USD",
         initial_cash: float = DEFAULT_CAPITAL,
+        instruments: Mapping[str, InstrumentMeta] | None = None,
     ) -> None:
         self._engine = engine
         self._prices = prices
+        self._financing = PaperFinancing(instruments or {})  # without terms: no swaps, as the kernel
         self.costs = costs or Costs()
         self._fill_costs = self.costs.fill_costs()
         self._fills = new_fills()  # the step's scratch record: what a bar filled, read before the next bar
@@ -387,6 +393,7 @@ class PaperBroker:
             if walk.armed is not None:
                 arm_protective_levels(session, *walk.armed)
         end_protective_levels(session, ended)
+        self._financing.book(session, self.account_id, self._prices)
         return open_orders
 
     def _due_bar(self, session: Session, order: OrderRecord) -> dt.datetime | None:

@@ -67,10 +67,7 @@ def swap_nights(meta: InstrumentMeta | None, opens: pd.DatetimeIndex) -> np.ndar
     times = _utc(opens)
     if not times.is_monotonic_increasing:
         raise FinancingInputError("bar open times must be increasing to count the rollovers between them")
-    rollovers = rollover_times(
-        meta.calendar, times[0] + pd.Timedelta(1, "ns"), times[-1] + pd.Timedelta(1, "ns")
-    )
-    weight = np.where(rollovers.tz_convert(NEW_YORK).day_of_week == int(meta.swap_triple_weekday), 3.0, 1.0)
+    rollovers, weight = rollover_nights(meta, times[0], times[-1])
     cumulative = np.concatenate(([0.0], np.cumsum(weight)))
     # rollovers r <= open_k, counted over (opens[0], opens[k]]
     through = cumulative[
@@ -78,6 +75,19 @@ def swap_nights(meta: InstrumentMeta | None, opens: pd.DatetimeIndex) -> np.ndar
     ]
     nights[1:] = np.diff(through)
     return nights
+
+
+def rollover_nights(
+    meta: InstrumentMeta, after: pd.Timestamp, through: pd.Timestamp
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """The instrument's rollovers in ``(after, through]`` (UTC) and the nights each finances: three on the
+    rollover that falls on `swap_triple_weekday` (its New York weekday), one on the others.
+
+    `swap_nights` sums them per bar; the paper account books them one by one (`broker.paper_financing`).
+    """
+    rollovers = rollover_times(meta.calendar, after + pd.Timedelta(1, "ns"), through + pd.Timedelta(1, "ns"))
+    triple = rollovers.tz_convert(NEW_YORK).day_of_week == int(meta.swap_triple_weekday)
+    return rollovers, np.where(triple, 3.0, 1.0)
 
 
 def bar_spreads(bars: pd.DataFrame, instruments: Mapping[str, InstrumentMeta]) -> pd.Series:

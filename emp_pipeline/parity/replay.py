@@ -62,7 +62,6 @@ from emp_pipeline.domain.lookahead import (
 from emp_pipeline.domain.risk import AccountSnapshot, ProposedOrder, RiskLimits, RiskVerdict, check_orders
 from emp_pipeline.domain.sleeve import (
     ALL_PHASES,
-    FINANCING_LEG,
     fee_cost,
     new_fills,
     start_sleeve,
@@ -88,6 +87,7 @@ from emp_pipeline.parity.report import (
     live_volumes,
 )
 from emp_pipeline.registry.engine import make_engine, session_scope
+from emp_pipeline.registry.financing import financing_entries
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.orders import fills_for_order, orders_for_account
 from emp_pipeline.registry.positions import account_and_positions
@@ -328,6 +328,7 @@ class _LiveReplay:
             costs=config.costs,
             account_name=f"parity-{self.strategy_id}",
             initial_cash=config.capital,
+            instruments=instruments,
         )
         n_symbols = len(symbols)
         self.history_rows = len(history_dates)
@@ -343,8 +344,6 @@ class _LiveReplay:
         )
         self.signals = np.zeros((len(window_dates), n_symbols), dtype=np.int8)
         self.sleeve_equity = np.zeros((len(window_dates), n_symbols))
-        # The swaps the sleeves were credited (kernel units): the paper account books none (broker.paper).
-        self.swap_credits = np.zeros((len(window_dates), n_symbols))
         self.equity = np.zeros(len(window_dates))
         self.marks: dict[str, float] = {}
         self.cash, self.positions = _account(engine, self.broker.account_id)
@@ -393,7 +392,7 @@ class _LiveReplay:
             prices.nights_grid()[t],
         )
         for i, symbol in enumerate(self.symbols):
-            self.sleeves[i], legs = step_sleeve(
+            self.sleeves[i], _ = step_sleeve(
                 self.sleeves[i],
                 j,
                 float(opens[i]),
@@ -411,8 +410,6 @@ class _LiveReplay:
                 self.fills[0],
             )
             self.sleeve_equity[j, i] = self.sleeves[i].equity
-            if legs & FINANCING_LEG:
-                self.swap_credits[j, i] = self.fills[0].swap
             if math.isnan(closes[i]):
                 continue  # no bar for this symbol at this close: the kernel decides nothing either
             meta = self.instruments[symbol]
@@ -617,16 +614,16 @@ def run_parity(
                 {s: (dates[-1], c) for s, c in live.marks.items()},
                 config.capital,
             )
+            with session_scope(engine) as session:
+                booked_swaps = sum(e.amount for e in financing_entries(session, live.broker.account_id))
         finally:
             engine.dispose()
     if engine_check is not None:
         divergences.append(engine_check)
     divergences = _earliest_per_field(divergences)
     placeable, fractions = live_volumes(back.trades, by_symbol, config.capital)
-    # The paper account books no overnight swaps (broker.paper): its equity follows the sleeves without them.
-    unbooked = np.cumsum(live.swap_credits, axis=0)
     expected_equity, rounding_tolerance = expected_live_equity(
-        dates, symbols, back.instrument_equity - unbooked, back.trades, fractions
+        dates, symbols, back.instrument_equity, back.trades, fractions
     )
     for found in (
         compare_grids(dates, symbols, back.signals, live.signals, "decision", "signal"),
@@ -654,20 +651,11 @@ def run_parity(
         divergences=tuple(divergences),
         audited_bars=audited,
         elapsed_s=time.perf_counter() - began,
-        notes=tuple(_rule_notes(genome, divergences) + _summarise(live.risk_notes) + _swap_note(unbooked)),
+        notes=tuple(_rule_notes(genome, divergences) + _summarise(live.risk_notes)),
         rounded_trades=int(((fractions > 0) & (np.abs(fractions - 1) > 1e-12)).sum()),
         untradeable_trades=int((fractions == 0).sum()),
+        booked_swaps=booked_swaps,
     )
-
-
-def _swap_note(unbooked: np.ndarray) -> list[str]:
-    total = float(unbooked[-1].sum()) if len(unbooked) else 0.0
-    if total == 0.0:
-        return []
-    return [
-        f"overnight swaps of {total:+.6g} (kernel units) were credited to the sleeves and are not booked by "
-        "the paper account: its equity is compared without them"
-    ]
 
 
 def _summarise(notes: list[str], keep: int = 5) -> list[str]:

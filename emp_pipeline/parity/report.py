@@ -18,9 +18,9 @@ different fill).
 The live order path rounds every quantity onto the instrument's volume grid (toward zero, and skips an entry
 below the minimum volume: `execution.order_for_target`). That is execution, not a divergence, so the
 backtest's trades are compared after the same rounding (`live_volumes`) and its equity after scaling each
-trade's share of it by the rounded fraction (`expected_live_equity`), less the overnight swaps the sleeves
-were credited, which the paper account does not book (`broker.paper`). What stays a failure is a real
-divergence: another side, another bar, another volume after rounding, an order missing on either side.
+trade's share of it by the rounded fraction (`expected_live_equity`), overnight swaps included (the paper
+account books them: `broker.paper_financing`). What stays a failure is a real divergence: another side,
+another bar, another volume after rounding, an order missing on either side.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ class ParityReport:
     notes: tuple[str, ...] = field(default=())
     rounded_trades: int = 0  # backtest trades whose volume the live path rounds onto the volume grid
     untradeable_trades: int = 0  # backtest trades below the minimum volume after rounding: never sent
+    booked_swaps: float = 0.0  # overnight swaps the paper account booked (account currency, credited > 0)
 
     @property
     def passed(self) -> bool:
@@ -121,6 +122,7 @@ class ParityReport:
             f"{len(self.backtest_trades)} backtest trades, "
             f"{len(self.live_trades)} live trades, {len(self.audited_bars)} bars audited point in time, "
             f"{self.elapsed_s:.1f} s"
+            + (f", overnight swaps booked {self.booked_swaps:+,.2f}" if self.booked_swaps else "")
         )
         notes = [f"  note: {n}" for n in self.notes]
         if self.passed and not (self.rounded_trades or self.untradeable_trades):

@@ -373,6 +373,26 @@ class PaperProtectiveLevels(Base):
     position: Mapped[float | None]
 
 
+class PaperFinancing(Base):
+    """One rollover's overnight swap booked to a paper account's net position in a symbol.
+
+    `broker.paper_financing` decides what is owed. The key is (account, symbol, rollover time), so a retried
+    or concurrent catch-up books each rollover once; `amount` (account currency, credited: positive) moved
+    the account's cash in the same transaction. `units` is the net position held across the rollover,
+    `nights` 3 on the instrument's triple weekday.
+    """
+
+    __tablename__ = "paper_financing"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rollover_at: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    units: Mapped[float]
+    nights: Mapped[float]
+    amount: Mapped[float]
+    booked_at: Mapped[dt.datetime] = mapped_column(default=utc_now)
+
+
 class Position(Base):
     """Net signed quantity per account and symbol, its average entry price and realised PnL net of fees."""
 

@@ -170,3 +170,16 @@ class FlagRecord:
     reason: str
     updated_at: dt.datetime
     updated_by: str
+
+
+@dataclass(frozen=True)
+class FinancingEntry:
+    """One rollover's swap booked to a paper account: `units` held across it, `amount` credited (charged:
+    negative) in the account currency."""
+
+    account_id: int
+    symbol: str
+    rollover_at: dt.datetime
+    units: float
+    nights: float
+    amount: float
