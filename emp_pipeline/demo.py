@@ -278,14 +278,21 @@ def _paper_trade_newest_period(
 
 
 def _reset_demo_account(out: TextIO, settings: Settings) -> None:
-    """Empty the demo's paper account (orders, fills, resting levels, positions, its live journal in the lake)
+    """Empty the demo's paper account (orders, fills, resting levels, swaps booked, positions, its journal)
     and give it its starting cash back, so the replay starts from scratch and a rerun reproduces the first
     run: replayed ticks on a filled account would find their old orders and trade the difference."""
     from sqlalchemy import delete, select, update
 
     from emp_pipeline.broker.interface import BrokerKind
     from emp_pipeline.registry.engine import make_engine, session_scope
-    from emp_pipeline.registry.models import Account, Fill, Order, PaperProtectiveLevels, Position
+    from emp_pipeline.registry.models import (
+        Account,
+        Fill,
+        Order,
+        PaperFinancing,
+        PaperProtectiveLevels,
+        Position,
+    )
 
     engine = make_engine(settings.database_url)
     try:
@@ -299,9 +306,8 @@ def _reset_demo_account(out: TextIO, settings: Settings) -> None:
                 return
             orders = select(Order.id).where(Order.account_id == account_id)
             fills = session.execute(delete(Fill).where(Fill.order_id.in_(orders))).rowcount
-            session.execute(
-                delete(PaperProtectiveLevels).where(PaperProtectiveLevels.account_id == account_id)
-            )
+            for kept_by_account in (PaperProtectiveLevels, PaperFinancing):
+                session.execute(delete(kept_by_account).where(kept_by_account.account_id == account_id))
             removed = session.execute(delete(Order).where(Order.account_id == account_id)).rowcount
             positions = session.execute(delete(Position).where(Position.account_id == account_id)).rowcount
             capital = settings.research.capital
