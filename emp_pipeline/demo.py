@@ -387,7 +387,7 @@ def period_line(key: str, evolved: Mapping[str, object], measured: Mapping[str, 
     """One period of the summary from its two materializations' metadata; a pick that never traded out of
     sample says so (its Sharpe of 0.00 would read as a measured result)."""
     result = (
-        f"{trades} trade(s), Sharpe {ratio_text(measured['selected_sharpe'])}, "
+        f"{trades} trade(s), Sharpe {_sharpe_text(measured['selected_sharpe'])}, "
         f"return {measured['selected_total_return']}"
         if trades
         else "no trades"
@@ -398,6 +398,12 @@ def period_line(key: str, evolved: Mapping[str, object], measured: Mapping[str, 
         f"fitness {ratio_text(evolved['best_fitness'])}; out of sample {measured['bars']} bars, selected "
         f"strategy {result}\n"
     )
+
+
+def _sharpe_text(value: object) -> str:
+    """A Sharpe from metadata: a number rounded, or the report's own words when it has too few trades to mean
+    anything ("not meaningful: 4 trades < 5")."""
+    return value if isinstance(value, str) else ratio_text(value)
 
 
 def _out_of_sample_trades(settings: Settings, strategy_id: str, period: str) -> int:
@@ -457,8 +463,9 @@ def _write_walk_forward_summary(
     if report:
         out.write(
             f"    stitched out of sample: return {report['total_return']}, Sharpe "
-            f"{ratio_text(report['sharpe'])}, max drawdown {report['max_drawdown']}, "
+            f"{_sharpe_text(report['sharpe'])}, max drawdown {report['max_drawdown']}, "
             f"PBO {ratio_text(report['pbo'])}\n"
+            f"    against doing nothing clever: {report['headline']}\n"
         )
     champions = _latest_metadata(instance, "champion_strategies")
     if champions:

@@ -96,6 +96,9 @@ def test_demo_runs_every_step_paper_trades_the_champions_and_reruns_to_the_same_
     assert "market_bars: 104 materialization(s)" in text
     assert "no_calendar_gaps" not in text  # the months around the universe's dates are cut to them
     assert "walk-forward study: 1 monthly period(s) 2013-02..2013-02" in text
+    # The stitched pick beside buy-and-hold and the null model (issue 13 point 7).
+    (against,) = [line for line in text.splitlines() if "against doing nothing clever:" in line]
+    assert "buy-and-hold Sharpe" in against and "null percentile" in against, against
     engine = make_engine(embedded_settings.database_url)
     try:
         with session_scope(engine) as session:
@@ -202,6 +205,10 @@ def test_a_pick_without_out_of_sample_trades_reads_no_trades():
     assert idle.endswith("selected strategy no trades\n") and "Sharpe" not in idle
     assert "GA 40 x 8 (run seed 11)" in idle
     assert traded.endswith("selected strategy 3 trade(s), Sharpe 1.25, return 0.00%\n")
+    too_few = {**measured, "selected_sharpe": "not meaningful: 3 trades < 5"}
+    assert period_line("2013-02", evolved, too_few, trades=3).endswith(
+        "selected strategy 3 trade(s), Sharpe not meaningful: 3 trades < 5, return 0.00%\n"
+    )
 
 
 def test_partition_range_tags_make_one_run_over_the_range():
