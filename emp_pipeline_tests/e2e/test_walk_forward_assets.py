@@ -39,6 +39,7 @@ from emp_pipeline.registry.research import (
     set_strategy_status,
     status_history,
 )
+from emp_pipeline.reporting.formatting import percent_text
 from emp_pipeline.settings import Settings
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 
@@ -211,6 +212,18 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
     # The picks' rules, in the notation `emp strategies show` prints.
     assert all(rules in report["periods_table"] for rules in pick_rules)
     assert "null_percentile" in report["periods_table"] and "buy_and_hold_return" in report["periods_table"]
+    # The fees, spread and swaps the picks paid, each on its own: per period and summed over the periods.
+    with session_scope(engine) as session:
+        pick_costs = [
+            r.metrics
+            for period, pick in picks.items()
+            for r in performance_records(session, strategy_ids=[pick], kind="out_of_sample")
+            if r.period == period
+        ]
+    for name in ("fee_cost", "spread_cost", "swap_cost"):
+        assert report[name] == percent_text(sum(m[name] for m in pick_costs), signed=True)
+        assert name in report["periods_table"]
+    assert (sum(m["fee_cost"] for m in pick_costs) > 0) == (total > 0)  # a trade pays fees
     assert curve["date"].is_monotonic_increasing and len(curve) == len(selected) == report["rows"]
     np.testing.assert_allclose(curve["equity"].iloc[-1], np.prod(1.0 + selected["return"].to_numpy()))
     assert list(curve.groupby("period")["strategy_id"].first()) == list(

@@ -73,6 +73,7 @@ from emp_pipeline.reporting.formatting import (
     markdown_tables,
     metric_text,
     percent_metadata,
+    percent_text,
     ratio_metadata,
     ratio_text,
 )
@@ -276,22 +277,33 @@ def _sharpe_metadata(sharpe: object, trades: object, min_trades: int) -> Metadat
 
 
 def _picks(database: DatabaseResource, curve: pd.DataFrame) -> pd.DataFrame:
-    """Per period of the curve: the pick, its out-of-sample trade count (None when the registry has no
-    record of it) and its rules in plain notation."""
+    """Per period of the curve: the pick, its out-of-sample trade count and the fees, spread and swaps it
+    paid (None when the registry has no record of them) and its rules in plain notation."""
     picks = curve.groupby("period", sort=True)["strategy_id"].first()
     with database.session() as session:
-        trades = {
-            (record.period, record.strategy_id): record.metrics.get("trade_count")
+        metrics = {
+            (record.period, record.strategy_id): record.metrics
             for record in performance_records(session, strategy_ids=list(set(picks)), kind="out_of_sample")
         }
         genomes = {strategy_id: get_strategy(session, strategy_id).genome for strategy_id in set(picks)}
+    measured = [metrics.get(pick, {}) for pick in picks.items()]
     return pd.DataFrame(
         {
             "period": picks.index,
-            "trades": [trades.get((period, strategy_id)) for period, strategy_id in picks.items()],
+            "trades": [m.get("trade_count") for m in measured],
+            **{name: [m.get(name) for m in measured] for name in COST_METRICS},
             "rules": [strategy_text(genome_from_dict(genomes[strategy_id])) for strategy_id in picks],
         }
     )
+
+
+def _cost_metadata(picks: pd.DataFrame) -> dict[str, object]:
+    """The fees, spread and swaps the picks paid, each on its own: the sum over the periods of each
+    period's cost as a fraction of that period's capital (a negative swap cost was credited)."""
+    return {
+        name: percent_metadata(None if picks[name].isna().any() else float(picks[name].sum()))
+        for name in COST_METRICS
+    }
 
 
 def _period_table(comparisons: pd.DataFrame, picks: pd.DataFrame, min_trades: int) -> str:
@@ -307,6 +319,8 @@ def _period_table(comparisons: pd.DataFrame, picks: pd.DataFrame, min_trades: in
     table["no_trades"] = ["NO TRADES" if count == 0 else "" for count in trades]
     table["null_percentile"] = table["null_percentile"].map(lambda value: ratio_text(value, 0))
     table["null_p_value"] = table["null_p_value"].map(lambda value: ratio_text(value, 3))
+    for name in COST_METRICS:
+        table[name] = table[name].map(lambda value: percent_text(None if pd.isna(value) else value))
     return markdown_tables(table, keys=("period",), id_columns=("strategy_id",))
 
 
@@ -424,6 +438,7 @@ def walk_forward_report(
             "total_return": percent_metadata(study["total_return"]),
             "max_drawdown": percent_metadata(study["max_drawdown"]),
             **headline,
+            **_cost_metadata(picks),
             **pbo_metadata,
             "equity_and_drawdown": MetadataValue.md(png_markdown(png, "walk-forward equity and drawdown")),
             "metrics": MetadataValue.md(metrics_table.to_markdown(index=False)),
