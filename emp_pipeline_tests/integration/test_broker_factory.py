@@ -7,13 +7,17 @@ import pandas as pd
 import pytest
 
 from emp_pipeline.broker.factory import BrokerSetupError, BrokerSpec, open_broker
+from emp_pipeline.broker.interface import OrderRequest
 from emp_pipeline.broker.paper import PaperBroker
 from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.synthetic import generate_market
 from emp_pipeline.registry.engine import make_engine, session_scope
+from emp_pipeline.registry.financing import financing_entries
+from emp_pipeline.registry.instruments import store_instruments
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.registry.positions import get_account
 from emp_pipeline.storage.datasets import MARKET_BARS
+from emp_pipeline_tests.integration.test_paper_financing import EURUSD, UNITS, WEDNESDAY_HOURS, hourly_bars
 
 
 @pytest.fixture
@@ -60,3 +64,28 @@ def test_a_ctrader_connection_without_its_app_credentials_is_refused(tmp_path: P
         open_broker(spec, engine, tmp_path, tokens=lambda: None),
     ):
         pass
+
+
+def test_the_paper_broker_it_opens_books_the_stored_instruments_swaps(tmp_path: Path, engine) -> None:
+    """The live job's broker knows the registry's swap terms: a long held over Wednesday's rollover (22:00
+    UTC in winter) pays its three nights into the account's cash, which the risk checks read."""
+    hours = WEDNESDAY_HOURS
+    bars = hourly_bars(hours).assign(close=lambda frame: frame["open"], adj_close=lambda frame: frame["open"])
+    MARKET_BARS.store(tmp_path).write_window(bars, hours[0], hours[-1] + pd.Timedelta(hours=1))
+    with session_scope(engine) as session:
+        store_instruments(session, [EURUSD], origin="test")
+    spec = BrokerSpec(costs=Costs(fee_bps=0.0, slippage_bps=0.0))
+    with open_broker(spec, engine, tmp_path, as_of=hours[0].to_pydatetime()) as (broker, _):
+        broker.submit_order(OrderRequest("long", "EURUSD", "buy", UNITS))  # fills at the 20:00 open
+    with open_broker(spec, engine, tmp_path, as_of=hours[2].to_pydatetime()) as (broker, account_id):
+        broker.reconcile()
+    with session_scope(engine) as session:
+        before_rollover = get_account(session, account_id).cash
+    with open_broker(spec, engine, tmp_path, as_of=hours[3].to_pydatetime()) as (broker, _):
+        broker.reconcile()
+    with session_scope(engine) as session:
+        after_rollover = get_account(session, account_id).cash
+        [entry] = financing_entries(session, account_id)
+    assert (entry.rollover_at, entry.nights) == (hours[3], 3.0)
+    assert after_rollover - before_rollover == pytest.approx(entry.amount, rel=1e-12)
+    assert entry.amount == pytest.approx(-3 * 0.42 * EURUSD.pip_size * UNITS)
