@@ -21,6 +21,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
@@ -33,7 +34,9 @@ from emp_pipeline.registry.position_accounting import FLAT_TOLERANCE
 from emp_pipeline.registry.positions import positions_for_account
 from emp_pipeline.registry.records import FinancingEntry
 
-# Far enough to hold the next rollover after any instant (FX weekends, exchange holidays).
+# The rollovers are computed for a year at a time per symbol and sliced (the replay asks on every bar); a
+# slice reaches at most this far past the bar asked about (the next rollover, over weekends and holidays).
+_ROLLOVER_SPAN = pd.Timedelta(days=366)
 _NEXT_ROLLOVER_HORIZON = pd.Timedelta(days=15)
 
 
@@ -42,35 +45,47 @@ class LatestBars(Protocol):
 
 
 class PaperFinancing:
-    """Books the rollovers an account's positions were held across (module docstring)."""
+    """Books the rollovers an account's positions were held across (module docstring).
+
+    After a full check up to each symbol's latest bar it remembers the symbol's next rollover: until a bar
+    reaches one, nothing new can be owed (a fill another process records before the check's bar books its
+    own rollovers), so the catch-ups of the bars between two rollovers read nothing.
+    """
 
     def __init__(self, instruments: Mapping[str, InstrumentMeta]) -> None:
         self._meta = dict(instruments)
         self._terms: dict[str, SwapTerms] = {
             symbol: terms for symbol, meta in instruments.items() if (terms := swap_terms(meta)) != NO_SWAP
         }
-        self._next: dict[tuple[str, pd.Timestamp], pd.Timestamp | None] = {}
+        self._calendar: dict[str, tuple[pd.Timestamp, pd.Timestamp, np.ndarray, np.ndarray]] = {}
+        self._quiet_until: dict[str, int] = {}  # symbol -> its next rollover after the last full check (ns)
 
     def book(self, session: Session, account_id: int, prices: LatestBars) -> int:
         """Book every rollover owed up to each symbol's latest bar; returns how many were new."""
-        if not self._terms:
+        latest: dict[str, pd.Timestamp] = {}
+        for symbol in self._terms:
+            at = prices.latest_bar_time(symbol)
+            if at is not None:
+                latest[symbol] = pd.Timestamp(at).tz_convert("UTC")
+        if all(self._quiet_until.get(s, _UNCHECKED) > at.value for s, at in latest.items()):
             return 0
+        booked = self._book(session, account_id, latest)
+        for symbol, at in latest.items():
+            self._quiet_until[symbol] = self._next_rollover(symbol, at)
+        return booked
+
+    def _book(self, session: Session, account_id: int, latest: Mapping[str, pd.Timestamp]) -> int:
         held = {
             p.symbol: p.quantity
             for p in positions_for_account(session, account_id, include_flat=True)
-            if p.symbol in self._terms
+            if p.symbol in latest
         }
         last = {s: pd.Timestamp(at) for s, at in last_rollovers_booked(session, account_id).items()}
-        through: dict[str, pd.Timestamp] = {}
-        for symbol in held:
-            latest = prices.latest_bar_time(symbol)
-            if latest is None:
-                continue
-            latest = pd.Timestamp(latest).tz_convert("UTC")
-            booked = last.get(symbol)
-            if booked is not None and not self._rollover_due(symbol, booked, latest):
-                continue  # nothing owed whatever the fills since (cheap: no read)
-            through[symbol] = latest
+        through = {
+            symbol: latest[symbol]
+            for symbol in held
+            if symbol not in last or self._next_rollover(symbol, last[symbol]) <= latest[symbol].value
+        }
         if not through:
             return 0
         since = None if any(s not in last for s in through) else min(last[s] for s in through)
@@ -81,8 +96,8 @@ class PaperFinancing:
                 fills[symbol].append((stamp, quantity))
         entries = [
             entry
-            for symbol, latest in through.items()
-            for entry in self._owed(account_id, symbol, held[symbol], fills[symbol], last.get(symbol), latest)
+            for symbol, at in through.items()
+            for entry in self._owed(account_id, symbol, held[symbol], fills[symbol], last.get(symbol), at)
         ]
         return book_financing(session, entries)
 
@@ -104,12 +119,11 @@ class PaperFinancing:
             after = booked
         else:
             return []  # never filled here: nothing held
-        if not self._rollover_due(symbol, after, latest):
-            return []
-        meta, terms = self._meta[symbol], self._terms[symbol]
-        rollovers, nights = rollover_nights(meta, after, latest)
+        terms = self._terms[symbol]
+        rollovers, nights = self._rollovers(symbol, after, latest)
         entries = []
-        for rollover, count in zip(rollovers, nights, strict=True):
+        for rollover_ns, count in zip(rollovers, nights, strict=True):
+            rollover = pd.Timestamp(int(rollover_ns), tz="UTC")
             units = now - sum(q for at, q in fills if at >= rollover)
             if _flat(units, scale):
                 continue
@@ -131,15 +145,31 @@ class PaperFinancing:
             )
         return entries
 
-    def _rollover_due(self, symbol: str, after: pd.Timestamp, latest: pd.Timestamp) -> bool:
-        """Whether a rollover of the symbol falls in ``(after, latest]`` (the next one after ``after`` is
-        remembered: the live job and the replay ask on every bar)."""
-        key = (symbol, after)
-        if key not in self._next:
-            upcoming, _ = rollover_nights(self._meta[symbol], after, after + _NEXT_ROLLOVER_HORIZON)
-            self._next[key] = upcoming[0] if len(upcoming) else None
-        upcoming_at = self._next[key]
-        return upcoming_at is None or upcoming_at <= latest
+    def _rollovers(
+        self, symbol: str, after: pd.Timestamp, through: pd.Timestamp
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`financing.rollover_nights` in ``(after, through]`` (UTC nanoseconds), sliced from the symbol's
+        cached span, which is recomputed when the range leaves it."""
+        span = self._calendar.get(symbol)
+        reach = through + _NEXT_ROLLOVER_HORIZON
+        if span is None or after < span[0] or reach > span[1]:
+            end = max(reach, after + _ROLLOVER_SPAN)
+            times, nights = rollover_nights(self._meta[symbol], after, end)
+            span = (after, end, times.as_unit("ns").asi8, nights)
+            self._calendar[symbol] = span
+        times, nights = span[2], span[3]
+        first, last = np.searchsorted(times, [after.value, through.value], side="right")
+        return times[first:last], nights[first:last]
+
+    def _next_rollover(self, symbol: str, at: pd.Timestamp) -> int:
+        """The symbol's first rollover after ``at`` in nanoseconds (the horizon's end when there is none
+        before it, so the symbol is checked again then)."""
+        horizon = at + _NEXT_ROLLOVER_HORIZON
+        times, _ = self._rollovers(symbol, at, horizon)
+        return int(times[0]) if len(times) else horizon.value
+
+
+_UNCHECKED = np.iinfo(np.int64).min
 
 
 def _flat(units: float, scale: float) -> bool:
