@@ -44,7 +44,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -85,6 +85,7 @@ from emp_pipeline.domain.sleeve import (
 from emp_pipeline.registry.engine import session_scope
 from emp_pipeline.registry.errors import ClientOrderIdConflictError, UnknownOrderError
 from emp_pipeline.registry.orders import (
+    accept_order,
     arm_protective_levels,
     create_order_if_absent,
     end_protective_levels,
@@ -281,21 +282,62 @@ class PaperBroker:
         after; otherwise the order reacts to the latest bar known now. A repeated id returns that order.
         Relative stop loss and take profit rest at the exchange once the order has filled (module docstring).
         """
-        with session_scope(self._engine) as session:
-            order = self._record(session, request)
-            if order.status == OrderStatus.PENDING.value:
-                update_order_status(
-                    session,
-                    order.client_order_id,
-                    OrderStatus.ACCEPTED.value,
-                    broker_order_id=f"paper-{order.id}",
-                )
-            if request.relative_stop_loss is not None or request.relative_take_profit is not None:
-                self._rest_levels(session, order, request)
-            self._catch_up(session)
-            return self._results(session, [request.client_order_id])[0]
+        return self.submit_orders([request])[0]
 
-    def _record(self, session: Session, request: OrderRequest) -> OrderRecord:
+    def submit_orders(self, requests: Sequence[OrderRequest]) -> list[OrderResult]:
+        """`submit_order` for each request in turn, in one transaction (all or none are recorded).
+
+        Why: a live bar (or a replayed one) places several orders; one transaction pays the session, the
+        account's positions and the answers once. The outcome is that of the calls one after another: the
+        catch-up after an order only runs again when that order gave it work (it is due now, or it is no
+        longer open, so levels it rests may need arming); otherwise the previous catch-up in this
+        transaction already left nothing to do. An order this transaction created and no catch-up touched
+        is answered from the record it holds (accepted, no fills), as a read would answer.
+        """
+        with session_scope(self._engine) as session:
+            held: dict[str, dict[str, float]] = {}  # the account's net positions, read again after fills
+
+            def net_positions() -> dict[str, float]:
+                if not held:
+                    held["now"] = _net_positions(session, self.account_id)
+                return held["now"]
+
+            fresh: dict[str, OrderRecord] = {}
+            caught_up = False
+            for request in requests:
+                order, created = self._record(session, request, net_positions)
+                if order.status == OrderStatus.PENDING.value:
+                    order = accept_order(session, order.client_order_id, f"paper-{order.id}")
+                if request.relative_stop_loss is not None or request.relative_take_profit is not None:
+                    self._rest_levels(session, order, request)
+                if created:
+                    fresh[order.client_order_id] = order
+                if caught_up and order.status in _OPEN_STATUSES and not self._is_due(order):
+                    continue
+                _, touched = self._catch_up(session)
+                caught_up = True
+                if touched:
+                    held.clear()
+                    for client_order_id in touched:
+                        fresh.pop(client_order_id, None)
+            ids = [request.client_order_id for request in requests]
+            read = self._results(session, [i for i in dict.fromkeys(ids) if i not in fresh])
+            known = {result.client_order_id: result for result in read}
+            for client_order_id, order in fresh.items():
+                known[client_order_id] = OrderResult(
+                    client_order_id, OrderStatus(order.status), order.broker_order_id, (), order.error
+                )
+            return [known[client_order_id] for client_order_id in ids]
+
+    def _is_due(self, order: OrderRecord) -> bool:
+        """Whether the bar after the order's has arrived (a catch-up would fill or reject it now)."""
+        return self._prices.next_open(order.symbol, order.bar_time) is not None
+
+    def _record(
+        self, session: Session, request: OrderRequest, net_positions: Callable[[], dict[str, float]]
+    ) -> tuple[OrderRecord, bool]:
+        """The request's order and whether this call created it (a new order's target adds it to the
+        account's net position in its symbol, from `net_positions`)."""
         try:
             existing = get_order(session, request.client_order_id)
         except UnknownOrderError:
@@ -307,16 +349,13 @@ class PaperBroker:
                     f"client order id {request.client_order_id!r} already names {stored} (symbol, side, "
                     "quantity): client order ids must be derived from the order's identity"
                 )
-            return existing
+            return existing, False
         bar_time = self._prices.latest_bar_time(request.symbol)
         if bar_time is None:
             raise BrokerError(
                 f"paper broker has no bars for {request.symbol!r}: load market bars for it before trading it"
             )
-        held = sum(
-            p.quantity for p in positions_for_account(session, self.account_id) if p.symbol == request.symbol
-        )
-        order, _ = create_order_if_absent(
+        return create_order_if_absent(
             session,
             client_order_id=request.client_order_id,
             account_id=self.account_id,
@@ -324,10 +363,9 @@ class PaperBroker:
             side=request.side.value,
             quantity=request.quantity,
             bar_time=bar_time,
-            target_position=held + request.side.sign * request.quantity,
+            target_position=net_positions().get(request.symbol, 0) + request.side.sign * request.quantity,
             order_type=request.order_type,
         )
-        return order
 
     def _rest_levels(self, session: Session, order: OrderRecord, request: OrderRequest) -> None:
         """Keep the order's relative levels (once: a repeated submission changes nothing)."""
@@ -341,9 +379,9 @@ class PaperBroker:
             take_profit_distance=request.relative_take_profit,
         )
 
-    def _catch_up(self, session: Session) -> list[OrderRecord]:
+    def _catch_up(self, session: Session) -> tuple[list[OrderRecord], set[str]]:
         """Bring the exchange up to the latest bar, book by book (module docstring); returns the orders that
-        were open before it.
+        were open before it and the client order ids whose status or fills it wrote.
 
         What the walk needs is read in a handful of set-based statements (the open orders, the resting
         levels with the position they protect and their entries' fills, the due books' positions and
@@ -352,8 +390,9 @@ class PaperBroker:
         """
         open_orders, resting = open_orders_and_resting_levels(session, self.account_id, _OPEN_STATUSES)
         due: dict[tuple[str | None, str], list[tuple[dt.datetime, OrderRecord]]] = {}
+        touched: set[str] = set()
         for order in open_orders:
-            bar = self._due_bar(session, order)
+            bar = self._due_bar(session, order, touched)
             if bar is not None:
                 due.setdefault((order.strategy_id, order.symbol), []).append((bar, order))
         levels = {row.entry.client_order_id: row for row in resting}
@@ -387,17 +426,19 @@ class PaperBroker:
             for fill in walk.fills:
                 if isinstance(fill, _OrderFill):
                     _record_order_fill(session, fill)
+                    touched.add(fill.order.client_order_id)
                 else:
-                    _record_protective_exit(session, fill)
+                    touched.add(_record_protective_exit(session, fill))
             ended.extend(walk.ended)
             if walk.armed is not None:
                 arm_protective_levels(session, *walk.armed)
         end_protective_levels(session, ended)
         self._financing.book(session, self.account_id, self._prices)
-        return open_orders
+        return open_orders, touched
 
-    def _due_bar(self, session: Session, order: OrderRecord) -> dt.datetime | None:
-        """The bar whose open fills the order, or None while it has not arrived (a bad open rejects it)."""
+    def _due_bar(self, session: Session, order: OrderRecord, touched: set[str]) -> dt.datetime | None:
+        """The bar whose open fills the order, or None while it has not arrived (a bad open rejects it and
+        adds it to `touched`)."""
         bar = self._prices.next_open(order.symbol, order.bar_time)
         if bar is None:
             return None
@@ -409,6 +450,7 @@ class PaperBroker:
                 OrderStatus.REJECTED.value,
                 error=f"no valid open at {bar_time}",
             )
+            touched.add(order.client_order_id)
             return None
         return bar_time
 
@@ -506,7 +548,7 @@ class PaperBroker:
     def settle_open_orders(self) -> tuple[OrderResult, ...]:
         """Catch up with the bars (call it on every bar); returns what became of the orders that were open."""
         with session_scope(self._engine) as session:
-            was_open = self._catch_up(session)
+            was_open, _ = self._catch_up(session)
             return tuple(self._results(session, [order.client_order_id for order in was_open]))
 
     def positions(self) -> tuple[Position, ...]:
@@ -531,6 +573,11 @@ class PaperBroker:
 
 
 # ------------------------------------------------------------------ the walk's pieces
+
+
+def _net_positions(session: Session, account_id: int) -> dict[str, float]:
+    """The account's non-flat net positions by symbol."""
+    return {p.symbol: p.quantity for p in positions_for_account(session, account_id)}
 
 
 def _protects(row: RestingLevels) -> bool:
@@ -640,8 +687,9 @@ def _record_order_fill(session: Session, fill: _OrderFill) -> None:
     )
 
 
-def _record_protective_exit(session: Session, fill: _ProtectiveFill) -> None:
-    """The stop or take profit the step filled, as an order of the entry's strategy with its fill."""
+def _record_protective_exit(session: Session, fill: _ProtectiveFill) -> str:
+    """The stop or take profit the step filled, as an order of the entry's strategy with its fill; returns
+    the exit's client order id."""
     entry = fill.entry
     exit_id = protective_exit_id(entry.client_order_id)
     _, created = create_order_if_absent(
@@ -656,7 +704,7 @@ def _record_protective_exit(session: Session, fill: _ProtectiveFill) -> None:
         target_position=entry.target_position - fill.direction * fill.quantity,
     )
     if not created:
-        return  # another process recorded this exit first
+        return exit_id  # another process recorded this exit first
     update_order_status(
         session,
         exit_id,
@@ -672,3 +720,4 @@ def _record_protective_exit(session: Session, fill: _ProtectiveFill) -> None:
         filled_at=fill.at,
         fee=fill.fee,
     )
+    return exit_id

@@ -441,6 +441,7 @@ class _LiveReplay:
             prices=self.marks,
         )
         proposed = [ProposedOrder(i.client_order_id, i.symbol, i.signed_quantity) for i in intents]
+        requests = []
         for intent, decision in zip(
             intents, check_orders(proposed, snapshot, self.config.limits), strict=True
         ):
@@ -454,7 +455,9 @@ class _LiveReplay:
             if decision.verdict is RiskVerdict.REDUCED:
                 final = intent.with_target(intent.current + decision.approved_quantity)
             side = "buy" if decision.approved_quantity > 0 else "sell"
-            self.broker.submit_order(order_request(final, side, abs(decision.approved_quantity)))
+            requests.append(order_request(final, side, abs(decision.approved_quantity)))
+        if requests:  # the bar's orders in one broker call, as one transaction
+            self.broker.submit_orders(requests)
             self.orders_open = True
 
 
@@ -525,7 +528,11 @@ def _audit(
     """Row ``at`` recomputed from the bars up to it (read through the store) against the stored row."""
     bars = MARKET_BARS.read(root, None, through(at))
     features = compute_features(bars)
-    cut = feature_panel(features, compute_regimes(bars, features), full.symbols)
+    regimes = compute_regimes(bars, features)
+    # Only the checked columns are compared (rules and signals read no others): pivoting the rest of the
+    # frame would cost without changing a finding.
+    kept = [name for name in checked if name in features.columns]
+    cut = feature_panel(features.loc[:, ["date", "symbol", "warmup", *kept]], regimes, full.symbols)
     return [
         Divergence(
             "inputs",

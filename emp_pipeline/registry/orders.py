@@ -16,6 +16,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Row, Select, bindparam, case, delete, func, literal, select, union_all, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from emp_pipeline.broker.interface import RECORDED_STATUSES, TERMINAL_STATUSES, OrderSide, OrderStatus
@@ -27,6 +28,7 @@ from emp_pipeline.registry.errors import (
     UnknownAccountError,
     UnknownOrderError,
     UnknownStrategyError,
+    UnsupportedDatabaseError,
 )
 from emp_pipeline.registry.input_checks import check_member, require_aware
 from emp_pipeline.registry.models import (
@@ -40,7 +42,7 @@ from emp_pipeline.registry.models import (
 )
 from emp_pipeline.registry.positions import apply_fill_to_position
 from emp_pipeline.registry.records import FillRecord, OrderRecord, RestingLevels
-from emp_pipeline.registry.statements import dialect_insert, insert_once, record_from_row
+from emp_pipeline.registry.statements import insert_once, record_from_row
 
 # Order lifecycle: forward along pending -> submitted -> accepted -> partially_filled -> filled; rejected and
 # cancelled may end any live order; `unknown` (lost acknowledgement) may be entered from any live state and
@@ -210,6 +212,38 @@ def update_order_status(
     return record_from_row(OrderRecord, _set_order(session, order.id, **values))
 
 
+def accept_order(session: Session, client_order_id: str, broker_order_id: str) -> OrderRecord:
+    """`update_order_status(..., ACCEPTED, broker_order_id=...)` in one statement while the order is still
+    pending (the common case: a broker accepting what it just recorded); otherwise that function decides."""
+    row = session.execute(
+        _accept_pending_statement(),
+        {"pending_id": client_order_id, "broker_order_id": broker_order_id, "updated_at": utc_now()},
+    ).one_or_none()
+    if row is None:
+        return update_order_status(
+            session, client_order_id, OrderStatus.ACCEPTED.value, broker_order_id=broker_order_id
+        )
+    return record_from_row(OrderRecord, row)
+
+
+@cache
+def _accept_pending_statement() -> Any:
+    orders = Order.__table__
+    return (
+        update(orders)
+        .where(
+            orders.c.client_order_id == bindparam("pending_id"),
+            orders.c.status == OrderStatus.PENDING.value,
+        )
+        .values(
+            status=OrderStatus.ACCEPTED.value,
+            broker_order_id=bindparam("broker_order_id"),
+            updated_at=bindparam("updated_at"),
+        )
+        .returning(*orders.c)
+    )
+
+
 def record_fill(
     session: Session,
     *,
@@ -258,15 +292,21 @@ def record_fill(
 
     signed_quantity = quantity if order.side == OrderSide.BUY else -quantity
     apply_fill_to_position(session, order.account_id, order.symbol, signed_quantity, price, fee)
-    accounts = Account.__table__.c
-    session.execute(
-        update(Account.__table__)
-        .where(accounts.id == order.account_id)
-        .values(cash=accounts.cash - (signed_quantity * price + fee))
-    )
+    session.execute(_cash_update(), {"account": order.account_id, "outflow": signed_quantity * price + fee})
     if order.status not in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
         session.execute(_fill_status_update(), {"order_id": order.id, "updated_at": utc_now()})
     return record_from_row(FillRecord, fill), True
+
+
+@cache
+def _cash_update() -> Any:
+    """Cash moves by the fill's outflow (signed quantity x price + fee): one statement, built once."""
+    accounts = Account.__table__.c
+    return (
+        update(Account.__table__)
+        .where(accounts.id == bindparam("account"))
+        .values(cash=accounts.cash - bindparam("outflow"))
+    )
 
 
 @cache
@@ -349,25 +389,39 @@ def rest_protective_levels(
 ) -> bool:
     """Keep an order's relative stop and take profit at the paper exchange, once: a repeated call (a
     re-submitted order, a concurrent process) changes nothing. Returns whether this call stored them."""
-    table = PaperProtectiveLevels
-    statement = (
-        dialect_insert(session, table)
-        .values(
-            client_order_id=client_order_id,
-            account_id=account_id,
-            stop_distance=stop_distance,
-            take_profit_distance=take_profit_distance,
-        )
+    row = {
+        "client_order_id": client_order_id,
+        "account_id": account_id,
+        "stop_distance": stop_distance,
+        "take_profit_distance": take_profit_distance,
+    }
+    statement = _rest_levels_statement(session.get_bind().dialect.name)
+    return session.execute(statement, row).scalar_one_or_none() is not None
+
+
+@cache
+def _rest_levels_statement(dialect: str) -> Any:
+    """`rest_protective_levels`' insert per dialect, built once (the paper broker rests levels per order)."""
+    table = PaperProtectiveLevels.__table__
+    inserts = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+    if dialect not in inserts:
+        raise UnsupportedDatabaseError(f"the registry supports sqlite and postgresql, not {dialect!r}")
+    return (
+        inserts[dialect](table)
         .on_conflict_do_nothing(index_elements=["client_order_id"])
-        .returning(table.client_order_id)
+        .returning(table.c.client_order_id)
     )
-    return session.execute(statement).scalar_one_or_none() is not None
 
 
 def arm_protective_levels(session: Session, client_order_id: str, position: float) -> None:
     """Record the book position an order's levels protect (in the transaction that records its fill)."""
-    table = PaperProtectiveLevels
-    session.execute(update(table).where(table.client_order_id == client_order_id).values(position=position))
+    session.execute(_arm_statement(), {"armed_id": client_order_id, "position": position})
+
+
+@cache
+def _arm_statement() -> Any:
+    table = PaperProtectiveLevels.__table__
+    return update(table).where(table.c.client_order_id == bindparam("armed_id"))
 
 
 def open_orders_and_resting_levels(

@@ -67,10 +67,9 @@ def _account_query() -> Select[Any]:
 def apply_fill_to_position(
     session: Session, account_id: int, symbol: str, signed_quantity: float, price: float, fee: float
 ) -> None:
-    positions = Position.__table__
-    key = (positions.c.account_id == account_id) & (positions.c.symbol == symbol)
-    locked = select(positions).where(key).with_for_update()
-    position = session.execute(locked).one_or_none()
+    locked, store = _position_statements()
+    key = {"position_account": account_id, "position_symbol": symbol}
+    position = session.execute(locked, key).one_or_none()
     if (
         position is None
     ):  # the symbol's first fill: a flat row to lock (a concurrent first fill makes one too)
@@ -87,23 +86,31 @@ def apply_fill_to_position(
             .values(blank)
             .on_conflict_do_nothing(index_elements=["account_id", "symbol"])
         )
-        position = session.execute(locked).one()
+        position = session.execute(locked, key).one()
     state = apply_fill(
         PositionState(position.quantity, position.avg_price, position.realised_pnl),
         signed_quantity,
         price,
         fee,
     )
-    session.execute(
-        update(positions)
-        .where(key)
-        .values(
-            quantity=state.quantity,
-            avg_price=state.avg_price,
-            realised_pnl=state.realised_pnl,
-            updated_at=utc_now(),
-        )
+    values = {
+        "quantity": state.quantity,
+        "avg_price": state.avg_price,
+        "realised_pnl": state.realised_pnl,
+        "updated_at": utc_now(),
+    }
+    session.execute(store, {**key, **values})
+
+
+@cache
+def _position_statements() -> tuple[Any, Any]:
+    """`apply_fill_to_position`'s locking read and its update of one (account, symbol) row, built once: the
+    paper broker applies a fill on every bar it trades."""
+    positions = Position.__table__
+    key = (positions.c.account_id == bindparam("position_account")) & (
+        positions.c.symbol == bindparam("position_symbol")
     )
+    return select(positions).where(key).with_for_update(), update(positions).where(key)
 
 
 def positions_for_account(
