@@ -134,6 +134,72 @@ def test_submitting_a_client_order_id_twice_fills_it_once(engine: Engine) -> Non
         broker.submit_order(OrderRequest("once", "EURUSD", "buy", 2_000))
 
 
+def _registry_state(engine: Engine) -> tuple[list[tuple], ...]:
+    """Every row the broker writes, without the clock's timestamps."""
+    tables = {
+        "orders": "client_order_id, account_id, symbol, side, quantity, bar_time, target_position, status, "
+        "broker_order_id, error",
+        "fills": "order_id, broker_fill_id, price, quantity, fee, filled_at",
+        "positions": "account_id, symbol, quantity, avg_price, realised_pnl",
+        "accounts": "id, name, cash",
+        "paper_protective_levels": "client_order_id, stop_distance, take_profit_distance, position",
+    }
+    with engine.connect() as connection:
+        return tuple(
+            sorted(map(tuple, connection.exec_driver_sql(f"SELECT {columns} FROM {table}")))
+            for table, columns in tables.items()
+        )
+
+
+def test_a_batch_of_orders_ends_as_the_same_orders_submitted_one_by_one(
+    engine: Engine, migrated_template: Path, tmp_path: Path
+) -> None:
+    """A due order mid-batch fills (and the next order's target counts that fill), a filled order sent
+    again with levels arms them, an id repeated in the batch is one order: rows and answers as one by one."""
+    path = tmp_path / "one_by_one.sqlite"
+    path.write_bytes(migrated_template.read_bytes())
+    one_by_one = make_engine(f"sqlite:///{path}")
+    requests = [
+        OrderRequest("eu-new", "EURUSD", "buy", 10_000, relative_stop_loss=0.01, relative_take_profit=0.02),
+        OrderRequest("eu-due", "EURUSD", "buy", 5_000),
+        OrderRequest("eu-after", "EURUSD", "sell", 3_000),
+        OrderRequest("spy-done", "SPY", "buy", 1, relative_stop_loss=50.0),
+        OrderRequest("eu-new", "EURUSD", "buy", 10_000, relative_stop_loss=0.01, relative_take_profit=0.02),
+        OrderRequest("spy-new", "SPY", "sell", 2),
+    ]
+    answers = []
+    try:
+        for db, submit in ((engine, "batch"), (one_by_one, "single")):
+            # Bars up to day 2: eu-due is due at its open; spy-done filled (day 3) by a process seeing more.
+            broker = PaperBroker(db, BarFrameOpens(bars(until=2)), costs=COSTS)
+            with session_scope(db) as session:
+                for client_order_id, symbol, quantity, bar in (
+                    ("eu-due", "EURUSD", 5_000, DAYS[0]),
+                    ("spy-done", "SPY", 1, DAYS[1]),
+                ):
+                    create_order_if_absent(
+                        session, client_order_id=client_order_id, account_id=broker.account_id,
+                        symbol=symbol, side="buy", quantity=quantity,
+                        bar_time=bar.to_pydatetime(), target_position=float(quantity),
+                    )  # fmt: skip
+            PaperBroker(db, BarFrameOpens(bars(until=3)), costs=COSTS).order_status("spy-done")  # fills it
+            if submit == "batch":
+                answers.append(broker.submit_orders(requests))
+            else:
+                answers.append([broker.submit_order(request) for request in requests])
+        batch, single = answers
+        assert batch == single
+        accepted, filled = OrderStatus.ACCEPTED, OrderStatus.FILLED
+        assert [r.status for r in batch] == [accepted, filled, accepted, filled, accepted, accepted]
+        state = _registry_state(engine)
+        assert state == _registry_state(one_by_one)
+        orders = {row[0]: row for row in state[0]}
+        assert orders["eu-after"][6] == 5_000 - 3_000  # after eu-due filled
+        assert {row[0]: row[3] for row in state[4]} == {"spy-done": 1.0, "eu-new": None}
+    finally:
+        one_by_one.dispose()
+
+
 def test_reconcile_settles_open_orders_and_names_unknown_ids(engine: Engine) -> None:
     PaperBroker(engine, BarFrameOpens(bars(until=2)), costs=COSTS).submit_order(
         OrderRequest("waiting", "EURUSD", "buy", 2_000)
