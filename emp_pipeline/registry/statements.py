@@ -91,7 +91,13 @@ def _cached_insert_once(dialect: str, model: type[Any], key: str) -> Any:
 
 def record_from_row(record_type: type[RecordT], row: Any) -> RecordT:
     """The plain record of an ORM row whose columns bear the record's field names (no session ties)."""
-    return record_type(**{field.name: getattr(row, field.name) for field in dataclasses.fields(record_type)})
+    return record_type(**{name: getattr(row, name) for name in _field_names(record_type)})
+
+
+@cache
+def _field_names(record_type: type[Any]) -> tuple[str, ...]:
+    """A record type's field names, looked up once (the paper broker builds records on every bar)."""
+    return tuple(field.name for field in dataclasses.fields(record_type))
 
 
 def copy_upsert_postgresql(
