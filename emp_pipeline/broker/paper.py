@@ -155,6 +155,10 @@ class NextOpenSource(Protocol):
         """
         ...
 
+    def close_before(self, symbol: str, at: dt.datetime) -> float | None:
+        """The close of the last bar opening before `at` (a percent swap's base, `paper_financing`)."""
+        ...
+
 
 class BarFrameOpens:
     """NextOpenSource over the canonical long bar frame (`date`, `symbol`, `open`, `high`, `low`, ...).
@@ -170,6 +174,12 @@ class BarFrameOpens:
             bars = bars.assign(spread=0.0)
         columns = ["date", "symbol", "open", "high", "low", "spread"]
         priced = bars.loc[np.isfinite(bars["open"].to_numpy(dtype="float64")), columns]
+        ordered = priced.sort_values(["symbol", "date"])
+        closes = bars["close"] if "close" in bars.columns else pd.Series(np.nan, index=bars.index)
+        self._closes = {  # per symbol, on the dates' order below
+            str(symbol): group.to_numpy(dtype="float64")
+            for symbol, group in closes.loc[ordered.index].groupby(ordered["symbol"].to_numpy(), sort=False)
+        }
         self._by_symbol: dict[str, tuple[np.ndarray, ...]] = {}
         for symbol, group in priced.sort_values(["symbol", "date"]).groupby("symbol", sort=False):
             dates = pd.DatetimeIndex(group["date"]).tz_convert("UTC").as_unit("ns").asi8
@@ -209,6 +219,13 @@ class BarFrameOpens:
             )
             for k in range(first, len(dates))
         )
+
+    def close_before(self, symbol: str, at: dt.datetime) -> float | None:
+        series = self._by_symbol.get(symbol)
+        if series is None:
+            return None
+        index = self._index(series[0], at, "left") - 1
+        return float(self._closes[symbol][index]) if index >= 0 else None
 
 
 def protective_exit_id(entry_client_order_id: str) -> str:

@@ -10,14 +10,15 @@ rollover goes to the registry's ledger (`registry.financing`) keyed by (account,
 which moves the account's cash in the catch-up's transaction, so the live job's equity and risk checks see
 it and a retried or concurrent catch-up books it once.
 
-Percent swaps (a yearly rate on the previous close) are not booked: the paper exchange's price source
-carries no closes, so a position held over a rollover in such an instrument stops the catch-up with a
-`BrokerError` naming it rather than leaving the account unfinanced silently.
+Percent swaps are a share of the close before the rollover's bar, the kernel's ``last_close`` (the price
+source's `close_before`: the close of the last bar opening before the rollover); a source without that close
+stops the catch-up with a `BrokerError` naming it rather than leaving the account unfinanced silently.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -40,8 +41,12 @@ _ROLLOVER_SPAN = pd.Timedelta(days=366)
 _NEXT_ROLLOVER_HORIZON = pd.Timedelta(days=15)
 
 
-class LatestBars(Protocol):
+class FinancedPrices(Protocol):
+    """What booking swaps reads of the paper exchange's prices (`paper.NextOpenSource` has it)."""
+
     def latest_bar_time(self, symbol: str) -> dt.datetime | None: ...
+
+    def close_before(self, symbol: str, at: dt.datetime) -> float | None: ...
 
 
 class PaperFinancing:
@@ -60,7 +65,7 @@ class PaperFinancing:
         self._calendar: dict[str, tuple[pd.Timestamp, pd.Timestamp, np.ndarray, np.ndarray]] = {}
         self._quiet_until: dict[str, int] = {}  # symbol -> its next rollover after the last full check (ns)
 
-    def book(self, session: Session, account_id: int, prices: LatestBars) -> int:
+    def book(self, session: Session, account_id: int, prices: FinancedPrices) -> int:
         """Book every rollover owed up to each symbol's latest bar; returns how many were new."""
         latest: dict[str, pd.Timestamp] = {}
         for symbol in self._terms:
@@ -69,12 +74,18 @@ class PaperFinancing:
                 latest[symbol] = pd.Timestamp(at).tz_convert("UTC")
         if all(self._quiet_until.get(s, _UNCHECKED) > at.value for s, at in latest.items()):
             return 0
-        booked = self._book(session, account_id, latest)
+        booked = self._book(session, account_id, latest, prices)
         for symbol, at in latest.items():
             self._quiet_until[symbol] = self._next_rollover(symbol, at)
         return booked
 
-    def _book(self, session: Session, account_id: int, latest: Mapping[str, pd.Timestamp]) -> int:
+    def _book(
+        self,
+        session: Session,
+        account_id: int,
+        latest: Mapping[str, pd.Timestamp],
+        prices: FinancedPrices,
+    ) -> int:
         held = {
             p.symbol: p.quantity
             for p in positions_for_account(session, account_id, include_flat=True)
@@ -97,7 +108,9 @@ class PaperFinancing:
         entries = [
             entry
             for symbol, at in through.items()
-            for entry in self._owed(account_id, symbol, held[symbol], fills[symbol], last.get(symbol), at)
+            for entry in self._owed(
+                account_id, symbol, held[symbol], fills[symbol], last.get(symbol), at, prices
+            )
         ]
         return book_financing(session, entries)
 
@@ -109,6 +122,7 @@ class PaperFinancing:
         fills: list[tuple[pd.Timestamp, float]],
         booked: pd.Timestamp | None,
         latest: pd.Timestamp,
+        prices: FinancedPrices,
     ) -> list[FinancingEntry]:
         """The rollovers after the last booked one (or the first fill after a flat spell) up to ``latest``,
         each on the position held just before it: the position now less the fills at or after it."""
@@ -127,12 +141,15 @@ class PaperFinancing:
             units = now - sum(q for at, q in fills if at >= rollover)
             if _flat(units, scale):
                 continue
+            last_close = 0.0  # pips swaps have no part proportional to the price
             if terms.long_per_value or terms.short_per_value:
-                raise BrokerError(
-                    f"{symbol} has percent swaps: the paper account books swaps in pips only (a percent "
-                    "swap is a share of the previous close, which its price source does not carry); give "
-                    f"{symbol} its swaps in pips in the universe file"
-                )
+                close = prices.close_before(symbol, rollover.to_pydatetime())
+                if close is None or not math.isfinite(close):
+                    raise BrokerError(
+                        f"{symbol} has percent swaps, a share of the close before the rollover at "
+                        f"{rollover}, and the paper exchange has no close there: store its bars' closes"
+                    )
+                last_close = close
             entries.append(
                 FinancingEntry(
                     account_id,
@@ -140,7 +157,7 @@ class PaperFinancing:
                     rollover.to_pydatetime(),
                     float(units),
                     float(count),
-                    float(overnight_swap(float(units), 0.0, float(count), terms)),
+                    float(overnight_swap(float(units), last_close, float(count), terms)),
                 )
             )
         return entries

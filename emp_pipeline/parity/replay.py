@@ -212,9 +212,12 @@ class _StepOpens:
 
     def __init__(self) -> None:
         self._bars: dict[str, PriceBar] = {}
+        self._prices: MarketArrays | None = None
+        self._row = -1
 
     def advance(self, at: pd.Timestamp, symbols: Sequence[str], prices: MarketArrays, t: int) -> None:
         """Make row ``t`` of ``prices`` (the bar at ``at``) the one bar the exchange knows."""
+        self._prices, self._row = prices, t
         when = at.to_pydatetime()
         opens, highs, lows, spreads = prices.open[t], prices.high[t], prices.low[t], prices.spread_grid()[t]
         self._bars = {
@@ -234,6 +237,17 @@ class _StepOpens:
     def bars_since(self, symbol: str, since: dt.datetime) -> Sequence[PriceBar]:
         bar = self._bars.get(symbol)
         return (bar,) if bar is not None and bar.time >= since else ()
+
+    def close_before(self, symbol: str, at: dt.datetime) -> float | None:
+        """The close of the symbol's last priced row opening before ``at``, up to the current row only."""
+        prices = self._prices
+        if prices is None or symbol not in prices.symbols:
+            return None
+        i = prices.symbols.index(symbol)
+        row = min(int(prices.dates.searchsorted(pd.Timestamp(at), side="left")), self._row + 1) - 1
+        while row >= 0 and not math.isfinite(prices.open[row, i]):
+            row -= 1
+        return float(prices.close[row, i]) if row >= 0 else None
 
 
 def _write_lake(root: Path, inputs: StoredInputs, feature_columns: Sequence[str]) -> None:

@@ -168,18 +168,47 @@ def test_bar_by_bar_and_one_late_catch_up_book_the_same_each_rollover_once(regis
         assert [e.amount for e in entries] == pytest.approx(list(expected[expected != 0]), rel=1e-12)
 
 
-def test_an_instrument_without_terms_books_nothing_and_percent_swaps_are_refused(
+def test_percent_swaps_are_a_share_of_the_close_before_the_rollover_and_need_that_close(
     registry_engine: Engine,
 ) -> None:
+    """A percent swap is a yearly rate on the kernel's ``last_close``: the close of the bar before the one
+    the rollover is booked at. Bars without closes cannot finance it, and the catch-up says so."""
+    percent = {"EURUSD": dataclasses.replace(EURUSD, swap_type=SwapType.PERCENT, swap_long=-1.35)}
+    bars = hourly_bars(WEDNESDAY_HOURS)
+    bars["close"] = bars["open"] + 0.0003
+    for name, frame in (("closes", bars), ("no-closes", bars.drop(columns="close"))):
+        PaperBroker(
+            registry_engine, BarFrameOpens(frame.iloc[:1]), costs=NO_COSTS, account_name=name,
+            instruments=percent,
+        ).submit_order(OrderRequest(f"{name}-long", "EURUSD", "buy", UNITS))  # fmt: skip
+    paper = PaperBroker(
+        registry_engine, BarFrameOpens(bars), costs=NO_COSTS, account_name="closes", instruments=percent
+    )
+    paper.settle_open_orders()
+
+    [booked] = ledger(registry_engine, paper.account_id)
+    close_before = float(bars["close"].iloc[2])  # the 21:00 bar's: the rollover is booked at 22:00
+    terms = swap_terms(percent["EURUSD"])
+    assert booked.amount == pytest.approx(overnight_swap(UNITS, close_before, 3.0, terms), rel=1e-12)
+    assert booked.amount == pytest.approx(-3 * 1.35 / 100 / 360 * UNITS * close_before)
+    without_closes = PaperBroker(
+        registry_engine, BarFrameOpens(bars.drop(columns="close")), costs=NO_COSTS, account_name="no-closes",
+        instruments=percent,
+    )  # fmt: skip
+    with pytest.raises(
+        BrokerError, match="EURUSD has percent swaps, a share of the close before the rollover"
+    ):
+        without_closes.settle_open_orders()
+
+
+def test_an_instrument_without_swap_terms_books_nothing(registry_engine: Engine) -> None:
     bars = hourly_bars(WEDNESDAY_HOURS)
     no_swaps = {"EURUSD": dataclasses.replace(EURUSD, swap_long=0.0, swap_short=0.0)}
-    percent = {"EURUSD": dataclasses.replace(EURUSD, swap_type=SwapType.PERCENT)}
-    for name, instruments in (("unknown", {}), ("no-swaps", no_swaps), ("percent", percent)):
+    for name, instruments in (("unknown", {}), ("no-swaps", no_swaps)):
         PaperBroker(
             registry_engine, BarFrameOpens(bars.iloc[:1]), costs=NO_COSTS, account_name=name,
             instruments=instruments,
         ).submit_order(OrderRequest(f"{name}-long", "EURUSD", "buy", UNITS))  # fmt: skip
-    for name, instruments in (("unknown", {}), ("no-swaps", no_swaps)):
         paper = PaperBroker(
             registry_engine, BarFrameOpens(bars), costs=NO_COSTS, account_name=name, instruments=instruments
         )
@@ -188,11 +217,6 @@ def test_an_instrument_without_terms_books_nothing_and_percent_swaps_are_refused
         assert cash(registry_engine, paper.account_id) == DEFAULT_CAPITAL - UNITS * float(
             bars["open"].iloc[1]
         )
-    held_over_percent = PaperBroker(
-        registry_engine, BarFrameOpens(bars), costs=NO_COSTS, account_name="percent", instruments=percent
-    )
-    with pytest.raises(BrokerError, match="EURUSD has percent swaps: the paper account books swaps in pips"):
-        held_over_percent.settle_open_orders()
 
 
 def _catch_up_in_process(url: str, bars: pd.DataFrame, barrier, results) -> None:

@@ -1,8 +1,9 @@
 """Kernel, live fold and paper broker run one state machine: on random bars and signals they agree exactly.
 
 The bars are bid prices with a spread (zero or not) every buy pays, and the sleeve is financed overnight
-(random rollovers, swaps zero or not): the fills agree price for price, the kernel and the live fold bar for
-bar; the paper account's cash moves with fills only, so its equity is compared when no swap is charged.
+(an FX instrument's rollovers, Wednesday's triple; swaps zero or not, in pips or percent): the fills agree
+price for price, the kernel and the live fold bar for bar, and the paper account, which books each rollover's
+swap into its cash, ends on the kernel's equity.
 
 Each of the three reaches the positions by its own route (the population kernel books trades, the live path
 folds the step over the history and turns the decision into an order, the paper broker fills that order and
@@ -19,15 +20,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from emp_pipeline.broker.interface import OrderRequest
 from emp_pipeline.broker.paper import PaperBroker, PriceBar
 from emp_pipeline.domain.backtest import MarketArrays, simulate_strategy
+from emp_pipeline.domain.calendars import CALENDAR_24X5
 from emp_pipeline.domain.costs import Costs
 from emp_pipeline.domain.execution import order_for_target, sleeve_rules, sleeve_target
+from emp_pipeline.domain.financing import swap_nights, swap_terms
 from emp_pipeline.domain.genome import Condition, Genome, RiskGenes
+from emp_pipeline.domain.instruments import AssetClass, InstrumentMeta, SwapType
 from emp_pipeline.domain.sleeve import fold_sleeve, start_sleeve
 from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.migrate import upgrade_database
@@ -52,6 +56,7 @@ class _BarsSoFar:
             )
             for t, time in enumerate(times)
         ]
+        self._closes = market.close[:, 0]
         self.known = 0
 
     def latest_bar_time(self, symbol: str) -> dt.datetime | None:
@@ -64,8 +69,21 @@ class _BarsSoFar:
     def bars_since(self, symbol: str, since: dt.datetime) -> Sequence[PriceBar]:
         return [bar for bar in self._bars[: self.known] if bar.time >= since]
 
+    def close_before(self, symbol: str, at: dt.datetime) -> float | None:
+        before = [t for t, bar in enumerate(self._bars[: self.known]) if bar.time < at]
+        return float(self._closes[before[-1]]) if before else None
 
-def _market(seed: int, n_bars: int, spread: float, swap: float) -> tuple[MarketArrays, np.ndarray]:
+
+def _instrument(swap: float, swap_type: SwapType) -> InstrumentMeta:
+    """An FX-calendar instrument (rollovers 17:00 New York, Wednesday triple) paying ``swap`` on a long and
+    earning half of it on a short, in pips (0.01) or percent a year."""
+    return InstrumentMeta(
+        "XYZ", "test", AssetClass.FX, "USD", 0.001, 2, 1.0, 1.0, 1.0, CALENDAR_24X5,
+        swap_long=swap, swap_short=-swap / 2, swap_type=swap_type,
+    )  # fmt: skip
+
+
+def _market(seed: int, n_bars: int, spread: float, meta: InstrumentMeta) -> tuple[MarketArrays, np.ndarray]:
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, (n_bars, 1)), axis=0))
     open_ = close * np.exp(rng.normal(0, 0.02, close.shape))
@@ -76,9 +94,9 @@ def _market(seed: int, n_bars: int, spread: float, swap: float) -> tuple[MarketA
     signals = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=close.shape)
     signals = np.repeat(signals[::2], 2, axis=0)[:n_bars]
     dates = pd.date_range("2021-01-04", periods=n_bars, freq="D", tz="UTC")
-    # A night's financing at the start of some bars (a weekend's triple among them), per unit held.
-    nights = rng.choice(np.array([0.0, 1.0, 3.0]), size=close.shape, p=[0.5, 0.4, 0.1])
-    terms = np.array([[swap, -swap / 2, 0.0, 0.0]])
+    # The instrument's nights at each bar's start (daily bars every day: weekends finance none).
+    nights = swap_nights(meta, dates)[:, None]
+    terms = np.array([swap_terms(meta)])
     return (
         MarketArrays(
             dates, ("XYZ",), open_, high, low, close, atr, np.full(close.shape, spread), nights, terms
@@ -103,8 +121,13 @@ def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fraction=st.floats(0.1, 1.0),
     max_hold=st.integers(1, 8),
     spread=st.sampled_from([0.0, 0.3, 1.5]),
-    swap=st.sampled_from([0.0, -0.05, 0.02]),
+    swap=st.sampled_from([0.0, -5.0, 2.0]),
+    swap_type=st.sampled_from([SwapType.PIPS, SwapType.PERCENT]),
 )
+@example(  # percent swaps on a long and a short, whatever else hypothesis draws
+    seed=7, n_bars=24, stop_atr=3.0, take_profit_atr=4.0, fraction=0.8, max_hold=8, spread=0.3, swap=-5.0,
+    swap_type=SwapType.PERCENT,
+)  # fmt: skip
 def test_kernel_live_fold_and_paper_broker_give_the_same_trades_and_equity(
     registry_template: Path,
     tmp_path_factory: pytest.TempPathFactory,
@@ -116,8 +139,11 @@ def test_kernel_live_fold_and_paper_broker_give_the_same_trades_and_equity(
     max_hold: int,
     spread: float,
     swap: float,
+    swap_type: SwapType,
 ) -> None:
-    market, signals = _market(seed, n_bars, spread, swap)
+    meta = _instrument(swap, swap_type)
+    market, signals = _market(seed, n_bars, spread, meta)
+    assert swap == 0.0 or n_bars < 5 or market.nights_grid().max() == 3.0  # premise: a triple night
     genes = RiskGenes(stop_atr, take_profit_atr, fraction, max_hold)
     genome = Genome(
         "both", Condition("what_x", ">", 0.0), Condition("what_x", "<", 0.0), None, ("bull_trend",), genes
@@ -132,7 +158,7 @@ def test_kernel_live_fold_and_paper_broker_give_the_same_trades_and_equity(
     engine = make_engine(f"sqlite:///{path}")
     times = [stamp.to_pydatetime() for stamp in market.dates]
     prices = _BarsSoFar(times, market)
-    broker = PaperBroker(engine, prices, costs=COSTS, initial_cash=CAPITAL)
+    broker = PaperBroker(engine, prices, costs=COSTS, initial_cash=CAPITAL, instruments={"XYZ": meta})
     try:
         for t in range(n_bars):
             prices.known = t + 1
@@ -168,8 +194,7 @@ def test_kernel_live_fold_and_paper_broker_give_the_same_trades_and_equity(
         engine.dispose()
     held = sum(p.quantity for p in broker.positions())
     equity = cash + held * float(market.close[-1, 0])
-    if swap == 0.0:
-        assert equity / CAPITAL == pytest.approx(kernel.result.equity[0, -1], rel=1e-9)
+    assert equity / CAPITAL == pytest.approx(kernel.result.equity[0, -1], rel=1e-9)
     if spread == 0.0:
         assert kernel.result.spread_costs[0] == 0.0
     if swap == 0.0:
