@@ -36,7 +36,8 @@ fills in the same transaction, so its cost does not grow with a query per book a
 position they protect when their entry fills (`arm_protective_levels`), so a bar that only checks them sums
 no fills; a book found holding another position (a fill recorded outside the broker) has its levels ended.
 Every call that asks the broker anything (`submit_order`, `order_status`, `settle_open_orders`,
-`reconcile`) catches up first, in the transaction that answers it.
+`reconcile`) catches up first, in the transaction that answers it; `submit_orders` (a bar's orders in one
+transaction) catches up after its first order and again only after an order that gives the walk new work.
 """
 
 from __future__ import annotations
