@@ -10,7 +10,7 @@ the hourly study take them from the environment, as the UI command the demo prin
 One year of hours cannot hold the default three-year training window, so it trains on three months: the
 first walk-forward period is 2017-05, the newest 2017-11 (December is not whole). Paper trading is one
 live_execution_job run per bar, about a second each on a busy machine: the daily demo ticks every bar from
-its newest period's start (~20), the hourly one the last 120 of them (the sample's last FX week, the bars
+its newest period's start (~20), the hourly one the last 48 of them (the sample's last two FX days, bars
 after the study as live trading would meet them) unless `--paper-bars` says otherwise.
 """
 
@@ -56,7 +56,7 @@ DEMO_STUDIES: dict[Timeframe, DemoStudy] = {
             # no champion (their picks lose or do not trade), 3 promotes three.
             "EMP_EVOLUTION_SEED": "3",
         },
-        paper_bars=120,
+        paper_bars=48,
     ),
 }
 DEMO_TIMEFRAMES: tuple[Timeframe, ...] = (Timeframe.D1, *DEMO_STUDIES)

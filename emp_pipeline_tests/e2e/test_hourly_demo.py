@@ -24,9 +24,14 @@ from emp_pipeline.registry.positions import get_or_create_paper_account
 from emp_pipeline.registry.research import active_strategies
 from emp_pipeline.settings import UNIVERSES_DIR, Settings
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
+from emp_pipeline_tests.e2e.test_docs_commands import HOURLY_DEMO_MARKER
 
 MEMORY = Path("/dev/shm")
-PAPER_BARS = 48
+README = Path(__file__).resolve().parents[2] / "README.md"
+# The command README.md's first screen prints for the hourly study: this test runs exactly it (the doc test
+# does not, see the block's marker).
+README_COMMAND = ".venv/bin/emp demo --timeframe H1"
+PAPER_BARS = 48  # the hourly demo's default span of paper-traded bars
 
 
 @pytest.fixture
@@ -48,9 +53,9 @@ def test_hourly_demo_trades_its_champions_bar_by_bar_with_parity(root, monkeypat
         monkeypatch.delenv(name, raising=False)
     out = io.StringIO()
 
-    assert (
-        main(["demo", "--timeframe", "H1", "--periods", "1", "--paper-bars", str(PAPER_BARS)], out=out) == 0
-    )
+    block = f"```bash\n# not run by the doc test: {HOURLY_DEMO_MARKER}\n{README_COMMAND}\n```"
+    assert block in README.read_text()
+    assert main(README_COMMAND.split()[1:], out=out) == 0
 
     text = out.getvalue()
     assert "FAILED" not in text and "failed:" not in text, text
@@ -66,7 +71,7 @@ def test_hourly_demo_trades_its_champions_bar_by_bar_with_parity(root, monkeypat
     )
     # Every FX day of 2017 updated; the newest walk-forward period evolved on three months of hours.
     assert "market_bars: 260 materialization(s)" in text
-    assert "walk-forward study: 1 monthly period(s) 2017-11..2017-11" in text
+    assert "walk-forward study: 3 monthly period(s) 2017-09..2017-11" in text
 
     # Rule regimes are labelled after a few weeks of warm-up, not left neutral all year.
     regimes = DatedFrameStore(settings.data_dir, "market_regimes").read_window()
