@@ -86,7 +86,7 @@ def create_order_if_absent(
             f"order quantity {quantity} must be a positive finite number; side gives sign"
         )
     require_aware("bar_time", bar_time)
-    if session.get(Account, account_id) is None:
+    if session.execute(_account_exists_query(), {"account_id": account_id}).first() is None:
         raise UnknownAccountError(f"account {account_id} is not in the registry: create it first")
     if strategy_id is not None and session.get(Strategy, strategy_id) is None:
         raise UnknownStrategyError(
@@ -119,6 +119,12 @@ def create_order_if_absent(
                 f"quantity), not {requested}: client order ids must be derived from the order's identity"
             )
     return record_from_row(OrderRecord, order), created
+
+
+@cache
+def _account_exists_query() -> Select[Any]:
+    """Whether the account exists: one prebuilt read (an ORM `get` costs more, and every order asks)."""
+    return select(Account.id).where(Account.id == bindparam("account_id"))
 
 
 def get_order(session: Session, client_order_id: str) -> OrderRecord:
@@ -489,5 +495,11 @@ def _open_orders_and_levels_query() -> Any:
 def end_protective_levels(session: Session, client_order_ids: Collection[str]) -> None:
     """Remove levels that protect nothing any more (superseded, refused, or filled out), in one statement."""
     if client_order_ids:
-        table = PaperProtectiveLevels
-        session.execute(delete(table).where(table.client_order_id.in_(list(client_order_ids))))
+        session.execute(_end_levels_statement(), {"ended": list(client_order_ids)})
+
+
+@cache
+def _end_levels_statement() -> Any:
+    """`end_protective_levels`' delete, built once (a catch-up ends levels on most bars that fill)."""
+    table = PaperProtectiveLevels.__table__
+    return delete(table).where(table.c.client_order_id.in_(bindparam("ended", expanding=True)))
