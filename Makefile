@@ -42,9 +42,11 @@ lint: $(BIN)/emp
 	$(BIN)/ruff format --check emp_pipeline emp_pipeline_tests benchmarks scripts
 
 # `dagster dev` on the root dagster.yaml (the local instance) and workspace.yaml (location emp_pipeline).
-# Ctrl-C or SIGTERM stops it and every process it started within seconds. Options: UI_ARGS="-p 3001".
+# Ctrl-C or SIGTERM stops it and every process it started within seconds. Options: UI_ARGS="-p 3001";
+# TIMEFRAME=H1 opens the study of `emp demo --timeframe H1` (EMP_HOME/h1); EMP_HOME=DIR another home, each
+# with the root file's instance settings.
 ui: $(BIN)/emp
-	exec $(BIN)/python -m emp_pipeline.instance.dagster_dev $(UI_ARGS)
+	exec $(BIN)/python -m emp_pipeline.instance.dagster_dev $(if $(TIMEFRAME),--timeframe $(TIMEFRAME)) $(UI_ARGS)
 
 bench: $(BIN)/emp
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[bench]'

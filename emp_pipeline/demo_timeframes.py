@@ -5,7 +5,7 @@ D1 is the daily demo as it always was. H1 is the hourly EURUSD study on the bund
 EMP_HOME/h1: its lake, SQLite registry, Dagster instance and settings file never mix with the daily demo's
 (whose champions its live ticks would otherwise trade). Its settings file holds the study's variables (the
 training span, the seed); the data ones cannot live there (settings.STUDY_VARIABLES), so other commands on
-the hourly study take them from the environment, as the UI command the demo prints does.
+the hourly study take them from the environment; `make ui TIMEFRAME=H1` sets them from DEMO_STUDIES.
 
 One year of hours cannot hold the default three-year training window, so it trains on three months: the
 first walk-forward period is 2017-05, the newest 2017-11 (December is not whole). Paper trading is one
@@ -123,20 +123,17 @@ def demo_environment(home: Path, timeframe: Timeframe | str, environ: Mapping[st
 
 
 def demo_ui_command(home: Path, timeframe: Timeframe | str) -> str:
-    """The command that opens the demo's Dagster instance with its definitions in `dagster dev`.
-
-    `make ui` opens the daily demo's (the root dagster.yaml stores under .emp/dagster_home); another
-    timeframe's instance is the home's dagster_home, which `dagster dev` opens as DAGSTER_HOME (no
-    dagster.yaml there: the demo's SQLite layout is Dagster's default), with the study's variables.
-    """
-    if _study(timeframe) is None:
-        return "make ui"
-    variables = {
-        "EMP_HOME": str(home),
-        **demo_data_variables(timeframe),
-        "DAGSTER_HOME": str(home / "dagster_home"),
-    }
-    return " ".join(f"{name}={value}" for name, value in variables.items()) + " .venv/bin/dagster dev"
+    """The command that opens the demo's Dagster instance in `dagster dev`: `make ui`, which gives every home
+    the root dagster.yaml's instance settings, with TIMEFRAME for another timeframe's study (its home and
+    variables) and EMP_HOME when the demo's is not the default ./.emp."""
+    study = _study(timeframe)
+    emp_home = home.parent if study else home  # demo_home: a study's home is a folder of EMP_HOME
+    words = ["make ui"]
+    if study:
+        words.append(f"TIMEFRAME={Timeframe.parse(timeframe)}")
+    if emp_home.resolve() != (Path.cwd() / ".emp").resolve():
+        words.append(f"EMP_HOME={emp_home}")
+    return " ".join(words)
 
 
 def demo_paper_bars(timeframe: Timeframe | str) -> int | None:

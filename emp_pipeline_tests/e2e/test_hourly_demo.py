@@ -18,12 +18,14 @@ from emp_pipeline.broker.paper import PROTECTIVE_EXIT_PREFIX
 from emp_pipeline.cli import main
 from emp_pipeline.defs.partitions import build_partitions
 from emp_pipeline.demo import DEMO_ACCOUNT, demo_instance
+from emp_pipeline.instance.dagster_dev import instance_home, study_environment
 from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.orders import fills_for_order, orders_for_account
 from emp_pipeline.registry.positions import get_or_create_paper_account
 from emp_pipeline.registry.research import active_strategies
 from emp_pipeline.settings import UNIVERSES_DIR, Settings
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
+from emp_pipeline_tests.e2e.conftest import REPO_ROOT
 from emp_pipeline_tests.e2e.test_docs_commands import HOURLY_DEMO_MARKER
 
 MEMORY = Path("/dev/shm")
@@ -110,15 +112,13 @@ def test_hourly_demo_trades_its_champions_bar_by_bar_with_parity(root, monkeypat
     assert evaluation.passed, evaluation.description
     assert evaluation.metadata["champions"].value == len(champions)
 
-    # The UI: the printed command's DAGSTER_HOME holds the instance, every FX-day partition materialized
-    # in it, and its variables give definitions whose bar partitions are those days.
+    # The UI: the printed command is make ui on the study (its home and variables, as the demo ran), whose
+    # definitions have the FX days as bar partitions, every one materialized in the instance it opens.
     (command,) = [line.split("(")[-1] for line in text.splitlines() if line.startswith("dagster home:")]
-    variables = dict(word.split("=", 1) for word in command.split() if "=" in word)
-    assert command.endswith(".venv/bin/dagster dev opens it in dagster dev)")
-    assert variables["DAGSTER_HOME"] == str(home / "dagster_home") and variables["EMP_TIMEFRAME"] == "H1"
-    ui_settings = Settings.from_env(
-        {name: value for name, value in variables.items() if name != "DAGSTER_HOME"}
-    )
+    assert command == f"make ui TIMEFRAME=H1 EMP_HOME={root / 'emp_home'} opens it in dagster dev)"
+    environ = study_environment({"EMP_HOME": str(root / "emp_home")}, "H1")
+    assert instance_home(environ, REPO_ROOT) == home / "dagster_home"
+    ui_settings = Settings.from_env(environ)
     partitions = build_partitions(ui_settings).bars.get_partition_keys()
     assert len(partitions) == 260
     assert instance.get_materialized_partitions(AssetKey("market_bars")) == set(partitions)
