@@ -15,10 +15,12 @@ It also points DAGSTER_HOME at the instance of the home it opens. The default ho
 root's dagster.yaml (so Dagster makes no scratch home and says nothing about one). Another EMP_HOME, or a
 demo study's home (`--timeframe H1`: EMP_HOME/h1 with the study's variables, as `emp demo --timeframe H1`
 ran), gets EMP_HOME/dagster_home/dagster.yaml written from the root file with its storage paths moved there,
-so every home opens with the same run queue, launcher, run monitoring and telemetry setting. It turns off the
-telemetry thread (it makes empty `logs/` directories in DAGSTER_HOME even with telemetry disabled in
-dagster.yaml); and hides the one warning `dagster dev` prints about itself (superseded by `dg dev` of the
-separate dagster-dg-cli tool, which this project does not use).
+so every home opens with the same run queue, launcher, run monitoring and telemetry setting. Such a home's
+`dagster dev` runs in its dagster_home (in the root, Dagster warns that the root file goes unused), the
+relative paths of its settings resolved against the root first. It turns off the telemetry thread (it
+makes empty `logs/` directories in DAGSTER_HOME even with telemetry disabled in dagster.yaml); and hides the
+one warning `dagster dev` prints about itself (superseded by `dg dev` of the separate dagster-dg-cli tool,
+which this project does not use).
 """
 
 from __future__ import annotations
@@ -36,11 +38,17 @@ from types import FrameType
 from typing import Any, TextIO
 
 import yaml
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from emp_pipeline.demo_timeframes import demo_environment, demo_home
 from emp_pipeline.settings import Settings
 
 INSTANCE_FILE = "dagster.yaml"
+WORKSPACE_FILE = "workspace.yaml"
+# The settings that name files or folders (settings.Settings), and the registry URLs, a SQLite file's path.
+PATH_VARIABLES = ("EMP_HOME", "EMP_DATA_DIR", "EMP_CSV_DIR", "EMP_UNIVERSE_FILE")
+DATABASE_URL_VARIABLES = ("EMP_DATABASE_URL", "DATABASE_URL")
 # Where the root dagster.yaml stores: the default home's instance, moved to EMP_HOME/dagster_home for another.
 ROOT_INSTANCE_DIR = ".emp/dagster_home"
 GRACE_S = 10.0
@@ -97,6 +105,21 @@ def instance_home(environ: Mapping[str, str], root: Path) -> Path:
     return dagster_home
 
 
+def rooted_paths(environ: Mapping[str, str], root: Path) -> dict[str, str]:
+    """`environ` with its relative paths resolved against `root`, for processes that run elsewhere."""
+    rooted = dict(environ)
+    for name in PATH_VARIABLES:
+        if environ.get(name, "").strip():
+            rooted[name] = str((root / environ[name].strip()).resolve())
+    for name in DATABASE_URL_VARIABLES:
+        with contextlib.suppress(ArgumentError, ValueError):  # not a URL: Settings names the variable
+            url = make_url(environ.get(name, "").strip())
+            if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+                database = str((root / url.database).resolve())
+                rooted[name] = url.set(database=database).render_as_string(hide_password=False)
+    return rooted
+
+
 def dev_environment(environ: Mapping[str, str], dagster_home: Path) -> dict[str, str]:
     """The environment `dagster dev` runs with: the caller's plus the three settings the docstring names."""
     warnings = [entry for entry in (environ.get("PYTHONWARNINGS"), SUPERSEDED_DEV_COMMAND_WARNING) if entry]
@@ -145,9 +168,12 @@ def run(
     for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, request_stop)
     dagster = Path(sys.executable).with_name("dagster")
+    if dagster_home != root:  # in the root, dagster dev would warn that its dagster.yaml goes unused
+        arguments = ["-w", str(root / WORKSPACE_FILE), *arguments]
+        environ = rooted_paths(environ, root)
     process = subprocess.Popen(
         [str(dagster), "dev", *arguments],
-        cwd=root,
+        cwd=dagster_home,
         env=dev_environment(environ, dagster_home),
         process_group=0,
     )

@@ -5,28 +5,33 @@ shared disk each commit's fsync made the bar update alone take minutes (it takes
 """
 
 import io
+import os
 import shutil
+import signal
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import requests
 from dagster import AssetCheckKey, AssetKey
 
 from emp_pipeline.broker.paper import PROTECTIVE_EXIT_PREFIX
 from emp_pipeline.cli import main
-from emp_pipeline.defs.partitions import build_partitions
 from emp_pipeline.demo import DEMO_ACCOUNT, demo_instance
-from emp_pipeline.instance.dagster_dev import instance_home, study_environment
+from emp_pipeline.instance.dagster_dev import GRACE_S
 from emp_pipeline.registry.engine import make_engine, session_scope
 from emp_pipeline.registry.orders import fills_for_order, orders_for_account
 from emp_pipeline.registry.positions import get_or_create_paper_account
 from emp_pipeline.registry.research import active_strategies
 from emp_pipeline.settings import UNIVERSES_DIR, Settings
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
-from emp_pipeline_tests.e2e.conftest import REPO_ROOT
+from emp_pipeline_tests.e2e.conftest import REPO_ROOT, VENV_BIN, free_port
 from emp_pipeline_tests.e2e.test_docs_commands import HOURLY_DEMO_MARKER
+from emp_pipeline_tests.e2e.test_make_ui import STARTUP_TIMEOUT_S, serving, session_members
 
 MEMORY = Path("/dev/shm")
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -112,13 +117,64 @@ def test_hourly_demo_trades_its_champions_bar_by_bar_with_parity(root, monkeypat
     assert evaluation.passed, evaluation.description
     assert evaluation.metadata["champions"].value == len(champions)
 
-    # The UI: the printed command is make ui on the study (its home and variables, as the demo ran), whose
-    # definitions have the FX days as bar partitions, every one materialized in the instance it opens.
+    # The UI: the printed command is make ui on the study (its home and variables, as the demo ran). Run as
+    # printed, it serves the study's definitions (the FX days of 2017 as bar partitions, every one
+    # materialized) on an instance with the root dagster.yaml's queue, live-execution limit and launcher,
+    # and SIGTERM stops it with everything it started.
     (command,) = [line.split("(")[-1] for line in text.splitlines() if line.startswith("dagster home:")]
     assert command == f"make ui TIMEFRAME=H1 EMP_HOME={root / 'emp_home'} opens it in dagster dev)"
-    environ = study_environment({"EMP_HOME": str(root / "emp_home")}, "H1")
-    assert instance_home(environ, REPO_ROOT) == home / "dagster_home"
-    ui_settings = Settings.from_env(environ)
-    partitions = build_partitions(ui_settings).bars.get_partition_keys()
-    assert len(partitions) == 260
-    assert instance.get_materialized_partitions(AssetKey("market_bars")) == set(partitions)
+    ui = _ui_answers(command.removesuffix(" opens it in dagster dev)").split(), root)
+    assert ui["assetNodeOrError"]["partitionStats"] == {"numMaterialized": 260, "numPartitions": 260}
+    assert ui["instance"] == {
+        "runQueuingSupported": True,
+        "runLauncher": {"name": "LocalProcessRunLauncher"},
+        "runQueueConfig": {"tagConcurrencyLimitsYaml": "- key: emp/live-execution\n  limit: 1\n"},
+    }
+
+
+UI_QUERY = """{
+  assetNodeOrError(assetKey: {path: ["market_bars"]}) {
+    ... on AssetNode { partitionStats { numMaterialized numPartitions } }
+  }
+  instance { runQueuingSupported runLauncher { name } runQueueConfig { tagConcurrencyLimitsYaml } }
+}"""
+
+
+def _ui_answers(make_command: list[str], root: Path) -> dict:
+    """Run `make ui ...` in the repository root, answer UI_QUERY from its GraphQL endpoint, stop it with
+    SIGTERM and check nothing it started is left."""
+    port = free_port()
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("MAKE", "DAGSTER_", "EMP_"))
+    }
+    log = root / "make-ui.log"
+    with log.open("wb") as handle:
+        make = subprocess.Popen(
+            [*make_command, "-o", f"{VENV_BIN}/emp", f"VENV={VENV_BIN.parent}", f"UI_ARGS=-p {port}"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not serving(port):
+            assert make.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"make ui did not come up:\n{log.read_text()[-3000:]}"
+            time.sleep(1)
+        answer = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": UI_QUERY}, timeout=60)
+        os.kill(make.pid, signal.SIGTERM)
+        stopped_at = time.monotonic()
+        while session_members(make.pid) and time.monotonic() - stopped_at < GRACE_S + 10:
+            time.sleep(0.2)
+        assert not session_members(make.pid)
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+        make.wait(timeout=30)
+        for pid in session_members(make.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert "WARNING" not in log.read_text(), log.read_text()
+    return answer.json()["data"]

@@ -20,7 +20,7 @@ STARTUP_TIMEOUT_S = 180.0
 PROC = Path("/proc")
 
 
-def _session_members(session: int) -> dict[int, str]:
+def session_members(session: int) -> dict[int, str]:
     """Live processes of a session (zombies excluded), with their command lines."""
     members = {}
     for entry in PROC.iterdir():
@@ -36,7 +36,7 @@ def _session_members(session: int) -> dict[int, str]:
     return members
 
 
-def _serving(port: int) -> bool:
+def serving(port: int) -> bool:
     try:
         return requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2).ok
     except requests.RequestException:
@@ -66,30 +66,28 @@ def test_make_ui_stops_with_everything_it_started(stop_signal, sent_to, tmp_path
         )
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not (
-            _serving(port) and any("code-server" in cmd for cmd in _session_members(make.pid).values())
-        ):
+        while not (serving(port) and any("code-server" in cmd for cmd in session_members(make.pid).values())):
             assert make.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, f"make ui did not come up:\n{log.read_text()[-3000:]}"
             time.sleep(1)
-        assert len(_session_members(make.pid)) >= 5  # make, the wrapper, dagster dev, webserver, daemon, ...
+        assert len(session_members(make.pid)) >= 5  # make, the wrapper, dagster dev, webserver, daemon, ...
 
         stopped_at = time.monotonic()
         if sent_to == "make":
             os.kill(make.pid, stop_signal)
         else:
             os.killpg(make.pid, stop_signal)  # what the terminal does on Ctrl-C: the foreground group
-        while _session_members(make.pid) and time.monotonic() - stopped_at < GRACE_S + 10:
+        while session_members(make.pid) and time.monotonic() - stopped_at < GRACE_S + 10:
             time.sleep(0.2)
         elapsed = time.monotonic() - stopped_at
-        assert not _session_members(make.pid), (elapsed, _session_members(make.pid))
+        assert not session_members(make.pid), (elapsed, session_members(make.pid))
         assert elapsed < GRACE_S + 5
-        assert not _serving(port)
+        assert not serving(port)
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
         make.wait(timeout=30)
-        for pid in _session_members(make.pid):
+        for pid in session_members(make.pid):
             os.kill(pid, signal.SIGKILL)
 
     output = log.read_text()

@@ -18,6 +18,7 @@ from emp_pipeline.instance.dagster_dev import (
     home_instance_config,
     instance_home,
     main,
+    rooted_paths,
     study_environment,
 )
 
@@ -115,3 +116,19 @@ def test_make_ui_passes_the_timeframe_to_the_wrapper():
         ["make", "-n", "-o", ".venv/bin/emp", "ui"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert "--timeframe" not in plain
+
+
+def test_a_home_opened_from_its_dagster_home_keeps_the_paths_given_relative_to_the_root(tmp_path):
+    environ = {
+        "EMP_HOME": "studies/h1",
+        "EMP_UNIVERSE_FILE": str(tmp_path / "universe.yaml"),
+        "EMP_DATABASE_URL": "sqlite:///studies/registry.sqlite",
+        "DATABASE_URL": "postgresql://user:secret@127.0.0.1/test",
+        "EMP_TIMEFRAME": "H1",
+    }
+    rooted = rooted_paths(environ, tmp_path)
+    assert rooted == {
+        **environ,
+        "EMP_HOME": str(tmp_path / "studies" / "h1"),
+        "EMP_DATABASE_URL": f"sqlite:///{tmp_path / 'studies' / 'registry.sqlite'}",
+    }
