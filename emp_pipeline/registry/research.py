@@ -251,6 +251,17 @@ def existing_strategy_ids(session: Session, strategy_ids: Iterable[str]) -> set[
     return found
 
 
+def evolution_run_ga_text(session: Session, run_ids: Sequence[str]) -> dict[str, str]:
+    """Each run's GA as a report shows it: "40 x 8, seed 1334985416" (population x generations, run seed)."""
+    rows = session.execute(
+        select(EvolutionRun.id, EvolutionRun.config, EvolutionRun.seed).where(EvolutionRun.id.in_(run_ids))
+    )
+    return {
+        run_id: f"{config.get('population_size')} x {config.get('generations')}, seed {seed}"
+        for run_id, config, seed in rows
+    }
+
+
 def evolution_run_costs(session: Session, run_id: str) -> Costs:
     """The costs a run's backtests paid (and its strategies trade with)."""
     stored = session.scalar(select(EvolutionRun.costs).where(EvolutionRun.id == run_id))

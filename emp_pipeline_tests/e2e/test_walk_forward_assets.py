@@ -28,6 +28,7 @@ from emp_pipeline.domain.promotion import GATE_NAMES
 from emp_pipeline.domain.rule_text import strategy_text
 from emp_pipeline.registry.engine import session_scope, shared_engine
 from emp_pipeline.registry.migrate import upgrade_database
+from emp_pipeline.registry.models import EvolutionRun
 from emp_pipeline.registry.records import NewStrategy
 from emp_pipeline.registry.research import (
     active_strategies,
@@ -196,6 +197,12 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
             for period, pick in picks.items()
         }
         pick_rules = [strategy_text(genome_from_dict(get_strategy(session, pick).genome)) for pick in picks]
+        pick_runs = [
+            session.get(EvolutionRun, get_strategy(session, pick).evolution_run_id) for pick in picks
+        ]
+        pick_ga = [
+            f"{r.config['population_size']} x {r.config['generations']}, seed {r.seed}" for r in pick_runs
+        ]
     total = sum(pick_trades.values())
     idle = sorted(period for period, trades in pick_trades.items() if trades == 0)
     assert report["pick_trades"] == total and report["min_meaningful_trades"] == MIN_MEANINGFUL_TRADES
@@ -211,6 +218,8 @@ def test_walk_forward_study_records_lineage_oos_performance_report_and_champions
     assert f"null percentile {report['null_percentile']:.1f}" in report["headline"]
     # The picks' rules, in the notation `emp strategies show` prints.
     assert all(rules in report["periods_table"] for rules in pick_rules)
+    # ... and the GA each period was evolved with (a study may mix settings: the table says so).
+    assert all(ga in report["periods_table"] for ga in pick_ga), pick_ga
     assert "null_percentile" in report["periods_table"] and "buy_and_hold_return" in report["periods_table"]
     # The fees, spread and swaps the picks paid, each on its own: per period and summed over the periods.
     with session_scope(engine) as session:

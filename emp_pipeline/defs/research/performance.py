@@ -64,6 +64,7 @@ from emp_pipeline.domain.walkforward_study import (
 from emp_pipeline.registry.records import PerformanceEntry
 from emp_pipeline.registry.research import (
     evolution_run_costs,
+    evolution_run_ga_text,
     get_strategy,
     performance_records,
     record_performance,
@@ -278,21 +279,27 @@ def _sharpe_metadata(sharpe: object, trades: object, min_trades: int) -> Metadat
 
 def _picks(database: DatabaseResource, curve: pd.DataFrame) -> pd.DataFrame:
     """Per period of the curve: the pick, its out-of-sample trade count and the fees, spread and swaps it
-    paid (None when the registry has no record of them) and its rules in plain notation."""
+    paid (None when the registry has no record of them), the GA its period was evolved with (population
+    x generations, run seed: a study may mix settings, and the table says so) and its rules in plain
+    notation."""
     picks = curve.groupby("period", sort=True)["strategy_id"].first()
     with database.session() as session:
         metrics = {
             (record.period, record.strategy_id): record.metrics
             for record in performance_records(session, strategy_ids=list(set(picks)), kind="out_of_sample")
         }
-        genomes = {strategy_id: get_strategy(session, strategy_id).genome for strategy_id in set(picks)}
+        strategies = {strategy_id: get_strategy(session, strategy_id) for strategy_id in set(picks)}
+        ga = evolution_run_ga_text(session, sorted({s.evolution_run_id for s in strategies.values()}))
     measured = [metrics.get(pick, {}) for pick in picks.items()]
     return pd.DataFrame(
         {
             "period": picks.index,
             "trades": [m.get("trade_count") for m in measured],
             **{name: [m.get(name) for m in measured] for name in COST_METRICS},
-            "rules": [strategy_text(genome_from_dict(genomes[strategy_id])) for strategy_id in picks],
+            "ga": [ga.get(strategies[strategy_id].evolution_run_id) for strategy_id in picks],
+            "rules": [
+                strategy_text(genome_from_dict(strategies[strategy_id].genome)) for strategy_id in picks
+            ],
         }
     )
 
