@@ -219,16 +219,16 @@ def update_order_status(
 
 
 def accept_order(session: Session, client_order_id: str, broker_order_id: str) -> OrderRecord:
-    """`update_order_status(..., ACCEPTED, broker_order_id=...)` in one statement while the order is still
-    pending (the common case: a broker accepting what it just recorded); otherwise that function decides."""
+    """A pending order accepted under `broker_order_id`, in one statement; an order no longer pending is
+    returned as it now is. The caller read it pending, so another submit of the same order (a concurrent
+    run) accepted it first, and may have filled it since: its answer stands (accepting again would move a
+    filled order back)."""
     row = session.execute(
         _accept_pending_statement(),
         {"pending_id": client_order_id, "broker_order_id": broker_order_id, "updated_at": utc_now()},
     ).one_or_none()
     if row is None:
-        return update_order_status(
-            session, client_order_id, OrderStatus.ACCEPTED.value, broker_order_id=broker_order_id
-        )
+        return get_order(session, client_order_id)
     return record_from_row(OrderRecord, row)
 
 

@@ -12,7 +12,7 @@ from emp_pipeline.broker.interface import OrderRequest, OrderStatus
 from emp_pipeline.broker.paper import BarFrameOpens, PaperBroker
 from emp_pipeline.domain.costs import Costs
 from emp_pipeline.registry.engine import make_engine, session_scope
-from emp_pipeline.registry.orders import orders_for_account, orders_with_fills
+from emp_pipeline.registry.orders import create_order_if_absent, orders_for_account, orders_with_fills
 from emp_pipeline.registry.positions import positions_for_account
 
 DAYS = pd.date_range("2024-03-04", periods=3, freq="D", tz="UTC")
@@ -73,3 +73,50 @@ def test_two_processes_sending_one_batch_record_and_fill_each_order_once(
     assert stored["new-eu"][0].target_position == 5_000 - 2_000  # after "due" filled, in either process
     assert stored["due"][0].status == OrderStatus.FILLED.value
     assert held == {"EURUSD": 5_000.0}
+
+
+def _submit_recorded_in_process(url: str, barrier, results) -> None:
+    engine = make_engine(url)
+    broker = PaperBroker(engine, BarFrameOpens(BARS), costs=COSTS)
+    barrier.wait(timeout=30)
+    try:
+        answer = broker.submit_order(BATCH[0])
+        results.put((answer.status.value, len(answer.fills)))
+    except Exception as error:  # the parent asserts on what the child saw
+        results.put((type(error).__name__, str(error)))
+    finally:
+        engine.dispose()
+
+
+def test_two_processes_submitting_an_order_the_live_job_recorded_both_get_its_fill(
+    migrated_registry_url: str, registry_engine: Engine
+) -> None:
+    """The live job records an order pending before it submits it; two runs submitting it at once must both
+    answer with its one fill (the slower one used to try to move the filled order back to accepted)."""
+    broker = PaperBroker(registry_engine, BarFrameOpens(BARS), costs=COSTS)
+    with session_scope(registry_engine) as session:
+        create_order_if_absent(
+            session,
+            client_order_id="due",
+            account_id=broker.account_id,
+            symbol="EURUSD",
+            side="buy",
+            quantity=5_000,
+            bar_time=DAYS[0].to_pydatetime(),
+            target_position=5_000,
+        )
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(2), context.Queue()
+    processes = [
+        context.Process(target=_submit_recorded_in_process, args=(migrated_registry_url, barrier, results))
+        for _ in range(2)
+    ]
+    for process in processes:
+        process.start()
+    answers = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    assert answers == [("filled", 1), ("filled", 1)]
+    with session_scope(registry_engine) as session:
+        (_, fills) = orders_with_fills(session, ["due"])["due"]
+    assert len(fills) == 1
