@@ -40,6 +40,7 @@ setup(
         "cryptography>=42",
         "websockets>=13",
         "prometheus-client>=0.20",
+        "threadpoolctl>=3.5",  # one BLAS thread in the GA (evolution.evolve): its products are small
         "arch>=7.0",  # superior predictive ability test (arch.bootstrap.SPA) of each period's candidates
     ],
     extras_require={

@@ -8,8 +8,10 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_info
 
 from emp_pipeline.defs.research.strategies import REGISTRY_OPERATORS
+from emp_pipeline.domain import evolution as evolution_module
 from emp_pipeline.domain.backtest import PopulationResult, market_arrays
 from emp_pipeline.domain.evolution import (
     RUIN_FITNESS,
@@ -186,6 +188,25 @@ def test_niche_counts_group_near_twins():
     statistics = return_statistics(returns, periods_per_year=252)
     behaviour = Behaviour.of(returns, statistics.mean, statistics.squared_deviations)
     np.testing.assert_array_equal(niche_counts(behaviour, 0.95), [2, 2, 1, 2, 2])
+
+
+def test_the_ga_runs_blas_on_one_thread_and_gives_the_threads_back(market_data, monkeypatch):
+    """OpenBLAS's pool made the per-generation Gram matrix ~40x slower on a shared machine."""
+    _, panel, market = market_data
+    blas_threads_before = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    seen: list[list[int]] = []
+
+    def counting_niches(behaviour: Behaviour, threshold: float) -> np.ndarray:
+        seen.append([pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"])
+        return niche_counts(behaviour, threshold)
+
+    monkeypatch.setattr(evolution_module, "niche_counts", counting_niches)
+    evolve(panel, market, SMALL, seed=3)
+    assert blas_threads_before and len(seen) == SMALL.generations
+    assert all(threads == [1] * len(blas_threads_before) for threads in seen)
+    assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == (
+        blas_threads_before
+    )
 
 
 def test_config_is_validated():
