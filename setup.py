@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 setup(
     name="emp-pipeline",
     version="0.1.0",
-    description="Evolving Market Predator: market data, regimes, evolved strategies and live trading on Dagster",
+    description="Evolving Market Predator on Dagster: market data, regimes, evolved strategies, live trading",
     python_requires=">=3.11",
     packages=find_packages(exclude=["emp_pipeline_tests*", "benchmarks*"]),
     include_package_data=True,
