@@ -37,13 +37,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-import yaml
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
-from emp_pipeline.demo_timeframes import demo_environment, demo_home
-from emp_pipeline.settings import Settings
-
 INSTANCE_FILE = "dagster.yaml"
 WORKSPACE_FILE = "workspace.yaml"
 # The settings that name files or folders (settings.Settings), and the registry URLs, a SQLite file's path.
@@ -62,6 +55,10 @@ def study_environment(environ: Mapping[str, str], timeframe: str | None) -> dict
     demo ran with (EMP_HOME/h1, the study's data and study variables), read relative to the current folder."""
     if timeframe is None:
         return dict(environ)
+    # Imported here: the default `make ui` starts (and stops) without loading the pipeline's settings.
+    from emp_pipeline.demo_timeframes import demo_environment, demo_home
+    from emp_pipeline.settings import Settings
+
     home = demo_home(Settings.from_env(environ), timeframe)
     return demo_environment(home, timeframe, environ)
 
@@ -95,6 +92,8 @@ def instance_home(environ: Mapping[str, str], root: Path) -> Path:
     home = (root / (environ.get("EMP_HOME", "").strip() or ".emp")).resolve()
     if home == (root / ".emp").resolve():
         return root
+    import yaml
+
     dagster_home = home / "dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = home_instance_config(yaml.safe_load((root / INSTANCE_FILE).read_text()), dagster_home)
@@ -107,6 +106,9 @@ def instance_home(environ: Mapping[str, str], root: Path) -> Path:
 
 def rooted_paths(environ: Mapping[str, str], root: Path) -> dict[str, str]:
     """`environ` with its relative paths resolved against `root`, for processes that run elsewhere."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     rooted = dict(environ)
     for name in PATH_VARIABLES:
         if environ.get(name, "").strip():
@@ -167,6 +169,8 @@ def run(
     # Handlers installed by Python are reset to the default in the child on exec (SIG_IGN would be kept).
     for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, request_stop)
+    # A stop signal blocked by whoever started this process (the mask is inherited) would never arrive.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     dagster = Path(sys.executable).with_name("dagster")
     if dagster_home != root:  # in the root, dagster dev would warn that its dagster.yaml goes unused
         arguments = ["-w", str(root / WORKSPACE_FILE), *arguments]

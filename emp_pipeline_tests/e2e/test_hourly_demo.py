@@ -31,7 +31,7 @@ from emp_pipeline.settings import UNIVERSES_DIR, Settings
 from emp_pipeline.storage.parquet_frames import DatedFrameStore
 from emp_pipeline_tests.e2e.conftest import REPO_ROOT, VENV_BIN, free_port
 from emp_pipeline_tests.e2e.test_docs_commands import HOURLY_DEMO_MARKER
-from emp_pipeline_tests.e2e.test_make_ui import STARTUP_TIMEOUT_S, serving, session_members
+from emp_pipeline_tests.e2e.test_make_ui import STARTUP_TIMEOUT_S, like_a_terminal, serving, session_members
 
 MEMORY = Path("/dev/shm")
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -157,6 +157,7 @@ def _ui_answers(make_command: list[str], root: Path) -> dict:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=like_a_terminal,
         )
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S

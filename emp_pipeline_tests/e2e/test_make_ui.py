@@ -36,6 +36,16 @@ def session_members(session: int) -> dict[int, str]:
     return members
 
 
+def like_a_terminal() -> None:
+    """Popen's preexec: the stop signals at their defaults and unblocked, as a terminal starts a command.
+    make keeps a SIGTERM it was started with ignored, and a blocked signal stays blocked across exec: the
+    test process's own state (whatever earlier tests left) must not decide what `make ui` does."""
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for stop_signal in stop_signals:
+        signal.signal(stop_signal, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+
+
 def serving(port: int) -> bool:
     try:
         return requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2).ok
@@ -63,6 +73,7 @@ def test_make_ui_stops_with_everything_it_started(stop_signal, sent_to, tmp_path
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # a session of its own, like a terminal's, to find every descendant
+            preexec_fn=like_a_terminal,
         )
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
