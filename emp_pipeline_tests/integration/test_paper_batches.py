@@ -42,6 +42,21 @@ def _submit_in_process(url: str, barrier, results) -> None:
     results.put([(a.client_order_id, a.status.value, len(a.fills)) for a in answers])
 
 
+def _in_two_processes(target, url: str) -> list:
+    """``target(url, barrier, results)`` in two forked processes released together (as
+    test_registry_orders: each child its own engine); what each put on ``results``."""
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(2), context.Queue()
+    processes = [context.Process(target=target, args=(url, barrier, results)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    answers = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    return answers
+
+
 def test_two_processes_sending_one_batch_record_and_fill_each_order_once(
     migrated_registry_url: str, registry_engine: Engine
 ) -> None:
@@ -49,18 +64,7 @@ def test_two_processes_sending_one_batch_record_and_fill_each_order_once(
     PaperBroker(registry_engine, BarFrameOpens(first_day), costs=COSTS).submit_order(BATCH[0])  # accepted
     broker = PaperBroker(registry_engine, BarFrameOpens(BARS), costs=COSTS)
 
-    context = multiprocessing.get_context("fork")  # as test_registry_orders: each child its own engine
-    barrier, results = context.Barrier(2), context.Queue()
-    processes = [
-        context.Process(target=_submit_in_process, args=(migrated_registry_url, barrier, results))
-        for _ in range(2)
-    ]
-    for process in processes:
-        process.start()
-    answers = [results.get(timeout=60) for _ in processes]
-    for process in processes:
-        process.join(timeout=30)
-        assert process.exitcode == 0
+    answers = _in_two_processes(_submit_in_process, migrated_registry_url)
 
     expected = [("due", "filled", 1), ("new-eu", "accepted", 0), ("new-gb", "accepted", 0)]
     assert answers == [expected, expected]
@@ -105,17 +109,7 @@ def test_two_processes_submitting_an_order_the_live_job_recorded_both_get_its_fi
             bar_time=DAYS[0].to_pydatetime(),
             target_position=5_000,
         )
-    context = multiprocessing.get_context("fork")
-    barrier, results = context.Barrier(2), context.Queue()
-    processes = [
-        context.Process(target=_submit_recorded_in_process, args=(migrated_registry_url, barrier, results))
-        for _ in range(2)
-    ]
-    for process in processes:
-        process.start()
-    answers = [results.get(timeout=60) for _ in processes]
-    for process in processes:
-        process.join(timeout=30)
+    answers = _in_two_processes(_submit_recorded_in_process, migrated_registry_url)
     assert answers == [("filled", 1), ("filled", 1)]
     with session_scope(registry_engine) as session:
         (_, fills) = orders_with_fills(session, ["due"])["due"]
