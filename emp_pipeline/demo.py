@@ -28,6 +28,7 @@ from dagster import (
     PartitionsDefinition,
 )
 
+from emp_pipeline.instance.workspace_runs import execute_as_workspace_run
 from emp_pipeline.registry.migrate import upgrade_database
 from emp_pipeline.reporting.formatting import ratio_text
 from emp_pipeline.settings import SETTINGS_FILE_NAME, Settings, masked_url
@@ -81,11 +82,6 @@ DEMO_BROKER = {"live_broker": {"config": {"kind": "paper", "account_name": DEMO_
 # with them materializes exactly that range.
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
-# The tag the UI's Jobs pages list a job's runs by: repository@code location (workspace.yaml's location is
-# emp_pipeline; Definitions make the repository `__repository__`). An in-process run lacks it, and without it
-# the demo's and `emp run`'s runs would show only on the Runs page. Pinned by e2e/test_ui_runs.py.
-REPOSITORY_LABEL_TAG = ".dagster/repository"
-REPOSITORY_LABEL = "__repository__@emp_pipeline"
 
 # The summary is the demo's output; Dagster's per-event DEBUG lines would bury it.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -119,19 +115,19 @@ def _run_job(
     op_config: dict[str, dict] | None = None,
     resource_config: dict[str, dict] | None = None,
 ) -> StepSummary:
-    tags = {REPOSITORY_LABEL_TAG: REPOSITORY_LABEL}
+    tags = {}
     if partition_range:
-        tags |= {PARTITION_RANGE_START_TAG: partition_range[0], PARTITION_RANGE_END_TAG: partition_range[1]}
+        tags = {PARTITION_RANGE_START_TAG: partition_range[0], PARTITION_RANGE_END_TAG: partition_range[1]}
     started = time.perf_counter()
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance,
-        tags=tags,
+    result = execute_as_workspace_run(
+        defs.resolve_job_def(job_name),
+        instance,
         run_config={
             **QUIET_LOGS,
             "ops": {op: {"config": config} for op, config in (op_config or {}).items()},
             "resources": resource_config or {},
         },
-        raise_on_error=False,
+        tags=tags,
     )
     summary = StepSummary(
         success=result.success,
