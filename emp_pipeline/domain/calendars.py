@@ -320,5 +320,15 @@ def scheduled_trading_days(
         return pd.DatetimeIndex([], dtype=UTC_DTYPE)
     exchange = _exchange_covering(calendar, first, last)
     weekdays = pd.bdate_range(first, last, freq="C", weekmask=exchange.weekmask)
-    holidays = pd.DatetimeIndex(exchange.regular_holidays.holidays(first, last)).as_unit("ns")
+    holidays = _regular_holidays_of_years(calendar, first.year, last.year)
     return _utc_index(weekdays[~weekdays.isin(holidays)])
+
+
+@lru_cache(maxsize=256)
+def _regular_holidays_of_years(calendar: str, first_year: int, last_year: int) -> pd.DatetimeIndex:
+    """An exchange's regular holidays in whole years. Cached because pandas evaluates every holiday rule
+    afresh on each call (~0.15 s) and the look-ahead gate's truncations and the year-anchored features ask
+    for the same years hundreds of times; a rule's dates in a year do not depend on the range asked."""
+    first, last = pd.Timestamp(first_year, 1, 1), pd.Timestamp(last_year, 12, 31)
+    exchange = _exchange_covering(calendar, first, last)
+    return pd.DatetimeIndex(exchange.regular_holidays.holidays(first, last)).as_unit("ns")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
+import exchange_calendars
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -12,6 +14,7 @@ from emp_pipeline.domain.calendars import (
     calendar_known_at,
     regular_session_stretches,
     rollover_times,
+    scheduled_trading_days,
     trading_day_of,
     trading_day_window,
     trading_days,
@@ -195,3 +198,21 @@ def test_an_exchange_instant_outside_every_session_on_its_own_has_no_trading_day
     """A daily bar's midnight label alone (what a live tick asks): no session overlaps it, so NaT."""
     assert trading_day_of("XNYS", _utc("2013-02-01")).isna().all()
     assert trading_day_of("XNYS", _utc("2013-02-02", "2013-02-03")).isna().all()  # a weekend
+
+
+@pytest.mark.parametrize("calendar", ["XNYS", "XLON", "XHKG", "XFRA", "XASX"])
+def test_scheduled_days_of_any_range_are_the_weekdays_less_the_rules_holidays_in_it(calendar: str) -> None:
+    """The holidays are cached by whole years; any range, starting and ending anywhere in a year, must see
+    exactly what the exchange's holiday rules give when asked for that range alone."""
+    rng = np.random.default_rng(7)
+    exchange = exchange_calendars.get_calendar(calendar, start="2000-01-01", end="2025-12-31")
+    for _ in range(40):
+        first = pd.Timestamp("2000-01-01") + pd.Timedelta(days=int(rng.integers(0, 22 * 365)))
+        last = first + pd.Timedelta(days=int(rng.integers(0, 3 * 365)))
+        weekdays = pd.bdate_range(first, last, freq="C", weekmask=exchange.weekmask)
+        expected = weekdays[~weekdays.isin(exchange.regular_holidays.holidays(first, last))]
+        assert list(scheduled_trading_days(calendar, first, last).tz_localize(None)) == list(expected), (
+            calendar,
+            first,
+            last,
+        )
