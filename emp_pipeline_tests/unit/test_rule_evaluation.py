@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from emp_pipeline.domain import genome as genome_module
@@ -29,22 +28,13 @@ from emp_pipeline.domain.genome import (
 )
 from emp_pipeline.domain.random_stream import RandomStream
 from emp_pipeline.domain.regimes import REGIME_LABELS
+from emp_pipeline_tests.feature_panels import random_feature_panel
 
 NAMES = ("what_a", "what_b", "how_c", "why_d")
 
 
 def _panel(n_bars: int = 120, n_instruments: int = 3, seed: int = 0) -> FeaturePanel:
-    rng = np.random.default_rng(seed)
-    values = rng.normal(size=(len(NAMES), n_bars, n_instruments)).round(1)
-    values[rng.random(values.shape) < 0.05] = np.nan
-    return FeaturePanel(
-        dates=pd.date_range("2020-01-01", periods=n_bars, freq="D", tz="UTC"),
-        symbols=tuple(f"S{i}" for i in range(n_instruments)),
-        names=NAMES,
-        values=values,
-        usable=rng.random((n_bars, n_instruments)) > 0.1,
-        regime_codes=rng.integers(-1, len(REGIME_LABELS), size=(n_bars, n_instruments)).astype(np.int8),
-    )
+    return random_feature_panel(NAMES, n_bars, n_instruments, seed, start="2020-01-01")
 
 
 def _holds(rule: Rule, panel: FeaturePanel, t: int, i: int) -> bool:

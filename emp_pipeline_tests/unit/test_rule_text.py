@@ -11,7 +11,6 @@ import math
 import re
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from emp_pipeline.domain.evolution import FeatureSpace, random_genome
@@ -26,6 +25,7 @@ from emp_pipeline.domain.genome import (
 from emp_pipeline.domain.random_stream import RandomStream
 from emp_pipeline.domain.regimes import REGIME_LABELS
 from emp_pipeline.domain.rule_text import risk_text, rule_text, strategy_lines, strategy_text
+from emp_pipeline_tests.feature_panels import random_feature_panel
 
 NAMES = ("what_a", "what_b", "how_c")
 TOKEN = re.compile(
@@ -35,17 +35,7 @@ TOKEN = re.compile(
 
 
 def _panel(n_bars: int = 80, n_instruments: int = 2, seed: int = 11) -> FeaturePanel:
-    rng = np.random.default_rng(seed)
-    values = rng.normal(size=(len(NAMES), n_bars, n_instruments)).round(1)
-    values[rng.random(values.shape) < 0.05] = np.nan
-    return FeaturePanel(
-        dates=pd.date_range("2021-01-01", periods=n_bars, freq="D", tz="UTC"),
-        symbols=tuple(f"S{i}" for i in range(n_instruments)),
-        names=NAMES,
-        values=values,
-        usable=rng.random((n_bars, n_instruments)) > 0.1,
-        regime_codes=rng.integers(-1, len(REGIME_LABELS), size=(n_bars, n_instruments)).astype(np.int8),
-    )
+    return random_feature_panel(NAMES, n_bars, n_instruments, seed, start="2021-01-01")
 
 
 def _tokens(text: str) -> list[str]:
